@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh Debian machine (as root):
+#   make serve   - install everything, then serve the healthy scenario until Ctrl-C
+#   make test    - install everything, then lint, type-check and run the whole suite
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed-stamp
+SCENARIO ?= healthy
+PYTEST_ARGS ?= -n 2
+
+.PHONY: serve test lint install bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-system-deps
+	bash scripts/install-system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/mailharness serve --scenario $(SCENARIO) $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_smtp_fixture.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,263 @@
+"""Certificate factory: one CA per test session, leaf certificates by variant name.
+
+Every variant a connector must refuse (self-signed, unknown CA, expired, wrong
+host, missing intermediate, weak key...) is one name away, and each hands the
+next library exactly what it consumes: an `ssl.SSLContext` for Python servers
+and clients, PEM files for Dovecot, curl, openssl and swaks.
+
+    ca = MailCA()
+    server_ctx = ca.server_context("expired")
+    client_ctx = ca.client_context()          # trusts the CA, verifies hosts
+    subprocess.run(["curl", "--cacert", ca.ca_path, ...])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import ipaddress
+import os
+import shutil
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from servers.errors import choice_error
+
+# Names a connector is configured with on this machine; the leaf covers all three.
+SERVER_IDENTITIES = ("localhost", "127.0.0.1", "::1")
+# A name that is never any of ours: the `wrong-host` leaf is valid only for it.
+WRONG_HOST = "mail.wrong-host.invalid"
+# OpenSSL's security level 2 (Debian's default) refuses RSA keys under 2048 bits.
+WEAK_RSA_BITS = 1024
+
+
+class CertVariant(enum.Enum):
+    """Server certificate variants, by the name scenarios and configs use."""
+
+    TRUSTED = "trusted"
+    SELF_SIGNED = "self-signed"
+    UNKNOWN_CA = "unknown-ca"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    WRONG_HOST = "wrong-host"
+    MISSING_INTERMEDIATE = "missing-intermediate"
+    WEAK_KEY = "weak-key"
+
+    @classmethod
+    def parse(cls, value: str | CertVariant, field: str = "cert") -> CertVariant:
+        if isinstance(value, CertVariant):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise choice_error(field, value, [v.value for v in cls]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCert:
+    """What a server presents: the chain it sends (leaf first) and its private key."""
+
+    variant: CertVariant
+    chain_pem: bytes
+    key_pem: bytes
+    cert_path: Path
+    key_path: Path
+
+    def configure(self, ctx: ssl.SSLContext) -> None:
+        ctx.load_cert_chain(self.cert_path, self.key_path)
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)  # O_CREAT's mode is masked by umask; be exact
+    return path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailharness"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _custom_leaf(
+    *, rsa_bits: int | None, issuer_cert_pem: bytes | None, issuer_key_pem: bytes | None
+) -> tuple[bytes, bytes]:
+    """A leaf trustme cannot make: RSA of a chosen size, or signed by itself.
+
+    `rsa_bits=None` means an ECDSA P-256 key (fast to make).
+    """
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if rsa_bits is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+    now = dt.datetime.now(dt.UTC)
+    subject = _name("localhost")
+    if issuer_cert_pem is None or issuer_key_pem is None:
+        issuer_name, signing_key = subject, key
+    else:
+        issuer_name = x509.load_pem_x509_certificate(issuer_cert_pem).subject
+        loaded = serialization.load_pem_private_key(issuer_key_pem, password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise TypeError(f"unsupported CA key type {type(loaded).__name__}")
+        signing_key = loaded
+    sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(signing_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+class MailCA:
+    """The test CA and every leaf variant, written to a private (0700) temp dir.
+
+    Leaves are made on first use and cached, so a session pays ~7 ms per
+    variant it actually uses. `close()` removes the directory.
+    """
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self._owns_dir = directory is None
+        if directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="mailharness-certs-"))
+        else:
+            self.directory = Path(directory)
+            self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        self._ca = trustme.CA(organization_name="mailharness test CA")
+        self._lock = threading.Lock()
+        self._leaves: dict[CertVariant, ServerCert] = {}
+        self.ca_path = _write_private(self.directory / "ca.pem", self.ca_pem, 0o644)
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA certificate to trust, as PEM."""
+        return bytes(self._ca.cert_pem.bytes())
+
+    def server_cert(self, variant: str | CertVariant = CertVariant.TRUSTED) -> ServerCert:
+        variant = CertVariant.parse(variant)
+        with self._lock:
+            cached = self._leaves.get(variant)
+            if cached is None:
+                chain, key = self._issue(variant)
+                stem = self.directory / variant.value
+                cached = ServerCert(
+                    variant=variant,
+                    chain_pem=chain,
+                    key_pem=key,
+                    cert_path=_write_private(stem.with_suffix(".crt"), chain, 0o644),
+                    key_path=_write_private(stem.with_suffix(".key"), key, 0o600),
+                )
+                self._leaves[variant] = cached
+        return cached
+
+    def _issue(self, variant: CertVariant) -> tuple[bytes, bytes]:
+        now = dt.datetime.now(dt.UTC)
+        ca = self._ca
+        if variant is CertVariant.TRUSTED:
+            leaf = ca.issue_cert(*SERVER_IDENTITIES)
+        elif variant is CertVariant.UNKNOWN_CA:
+            leaf = trustme.CA(organization_name="some other CA").issue_cert(*SERVER_IDENTITIES)
+        elif variant is CertVariant.EXPIRED:
+            leaf = ca.issue_cert(
+                *SERVER_IDENTITIES,
+                not_before=now - dt.timedelta(days=60),
+                not_after=now - dt.timedelta(days=30),
+            )
+        elif variant is CertVariant.NOT_YET_VALID:
+            leaf = ca.issue_cert(
+                *SERVER_IDENTITIES,
+                not_before=now + dt.timedelta(days=30),
+                not_after=now + dt.timedelta(days=60),
+            )
+        elif variant is CertVariant.WRONG_HOST:
+            leaf = ca.issue_cert(WRONG_HOST)
+        elif variant is CertVariant.MISSING_INTERMEDIATE:
+            leaf = ca.create_child_ca().issue_cert(*SERVER_IDENTITIES)
+            # Send the leaf alone: the intermediate is what the client is missing.
+            return leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes()
+        elif variant is CertVariant.SELF_SIGNED:
+            return _custom_leaf(rsa_bits=None, issuer_cert_pem=None, issuer_key_pem=None)
+        else:  # CertVariant.WEAK_KEY
+            return _custom_leaf(
+                rsa_bits=WEAK_RSA_BITS,
+                issuer_cert_pem=self.ca_pem,
+                issuer_key_pem=ca.private_key_pem.bytes(),
+            )
+        chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+        return chain, leaf.private_key_pem.bytes()
+
+    def server_context(self, variant: str | CertVariant = CertVariant.TRUSTED) -> ssl.SSLContext:
+        """A modern server context (TLS 1.2+) presenting the variant's certificate."""
+        cert = self.server_cert(variant)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert.variant is CertVariant.WEAK_KEY:
+            # Our own OpenSSL would refuse to load a 1024-bit key at level 2.
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        cert.configure(ctx)
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """What a correct connector uses: default verification, trusting this CA."""
+        ctx = ssl.create_default_context()
+        self._ca.configure_trust(ctx)
+        return ctx
+
+    @staticmethod
+    def insecure_client_context() -> ssl.SSLContext:
+        """The connector's "allow a non-secure certificate" setting: no verification."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        # Allow weak keys too: the user accepted whatever the server has.
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        return ctx
+
+    def export(self, directory: str | Path) -> Path:
+        """Copy the CA and every issued leaf to `directory` (for compose and QA)."""
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        for variant in CertVariant:
+            self.server_cert(variant)
+        for path in self.directory.iterdir():
+            shutil.copy2(path, target / path.name)
+        return target
+
+    def close(self) -> None:
+        if self._owns_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> MailCA:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,70 @@
+"""One event-loop thread per running harness: the sync facade's engine.
+
+Servers are asyncio code. A sync test cannot run a loop itself, so the
+harness runs one in a daemon thread and hands it coroutines; exceptions raised
+there are re-raised in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Long enough for a slow CI machine, short enough that a hung stop is noticed.
+DEFAULT_CALL_TIMEOUT = 30.0
+
+
+class LoopThread:
+    """An asyncio loop running in its own thread until `stop()`."""
+
+    def __init__(self, name: str = "mailharness-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = threading.Event()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
+        self.loop.run_forever()
+
+    def start(self) -> LoopThread:
+        self._thread.start()
+        self._started.wait()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = DEFAULT_CALL_TIMEOUT) -> T:
+        """Run `coro` on the loop and return its result here (or raise its exception here)."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("LoopThread.run() called from its own loop: await instead")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        """Cancel what is left, stop the loop, join the thread, close the loop."""
+        if not self._thread.is_alive():
+            if not self.loop.is_closed():
+                self.loop.close()
+            return
+
+        async def _cancel_rest() -> None:
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        try:
+            self.run(_cancel_rest())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(DEFAULT_CALL_TIMEOUT)
+            self.loop.close()

@@ -1,0 +1,144 @@
+"""The pytest plugin (entry point `pytest11: mailharness`): fixtures, options, reports.
+
+Fixtures:
+  mail_ca              session   the test CA (`MailCA`): client contexts, CA file, leaves
+  smtp_server          function  a started `MailServer` serving SMTP, fresh state per test
+                                 (one session-wide server, reset before each test: ~µs)
+  mail_server_factory  function  `factory(config=None, **fields)` starts a custom `MailServer`;
+                                 every server it made is stopped when the test ends
+
+When a test fails, the transcripts of every mail session it opened are added
+to its report (`--mail-transcripts=on-failure|always|never`, ini
+`mail_transcripts`). At teardown, errors the servers recorded (handler
+exceptions, client protocol violations) fail the test, all of them at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from harness.certs import MailCA
+from harness.server import MailConfig, MailServer
+from servers.errors import choice_error
+
+TRANSCRIPT_MODES = ("on-failure", "always", "never")
+_SERVERS_KEY = pytest.StashKey[list[MailServer]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mailharness", "mailharness fake mail servers")
+    help_text = "when to add mail protocol transcripts to test reports: " + "|".join(
+        TRANSCRIPT_MODES
+    )
+    group.addoption("--mail-transcripts", dest="mail_transcripts", default=None, help=help_text)
+    parser.addini("mail_transcripts", help_text, default="on-failure")
+
+
+def _transcript_mode(config: pytest.Config) -> str:
+    value = config.getoption("mail_transcripts") or config.getini("mail_transcripts")
+    if value not in TRANSCRIPT_MODES:
+        raise pytest.UsageError(str(choice_error("--mail-transcripts", value, TRANSCRIPT_MODES)))
+    return str(value)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _transcript_mode(config)  # fail fast on a bad value
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"mailharness: transcripts={_transcript_mode(config)}"
+
+
+def _track(request: pytest.FixtureRequest, server: MailServer) -> None:
+    request.node.stash.setdefault(_SERVERS_KEY, []).append(server)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    servers = item.stash.get(_SERVERS_KEY, None)
+    if servers and call.when in ("call", "teardown"):
+        mode = _transcript_mode(item.config)
+        failed = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
+        if (mode == "always" and call.when == "call") or (mode == "on-failure" and failed):
+            text = "\n\n".join(s.transcripts.text() for s in servers if len(s.transcripts))
+            if text:
+                item.add_report_section(call.when, "mail transcripts", text)
+    return (yield)
+
+
+def _fail_on_server_errors(servers: list[MailServer]) -> None:
+    __tracebackhide__ = True
+    errors = [f"{server!r}: {error}" for server in servers for error in server.errors]
+    if errors:
+        pytest.fail(
+            f"the mail server recorded {len(errors)} error(s):\n" + "\n".join(errors),
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def mail_ca() -> Iterator[MailCA]:
+    """The session's test CA. `mail_ca.client_context()` trusts it; `.ca_path` is the PEM."""
+    with MailCA() as ca:
+        yield ca
+
+
+@pytest.fixture(scope="session")
+def _mailharness_shared_server(mail_ca: MailCA) -> Iterator[MailServer]:
+    with MailServer(MailConfig(), ca=mail_ca) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_server(
+    request: pytest.FixtureRequest, _mailharness_shared_server: MailServer
+) -> Iterator[MailServer]:
+    """A running fake SMTP server (plain, STARTTLS and implicit-TLS listeners), fresh per test.
+
+    Users: `server.users`; captured mail: `server.messages` / `server.wait_for_messages()`.
+    """
+    server = _mailharness_shared_server
+    server.reset()
+    _track(request, server)
+    yield server
+    _fail_on_server_errors([server])
+    server.reset()
+
+
+MailServerFactory = Callable[..., MailServer]
+
+
+@pytest.fixture
+def mail_server_factory(
+    request: pytest.FixtureRequest, mail_ca: MailCA
+) -> Iterator[MailServerFactory]:
+    """Start servers with custom configs: `factory(cert="expired")`, `factory(config, smtp=...)`.
+
+    Keyword fields replace those of `config` (default `MailConfig()`); a wrong
+    field name is an error listing the fields there are.
+    """
+    started: list[MailServer] = []
+
+    def factory(config: MailConfig | None = None, **fields: Any) -> MailServer:
+        base = config or MailConfig()
+        if fields:
+            known = [f.name for f in dataclasses.fields(MailConfig)]
+            for name in fields:
+                if name not in known:
+                    raise choice_error("field", name, known)
+            base = dataclasses.replace(base, **fields)
+        server = MailServer(base, ca=mail_ca).start()
+        started.append(server)
+        _track(request, server)
+        return server
+
+    try:
+        yield factory
+        _fail_on_server_errors(started)
+    finally:
+        for server in started:
+            server.stop()

@@ -1,0 +1,39 @@
+"""The two error families of mailharness.
+
+`ConfigError` is the test author's mistake: it names the field, the value and
+what is allowed. Protocol errors made by a *client* are not exceptions that
+reach the test; they are answered on the wire (BAD/NO/5xx) and recorded in the
+server's `errors` list so the fixture can report them at teardown.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MailharnessError(Exception):
+    """Base class of every error mailharness raises on purpose."""
+
+
+class ConfigError(MailharnessError, ValueError):
+    """A configuration value is wrong; the message says which field and what is allowed."""
+
+
+def choice_error(field: str, value: object, allowed: Iterable[str]) -> ConfigError:
+    """Build the one message shape used for every bad enumerated value.
+
+    >>> str(choice_error("tls", "start", ["none", "starttls", "implicit"]))
+    "tls='start': expected one of 'none', 'starttls', 'implicit'"
+    """
+    options = list(allowed)
+    message = f"{field}={value!r}: expected one of " + ", ".join(repr(o) for o in options)
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, options, n=3, cutoff=0.6)
+        if close:
+            message += " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    return ConfigError(message)
+
+
+class ServerStartError(MailharnessError, RuntimeError):
+    """A server could not be started; raised in the caller's thread."""

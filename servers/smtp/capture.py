@@ -1,0 +1,115 @@
+"""Messages accepted by the fake SMTP server, and waiting for them.
+
+The server's loop thread appends; the test's thread (or its event loop) waits.
+Waiting is on a condition, never a polling sleep, so `wait_for_messages`
+returns the moment the message lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+_parser = BytesParser(policy=policy.default)
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedMessage:
+    """One accepted transaction: the envelope as sent and the parsed message."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    peer: str
+    login: str | None
+    listener: str
+    tls_version: str | None
+    received_at: dt.datetime
+    queue_id: str
+
+    @property
+    def message(self) -> EmailMessage:
+        """The message parsed with `email.policy.default`, line endings as Python's ("\\n")."""
+        parsed = _parser.parsebytes(self.data.replace(b"\r\n", b"\n"))
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    @property
+    def subject(self) -> str | None:
+        value = self.message["Subject"]
+        return None if value is None else str(value)
+
+
+@dataclass(slots=True)
+class MessageLog:
+    """Captured messages in arrival order; thread-safe; waitable from threads and coroutines."""
+
+    _items: list[CapturedMessage] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], int]] = field(
+        default_factory=list
+    )
+
+    def add(self, message: CapturedMessage) -> None:
+        with self._cond:
+            self._items.append(message)
+            count = len(self._items)
+            self._cond.notify_all()
+            ready = [w for w in self._async_waiters if w[2] <= count]
+            self._async_waiters = [w for w in self._async_waiters if w[2] > count]
+        for loop, future, _ in ready:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+
+    def wait(self, count: int = 1, timeout: float = 5.0) -> list[CapturedMessage]:
+        """Block until at least `count` messages arrived; raise TimeoutError saying what came."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._items) >= count, timeout):
+                raise TimeoutError(self._timeout_message(count, timeout))
+            return list(self._items)
+
+    async def wait_async(self, count: int = 1, timeout: float = 5.0) -> list[CapturedMessage]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if len(self._items) >= count:
+                return list(self._items)
+            self._async_waiters.append((loop, future, count))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(self._timeout_message(count, timeout)) from None
+        with self._cond:
+            return list(self._items)
+
+    def _timeout_message(self, count: int, timeout: float) -> str:
+        got = [f"{m.mail_from} -> {', '.join(m.rcpt_tos)}" for m in self._items]
+        return f"expected {count} message(s) within {timeout}s, got {len(got)}" + (
+            ": " + "; ".join(got) if got else ""
+        )
+
+    def __iter__(self) -> Iterator[CapturedMessage]:
+        with self._cond:
+            return iter(list(self._items))
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def __getitem__(self, index: int) -> CapturedMessage:
+        with self._cond:
+            return self._items[index]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

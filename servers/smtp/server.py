@@ -1,0 +1,372 @@
+"""The fake SMTP server: aiosmtpd's protocol engine, our handler, auth and listeners.
+
+aiosmtpd parses SMTP; everything a scenario decides (who may log in, what is
+accepted, what the replies say) lives in `_Handler` and `replies`. Listeners
+are sockets we bound ourselves, served on the caller's running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import itertools
+import logging
+import socket
+import ssl
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from servers.accounts import Accounts, Mechanism
+from servers.errors import ConfigError, choice_error
+from servers.listeners import Endpoint, Security
+from servers.smtp import replies
+from servers.smtp.capture import CapturedMessage, MessageLog
+from servers.transcript import Transcript, TranscriptLog
+
+AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
+# Gmail's and Outlook's limits are 25 and 35 MB; a realistic default that tests can lower.
+DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
+# A client idle this long is dropped, as Postfix does after 300 s.
+DEFAULT_TIMEOUT = 300.0
+
+_queue_ids = itertools.count(1)
+
+
+class _DropKnownNoise(logging.Filter):
+    """Two aiosmtpd warnings that are not ours to act on: we enforce the TLS rules for
+    AUTH ourselves, and aiosmtpd itself sets the deprecated `Session.login_data`."""
+
+    NOISE = ("auth_require_tls == False", "Session.login_data is deprecated")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
+
+
+logging.getLogger("mail.log").addFilter(_DropKnownNoise())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMTPSettings:
+    """How the fake SMTP server behaves; vary with `dataclasses.replace`."""
+
+    hostname: str = "localhost"
+    # Real submission servers (587/465) require AUTH; so do we unless told otherwise.
+    auth_required: bool = True
+    # Dovecot and Postfix treat loopback as secure and allow AUTH without TLS there.
+    plaintext_auth: bool = True
+    # On STARTTLS listeners: refuse everything but EHLO/NOOP/QUIT/STARTTLS before TLS.
+    starttls_required: bool = False
+    auth_mechanisms: tuple[str, ...] = AUTH_MECHANISMS
+    size_limit: int | None = DEFAULT_SIZE_LIMIT
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for mechanism in self.auth_mechanisms:
+            if mechanism not in AUTH_MECHANISMS:
+                raise choice_error("auth_mechanisms", mechanism, AUTH_MECHANISMS)
+        if self.size_limit is not None and self.size_limit <= 0:
+            raise ConfigError(f"size_limit={self.size_limit!r}: expected a positive int or None")
+        if self.timeout <= 0:
+            raise ConfigError(f"timeout={self.timeout!r}: expected a positive number of seconds")
+
+
+def _is_secure(transport: asyncio.BaseTransport | None) -> bool:
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+
+def _tls_version(transport: asyncio.BaseTransport | None) -> str | None:
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    return None if ssl_object is None else str(ssl_object.version())
+
+
+class _TranscribingReader:
+    """Wraps aiosmtpd's StreamReader to log each client line, masking secrets.
+
+    Message data (after a 354) is summarised rather than copied, and the line
+    after a 334 challenge is an AUTH secret, so it is masked.
+    """
+
+    _inner: asyncio.StreamReader
+    _transcript: Transcript
+    in_data: bool
+    mask_next: bool
+    _data_bytes: int
+
+    def __init__(self, reader: asyncio.StreamReader, transcript: Transcript) -> None:
+        object.__setattr__(self, "_inner", reader)
+        object.__setattr__(self, "_transcript", transcript)
+        object.__setattr__(self, "in_data", False)
+        object.__setattr__(self, "mask_next", False)
+        object.__setattr__(self, "_data_bytes", 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("in_data", "mask_next", "_data_bytes"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._inner, name, value)
+
+    def _log(self, line: bytes) -> None:
+        transcript = self._transcript
+        if self.in_data:
+            if line in (b".\r\n", b".\n"):
+                transcript.client(f"[message data: {self._data_bytes} bytes]")
+                transcript.client(".")
+                self.in_data = False
+                self._data_bytes = 0
+            else:
+                self._data_bytes += len(line)
+        elif self.mask_next:
+            self.mask_next = False
+            transcript.client_masked()
+        else:
+            head = line[:5].upper()
+            if head == b"AUTH " and len(line.split()) > 2:
+                verb, mechanism = line.split()[:2]
+                transcript.client_masked(f"{verb.decode()} {mechanism.decode()} ")
+            else:
+                transcript.client(line)
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        line: bytes = await self._inner.readuntil(separator)
+        self._log(line)
+        return line
+
+    async def readline(self) -> bytes:
+        line: bytes = await self._inner.readline()
+        self._log(line)
+        return line
+
+
+class _HarnessSMTP(SMTP):
+    """aiosmtpd's SMTP with production reply texts and a transcript per connection."""
+
+    def __init__(self, service: SMTPServer, listener: Endpoint, **kwargs: Any) -> None:
+        with warnings.catch_warnings():
+            # "Requiring AUTH while not requiring TLS": we enforce TLS rules ourselves.
+            warnings.simplefilter("ignore")
+            super().__init__(service.handler, **kwargs)
+        self.service = service
+        self.listener = listener
+        self.transcript: Transcript | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transcript is None:
+            peer = transport.get_extra_info("peername")
+            self.transcript = self.service.transcripts.open(
+                "smtp", f"{peer[0]}:{peer[1]}" if peer else "?", _describe(self.listener)
+            )
+            if _is_secure(transport):
+                self.transcript.event(f"TLS established ({_tls_version(transport)})")
+            self.service.connections.add(self)
+        else:
+            self.transcript.event(f"STARTTLS: TLS established ({_tls_version(transport)})")
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.service.connections.discard(self)
+        if self.transcript is not None:
+            self.transcript.event("connection closed" + (f": {error}" if error else ""))
+        super().connection_lost(error)
+
+    def _cb_client_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        assert self.transcript is not None
+        wrapped = _TranscribingReader(reader, self.transcript)
+        super()._cb_client_connected(wrapped, writer)  # type: ignore[arg-type]
+
+    async def push(self, status: str | bytes) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        text = replies.REWRITES.get(text, text)
+        if self.transcript is not None:
+            self.transcript.server(text)
+        reader = getattr(self, "_reader", None)
+        if isinstance(reader, _TranscribingReader):
+            if text.startswith("354"):
+                reader.in_data = True
+            elif text.startswith("334"):
+                reader.mask_next = True
+        await super().push(text)
+
+    def abort(self) -> None:
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.abort()
+
+
+def _describe(endpoint: Endpoint) -> str:
+    return f"{endpoint.protocol}/{endpoint.security.value} {endpoint.host}:{endpoint.port}"
+
+
+class _Handler:
+    """aiosmtpd hooks: scenario rules applied after aiosmtpd's envelope bookkeeping."""
+
+    def __init__(self, service: SMTPServer) -> None:
+        self.service = service
+
+    # --- authentication -------------------------------------------------
+    def authenticate(
+        self, server: _HarnessSMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        login = data.login.decode("utf-8", "replace")
+        result = self.service.accounts.authenticate(login, data.password.decode("utf-8", "replace"))
+        if result.ok:
+            return AuthResult(success=True, auth_data=data)
+        return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+
+    async def auth_XOAUTH2(self, server: _HarnessSMTP, args: list[str]) -> AuthResult:
+        if len(args) > 1:
+            blob = args[1]
+        else:
+            response = await server.challenge_auth("", encode_to_b64=False)
+            if response is MISSING:
+                return AuthResult(success=False, handled=True)
+            blob = response.decode("ascii", "replace")
+        try:
+            fields = base64.b64decode(blob, validate=True).decode("utf-8").split("\x01")
+        except (binascii.Error, UnicodeDecodeError):
+            await server.push(replies.BAD_SYNTAX_AUTH)
+            return AuthResult(success=False, handled=True)
+        user = next((f[5:] for f in fields if f.startswith("user=")), "")
+        token = next((f[12:] for f in fields if f.startswith("auth=Bearer ")), "")
+        result = self.service.accounts.authenticate(user, token, Mechanism.XOAUTH2)
+        if result.ok:
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
+        # Gmail sends an error challenge; the client answers with an empty line.
+        await server.challenge_auth(replies.XOAUTH2_ERROR_CHALLENGE[4:], encode_to_b64=False)
+        return AuthResult(success=False, handled=False, message=replies.XOAUTH2_FAILED)
+
+    async def handle_EHLO(
+        self,
+        server: _HarnessSMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if not self._auth_allowed(server):
+            responses = [r for r in responses if not r.startswith("250-AUTH")]
+        return responses
+
+    async def handle_AUTH(
+        self, server: _HarnessSMTP, session: Session, envelope: Envelope, args: list[str]
+    ) -> Any:
+        if not self._auth_allowed(server):
+            return "523 5.7.10 Plaintext authentication disabled."
+        return MISSING
+
+    def _auth_allowed(self, server: _HarnessSMTP) -> bool:
+        return self.service.settings.plaintext_auth or _is_secure(server.transport)
+
+    # --- mail -------------------------------------------------------------
+    async def handle_DATA(self, server: _HarnessSMTP, session: Session, envelope: Envelope) -> str:
+        queue_id = f"MH{next(_queue_ids):08X}"
+        content = envelope.original_content or envelope.content or b""
+        if isinstance(content, str):
+            content = content.encode("utf-8", "surrogateescape")
+        peer = session.peer
+        auth_data = session.auth_data
+        login = auth_data.login if isinstance(auth_data, LoginPassword) else None
+        captured = CapturedMessage(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            data=content,
+            peer=f"{peer[0]}:{peer[1]}" if peer else "?",
+            login=login.decode("utf-8", "replace") if login is not None else None,
+            listener=_describe(server.listener),
+            tls_version=_tls_version(server.transport),
+            received_at=dt.datetime.now(dt.UTC),
+            queue_id=queue_id,
+        )
+        self.service.messages.add(captured)
+        deliver = self.service.deliver
+        if deliver is not None:
+            for rcpt in envelope.rcpt_tos:
+                deliver(rcpt, content)
+        return replies.DATA_ACCEPTED.format(queue_id=queue_id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
+        return "451 4.3.0 Error: internal server error"
+
+
+@dataclass(eq=False)
+class SMTPServer:
+    """All SMTP listeners of one running mail server, sharing accounts and captured mail."""
+
+    accounts: Accounts
+    transcripts: TranscriptLog
+    settings: SMTPSettings = field(default_factory=SMTPSettings)
+    messages: MessageLog = field(default_factory=MessageLog)
+    # Local delivery (into the IMAP store) for each recipient, when IMAP is served too.
+    deliver: Callable[[str, bytes], None] | None = None
+    errors: list[str] = field(default_factory=list)
+    endpoints: list[Endpoint] = field(default_factory=list)
+    connections: set[_HarnessSMTP] = field(default_factory=set)
+    _servers: list[asyncio.Server] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.handler = _Handler(self)
+
+    async def add_listener(
+        self, sock: socket.socket, security: Security, ssl_context: ssl.SSLContext | None
+    ) -> Endpoint:
+        """Serve SMTP on an already-listening socket; returns once it accepts connections."""
+        if security is not Security.NONE and ssl_context is None:
+            raise ConfigError(f"security={security.value!r} needs an ssl_context")
+        host, port = sock.getsockname()[:2]
+        endpoint = Endpoint("smtp", host, port, security)
+        settings = self.settings
+        excluded = [m for m in AUTH_MECHANISMS if m not in settings.auth_mechanisms]
+        loop = asyncio.get_running_loop()
+
+        def factory() -> _HarnessSMTP:
+            return _HarnessSMTP(
+                self,
+                endpoint,
+                hostname=settings.hostname,
+                ident="ESMTP mailharness",
+                tls_context=ssl_context if security is Security.STARTTLS else None,
+                require_starttls=settings.starttls_required,
+                data_size_limit=settings.size_limit,
+                timeout=settings.timeout,
+                auth_required=settings.auth_required,
+                auth_require_tls=False,
+                auth_exclude_mechanism=excluded,
+                authenticator=self.handler.authenticate,
+                loop=loop,
+            )
+
+        server = await loop.create_server(
+            factory, sock=sock, ssl=ssl_context if security is Security.IMPLICIT else None
+        )
+        self._servers.append(server)
+        self.endpoints.append(endpoint)
+        return endpoint
+
+    def close_connections(self) -> None:
+        """Drop every open client connection (per-test reset of a shared server)."""
+        for connection in list(self.connections):
+            connection.abort()
+        self.connections.clear()
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        self.close_connections()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()

@@ -1,0 +1,134 @@
+"""Certificate variants, checked by real TLS handshakes (Python's ssl and openssl s_client)."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import stat
+import subprocess
+
+import pytest
+
+from harness import CertVariant, ConfigError, MailCA
+from harness.plugin import MailServerFactory
+from tests.helpers import require_executable
+
+# What a default-verifying Python client sees: SCENARIOS.md, "cert: certificates".
+EXPECTED_VERIFY_ERROR = {
+    CertVariant.SELF_SIGNED: "certificate verify failed: self-signed certificate",
+    CertVariant.UNKNOWN_CA: "certificate verify failed: unable to get local issuer certificate",
+    CertVariant.EXPIRED: "certificate verify failed: certificate has expired",
+    CertVariant.NOT_YET_VALID: "certificate verify failed: certificate is not yet valid",
+    CertVariant.WRONG_HOST: (
+        "certificate verify failed: Hostname mismatch, certificate is not valid for 'localhost'."
+    ),
+    CertVariant.MISSING_INTERMEDIATE: (
+        "certificate verify failed: unable to get local issuer certificate"
+    ),
+    CertVariant.WEAK_KEY: "certificate verify failed: EE certificate key too weak",
+}
+# openssl's own wording of the same failures.
+EXPECTED_OPENSSL_ERROR = {
+    CertVariant.SELF_SIGNED: "self-signed certificate",
+    CertVariant.UNKNOWN_CA: "unable to get local issuer certificate",
+    CertVariant.EXPIRED: "certificate has expired",
+    CertVariant.NOT_YET_VALID: "certificate is not yet valid",
+    CertVariant.WRONG_HOST: "hostname mismatch",
+    CertVariant.MISSING_INTERMEDIATE: "unable to get local issuer certificate",
+    CertVariant.WEAK_KEY: "EE certificate key too weak",
+}
+BAD_VARIANTS = list(EXPECTED_VERIFY_ERROR)
+
+
+@pytest.mark.parametrize("variant", BAD_VARIANTS, ids=lambda v: v.value)
+def test_default_client_refuses_variant_with_exact_error(
+    mail_server_factory: MailServerFactory, variant: CertVariant
+) -> None:
+    server = mail_server_factory(cert=variant)
+    port = server.smtp.implicit.port
+    with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        smtplib.SMTP_SSL("localhost", port, context=server.ca.client_context(), timeout=5).close()
+    assert EXPECTED_VERIFY_ERROR[variant] in str(caught.value)
+
+
+@pytest.mark.parametrize("variant", BAD_VARIANTS, ids=lambda v: v.value)
+def test_insecure_context_accepts_variant(
+    mail_server_factory: MailServerFactory, variant: CertVariant
+) -> None:
+    server = mail_server_factory(cert=variant)
+    port = server.smtp.implicit.port
+    context = MailCA.insecure_client_context()
+    with smtplib.SMTP_SSL("localhost", port, context=context, timeout=5) as client:
+        assert client.noop()[0] == 250
+        code, _ = client.login("alice@example.test", "alice-password")
+        assert code == 235
+
+
+def test_trusted_leaf_verifies_by_name_and_by_ip(mail_server_factory: MailServerFactory) -> None:
+    server = mail_server_factory()
+    port = server.smtp.implicit.port
+    for host in ("localhost", "127.0.0.1"):
+        with smtplib.SMTP_SSL(host, port, context=server.ca.client_context(), timeout=5) as c:
+            assert c.noop()[0] == 250
+
+
+def _s_client(port: int, ca_path: str) -> subprocess.CompletedProcess[str]:
+    openssl = require_executable("openssl")
+    return subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+         "-verify_hostname", "localhost", "-verify_return_error", "-CAfile", ca_path,
+         "-crlf", "-ign_eof"],
+        input="QUIT\n", capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", BAD_VARIANTS, ids=lambda v: v.value)
+def test_openssl_s_client_refuses_variant(
+    mail_server_factory: MailServerFactory, variant: CertVariant
+) -> None:
+    server = mail_server_factory(cert=variant)
+    result = _s_client(server.smtp.implicit.port, str(server.ca.ca_path))
+    assert result.returncode != 0
+    assert EXPECTED_OPENSSL_ERROR[variant] in result.stdout + result.stderr
+
+
+def test_openssl_s_client_accepts_trusted(mail_server_factory: MailServerFactory) -> None:
+    server = mail_server_factory()
+    result = _s_client(server.smtp.implicit.port, str(server.ca.ca_path))
+    assert result.returncode == 0, result.stderr
+    assert "Verify return code: 0 (ok)" in result.stdout
+    assert "220 localhost ESMTP" in result.stdout
+    assert "221 Bye" in result.stdout
+
+
+def test_private_keys_are_0600_in_a_private_dir() -> None:
+    with MailCA() as ca:
+        cert = ca.server_cert("trusted")
+        assert stat.S_IMODE(cert.key_path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(ca.directory.stat().st_mode) == 0o700
+        directory = ca.directory
+    assert not directory.exists()
+
+
+def test_missing_intermediate_sends_the_leaf_alone(mail_ca: MailCA) -> None:
+    cert = mail_ca.server_cert("missing-intermediate")
+    assert cert.chain_pem.count(b"BEGIN CERTIFICATE") == 1
+    assert mail_ca.server_cert("trusted").chain_pem.count(b"BEGIN CERTIFICATE") == 1
+
+
+def test_unknown_variant_names_the_allowed_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        CertVariant.parse("self-sigend")
+    message = str(caught.value)
+    assert message.startswith("cert='self-sigend': expected one of 'trusted', 'self-signed'")
+    assert "did you mean 'self-signed'?" in message
+
+
+def test_export_writes_every_variant(mail_ca: MailCA, tmp_path: object) -> None:
+    from pathlib import Path
+
+    target = mail_ca.export(Path(str(tmp_path)) / "certs")
+    names = {p.name for p in target.iterdir()}
+    assert "ca.pem" in names
+    assert {f"{v.value}.crt" for v in CertVariant} <= names
+    assert stat.S_IMODE((target / "trusted.key").stat().st_mode) == 0o600

@@ -1,0 +1,128 @@
+"""`mailharness serve`, run as a user runs it: a separate process, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SERVE = [sys.executable, "-m", "harness.cli", "serve"]
+
+
+@pytest.fixture
+def serve_json() -> Iterator[tuple[subprocess.Popen[str], dict[str, object]]]:
+    process = subprocess.Popen(
+        [*SERVE, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # readiness: the first line is printed once serving
+        assert line, process.stderr.read() if process.stderr else ""
+        yield process, json.loads(line)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
+
+
+def test_serve_json_then_send_then_sigint(
+    serve_json: tuple[subprocess.Popen[str], dict[str, object]],
+) -> None:
+    process, facts = serve_json
+    assert facts["scenario"] == "healthy"
+    assert facts["pid"] == process.pid
+    endpoints = facts["endpoints"]
+    assert isinstance(endpoints, list)
+    assert {(e["protocol"], e["security"]) for e in endpoints} == {
+        ("smtp", "none"),
+        ("smtp", "starttls"),
+        ("smtp", "implicit"),
+    }
+    assert all(e["host"] == "127.0.0.1" for e in endpoints)
+    users = facts["users"]
+    assert isinstance(users, list)
+    alice = users[0]
+    ca_path = Path(str(facts["ca_path"]))
+    assert ca_path.is_file()
+
+    starttls = next(e for e in endpoints if e["security"] == "starttls")
+    context = ssl.create_default_context(cafile=str(ca_path))
+    with smtplib.SMTP("localhost", starttls["port"], timeout=5) as client:
+        client.starttls(context=context)
+        client.login(alice["login"], alice["password"])
+        client.sendmail(alice["address"], ["bob@example.test"], b"Subject: cli\r\n\r\nhi\r\n")
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(15) == 0
+    for endpoint in endpoints:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", endpoint["port"]), timeout=1).close()
+    assert not ca_path.exists(), "the private cert dir must be removed at exit"
+
+
+def test_serve_stops_on_sigterm(
+    serve_json: tuple[subprocess.Popen[str], dict[str, object]],
+) -> None:
+    process, _ = serve_json
+    process.terminate()
+    assert process.wait(15) == 0
+    assert not Path(f"/proc/{process.pid}").exists()
+
+
+def test_serve_human_summary_lists_listeners_users_and_ca() -> None:
+    process = subprocess.Popen(SERVE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops."):
+                break
+        text = "".join(lines)
+        assert "serving scenario 'healthy'" in text
+        assert "SMTP  starttls  127.0.0.1:" in text
+        assert "user alice@example.test  password: alice-password" in text
+        assert "CA certificate to trust: " in text
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(15) == 0
+        if process.stdout:
+            process.stdout.close()
+
+
+def test_unknown_scenario_names_the_allowed_ones() -> None:
+    result = subprocess.run(
+        [*SERVE, "--scenario", "healty"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert "--scenario='healty': expected one of 'healthy'" in result.stderr
+    assert "did you mean 'healthy'?" in result.stderr
+
+
+def test_certs_dir_is_kept_for_qa(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    process = subprocess.Popen(
+        [*SERVE, "--json", "--certs-dir", str(certs)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        facts = json.loads(process.stdout.readline())
+        assert facts["ca_path"] == os.fspath(certs / "ca.pem")
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(15) == 0
+        if process.stdout:
+            process.stdout.close()
+    assert (certs / "ca.pem").is_file()
