@@ -1,0 +1,1 @@
+"""Our own IMAP server: sans-IO core, command semantics, asyncio shell."""

@@ -1,0 +1,927 @@
+"""What FETCH and SEARCH need from a stored RFC 822 message, as IMAP wire bytes.
+
+Everything here is a pure function of the message bytes, so callers may cache
+results per message. Output follows Dovecot 2.3 where RFC 3501 leaves room
+(default ``charset``, invalid encodings, sizes counted with CRLF line ends),
+because the harness is compared with a real Dovecot.
+
+Headers are split by hand rather than with :mod:`email`: FETCH ENVELOPE over
+10,000 messages has to keep up with Dovecot, and only BODYSTRUCTURE and
+SEARCH BODY/TEXT need the MIME tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import quopri
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
+
+__all__ = [
+    "bodystructure",
+    "decode_header_text",
+    "decoded_headers",
+    "envelope",
+    "format_internaldate",
+    "header_value",
+    "header_values",
+    "parse_internaldate",
+    "quote",
+    "rfc822_size",
+    "section",
+    "text_content",
+]
+
+#: Longest string sent quoted; longer ones become literals. Dovecot uses a
+#: similar cut-off so that no response line grows without bound.
+MAX_QUOTED = 1000
+
+#: Parsed MIME trees kept for repeated FETCH items of the same message
+#: (BODYSTRUCTURE then BODY[1] then BODY[2.MIME]...). bytes cache their hash.
+_TREE_CACHE_SIZE = 64
+
+#: Nesting beyond this is treated as a leaf, so a hostile message cannot
+#: exhaust the recursion limit.
+MAX_MIME_DEPTH = 50
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH_NUMBER = {m.lower(): i for i, m in enumerate(_MONTHS, start=1)}
+_LF_RE = re.compile(rb"\r?\n")
+
+
+# --------------------------------------------------------------------------- strings
+
+
+def quote(value: str | bytes | None) -> bytes:
+    """Encode an IMAP ``nstring``: ``NIL``, a quoted string, or a literal.
+
+    A literal is used when quoting cannot carry the value (CR, LF, NUL or
+    8-bit bytes) or when it is over :data:`MAX_QUOTED` bytes.
+
+    >>> quote('say "hi"')
+    b'"say \\\\"hi\\\\""'
+    >>> quote("a\\r\\nb")
+    b'{4}\\r\\na\\r\\nb'
+    """
+    if value is None:
+        return b"NIL"
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    if len(data) > MAX_QUOTED or not data.isascii() or b"\r" in data or b"\n" in data:
+        return b"{%d}\r\n" % len(data) + data.replace(b"\0", b"\x80")
+    if b"\0" in data:
+        data = data.replace(b"\0", b"\x80")
+        return b"{%d}\r\n" % len(data) + data
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _quote_text(value: bytes | None) -> bytes:
+    """Quote a header value for BODYSTRUCTURE: line breaks dropped, tabs as spaces."""
+    if value is None:
+        return b"NIL"
+    return quote(value.replace(b"\r", b"").replace(b"\n", b"").replace(b"\t", b" "))
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def _normalize(raw: bytes) -> bytes:
+    """Return ``raw`` with CRLF line ends; sizes and sections are defined on that form."""
+    lf = raw.count(b"\n")
+    if lf and raw.count(b"\r\n") != lf:
+        return _LF_RE.sub(b"\r\n", raw)
+    return raw
+
+
+def _split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """Header block (with its blank line) and body of CRLF data."""
+    if raw.startswith(b"\r\n"):
+        return raw[:2], raw[2:]
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return raw, b""
+    return raw[: end + 4], raw[end + 4 :]
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """One header field: lower-case name, original lines, unfolded value."""
+
+    name: str
+    lines: bytes
+    value: bytes
+
+
+def _fields(header: bytes) -> list[_Field]:
+    """Split a header block into fields; malformed lines never raise."""
+    out: list[_Field] = []
+    name = ""
+    chunks: list[bytes] = []
+    for line in header.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and chunks:
+            chunks.append(line)
+            continue
+        if chunks:
+            out.append(_make_field(name, chunks))
+            chunks = []
+        if not line:
+            continue
+        colon = line.find(b":")
+        name = line[:colon].rstrip().decode("latin-1").lower() if colon > 0 else ""
+        chunks.append(line)
+    if chunks:
+        out.append(_make_field(name, chunks))
+    return out
+
+
+def _make_field(name: str, chunks: list[bytes]) -> _Field:
+    lines = b"\r\n".join(chunks) + b"\r\n"
+    if not name:
+        return _Field("", lines, b"")
+    joined = b"".join(chunks)
+    value = joined[joined.find(b":") + 1 :].lstrip(b" \t")
+    return _Field(name, lines, value)
+
+
+def _first(fields: list[_Field], name: str) -> bytes | None:
+    for f in fields:
+        if f.name == name:
+            return f.value
+    return None
+
+
+# --------------------------------------------------------------------------- RFC 822 tokens
+
+_SPECIALS = b'()<>@,;:\\"[]'
+_TSPECIALS = b'()<>@,;:\\"/[]?='
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    """A lexical token of a structured header.
+
+    ``kind`` is ``"atom"``, ``"quoted"``, ``"comment"``, ``"literal"`` (a
+    ``[domain literal]``) or the special character itself; ``space`` says
+    whether white space came before it, which separates phrase words.
+    """
+
+    kind: str
+    text: bytes
+    space: bool
+
+
+_WS_RE = re.compile(rb"[ \t\r\n]+")
+_QUOTED_RE = re.compile(rb'"((?:[^"\\]|\\.)*)"?', re.DOTALL)
+_UNESCAPE_RE = re.compile(rb"\\(.)", re.DOTALL)
+_ATOM_RE = re.compile(rb'[^ \t\r\n"()<>@,;:\\\[\]]+')
+_MIME_ATOM_RE = re.compile(rb'[^ \t\r\n"()<>@,;:\\\[\]/?=]+')
+
+
+def _comment(value: bytes, i: int) -> tuple[bytes, int]:
+    """A nested ``(comment)`` starting after its ``(``: its text and the end index."""
+    depth, buf, n = 1, bytearray(), len(value)
+    while i < n and depth:
+        ch = value[i]
+        if ch == 0x5C and i + 1 < n:
+            i += 1
+            buf.append(value[i])
+        elif ch == 0x28:
+            depth += 1
+            buf.append(ch)
+        elif ch == 0x29:
+            depth -= 1
+            if depth:
+                buf.append(ch)
+        elif ch not in b"\r\n":
+            buf.append(ch)
+        i += 1
+    return bytes(buf), i
+
+
+def _tokenize(value: bytes, specials: bytes = _SPECIALS) -> list[_Tok]:
+    """Tokenize leniently: an unterminated quote or comment runs to the end."""
+    toks: list[_Tok] = []
+    atom_re = _ATOM_RE if specials is _SPECIALS else _MIME_ATOM_RE
+    i, n = 0, len(value)
+    space = False
+    while i < n:
+        m = atom_re.match(value, i)
+        if m is not None:
+            toks.append(_Tok("atom", m.group(), space))
+            i = m.end()
+            space = False
+            continue
+        c = value[i]
+        if c in b" \t\r\n":
+            space = True
+            ws = _WS_RE.match(value, i)
+            i = ws.end() if ws is not None else i + 1
+            continue
+        if c == 0x22:  # "
+            q = _QUOTED_RE.match(value, i)
+            assert q is not None  # the pattern matches any text after a quote
+            text = q.group(1)
+            if b"\\" in text:
+                text = _UNESCAPE_RE.sub(rb"\1", text)
+            if b"\r" in text or b"\n" in text:
+                text = text.replace(b"\r", b"").replace(b"\n", b"")
+            toks.append(_Tok("quoted", text, space))
+            i = q.end()
+        elif c == 0x28:  # (
+            text, i = _comment(value, i + 1)
+            toks.append(_Tok("comment", text, space))
+        elif c == 0x5B and specials is _SPECIALS:  # [
+            end = value.find(b"]", i)
+            end = n - 1 if end < 0 else end
+            toks.append(_Tok("literal", value[i : end + 1], space))
+            i = end + 1
+        else:
+            toks.append(_Tok(chr(c), value[i : i + 1], space))
+            i += 1
+        space = False
+    return toks
+
+
+# --------------------------------------------------------------------------- addresses
+
+_MISSING_MAILBOX = b"MISSING_MAILBOX"
+_MISSING_DOMAIN = b"MISSING_DOMAIN"
+
+_Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+
+
+def _phrase(toks: list[_Tok]) -> bytes | None:
+    words = [t.text for t in toks if t.kind in ("atom", "quoted", "literal") or t.kind == "."]
+    return b" ".join(words) if words else None
+
+
+def _mailbox(toks: list[_Tok]) -> _Address:
+    """One mailbox: ``name <route:local@domain>`` or ``local@domain (comment)``."""
+    lt = next((i for i, t in enumerate(toks) if t.kind == "<"), -1)
+    if lt >= 0:
+        name = _phrase(toks[:lt])
+        gt = next((i for i, t in enumerate(toks) if t.kind == ">" and i > lt), len(toks))
+        inner = [t for t in toks[lt + 1 : gt] if t.kind != "comment"]
+        adl: bytes | None = None
+        colon = next((i for i, t in enumerate(inner) if t.kind == ":"), -1)
+        if colon >= 0 and inner and inner[0].kind == "@":
+            adl = b"".join(t.text for t in inner[:colon])
+            inner = inner[colon + 1 :]
+    else:
+        comments = [t.text for t in toks if t.kind == "comment"]
+        name = comments[-1] if comments else None
+        adl = None
+        inner = [t for t in toks if t.kind != "comment"]
+    at = next((i for i, t in enumerate(inner) if t.kind == "@"), -1)
+    local_toks = inner if at < 0 else inner[:at]
+    local = b"".join(t.text for t in local_toks) or None
+    domain = b"".join(t.text for t in inner[at + 1 :]) if at >= 0 else b""
+    if lt >= 0 and local is None and not domain:
+        # "<>" is the null return path; Dovecot sends it as empty strings.
+        return (name, adl, b"", b"")
+    return (name, adl, local or _MISSING_MAILBOX, domain or _MISSING_DOMAIN)
+
+
+def _split_top(toks: list[_Tok], seps: str) -> list[list[_Tok]]:
+    """Split on separator tokens outside ``<...>``."""
+    groups: list[list[_Tok]] = [[]]
+    depth = 0
+    for t in toks:
+        if t.kind == "<":
+            depth += 1
+        elif t.kind == ">":
+            depth = max(depth - 1, 0)
+        if depth == 0 and t.kind in seps:
+            groups.append([])
+        else:
+            groups[-1].append(t)
+    return groups
+
+
+def _addresses(value: bytes) -> list[_Address]:
+    """Parse an address list into IMAP address tuples, group markers included."""
+    out: list[_Address] = []
+    toks = _tokenize(value)
+    i = 0
+    while i < len(toks):
+        # one element ends at a top-level "," ; a group runs from ":" to ";"
+        j, depth = i, 0
+        colon = -1
+        while j < len(toks):
+            kind = toks[j].kind
+            if kind == "<":
+                depth += 1
+            elif kind == ">":
+                depth = max(depth - 1, 0)
+            elif depth == 0 and kind == ":" and colon < 0:
+                colon = j
+                break
+            elif depth == 0 and kind == ",":
+                break
+            j += 1
+        if colon >= 0:
+            end = next((k for k in range(colon, len(toks)) if toks[k].kind == ";"), len(toks))
+            out.append((None, None, _phrase(toks[i:colon]) or b"", None))
+            for member in _split_top(toks[colon + 1 : end], ","):
+                if any(t.kind != "comment" for t in member):
+                    out.append(_mailbox(member))
+            out.append((None, None, None, None))
+            i = end + 1
+            continue
+        element = toks[i:j]
+        if any(t.kind != "comment" for t in element):
+            out.append(_mailbox(element))
+        i = j + 1
+    return out
+
+
+#: Mail sets repeat the same From/To values, so formatted lists are memoized.
+_ADDRESS_CACHE_SIZE = 4096
+
+
+@lru_cache(maxsize=_ADDRESS_CACHE_SIZE)
+def _address_list(value: bytes | None) -> bytes:
+    if value is None:
+        return b"NIL"
+    addrs = _addresses(value)
+    if not addrs:
+        return b"NIL"
+    parts = [b"(" + b" ".join(_quote_env(x) for x in a) + b")" for a in addrs]
+    return b"(" + b"".join(parts) + b")"
+
+
+def _quote_env(value: bytes | None) -> bytes:
+    """ENVELOPE strings: header text with line breaks removed (Dovecot's nolf)."""
+    if value is None:
+        return b"NIL"
+    if b"\r" in value or b"\n" in value:
+        value = value.replace(b"\r", b"").replace(b"\n", b"")
+    return quote(value)
+
+
+# --------------------------------------------------------------------------- ENVELOPE
+
+
+def _envelope(fields: list[_Field]) -> bytes:
+    found: dict[str, bytes] = {}
+    for f in fields:
+        if f.name in _ENVELOPE_NAMES and f.name not in found:
+            found[f.name] = f.value
+    from_ = _address_list(found.get("from"))
+    sender = _address_list(found.get("sender"))
+    reply_to = _address_list(found.get("reply-to"))
+    # RFC 3501 §7.4.2: sender and reply-to default to from; Dovecot does this
+    # also when the header is present but holds no address.
+    parts = [
+        _quote_env(found.get("date")),
+        _quote_env(found.get("subject")),
+        from_,
+        from_ if sender == b"NIL" else sender,
+        from_ if reply_to == b"NIL" else reply_to,
+        _address_list(found.get("to")),
+        _address_list(found.get("cc")),
+        _address_list(found.get("bcc")),
+        _quote_env(found.get("in-reply-to")),
+        _quote_env(found.get("message-id")),
+    ]
+    return b"(" + b" ".join(parts) + b")"
+
+
+_ENVELOPE_NAMES = frozenset(
+    (
+        "date",
+        "subject",
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "bcc",
+        "in-reply-to",
+        "message-id",
+    )
+)
+
+
+def envelope(raw: bytes) -> bytes:
+    """The parenthesised ENVELOPE of a message (RFC 3501 §7.4.2).
+
+    Strings are the header text as sent (encoded words are not decoded) and
+    ``NIL`` for an absent header.
+    """
+    header, _ = _split_message(_normalize(raw))
+    return _envelope(_fields(header))
+
+
+# --------------------------------------------------------------------------- MIME tree
+
+
+@dataclass(slots=True)
+class _Part:
+    """One MIME entity: its header and body slices and what BODYSTRUCTURE needs."""
+
+    header: bytes
+    body: bytes
+    fields: list[_Field]
+    mtype: bytes | None = None
+    subtype: bytes | None = None
+    params: list[tuple[bytes, bytes]] = field(default_factory=list)
+    multipart: bool = False
+    rfc822: bool = False
+    children: list[_Part] = field(default_factory=list)
+
+    @property
+    def text(self) -> bool:
+        return self.mtype is None or self.mtype.lower() == b"text"
+
+    def content(self, name: str) -> bytes | None:
+        return _first(self.fields, name)
+
+
+def _rfc2231(params: list[tuple[bytes, bytes, bool]]) -> list[tuple[bytes, bytes]]:
+    """Join ``name*0``/``name*1*`` continuations the way Dovecot's rfc2231_parse does.
+
+    Extended values are not decoded; the name gets a trailing ``*`` and the
+    value keeps its ``charset'lang'`` prefix.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    continued: dict[bytes, list[tuple[int, bytes, bool]]] = {}
+    order: list[bytes] = []
+    for name, value, _quoted in params:
+        m = re.fullmatch(rb"(.+?)\*(\d+)(\*?)", name)
+        if m is None:
+            out.append((name, value))
+            continue
+        key = m.group(1)
+        if key not in continued:
+            continued[key] = []
+            order.append(key)
+        continued[key].append((int(m.group(2)), value, bool(m.group(3))))
+    for key in order:
+        pieces = sorted(continued[key])
+        extended = any(p[2] for p in pieces)
+        out.append((key + b"*" if extended else key, b"".join(p[1] for p in pieces)))
+    return out
+
+
+def _parameters(toks: list[_Tok]) -> list[tuple[bytes, bytes]]:
+    """``; name=value`` pairs after a MIME type or disposition; junk is skipped."""
+    params: list[tuple[bytes, bytes, bool]] = []
+    i = 0
+    toks = [t for t in toks if t.kind != "comment"]
+    while i < len(toks):
+        if toks[i].kind != ";":
+            i += 1
+            continue
+        if i + 2 < len(toks) and toks[i + 1].kind == "atom" and toks[i + 2].kind == "=":
+            name = toks[i + 1].text
+            value_toks: list[_Tok] = []
+            k = i + 3
+            while k < len(toks) and toks[k].kind != ";":
+                value_toks.append(toks[k])
+                k += 1
+            if value_toks:
+                quoted = value_toks[0].kind == "quoted"
+                value = b"".join(t.text for t in value_toks)
+                params.append((name, value, quoted))
+            i = k
+        else:
+            i += 1
+    return _rfc2231(params)
+
+
+def _token(value: bytes | None) -> tuple[bytes | None, list[_Tok]]:
+    """First MIME token of a header value and the tokens after it."""
+    if value is None:
+        return None, []
+    toks = [t for t in _tokenize(value, _TSPECIALS) if t.kind != "comment"]
+    if not toks or toks[0].kind != "atom":
+        return None, toks
+    return toks[0].text, toks[1:]
+
+
+def _parse_part(data: bytes, *, mime: bool, digest: bool, depth: int) -> _Part:
+    header, body = _split_message(data)
+    fields = _fields(header)
+    part = _Part(header=header, body=body, fields=fields)
+    ctype = part.content("content-type")
+    if not mime and ctype is None and part.content("mime-version") is None:
+        # Dovecot forgets Content-* headers of a part that is not MIME.
+        part.fields = [f for f in fields if not f.name.startswith("content-")]
+        ctype = None
+    if ctype is not None:
+        toks = [t for t in _tokenize(ctype, _TSPECIALS) if t.kind != "comment"]
+        if (
+            len(toks) >= 3
+            and toks[0].kind == "atom"
+            and toks[1].kind == "/"
+            and (toks[2].kind == "atom")
+        ):
+            part.mtype, part.subtype = toks[0].text, toks[2].text
+            part.params = _parameters(toks[3:])
+    elif digest:
+        part.mtype, part.subtype = b"message", b"rfc822"
+    lower = (part.mtype or b"").lower()
+    if depth >= MAX_MIME_DEPTH:
+        return part
+    if lower == b"multipart":
+        boundary = next((v for k, v in part.params if k.lower() == b"boundary"), None)
+        if boundary:
+            part.multipart = True
+            is_digest = (part.subtype or b"").lower() == b"digest"
+            part.children = [
+                _parse_part(chunk, mime=True, digest=is_digest, depth=depth + 1)
+                for chunk in _split_multipart(body, boundary)
+            ]
+        else:
+            # Without a boundary Dovecot treats it as a leaf of that type.
+            pass
+    elif lower == b"message" and (part.subtype or b"").lower() == b"rfc822":
+        part.rfc822 = True
+        part.children = [_parse_part(body, mime=False, digest=False, depth=depth + 1)]
+    return part
+
+
+def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
+    """Bodies between ``--boundary`` lines; the CRLF before a delimiter belongs to it.
+
+    Like Dovecot, a line only has to start with the delimiter; a missing close
+    delimiter ends the last part at the end of the body.
+    """
+    delim = b"--" + boundary
+    marks: list[tuple[int, int, bool]] = []  # (part end before it, content start, close)
+    if body.startswith(delim):
+        pos, at = 0, 0
+    else:
+        pos = body.find(b"\r\n" + delim)
+        at = pos + 2
+    while pos >= 0:
+        line_end = body.find(b"\r\n", at)
+        content = len(body) if line_end < 0 else line_end + 2
+        close = body.startswith(b"--", at + len(delim))
+        marks.append((pos, content, close))
+        if close or line_end < 0:
+            break
+        pos = body.find(b"\r\n" + delim, line_end)
+        at = pos + 2
+    chunks: list[bytes] = []
+    for k, (_, content, close) in enumerate(marks):
+        if close:
+            break
+        end = marks[k + 1][0] if k + 1 < len(marks) else len(body)
+        chunks.append(body[content:end] if end >= content else b"")
+    return chunks
+
+
+@lru_cache(maxsize=_TREE_CACHE_SIZE)
+def _tree(raw: bytes) -> _Part:
+    return _parse_part(_normalize(raw), mime=False, digest=False, depth=0)
+
+
+# --------------------------------------------------------------------------- BODYSTRUCTURE
+
+
+def _param_list(params: list[tuple[bytes, bytes]]) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(_quote_text(k) + b" " + _quote_text(v) for k, v in params) + b")"
+
+
+def _disposition(part: _Part) -> bytes:
+    kind, rest = _token(part.content("content-disposition"))
+    if kind is None:
+        return b"NIL"
+    return b"(" + _quote_text(kind) + b" " + _param_list(_parameters(rest)) + b")"
+
+
+def _language(part: _Part) -> bytes:
+    value = part.content("content-language")
+    if value is None:
+        return b"NIL"
+    tags = [t.text for t in _tokenize(value) if t.kind == "atom"]
+    return b"(" + b" ".join(_quote_text(t) for t in tags) + b")" if tags else b"NIL"
+
+
+def _write(part: _Part, extensible: bool) -> bytes:
+    if part.multipart:
+        kids = part.children or []
+        inner = b"".join(b"(" + _write(c, extensible) + b")" for c in kids)
+        if not kids:
+            inner = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
+        out = inner + b" " + _quote_text(part.subtype or b"x-unknown")
+        if extensible:
+            out += b" " + b" ".join(
+                (
+                    _param_list(part.params),
+                    _disposition(part),
+                    _language(part),
+                    _quote_text(part.content("content-location")),
+                )
+            )
+        return out
+    params = list(part.params)
+    if part.rfc822:
+        head = b'"message" "rfc822"'
+    else:
+        head = _quote_text(part.mtype or b"text") + b" "
+        head += _quote_text(part.subtype or (b"plain" if part.text else b"unknown"))
+        if part.text and not any(k.lower() == b"charset" for k, _ in params):
+            params.append((b"charset", b"us-ascii"))
+    encoding, _ = _token(part.content("content-transfer-encoding"))
+    out = b" ".join(
+        (
+            head,
+            _param_list(params),
+            _quote_text(part.content("content-id")),
+            _quote_text(part.content("content-description")),
+            _quote_text(encoding or b"7bit"),
+            b"%d" % len(part.body),
+        )
+    )
+    if part.rfc822:
+        sub = part.children[0]
+        out += (
+            b" "
+            + _envelope(sub.fields)
+            + b" ("
+            + _write(sub, extensible)
+            + b") %d" % part.body.count(b"\n")
+        )
+    elif part.text:
+        out += b" %d" % part.body.count(b"\n")
+    if extensible:
+        out += b" " + b" ".join(
+            (
+                _quote_text(part.content("content-md5")),
+                _disposition(part),
+                _language(part),
+                _quote_text(part.content("content-location")),
+            )
+        )
+    return out
+
+
+def bodystructure(raw: bytes, *, extensible: bool = True) -> bytes:
+    """FETCH BODYSTRUCTURE (``extensible=True``) or BODY, formatted like Dovecot 2.3.
+
+    Sizes count CRLF line ends even for LF-only input, as Dovecot's
+    "virtual" sizes do; text parts without a charset get ``us-ascii``.
+    """
+    return b"(" + _write(_tree(raw), extensible) + b")"
+
+
+# --------------------------------------------------------------------------- sections
+
+_SECTION_KINDS = frozenset(("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"))
+
+
+def _subparts(node: _Part, is_message: bool) -> list[tuple[_Part, bool]]:
+    """Numbered children of a node (RFC 3501 §6.4.5), with whether each is a message."""
+    if node.multipart:
+        return [(c, False) for c in node.children]
+    if node.rfc822 and not is_message:
+        return _subparts(node.children[0], True)
+    if is_message:
+        return [(node, False)]
+    return []
+
+
+def _filter_header(header: bytes, names: tuple[str, ...], keep: bool) -> bytes:
+    wanted = {n.lower() for n in names}
+    lines = [f.lines for f in _fields(header) if (f.name in wanted) == keep and f.name]
+    return b"".join(lines) + b"\r\n"
+
+
+def section(
+    raw: bytes,
+    part: tuple[int, ...],
+    kind: str | None = None,
+    fields: tuple[str, ...] = (),
+) -> bytes:
+    """The bytes of ``BODY[<part>.<kind>]``; ``b""`` when the part does not exist.
+
+    ``kind`` is ``None``, ``"HEADER"``, ``"HEADER.FIELDS"``,
+    ``"HEADER.FIELDS.NOT"``, ``"TEXT"`` or ``"MIME"``; ``fields`` are the
+    header names for the two ``HEADER.FIELDS`` forms.
+    """
+    if kind is not None:
+        kind = kind.upper()
+        if kind not in _SECTION_KINDS:
+            raise ValueError(
+                f"section kind {kind!r}: expected None or one of {sorted(_SECTION_KINDS)}"
+            )
+    if any(n < 1 for n in part):
+        return b""
+    if not part:
+        if kind is None:
+            return _normalize(raw)
+        message: _Part | None = _tree(raw)
+    else:
+        node, is_message = _tree(raw), True
+        for n in part:
+            subs = _subparts(node, is_message)
+            if n > len(subs):
+                return b""
+            node, is_message = subs[n - 1]
+        if kind is None:
+            return node.body
+        if kind == "MIME":
+            return node.header
+        message = node.children[0] if node.rfc822 else None
+    if message is None:
+        return b""
+    if kind == "HEADER":
+        return message.header
+    if kind == "TEXT":
+        return message.body
+    if kind == "HEADER.FIELDS":
+        return _filter_header(message.header, fields, True)
+    if kind == "HEADER.FIELDS.NOT":
+        return _filter_header(message.header, fields, False)
+    return b""  # MIME of the whole message is not a section
+
+
+# --------------------------------------------------------------------------- SEARCH helpers
+
+_ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(rb"[ \t\r\n]*")
+
+
+def _charset_decode(data: bytes, charset: str) -> str:
+    charset = charset.split("*", 1)[0].strip().lower() or "us-ascii"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        charset = "utf-8"
+    if charset in ("us-ascii", "ascii"):
+        charset = "utf-8"  # 8-bit text labelled ASCII is most often UTF-8
+    return data.decode(charset, errors="replace")
+
+
+def _decode_word(charset: bytes, enc: bytes, text: bytes) -> str | None:
+    """One encoded word's text, or ``None`` when it is broken (then it is kept as sent)."""
+    if enc in (b"b", b"B"):
+        try:
+            data = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    else:
+        data = quopri.decodestring(text.replace(b"_", b" "), header=True)
+    return _charset_decode(data, charset.decode("ascii", "replace"))
+
+
+def _plain(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def decode_header_text(value: bytes) -> str:
+    """Decode RFC 2047 encoded words; white space between two of them is dropped."""
+    out: list[str] = []
+    pos = 0
+    last_end = -1
+    for m in _ENCODED_WORD.finditer(value):
+        gap = value[pos : m.start()]
+        if not (last_end == pos and _BETWEEN_WORDS.fullmatch(gap)):
+            out.append(_plain(gap))
+        word = _decode_word(m.group(1), m.group(2), m.group(3))
+        out.append(_plain(m.group(0)) if word is None else word)
+        pos = m.end()
+        last_end = pos if word is not None else -1
+    out.append(_plain(value[pos:]))
+    return "".join(out)
+
+
+def header_value(raw: bytes, name: str) -> str | None:
+    """First value of header ``name``, unfolded and RFC 2047-decoded; ``None`` if absent."""
+    header, _ = _split_message(_normalize(raw))
+    value = _first(_fields(header), name.lower())
+    if value is None:
+        return None
+    return decode_header_text(value.replace(b"\r\n", b"")).strip()
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    """Every value of header ``name`` (decoded), for SEARCH HEADER on repeated fields."""
+    header, _ = _split_message(_normalize(raw))
+    wanted = name.lower()
+    return [
+        decode_header_text(f.value.replace(b"\r\n", b"")).strip()
+        for f in _fields(header)
+        if f.name == wanted
+    ]
+
+
+def _decoded_body(part: _Part) -> bytes:
+    encoding, _ = _token(part.content("content-transfer-encoding"))
+    enc = (encoding or b"").lower()
+    if enc == b"base64":
+        try:
+            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", part.body) + b"==")
+        except (binascii.Error, ValueError):
+            return part.body
+    if enc == b"quoted-printable":
+        return quopri.decodestring(part.body)
+    return part.body
+
+
+def _collect_text(part: _Part, out: list[str]) -> None:
+    if part.multipart:
+        for child in part.children:
+            _collect_text(child, out)
+    elif part.rfc822:
+        inner = part.children[0]
+        out.extend(
+            decode_header_text(f.value.replace(b"\r\n", b"")) for f in inner.fields if f.name
+        )
+        _collect_text(inner, out)
+    elif part.text:
+        charset = next((v for k, v in part.params if k.lower() == b"charset"), b"us-ascii")
+        out.append(_charset_decode(_decoded_body(part), charset.decode("latin-1")))
+
+
+def text_content(raw: bytes) -> str:
+    """Decoded text of every text/* part (and headers of attached messages).
+
+    For SEARCH BODY and TEXT: transfer encodings and charsets are undone so a
+    UTF-8 search string matches a base64 ISO-8859-1 body.
+    """
+    out: list[str] = []
+    _collect_text(_tree(raw), out)
+    return "\n".join(out)
+
+
+def rfc822_size(raw: bytes) -> int:
+    """RFC822.SIZE: the size with CRLF line ends, which is what FETCH BODY[] sends."""
+    lf = raw.count(b"\n")
+    return len(raw) + lf - raw.count(b"\r\n")
+
+
+# --------------------------------------------------------------------------- dates
+
+
+def format_internaldate(dt: datetime) -> str:
+    """INTERNALDATE as Dovecot sends it: ``"07-Feb-1994 21:52:25 -0800"``.
+
+    A naive datetime is taken as UTC. Month names are fixed English, never
+    the locale's.
+    """
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    offset = dt.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    return (
+        f"{dt.day:02d}-{_MONTHS[dt.month - 1]}-{dt.year:04d} "
+        f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"
+    )
+
+
+_INTERNALDATE_RE = re.compile(
+    r"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})"
+)
+
+
+def parse_internaldate(text: str) -> datetime:
+    """Parse an APPEND ``date-time`` such as ``"17-Jul-1996 02:44:25 -0700"``."""
+    m = _INTERNALDATE_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(
+            f"invalid date-time {text!r}: expected dd-Mon-yyyy hh:mm:ss +zzzz, "
+            "e.g. '17-Jul-1996 02:44:25 -0700'"
+        )
+    day, mon, year, hh, mm, ss, sign, zh, zm = m.groups()
+    month = _MONTH_NUMBER.get(mon.lower())
+    if month is None:
+        raise ValueError(f"invalid date-time {text!r}: unknown month {mon!r}")
+    offset = timedelta(hours=int(zh), minutes=int(zm))
+    if offset >= timedelta(hours=24):
+        raise ValueError(f"invalid date-time {text!r}: zone offset out of range")
+    try:
+        return datetime(
+            int(year),
+            month,
+            int(day),
+            int(hh),
+            int(mm),
+            int(ss),
+            tzinfo=timezone(-offset if sign == "-" else offset),
+        )
+    except ValueError as exc:
+        raise ValueError(f"invalid date-time {text!r}: {exc}") from exc
+
+
+def decoded_headers(raw: bytes) -> list[tuple[str, str]]:
+    """Every header as ``(lower-case name, decoded value)``, in order, for SEARCH."""
+    header, _ = _split_message(_normalize(raw))
+    return [
+        (f.name, decode_header_text(f.value.replace(b"\r\n", b"")).strip())
+        for f in _fields(header)
+        if f.name
+    ]
