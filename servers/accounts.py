@@ -7,11 +7,14 @@ changed during a test is changed for both, as on a real server.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from servers.errors import ConfigError
+from servers.ratelimit import RateLimit, TokenBuckets
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +31,14 @@ class User:
     login: str = ""
     app_password: str | None = None
     oauth_token: str | None = None
+    # Account states a provider can put a mailbox in; each fails login its own way.
+    require_app_password: bool = False  # 2FA on: the normal password is refused
+    imap_enabled: bool = True  # Gmail's "IMAP access" switch; SMTP still works
+    web_login_required: bool = False  # Gmail's "please log in via your web browser"
+    password_expired: bool = False
+    disabled: bool = False
+    # Dovecot's passdb allow_nets: logins from elsewhere fail like a wrong password.
+    allow_nets: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if "@" not in self.address:
@@ -38,6 +49,23 @@ class User:
             raise ConfigError(f"user {self.address!r}: password must not be empty")
         if not self.login:
             object.__setattr__(self, "login", self.address)
+        if self.require_app_password and not self.app_password:
+            raise ConfigError(f"user {self.address!r}: require_app_password needs app_password")
+        if self.allow_nets is not None:
+            for net in self.allow_nets:
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError:
+                    raise ConfigError(
+                        f"user {self.address!r}: allow_nets entry {net!r} is not a network "
+                        "like '127.0.0.1/32'"
+                    ) from None
+
+    def allows(self, source: str | None) -> bool:
+        if self.allow_nets is None or source is None:
+            return True
+        address = ipaddress.ip_address(source)
+        return any(address in ipaddress.ip_network(n, strict=False) for n in self.allow_nets)
 
 
 # Documented test defaults; nothing else is ever accepted unless a test adds it.
@@ -48,10 +76,33 @@ DEFAULT_USERS: tuple[User, ...] = (
 
 
 class AuthOutcome(enum.Enum):
-    """Why a login succeeded or failed; each protocol turns it into its own reply text."""
+    """Why a login succeeded or failed; each protocol and personality has its own reply text."""
 
     OK = "ok"
     BAD_CREDENTIALS = "bad-credentials"
+    APP_PASSWORD_REQUIRED = "app-password-required"
+    IMAP_DISABLED = "imap-disabled"
+    WEB_LOGIN_REQUIRED = "web-login-required"
+    PASSWORD_EXPIRED = "password-expired"
+    ACCOUNT_DISABLED = "account-disabled"
+    LOCKED_OUT = "locked-out"
+    RATE_LIMITED = "rate-limited"
+    BACKEND_DOWN = "backend-down"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lockout:
+    """After `max_failures` failed logins of one account, refuse even the right password
+    for `seconds` (counted from the last failure)."""
+
+    max_failures: int = 3
+    seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_failures < 1:
+            raise ConfigError(f"lockout max_failures={self.max_failures!r}: expected >= 1")
+        if self.seconds <= 0:
+            raise ConfigError(f"lockout seconds={self.seconds!r}: expected > 0")
 
 
 class Mechanism(enum.Enum):
@@ -71,10 +122,21 @@ class AuthResult:
 
 @dataclass(slots=True)
 class Accounts:
-    """Thread-safe user directory: tests change it from their thread, servers read it in theirs."""
+    """Thread-safe user directory: tests change it from their thread, servers read it in theirs.
+
+    Besides passwords it holds the server-wide auth situations a scenario can
+    switch at run time: `backend_down`, a `lockout` policy and a `login_rate`
+    limit (a token bucket per login and source address).
+    """
 
     _users: dict[str, User] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    backend_down: bool = False
+    lockout: Lockout | None = None
+    login_rate: RateLimit | None = None
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+    _login_buckets: TokenBuckets = field(default_factory=TokenBuckets)
 
     @classmethod
     def of(cls, users: Iterable[User]) -> Accounts:
@@ -92,9 +154,29 @@ class Accounts:
         return user
 
     def replace_all(self, users: Iterable[User]) -> None:
+        """Reset to these users and forget every failure count and switch."""
         fresh = {u.login.lower(): u for u in users}
         with self._lock:
             self._users = fresh
+            self._failures.clear()
+            self._login_buckets.clear()
+            self.backend_down = False
+
+    def update(self, login: str, **changes: object) -> User:
+        """Change a user at run time: `accounts.update("alice@example.test", disabled=True)`."""
+        with self._lock:
+            user = self._require(login)
+            try:
+                updated = replace(user, **changes)  # type: ignore[arg-type]
+            except TypeError:
+                known = [f for f in User.__dataclass_fields__ if f not in ("address", "login")]
+                bad = [k for k in changes if k not in User.__dataclass_fields__]
+                raise ConfigError(
+                    f"user field={bad[0] if bad else changes!r}: expected one of "
+                    + ", ".join(repr(k) for k in known)
+                ) from None
+            self._users[login.lower()] = updated
+        return updated
 
     def set_password(self, login: str, password: str) -> User:
         """Change a password at run time (the `auth-password-changed` situation)."""
@@ -125,18 +207,70 @@ class Accounts:
             return len(self._users)
 
     def authenticate(
-        self, login: str, secret: str, mechanism: Mechanism = Mechanism.PASSWORD
+        self,
+        login: str,
+        secret: str,
+        mechanism: Mechanism = Mechanism.PASSWORD,
+        *,
+        protocol: str = "imap",
+        source: str | None = None,
     ) -> AuthResult:
-        user = self.get(login)
-        if user is None:
-            return AuthResult(AuthOutcome.BAD_CREDENTIALS)
+        """Decide a login the way a provider does, in the order a provider checks.
+
+        Server-wide refusals first (backend down, rate limit, lockout), then the
+        secret, then the account's state. Only a wrong secret counts towards a
+        lockout, and a success clears the count.
+        """
+        key = login.lower()
+        now = self.clock()
+        with self._lock:
+            if self.backend_down:
+                return AuthResult(AuthOutcome.BACKEND_DOWN)
+            if self.login_rate is not None and not self._login_buckets.take(
+                (key, source or ""), self.login_rate, now
+            ):
+                return AuthResult(AuthOutcome.RATE_LIMITED)
+            if self._locked_out(key, now):
+                return AuthResult(AuthOutcome.LOCKED_OUT, self._users.get(key))
+            user = self._users.get(key)
+            verdict = self._verify(user, secret, mechanism, protocol, source)
+            if verdict is AuthOutcome.BAD_CREDENTIALS:
+                self._failures.setdefault(key, []).append(now)
+            elif verdict is AuthOutcome.OK:
+                self._failures.pop(key, None)
+        return AuthResult(verdict, user)
+
+    @staticmethod
+    def _verify(
+        user: User | None, secret: str, mechanism: Mechanism, protocol: str, source: str | None
+    ) -> AuthOutcome:
+        if user is None or not user.allows(source):
+            return AuthOutcome.BAD_CREDENTIALS
         if mechanism is Mechanism.XOAUTH2:
-            good = user.oauth_token is not None and secret == user.oauth_token
-        else:
-            good = secret == user.password or (
-                user.app_password is not None and secret == user.app_password
-            )
-        return AuthResult(AuthOutcome.OK if good else AuthOutcome.BAD_CREDENTIALS, user)
+            if user.oauth_token is None or secret != user.oauth_token:
+                return AuthOutcome.BAD_CREDENTIALS
+        elif secret == user.password:
+            if user.require_app_password:
+                return AuthOutcome.APP_PASSWORD_REQUIRED
+        elif user.app_password is None or secret != user.app_password:
+            return AuthOutcome.BAD_CREDENTIALS
+        if user.disabled:
+            return AuthOutcome.ACCOUNT_DISABLED
+        if user.password_expired:
+            return AuthOutcome.PASSWORD_EXPIRED
+        if user.web_login_required:
+            return AuthOutcome.WEB_LOGIN_REQUIRED
+        if protocol == "imap" and not user.imap_enabled:
+            return AuthOutcome.IMAP_DISABLED
+        return AuthOutcome.OK
+
+    def _locked_out(self, key: str, now: float) -> bool:
+        policy = self.lockout
+        if policy is None:
+            return False
+        recent = [t for t in self._failures.get(key, []) if now - t < policy.seconds]
+        self._failures[key] = recent
+        return len(recent) >= policy.max_failures
 
     def _require(self, login: str) -> User:
         user = self._users.get(login.lower())

@@ -1,1 +1,8 @@
 """Our own IMAP server: sans-IO core, command semantics, asyncio shell."""
+
+from servers.imap.protocol import IMAPConnection
+from servers.imap.replies import DOVECOT, Replies, Reply
+from servers.imap.server import IMAPServer
+from servers.imap.settings import IMAPSettings
+
+__all__ = ["DOVECOT", "IMAPConnection", "IMAPServer", "IMAPSettings", "Replies", "Reply"]

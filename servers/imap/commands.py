@@ -1,0 +1,85 @@
+"""What every command handler shares: effects, the failure exception, wire helpers.
+
+A handler is a generator: it yields output bytes and :data:`Effect` requests
+and returns its tagged completion. Handlers live in the module of their
+concern (session and login in ``session``, mailboxes in ``mailbox_commands``,
+messages in ``message_commands``) and are found through one registry.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from servers.imap import message as mime
+from servers.imap.protocol import Command
+from servers.imap.responses import Status, Tagged
+
+if TYPE_CHECKING:
+    from servers.imap.session import Session
+
+__all__ = [
+    "SYSTEM_FLAGS",
+    "CommandHandler",
+    "Delay",
+    "Disconnect",
+    "Effect",
+    "Fail",
+    "Handler",
+    "Output",
+    "ReadLine",
+    "StartTLS",
+    "mailbox_wire",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Wait this long before going on (auth failure delay)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    """Upgrade the connection now; the tagged OK has been sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLine:
+    """Send the next bare client line (SASL response, DONE) back into the generator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Close the connection after what was sent."""
+
+
+Effect = Delay | StartTLS | ReadLine | Disconnect
+Output = Generator[bytes | Effect, bytes | None, None]
+Handler = Generator[bytes | Effect, bytes | None, Tagged]
+CommandHandler = Callable[["Session", Command, list[Effect]], Handler]
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class Fail(Exception):
+    """A handler's early exit with its tagged reply (BAD for syntax, NO for refusals)."""
+
+    def __init__(self, status: Status, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.code = code
+
+
+_ATOM_SAFE = frozenset(string.ascii_letters + string.digits + "-_./&+,:;!?=@'")
+
+
+def mailbox_wire(name: str) -> bytes:
+    """A mailbox name as an atom when it can be one, else quoted (as Dovecot does)."""
+    if name and all(c in _ATOM_SAFE for c in name):
+        return name.encode()
+    return mime.quote(name)

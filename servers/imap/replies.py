@@ -1,0 +1,156 @@
+"""Every IMAP reply text and response code, in one place.
+
+A personality (gmail, outlook...) swaps texts with ``dataclasses.replace``
+without touching command logic. Defaults are Dovecot 2.3's wording, because
+that is what most connectors meet and what our Dovecot backend says.
+
+>>> from dataclasses import replace
+>>> outlook = replace(DOVECOT, auth_failed=Reply(None, "LOGIN failed."))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DOVECOT", "Replies", "Reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response code (or None) and its human text."""
+
+    code: str | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replies:
+    greeting: str = "Dovecot ready."
+    logged_in: str = "Logged in"
+    bye_logout: str = "Logging out"
+    logout_ok: str = "Logout completed (0.001 + 0.000 secs)."
+    bye_shutdown: str = "Server shutting down."
+    bye_idle_timeout: str = "Disconnected for inactivity."
+    bye_mailbox_deleted: str = "Selected mailbox was deleted, have to disconnect."
+    bye_uidvalidity: str = "Mailbox UIDVALIDITY changed, have to disconnect."
+    bye_literal_too_large: str = "Too long argument."
+    auth_failed: Reply = Reply("AUTHENTICATIONFAILED", "Authentication failed.")
+    # One reply per servers.accounts.AuthOutcome; Dovecot has no text of its own
+    # for the Gmail-only situations, so those default to Gmail's.
+    auth_app_password_required: Reply = Reply("AUTHENTICATIONFAILED", "Authentication failed.")
+    auth_imap_disabled: Reply = Reply("ALERT", "Your account is not enabled for IMAP use.")
+    auth_web_login_required: Reply = Reply(
+        "ALERT",
+        "Please log in via your web browser: "
+        "https://support.google.com/mail/accounts/answer/78754 (Failure)",
+    )
+    auth_password_expired: Reply = Reply("EXPIRED", "Authentication failed.")
+    auth_account_disabled: Reply = Reply("CONTACTADMIN", "Login disabled for this user")
+    auth_locked_out: Reply = Reply("AUTHENTICATIONFAILED", "Authentication failed.")
+    auth_rate_limited: Reply = Reply(None, "Server Unavailable. 15")
+    #: ``{host}`` and ``{time}`` are filled in, as Dovecot's ``[host:time]`` stamp.
+    auth_backend_down: Reply = Reply(
+        "UNAVAILABLE", "Temporary authentication failure. [{host}:{time}]"
+    )
+    xoauth2_challenge: str = "eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ=="
+    xoauth2_failed: Reply = Reply("AUTHENTICATIONFAILED", "Invalid credentials (Failure)")
+    auth_aborted: str = "Authentication aborted by client."
+    auth_bad_base64: str = "Invalid base64 data in continued response"
+    auth_unsupported: str = "Unsupported authentication mechanism."
+    plaintext_alert: str = (
+        "Plaintext authentication not allowed without SSL/TLS, but your client did it anyway. "
+        "If anyone was listening, the password was exposed."
+    )
+    privacy_required: Reply = Reply(
+        "PRIVACYREQUIRED",
+        "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
+    )
+    starttls_ok: str = "Begin TLS negotiation now."
+    starttls_active: str = "TLS is already active."
+    starttls_unavailable: str = "TLS support isn't enabled."
+    unknown_command: str = "Unknown command."
+    bad_prefix: str = "Error in IMAP command {command}: {reason}"
+    bad_untagged: str = "Error in IMAP command received by server."
+    missing_arguments: str = "Missing arguments."
+    invalid_arguments: str = "Invalid arguments."
+    invalid_messageset: str = "Invalid messageset"
+    invalid_uidset: str = "Invalid uidset"
+    no_mailbox_selected: str = "No mailbox selected."
+    already_logged_in: str = "Already logged in."
+    not_logged_in: str = "Please login first."
+    nonexistent: Reply = Reply("NONEXISTENT", "Mailbox doesn't exist: {mailbox}")
+    already_exists: Reply = Reply("ALREADYEXISTS", "Mailbox already exists")
+    inbox_delete: Reply = Reply(None, "INBOX can't be deleted.")
+    has_children: Reply = Reply(None, "Mailbox has children, delete them first")
+    read_only: Reply = Reply(None, "Mailbox is read-only.")
+    over_quota: Reply = Reply("OVERQUOTA", "Quota exceeded (mailbox for user is full)")
+    too_big: Reply = Reply("TOOBIG", "Mail size is larger than the maximum size allowed")
+    server_bug: Reply = Reply(
+        "SERVERBUG", "Internal error occurred. Refer to server log for more information."
+    )
+    invalid_internaldate: str = "Invalid internal date."
+    invalid_flags: str = "Invalid system flag {flag}"
+    expunged_fetch: Reply = Reply(
+        "EXPUNGEISSUED", "Some of the requested messages no longer exist."
+    )
+    modified: str = "Conditional store failed"
+    no_quota_root: Reply = Reply(None, "Quota root doesn't exist")
+    noop: str = "NOOP completed (0.001 + 0.000 secs)."
+    check: str = "Check completed (0.001 + 0.000 secs)."
+    capability: str = "Capability completed."
+    select_ok: str = "Select completed (0.001 + 0.000 secs)."
+    examine_ok: str = "Examine completed (0.001 + 0.000 secs)."
+    create_ok: str = "Create completed."
+    delete_ok: str = "Delete completed."
+    rename_ok: str = "Rename completed."
+    subscribe_ok: str = "Subscribe completed."
+    unsubscribe_ok: str = "Unsubscribe completed."
+    list_ok: str = "List completed (0.001 + 0.000 secs)."
+    lsub_ok: str = "Lsub completed (0.001 + 0.000 secs)."
+    status_ok: str = "Status completed (0.001 + 0.000 secs)."
+    append_ok: str = "Append completed (0.001 + 0.000 secs)."
+    close_ok: str = "Close completed."
+    unselect_ok: str = "Unselect completed."
+    expunge_ok: str = "Expunge completed (0.001 + 0.000 secs)."
+    search_ok: str = "Search completed (0.001 + 0.000 secs)."
+    sort_ok: str = "Sort completed (0.001 + 0.000 secs)."
+    thread_ok: str = "Thread completed (0.001 + 0.000 secs)."
+    getacl_ok: str = "Getacl completed."
+    myrights_ok: str = "Myrights completed."
+    listrights_ok: str = "Listrights completed."
+    fetch_ok: str = "Fetch completed (0.001 + 0.000 secs)."
+    store_ok: str = "Store completed (0.001 + 0.000 secs)."
+    copy_ok: str = "Copy completed (0.001 + 0.000 secs)."
+    move_ok: str = "Move completed (0.001 + 0.000 secs)."
+    moved_uids: str = "Moved UIDs."
+    no_messages_copied: str = "No messages found."
+    idle_continuation: str = "idling"
+    idle_ok: str = "Idle completed (0.001 + 0.000 secs)."
+    namespace_ok: str = "Namespace completed."
+    id_ok: str = "ID completed."
+    enable_ok: str = "Enabled."
+    getquota_ok: str = "Getquota completed."
+    getquotaroot_ok: str = "Getquotaroot completed."
+    literal_continuation: str = "OK"
+    quota_root_name: str = "User quota"
+    flags_permitted: str = "Flags permitted."
+    uids_valid: str = "UIDs valid"
+    predicted_uid: str = "Predicted next UID"
+    highest_modseq: str = "Highest"
+    first_unseen: str = "First unseen."
+    no_modseq: str = "No permanent modsequences"
+    server_id_name: str = "Dovecot"
+
+    def auth_outcome(self, outcome: str) -> Reply:
+        """The reply for a failed login, by ``AuthOutcome`` value (``"password-expired"``)."""
+        reply = getattr(self, "auth_" + outcome.replace("-", "_"), None)
+        return reply if isinstance(reply, Reply) else self.auth_failed
+
+    def bad(self, command: str | None, reason: str) -> str:
+        """Dovecot's BAD text: ``Error in IMAP command FETCH: Invalid messageset``."""
+        if command is None:
+            return reason or self.bad_untagged
+        return self.bad_prefix.format(command=command, reason=reason)
+
+
+DOVECOT = Replies()

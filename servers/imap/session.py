@@ -1,0 +1,467 @@
+"""IMAP command semantics for one connection, still without I/O.
+
+:meth:`Session.handle` turns one parsed command into a generator of output
+bytes and :class:`Effect` requests (wait, start TLS, read a bare line,
+disconnect). The asyncio shell drains it while the transport accepts data,
+so a FETCH of gigabytes respects flow control and a failed login waits on a
+timer, never blocking the loop. Every handler returns its tagged completion;
+the unsolicited updates of the selected mailbox go out just before it.
+
+Login, TLS and IDLE handlers live here with the state they change; mailbox
+commands are in ``mailbox_commands``, selected-state ones in
+``message_commands``; :data:`COMMANDS` maps every name to its handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from datetime import datetime
+
+from servers.accounts import Accounts, AuthOutcome, AuthResult, Mechanism
+from servers.imap import mailbox_commands, message_commands, sasl
+from servers.imap import message as mime
+from servers.imap.commands import (
+    SYSTEM_FLAGS,
+    CommandHandler,
+    Delay,
+    Disconnect,
+    Effect,
+    Fail,
+    Handler,
+    Output,
+    ReadLine,
+    StartTLS,
+)
+from servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
+from servers.imap.replies import Reply
+from servers.imap.responses import Continuation, Status, Tagged, Untagged, UntaggedStatus
+from servers.imap.settings import IMAPSettings
+from servers.imap.states import COMMAND_STATES, State, Transition, next_state
+from servers.imap.store import (
+    Mailbox,
+    MailStore,
+    UserMailboxes,
+)
+from servers.imap.view import Lost, SelectedView
+
+__all__ = ["COMMANDS", "Session"]
+
+
+_SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
+
+
+class Session:
+    """Command semantics of one connection (state, login, selected view)."""
+
+    def __init__(
+        self,
+        *,
+        accounts: Accounts,
+        store: MailStore,
+        settings: IMAPSettings,
+        secure: bool,
+        starttls_available: bool,
+        record_error: Callable[[str], None] = lambda text: None,
+        peer: str | None = None,
+    ) -> None:
+        self.accounts = accounts
+        self.store = store
+        self.settings = settings
+        self.replies = settings.replies
+        self.secure = secure
+        self.starttls_available = starttls_available and not secure
+        self.record_error = record_error
+        self.peer = peer  # client IP, for per-user allow_nets
+        self.state = State.NOT_AUTHENTICATED
+        self.login: str | None = None
+        self.mailboxes: UserMailboxes | None = None
+        self.view: SelectedView | None = None
+        self.condstore = False
+        self.idling = False
+        self.in_auth = False
+        self._unwatch: Callable[[], None] | None = None
+        self.on_mailbox_change: Callable[[], None] = lambda: None
+
+    # -- capabilities ----------------------------------------------------------
+
+    def _plaintext_ok(self) -> bool:
+        return self.secure or not self.settings.plaintext_auth_requires_tls
+
+    def capabilities(self) -> str:
+        caps = ["IMAP4rev1", "SASL-IR", "LOGIN-REFERRALS", "ID", "ENABLE", "IDLE"]
+        if self.state is State.NOT_AUTHENTICATED:
+            caps.append("LITERAL+")
+            if self.starttls_available:
+                caps.append("STARTTLS")
+            if not self._plaintext_ok():
+                caps.append("LOGINDISABLED")
+            for mech in self.settings.auth_mechanisms:
+                if mech == "XOAUTH2" or self._plaintext_ok():
+                    caps.append("AUTH=" + mech)
+            return " ".join(caps)
+        caps += [
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=REFERENCES",
+            "UNSELECT",
+            "CHILDREN",
+            "NAMESPACE",
+            "UIDPLUS",
+            "LIST-EXTENDED",
+            "CONDSTORE",
+            "ESEARCH",
+            "MOVE",
+            "LITERAL+",
+            "SPECIAL-USE",
+            "QUOTA",
+        ]
+        if self.settings.acl:
+            caps.append("ACL")
+        limit = self.mailboxes.append_limit if self.mailboxes is not None else None
+        if limit is not None:
+            caps.append(f"APPENDLIMIT={limit}")
+        return " ".join(caps)
+
+    def greeting(self) -> bytes:
+        text = self.settings.greeting or self.replies.greeting
+        return UntaggedStatus(Status.OK, text, "CAPABILITY " + self.capabilities()).to_bytes()
+
+    # -- entry points ------------------------------------------------------------
+
+    def bad_input(self, bad: BadInput) -> bytes:
+        """The reply to a protocol error of the peer."""
+        if bad.fatal:
+            return UntaggedStatus(Status.BYE, self.replies.bye_literal_too_large).to_bytes()
+        text = self.replies.bad(bad.command, bad.reason) if bad.tag else bad.reason
+        if bad.tag is None:
+            return UntaggedStatus(Status.BAD, self.replies.bad_untagged).to_bytes()
+        return Tagged(bad.tag, Status.BAD, text).to_bytes()
+
+    def refuse_literal(self, request: ContinuationRequest) -> bytes | None:
+        """A tagged NO instead of ``+`` for an APPEND over APPENDLIMIT, as Dovecot does.
+
+        The client is spared uploading a message we would refuse anyway.
+        """
+        limit = self.mailboxes.append_limit if self.mailboxes is not None else None
+        if request.command != "APPEND" or limit is None or request.size <= limit:
+            return None
+        reply = self.replies.too_big
+        return Tagged(request.tag, Status.NO, reply.text, reply.code).to_bytes()
+
+    def handle(self, cmd: Command) -> Output:
+        """Run one command; yields output bytes and effects, ends after the tagged reply."""
+        after: list[Effect] = []
+        allowed = COMMAND_STATES.get(cmd.name)
+        handler = COMMANDS.get(cmd.name)
+        if (
+            allowed is None
+            or handler is None
+            or (cmd.uid and cmd.name not in _UID_COMMANDS)
+            or (cmd.name in _ACL_COMMANDS and not self.settings.acl)
+        ):
+            reply = Tagged(
+                cmd.tag, Status.BAD, self.replies.bad(cmd.name, self.replies.unknown_command)
+            )
+        elif self.state not in allowed:
+            reply = Tagged(cmd.tag, Status.BAD, self._wrong_state_text(cmd.name))
+        else:
+            try:
+                reply = yield from handler(self, cmd, after)
+            except Fail as fail:
+                reply = Tagged(cmd.tag, fail.status, fail.text, fail.code)
+            except Exception as exc:  # our bug: answer, record, keep serving
+                self.record_error(f"server error in {cmd.transcript!r}: {exc!r}")
+                bug = self.replies.server_bug
+                reply = Tagged(cmd.tag, Status.NO, bug.text, bug.code)
+        if reply.status is Status.BAD:
+            shown = cmd.name if cmd.name in _SECRET_COMMANDS else cmd.transcript
+            self.record_error(f"client error: {shown!r} -> {reply.to_bytes()!r}")
+        if self.view is not None and self.state is State.SELECTED:
+            lost = self.view.lost()
+            if lost is not None:
+                yield self._bye_lost(lost)
+                yield Disconnect()
+                return
+            updates = self.view.sync(
+                expunge=cmd.name not in _NO_EXPUNGE or cmd.uid, condstore=self.condstore
+            )
+            if updates:
+                yield b"".join(updates)
+        yield reply.to_bytes()
+        yield from after
+
+    def idle_updates(self) -> bytes:
+        """Pending changes while IDLE (called when the store reports a change)."""
+        if not self.idling or self.view is None:
+            return b""
+        lost = self.view.lost()
+        if lost is not None:
+            return self._bye_lost(lost)
+        return b"".join(self.view.sync(expunge=True, condstore=self.condstore))
+
+    def shutdown(self) -> None:
+        """The connection is gone: stop watching the mailbox."""
+        self.unselect()
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _wrong_state_text(self, name: str) -> str:
+        if self.state is State.NOT_AUTHENTICATED:
+            return self.replies.bad(name, self.replies.not_logged_in)
+        if COMMAND_STATES[name] == frozenset({State.NOT_AUTHENTICATED}):
+            return self.replies.bad(name, self.replies.already_logged_in)
+        return self.replies.no_mailbox_selected
+
+    def _bye_lost(self, lost: Lost) -> bytes:
+        text = (
+            self.replies.bye_mailbox_deleted
+            if lost is Lost.DELETED
+            else self.replies.bye_uidvalidity
+        )
+        self.unselect()
+        self.state = State.LOGOUT
+        return UntaggedStatus(Status.BYE, text).to_bytes()
+
+    def transition(self, transition: Transition) -> None:
+        self.state = next_state(self.state, transition)
+
+    def ok(self, cmd: Command, text: str, code: str | None = None) -> Tagged:
+        return Tagged(cmd.tag, Status.OK, text, code)
+
+    def bad(self, cmd: Command, reason: str) -> Fail:
+        return Fail(Status.BAD, self.replies.bad(_display(cmd), reason))
+
+    def no(self, reply: Reply, **fmt: str) -> Fail:
+        return Fail(Status.NO, reply.text.format(**fmt) if fmt else reply.text, reply.code)
+
+    def args(self, cmd: Command, count: int) -> tuple[Token, ...]:
+        if len(cmd.args) < count:
+            raise self.bad(cmd, self.replies.missing_arguments)
+        return cmd.args
+
+    def astring(self, cmd: Command, token: Token) -> str:
+        if isinstance(token, bytes):
+            return token.decode("utf-8", "replace")
+        if isinstance(token, str):
+            return token
+        raise self.bad(cmd, self.replies.invalid_arguments)
+
+    def user(self) -> UserMailboxes:
+        assert self.mailboxes is not None, "only called after login"
+        return self.mailboxes
+
+    def selected(self) -> SelectedView:
+        assert self.view is not None, "only called in the selected state"
+        return self.view
+
+    def mailbox_name(self, cmd: Command, token: Token) -> str:
+        name = self.astring(cmd, token)
+        if name.upper() == "INBOX":
+            return "INBOX"
+        return name
+
+    def mailbox(self, name: str) -> Mailbox | None:
+        return self.user().get(name)
+
+    def nonexistent(self, name: str, trycreate: bool = False) -> Fail:
+        reply = self.replies.nonexistent
+        code = "TRYCREATE" if trycreate else reply.code
+        return Fail(Status.NO, reply.text.format(mailbox=name), code)
+
+    def unselect(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        self.view = None
+
+    # -- any state -----------------------------------------------------------------
+
+    def cmd_CAPABILITY(self, cmd: Command, after: list[Effect]) -> Handler:
+        yield Untagged(b"CAPABILITY " + self.capabilities().encode()).to_bytes()
+        return self.ok(cmd, self.replies.capability)
+
+    def cmd_NOOP(self, cmd: Command, after: list[Effect]) -> Handler:
+        return self.ok(cmd, self.replies.noop)
+        yield b""  # pragma: no cover - unreachable; makes this a generator
+
+    def cmd_LOGOUT(self, cmd: Command, after: list[Effect]) -> Handler:
+        yield UntaggedStatus(Status.BYE, self.replies.bye_logout).to_bytes()
+        self.unselect()
+        self.transition(Transition.LOGGED_OUT)
+        after.append(Disconnect())
+        return self.ok(cmd, self.replies.logout_ok)
+
+    def cmd_ID(self, cmd: Command, after: list[Effect]) -> Handler:
+        name = mime.quote(self.replies.server_id_name)
+        yield Untagged(b'ID ("name" ' + name + b")").to_bytes()
+        return self.ok(cmd, self.replies.id_ok)
+
+    # -- not authenticated --------------------------------------------------------------
+
+    def cmd_STARTTLS(self, cmd: Command, after: list[Effect]) -> Handler:
+        if self.secure:
+            raise Fail(Status.BAD, self.replies.starttls_active)
+        if not self.starttls_available:
+            raise Fail(Status.BAD, self.replies.starttls_unavailable)
+        self.secure = True
+        self.starttls_available = False
+        after.append(StartTLS())
+        return self.ok(cmd, self.replies.starttls_ok)
+        yield b""  # pragma: no cover - unreachable; makes this a generator
+
+    def cmd_LOGIN(self, cmd: Command, after: list[Effect]) -> Handler:
+        args = self.args(cmd, 2)
+        if not self._plaintext_ok():
+            yield UntaggedStatus(Status.BAD, self.replies.plaintext_alert, "ALERT").to_bytes()
+            raise self.no(self.replies.privacy_required)
+        login = self.astring(cmd, args[0])
+        secret = self.astring(cmd, args[1])
+        result = self._authenticate(login, secret, Mechanism.PASSWORD)
+        return (yield from self._finish_auth(cmd, result, self.replies.auth_failed))
+
+    def _finish_auth(self, cmd: Command, result: AuthResult, failed: Reply) -> Handler:
+        if result.ok and result.user is not None:
+            self.login = result.user.login
+            self.mailboxes = self.store.user(result.user.login)
+            self.transition(Transition.LOGGED_IN)
+            return self.ok(cmd, self.replies.logged_in, "CAPABILITY " + self.capabilities())
+        if self.settings.failure_delay > 0:
+            yield Delay(self.settings.failure_delay)
+        if result.outcome is not AuthOutcome.BAD_CREDENTIALS:
+            failed = self.replies.auth_outcome(result.outcome.value)
+        text = failed.text.format(
+            host=self.settings.hostname, time=datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        )
+        return Tagged(cmd.tag, Status.NO, text, failed.code)
+
+    def cmd_AUTHENTICATE(self, cmd: Command, after: list[Effect]) -> Handler:
+        args = self.args(cmd, 1)
+        mech = self.astring(cmd, args[0]).upper()
+        if mech not in self.settings.auth_mechanisms:
+            raise Fail(Status.NO, self.replies.auth_unsupported)
+        if mech != "XOAUTH2" and not self._plaintext_ok():
+            raise self.no(self.replies.privacy_required)
+        initial: bytes | None = None
+        if len(args) > 1:
+            token = args[1]
+            initial = token if isinstance(token, bytes) else self.astring(cmd, token).encode()
+        self.in_auth = True
+        try:
+            if mech == "PLAIN":
+                data = yield from self._sasl_step(cmd, initial, "")
+                creds = sasl.parse_plain(data)
+                result = self._check(creds, Mechanism.PASSWORD)
+                return (yield from self._finish_auth(cmd, result, self.replies.auth_failed))
+            if mech == "LOGIN":
+                user = yield from self._sasl_step(cmd, initial, sasl.LOGIN_USERNAME_PROMPT)
+                secret = yield from self._sasl_step(cmd, None, sasl.LOGIN_PASSWORD_PROMPT)
+                creds = sasl.Credentials(
+                    user.decode("utf-8", "replace"), secret.decode("utf-8", "replace")
+                )
+                result = self._check(creds, Mechanism.PASSWORD)
+                return (yield from self._finish_auth(cmd, result, self.replies.auth_failed))
+            data = yield from self._sasl_step(cmd, initial, "")
+            creds = sasl.parse_xoauth2(data)
+            result = self._check(creds, Mechanism.XOAUTH2)
+            if result.outcome is AuthOutcome.BAD_CREDENTIALS:
+                # Google's dance: an error JSON as a challenge, the client answers empty.
+                yield Continuation(self.replies.xoauth2_challenge).to_bytes()
+                yield ReadLine()
+            return (yield from self._finish_auth(cmd, result, self.replies.xoauth2_failed))
+        finally:
+            self.in_auth = False
+
+    def _check(self, creds: sasl.Credentials | None, mechanism: Mechanism) -> AuthResult:
+        if creds is None:
+            return AuthResult(AuthOutcome.BAD_CREDENTIALS)
+        return self._authenticate(creds.login, creds.secret, mechanism)
+
+    def _authenticate(self, login: str, secret: str, mechanism: Mechanism) -> AuthResult:
+        return self.accounts.authenticate(
+            login, secret, mechanism, protocol="imap", source=self.peer
+        )
+
+    def _sasl_step(
+        self, cmd: Command, initial: bytes | None, prompt: str
+    ) -> Generator[bytes | Effect, bytes | None, bytes]:
+        if initial is None:
+            yield Continuation(prompt).to_bytes()
+            line = yield ReadLine()
+            if line is None:
+                raise Fail(Status.BAD, self.replies.auth_aborted)
+            initial = line
+        if initial.strip() == b"*":
+            raise Fail(Status.BAD, self.replies.auth_aborted)
+        try:
+            return sasl.decode_response(initial)
+        except sasl.Base64Error:
+            raise Fail(Status.BAD, self.replies.auth_bad_base64) from None
+
+    # -- authenticated ---------------------------------------------------------------------
+
+    def cmd_ENABLE(self, cmd: Command, after: list[Effect]) -> Handler:
+        self.args(cmd, 1)
+        enabled = []
+        for token in cmd.args:
+            name = self.astring(cmd, token).upper()
+            if name == "CONDSTORE" and not self.condstore:
+                self.condstore = True
+                enabled.append(name)
+        yield Untagged(b" ".join([b"ENABLED", *(e.encode() for e in enabled)])).to_bytes()
+        return self.ok(cmd, self.replies.enable_ok)
+
+    def watch(self, box: Mailbox) -> None:
+        """Hear about changes of the selected mailbox (for IDLE)."""
+        self._unwatch = box.watch(self._changed)
+
+    def _changed(self) -> None:
+        self.on_mailbox_change()
+
+    def parse_flags(self, cmd: Command, token: Token) -> list[str]:
+        items = token if isinstance(token, list) else [token]
+        flags = []
+        for item in items:
+            if not isinstance(item, str):
+                raise self.bad(cmd, self.replies.invalid_arguments)
+            if item.startswith("\\"):
+                system = _SYSTEM_LOWER.get(item.lower())
+                if system is None:
+                    if item.lower() == "\\recent":
+                        continue
+                    raise self.bad(cmd, self.replies.invalid_flags.format(flag=item))
+                flags.append(system)
+            else:
+                flags.append(item)
+        return flags
+
+    def cmd_IDLE(self, cmd: Command, after: list[Effect]) -> Handler:
+        if self.view is not None:
+            yield b"".join(self.view.sync(expunge=True, condstore=self.condstore))
+        yield Continuation(self.replies.idle_continuation).to_bytes()
+        self.idling = True
+        try:
+            line = yield ReadLine()
+        finally:
+            self.idling = False
+        if line is None or line.strip().upper() != b"DONE":
+            raise Fail(Status.BAD, self.replies.bad("IDLE", "Expected DONE."))
+        return self.ok(cmd, self.replies.idle_ok)
+
+
+_ACL_COMMANDS = frozenset({"GETACL", "MYRIGHTS", "LISTRIGHTS"})
+_SECRET_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE"})
+_UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"})
+#: RFC 3501 §7.4.1: no EXPUNGE responses while answering these (unless UID form).
+_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
+
+
+def _display(cmd: Command) -> str:
+    return f"UID {cmd.name}" if cmd.uid else cmd.name
+
+
+#: Every command handler by name: the session's own, then mailbox and message ones.
+COMMANDS: dict[str, CommandHandler] = {
+    **{name[4:]: func for name, func in vars(Session).items() if name.startswith("cmd_")},
+    **mailbox_commands.COMMANDS,
+    **message_commands.COMMANDS,
+}

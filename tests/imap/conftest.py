@@ -1,0 +1,185 @@
+"""Fixtures for our IMAP server: a background event loop, a CA, running servers.
+
+The server runs on a loop in a background thread so tests can drive it with
+synchronous clients (imaplib, imapclient) exactly as connectors do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+import trustme
+
+from servers.accounts import DEFAULT_USERS, Accounts
+from servers.imap import IMAPServer, IMAPSettings
+from servers.imap.store import MailStore
+from servers.listeners import Endpoint, Security, bind_loopback
+from servers.transcript import TranscriptLog
+
+T = TypeVar("T")
+#: Generous: a loaded CI machine, never a readiness wait.
+CALL_TIMEOUT = 30.0
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread; `run(coro)` waits for its result."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(CALL_TIMEOUT)
+        self.loop.close()
+
+
+@dataclass
+class Certs:
+    ca: trustme.CA
+    server: ssl.SSLContext
+    ca_path: str
+
+    def client(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        return ctx
+
+
+@dataclass
+class RunningIMAP:
+    server: IMAPServer
+    store: MailStore
+    accounts: Accounts
+    transcripts: TranscriptLog
+    certs: Certs
+    plain: Endpoint
+    starttls: Endpoint
+    implicit: Endpoint
+    loop: LoopThread
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[str]:
+        return self.server.errors
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.close()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    # A CN as well as SANs: fetchmail and mbsync still read the subject CN.
+    ca.issue_cert("localhost", "127.0.0.1", common_name="localhost").configure_cert(server)
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return Certs(ca=ca, server=server, ca_path=str(path))
+
+
+MakeIMAP = Callable[..., RunningIMAP]
+
+
+@pytest.fixture
+def make_imap(loop_thread: LoopThread, certs: Certs) -> Iterator[MakeIMAP]:
+    """Start a server with the given settings; stopped at teardown."""
+    started: list[RunningIMAP] = []
+
+    def make(settings: IMAPSettings | None = None) -> RunningIMAP:
+        accounts = Accounts.of(DEFAULT_USERS)
+        store = MailStore(uidvalidity_base=1000)
+        transcripts = TranscriptLog()
+        server = IMAPServer(
+            accounts=accounts, store=store, transcripts=transcripts, settings=settings
+        )
+
+        async def listen() -> tuple[Endpoint, Endpoint, Endpoint]:
+            return (
+                await server.add_listener(bind_loopback(), Security.NONE, None),
+                await server.add_listener(bind_loopback(), Security.STARTTLS, certs.server),
+                await server.add_listener(bind_loopback(), Security.IMPLICIT, certs.server),
+            )
+
+        plain, starttls, implicit = loop_thread.run(listen())
+        running = RunningIMAP(
+            server, store, accounts, transcripts, certs, plain, starttls, implicit, loop_thread
+        )
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        loop_thread.run(running.server.stop())
+    # Like the harness fixture: a test that expects protocol errors clears them.
+    unexpected = [e for running in started for e in running.errors]
+    assert not unexpected, "server recorded errors:\n" + "\n".join(unexpected)
+
+
+@pytest.fixture
+def imap(make_imap: MakeIMAP) -> RunningIMAP:
+    return make_imap()
+
+
+class RawClient:
+    """A line-level client for exact-text checks; blocks with a timeout, never sleeps."""
+
+    def __init__(self, endpoint: Endpoint, *, tls: ssl.SSLContext | None = None) -> None:
+        import socket
+
+        sock = socket.create_connection(endpoint.address, timeout=CALL_TIMEOUT)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        self.sock = sock
+        self.file = sock.makefile("rb")
+        self.greeting = self.line()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        data = self.file.readline()
+        if not data:
+            raise EOFError("server closed the connection")
+        return data
+
+    def until(self, tag: bytes) -> list[bytes]:
+        """Lines up to and including the tagged completion for `tag`."""
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                return lines
+
+    def command(self, tag: bytes, text: bytes) -> list[bytes]:
+        self.send(tag + b" " + text + b"\r\n")
+        return self.until(tag)
+
+    def login(self, user: str = "alice@example.test", password: str = "alice-password") -> None:
+        reply = self.command(b"L", f'LOGIN "{user}" "{password}"'.encode())
+        assert reply[-1].startswith(b"L OK"), reply
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
