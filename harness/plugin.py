@@ -2,8 +2,11 @@
 
 Fixtures:
   mail_ca              session   the test CA (`MailCA`): client contexts, CA file, leaves
-  smtp_server          function  a started `MailServer` serving SMTP, fresh state per test
-                                 (one session-wide server, reset before each test: ~µs)
+  mail_server          function  a started `MailServer`: IMAP and SMTP sharing users, SMTP
+                                 mail to a local user lands in their INBOX; fresh state per
+                                 test (one session-wide server, reset around each test)
+  imap_server          function  the same server, named for tests that only use IMAP
+  smtp_server          function  the same server, named for tests that only use SMTP
   mail_server_factory  function  `factory(config=None, **fields)` starts a custom `MailServer`;
                                  every server it made is stopped when the test ends
 
@@ -73,6 +76,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _fail_on_server_errors(servers: list[MailServer]) -> None:
     __tracebackhide__ = True
     errors = [f"{server!r}: {error}" for server in servers for error in server.errors]
+    errors += [
+        f"{server!r}: mail store watcher raised {error!r}"
+        for server in servers
+        for error in server.store.errors
+    ]
     if errors:
         pytest.fail(
             f"the mail server recorded {len(errors)} error(s):\n" + "\n".join(errors),
@@ -93,20 +101,44 @@ def _mailharness_shared_server(mail_ca: MailCA) -> Iterator[MailServer]:
         yield server
 
 
+def _fresh_shared_server(
+    request: pytest.FixtureRequest, server: MailServer
+) -> Iterator[MailServer]:
+    server.reset()
+    _track(request, server)
+    yield server
+    try:
+        _fail_on_server_errors([server])
+    finally:
+        server.reset()
+
+
+@pytest.fixture
+def mail_server(
+    request: pytest.FixtureRequest, _mailharness_shared_server: MailServer
+) -> Iterator[MailServer]:
+    """A running fake IMAP + SMTP server (plain, STARTTLS and implicit-TLS listeners each).
+
+    `server.imap.implicit`, `server.smtp.starttls`...: endpoints; `server.users`: accounts;
+    `server.deliver(user, message)`: seed mail; `server.messages`: mail accepted over SMTP.
+    """
+    yield from _fresh_shared_server(request, _mailharness_shared_server)
+
+
+@pytest.fixture
+def imap_server(
+    request: pytest.FixtureRequest, _mailharness_shared_server: MailServer
+) -> Iterator[MailServer]:
+    """`mail_server`, for tests that only speak IMAP."""
+    yield from _fresh_shared_server(request, _mailharness_shared_server)
+
+
 @pytest.fixture
 def smtp_server(
     request: pytest.FixtureRequest, _mailharness_shared_server: MailServer
 ) -> Iterator[MailServer]:
-    """A running fake SMTP server (plain, STARTTLS and implicit-TLS listeners), fresh per test.
-
-    Users: `server.users`; captured mail: `server.messages` / `server.wait_for_messages()`.
-    """
-    server = _mailharness_shared_server
-    server.reset()
-    _track(request, server)
-    yield server
-    _fail_on_server_errors([server])
-    server.reset()
+    """`mail_server`, for tests that only speak SMTP."""
+    yield from _fresh_shared_server(request, _mailharness_shared_server)
 
 
 MailServerFactory = Callable[..., MailServer]

@@ -25,6 +25,8 @@ from harness.certs import CertVariant, MailCA
 from harness.lifecycle import LoopThread
 from servers.accounts import DEFAULT_USERS, Accounts, User
 from servers.errors import ConfigError, ServerStartError, choice_error
+from servers.imap import IMAPServer, IMAPSettings
+from servers.imap.store import MailStore, RawMessage, StoredMessage
 from servers.listeners import DEFAULT_HOST, Endpoint, Security, bind_loopback, require_loopback
 from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
 from servers.transcript import TranscriptLog
@@ -36,9 +38,10 @@ ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
 class MailConfig:
     """What to serve. Frozen; vary it with `dataclasses.replace`.
 
-    `smtp=None` serves no SMTP at all. Strings are accepted where enums are
-    expected (`cert="expired"`, `smtp_listeners=("starttls",)`), and a wrong
-    one names the field and the allowed values.
+    `smtp=None` / `imap=None` serves no SMTP / IMAP at all. Strings are
+    accepted where enums are expected (`cert="expired"`,
+    `smtp_listeners=("starttls",)`), and a wrong one names the field and the
+    allowed values.
     """
 
     host: str = DEFAULT_HOST
@@ -46,22 +49,30 @@ class MailConfig:
     cert: CertVariant = CertVariant.TRUSTED
     smtp: SMTPSettings | None = field(default_factory=SMTPSettings)
     smtp_listeners: tuple[Security, ...] = ALL_SECURITIES
+    imap: IMAPSettings | None = field(default_factory=IMAPSettings)
+    imap_listeners: tuple[Security, ...] = ALL_SECURITIES
 
     def __post_init__(self) -> None:
         require_loopback(self.host)
         object.__setattr__(self, "cert", CertVariant.parse(self.cert))
-        if isinstance(self.smtp_listeners, str | Security):
-            raise ConfigError(
-                f"smtp_listeners={self.smtp_listeners!r}: expected a tuple of securities, "
-                "e.g. ('starttls', 'implicit')"
-            )
-        listeners = tuple(Security.parse(s, "smtp_listeners") for s in self.smtp_listeners)
-        if len(set(listeners)) != len(listeners):
-            raise ConfigError(f"smtp_listeners={self.smtp_listeners!r}: each security at most once")
-        object.__setattr__(self, "smtp_listeners", listeners)
+        for name in ("smtp_listeners", "imap_listeners"):
+            object.__setattr__(self, name, _parse_listeners(name, getattr(self, name)))
         object.__setattr__(self, "users", tuple(self.users))
         if self.smtp is not None and not isinstance(self.smtp, SMTPSettings):
             raise ConfigError(f"smtp={self.smtp!r}: expected SMTPSettings or None")
+        if self.imap is not None and not isinstance(self.imap, IMAPSettings):
+            raise ConfigError(f"imap={self.imap!r}: expected IMAPSettings or None")
+
+
+def _parse_listeners(name: str, value: object) -> tuple[Security, ...]:
+    if isinstance(value, str | Security) or not isinstance(value, tuple | list):
+        raise ConfigError(
+            f"{name}={value!r}: expected a tuple of securities, e.g. ('starttls', 'implicit')"
+        )
+    listeners = tuple(Security.parse(s, name) for s in value)
+    if len(set(listeners)) != len(listeners):
+        raise ConfigError(f"{name}={value!r}: each security at most once")
+    return listeners
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +123,11 @@ class MailServer:
         self.transcripts = TranscriptLog()
         self.messages = MessageLog()
         self.errors: list[str] = []
+        self.store = MailStore()
         self.smtp = ProtocolEndpoints("smtp")
+        self.imap = ProtocolEndpoints("imap")
         self._smtp_server: SMTPServer | None = None
+        self._imap_server: IMAPServer | None = None
         self._thread: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -132,6 +146,16 @@ class MailServer:
 
     async def _serve(self) -> None:
         config = self.config
+        if config.imap is not None:
+            imap = IMAPServer(
+                accounts=self.users,
+                store=self.store,
+                transcripts=self.transcripts,
+                settings=config.imap,
+            )
+            imap.errors = self.errors  # one error list per running server
+            self._imap_server = imap
+            self.imap = ProtocolEndpoints("imap", await self._listen(imap, config.imap_listeners))
         if config.smtp is not None:
             smtp = SMTPServer(
                 accounts=self.users,
@@ -139,23 +163,53 @@ class MailServer:
                 settings=config.smtp,
                 messages=self.messages,
                 errors=self.errors,
+                deliver=self._deliver_local if config.imap is not None else None,
+                recipient_full=self._recipient_over_quota if config.imap is not None else None,
             )
             self._smtp_server = smtp
-            endpoints = []
-            for security in config.smtp_listeners:
-                context = None if security is Security.NONE else self.ca.server_context(config.cert)
-                sock = bind_loopback(config.host)
-                try:
-                    endpoints.append(await smtp.add_listener(sock, security, context))
-                except BaseException:
-                    sock.close()
-                    raise
-            self.smtp = ProtocolEndpoints("smtp", tuple(endpoints))
+            self.smtp = ProtocolEndpoints("smtp", await self._listen(smtp, config.smtp_listeners))
+
+    async def _listen(
+        self, server: SMTPServer | IMAPServer, securities: tuple[Security, ...]
+    ) -> tuple[Endpoint, ...]:
+        endpoints = []
+        for security in securities:
+            context = (
+                None if security is Security.NONE else self.ca.server_context(self.config.cert)
+            )
+            sock = bind_loopback(self.config.host)
+            try:
+                endpoints.append(await server.add_listener(sock, security, context))
+            except BaseException:
+                sock.close()
+                raise
+        return tuple(endpoints)
+
+    def _deliver_local(self, recipient: str, data: bytes) -> None:
+        """SMTP mail to a local user's address lands in that user's INBOX, as on a real server."""
+        user = self.users.by_address(recipient)
+        if user is not None:
+            self.store.deliver(user.login, data)
+
+    def _recipient_over_quota(self, recipient: str) -> bool:
+        """Is `recipient` a local user whose mailbox is full (so RCPT gets 552/452)?"""
+        user = self.users.by_address(recipient)
+        if user is None:
+            return False
+        mailboxes = self.store.user(user.login)
+        size, count = mailboxes.usage()
+        storage, messages = mailboxes.quota_storage_limit, mailboxes.quota_message_limit
+        return (storage is not None and size >= storage) or (
+            messages is not None and count >= messages
+        )
 
     async def astop(self) -> None:
         if self._smtp_server is not None:
             await self._smtp_server.stop()
             self._smtp_server = None
+        if self._imap_server is not None:
+            await self._imap_server.stop()
+            self._imap_server = None
         self._loop = None
         if self._owns_ca:
             self.ca.close()
@@ -164,8 +218,10 @@ class MailServer:
         """Forget everything a test did: connections, mail, transcripts, errors, user changes."""
         if self._smtp_server is not None:
             self._smtp_server.close_connections()
-            # Let the aborted connections finish their connection_lost callbacks.
-            await asyncio.sleep(0)
+        if self._imap_server is not None:
+            await self._imap_server.close_sessions()
+        # Let the aborted connections finish their connection_lost callbacks.
+        await asyncio.sleep(0)
         self._clear_state()
 
     def _clear_state(self) -> None:
@@ -173,6 +229,7 @@ class MailServer:
         self.transcripts.clear()
         self.errors.clear()
         self.users.replace_all(self.config.users)
+        self.store.reset()
 
     async def __aenter__(self) -> MailServer:
         return await self.astart()
@@ -206,9 +263,8 @@ class MailServer:
     def reset(self) -> None:
         if self._thread is not None:
             self._thread.run(self.areset())
-        elif self._loop is not None and self._smtp_server is not None:
-            self._smtp_server.close_connections()
-            self._clear_state()
+        elif self._loop is not None:
+            raise ServerStartError("started with astart(): use `await server.areset()`")
         else:
             self._clear_state()
 
@@ -223,8 +279,27 @@ class MailServer:
         """Block until `count` messages were accepted; TimeoutError says what did arrive."""
         return self.messages.wait(count, timeout)
 
+    def deliver(self, user: str, message: RawMessage, mailbox: str = "INBOX") -> int:
+        """Put a message in a user's mailbox (by login or address); returns its UID.
+
+        `message` may be bytes, str or an `email.message.Message`.
+        """
+        account = self.users.get(user) or self.users.by_address(user)
+        if account is None:
+            known = ", ".join(u.login for u in self.users)
+            raise ConfigError(f"user={user!r}: no such user; known: {known}")
+        return self.store.deliver(account.login, message, mailbox)
+
+    def wait_for_appends(
+        self, user: str, count: int = 1, timeout: float = 5.0, mailbox: str = "INBOX"
+    ) -> list[StoredMessage]:
+        """Block until `mailbox` of `user` holds `count` messages (APPEND, SMTP, COPY...)."""
+        account = self.users.get(user) or self.users.by_address(user)
+        login = account.login if account is not None else user
+        return self.store.wait_for_appends(login, count, timeout, mailbox)
+
     def endpoints(self) -> list[Endpoint]:
-        return list(self.smtp)
+        return [*self.imap, *self.smtp]
 
     def describe(self) -> dict[str, Any]:
         """The facts a person or a script needs to connect (the `serve --json` object)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imaplib
 import json
 import os
 import signal
@@ -46,23 +47,30 @@ def test_serve_json_then_send_then_sigint(
     endpoints = facts["endpoints"]
     assert isinstance(endpoints, list)
     assert {(e["protocol"], e["security"]) for e in endpoints} == {
-        ("smtp", "none"),
-        ("smtp", "starttls"),
-        ("smtp", "implicit"),
+        (protocol, security)
+        for protocol in ("imap", "smtp")
+        for security in ("none", "starttls", "implicit")
     }
     assert all(e["host"] == "127.0.0.1" for e in endpoints)
     users = facts["users"]
     assert isinstance(users, list)
-    alice = users[0]
+    alice, bob = users
     ca_path = Path(str(facts["ca_path"]))
     assert ca_path.is_file()
 
-    starttls = next(e for e in endpoints if e["security"] == "starttls")
+    starttls = next(e for e in endpoints if e["protocol"] == "smtp" and e["security"] == "starttls")
     context = ssl.create_default_context(cafile=str(ca_path))
     with smtplib.SMTP("localhost", starttls["port"], timeout=5) as client:
         client.starttls(context=context)
         client.login(alice["login"], alice["password"])
-        client.sendmail(alice["address"], ["bob@example.test"], b"Subject: cli\r\n\r\nhi\r\n")
+        client.sendmail(alice["address"], [bob["address"]], b"Subject: cli\r\n\r\nhi\r\n")
+
+    imaps = next(e for e in endpoints if e["protocol"] == "imap" and e["security"] == "implicit")
+    with imaplib.IMAP4_SSL("localhost", imaps["port"], ssl_context=context, timeout=5) as imap:
+        imap.login(bob["login"], bob["password"])
+        assert imap.select("INBOX") == ("OK", [b"1"])
+        typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"Subject: cli" in data[0][1]
 
     process.send_signal(signal.SIGINT)
     assert process.wait(15) == 0

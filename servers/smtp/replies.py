@@ -1,30 +1,141 @@
-"""Every SMTP reply text the fake server sends, in one place.
+"""Every SMTP reply text the fake server sends, in one place, per provider personality.
 
-aiosmtpd has its own wording for a few replies; `REWRITES` maps those to what
-real servers (Postfix, Dovecot submission) send, so a connector sees the same
-codes and enhanced status codes it will meet in production.
+Defaults are Postfix/Dovecot-submission wording (what most connectors meet);
+a personality (gmail, outlook, yahoo, icloud) swaps the texts where that
+provider is known to differ (SCENARIOS.md). Texts may hold `{hostname}`,
+`{ip}`, `{rcpt}` and `{id}`; a multi-line reply is lines joined by CRLF.
+
+aiosmtpd has its own wording for a few replies; `REWRITES` maps those to the
+production wording.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
+from servers.accounts import AuthOutcome
+from servers.errors import choice_error
+
+PERSONALITIES = ("dovecot", "gmail", "outlook", "yahoo", "icloud")
+
 GREETING = "220 {hostname} ESMTP mailharness"
 AUTH_OK = "235 2.7.0 Authentication successful"
-AUTH_FAILED = "535 5.7.8 Authentication failed."
-XOAUTH2_FAILED = AUTH_FAILED
 # Gmail's XOAUTH2 error challenge: base64 of
 # {"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}
 XOAUTH2_ERROR_CHALLENGE = "334 eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ=="
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 STARTTLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
+PLAINTEXT_AUTH_DISABLED = "523 5.7.10 Plaintext authentication disabled."
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
 DATA_ACCEPTED = "250 2.0.0 Ok: queued as {queue_id}"
 BAD_SYNTAX_AUTH = "501 5.5.4 Invalid AUTH parameters"
 COMMAND_NOT_IMPLEMENTED = "502 5.5.1 Error: command not implemented"
+INTERNAL_ERROR = "451 4.3.0 Error: internal server error"
 
 # aiosmtpd's built-in texts, rewritten to production wording.
 REWRITES: dict[str, str] = {
     "530 Must issue a STARTTLS command first": STARTTLS_FIRST,
     "552 Error: Too much mail data": MESSAGE_TOO_BIG,
     "552 Error: message size exceeds fixed maximum message size": MESSAGE_TOO_BIG,
-    "535 5.7.8 Authentication credentials invalid": AUTH_FAILED,
+    "535 5.7.8 Authentication credentials invalid": "535 5.7.8 Authentication failed.",
 }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMTPReplies:
+    """Replies that differ between providers; vary with `dataclasses.replace`."""
+
+    auth_failed: str = "535 5.7.8 Authentication failed."
+    app_password_required: str = "535 5.7.8 Authentication failed."
+    web_login_required: str = "535 5.7.8 Authentication failed."
+    password_expired: str = "535 5.7.8 Authentication failed."
+    account_disabled: str = "525 5.7.13 Login disabled for this user"
+    locked_out: str = "454 4.7.0 Too many login attempts, please try again later."
+    login_rate_limited: str = "454 4.7.0 Too many login attempts, please try again later."
+    backend_down: str = "454 4.7.0 Temporary authentication failure."
+    over_quota: str = "552 5.2.2 <{rcpt}> Quota exceeded (mailbox for user is full)"
+    over_quota_temporary: str = "452 4.2.2 <{rcpt}> Quota exceeded (mailbox for user is full)"
+    # A 421 reply closes the connection after it is sent (RFC 5321 §3.8).
+    send_rate_exceeded: str = "421 4.7.0 Try again later, closing connection."
+    too_many_connections: str = "421 4.7.0 {hostname} Error: too many connections from {ip}"
+    client_rejected: str = "554 5.7.1 <unknown[{ip}]>: Client host rejected: Access denied"
+    access_denied: str = "503 5.7.0 Error: access denied for unknown[{ip}]"
+    maintenance: str = "421 4.3.2 Service not available"
+    shutting_down: str = "421 4.3.2 Shutting down"
+    idle_timeout: str = "421 4.4.2 {hostname} Error: timeout exceeded"
+    starttls_broken: str = "454 4.7.0 TLS not available due to local problem"
+    starttls_missing: str = COMMAND_NOT_IMPLEMENTED
+
+    def for_outcome(self, outcome: AuthOutcome) -> str:
+        """The reply to a failed AUTH, by why it failed."""
+        return {
+            AuthOutcome.BAD_CREDENTIALS: self.auth_failed,
+            AuthOutcome.APP_PASSWORD_REQUIRED: self.app_password_required,
+            AuthOutcome.WEB_LOGIN_REQUIRED: self.web_login_required,
+            AuthOutcome.PASSWORD_EXPIRED: self.password_expired,
+            AuthOutcome.ACCOUNT_DISABLED: self.account_disabled,
+            AuthOutcome.LOCKED_OUT: self.locked_out,
+            AuthOutcome.RATE_LIMITED: self.login_rate_limited,
+            AuthOutcome.BACKEND_DOWN: self.backend_down,
+            # IMAP access off does not stop sending: the caller never asks for it.
+            AuthOutcome.IMAP_DISABLED: self.auth_failed,
+        }[outcome]
+
+
+DOVECOT = SMTPReplies()
+
+GMAIL = replace(
+    DOVECOT,
+    auth_failed=(
+        "535-5.7.8 Username and Password not accepted. For more information, go to\r\n"
+        "535 5.7.8  https://support.google.com/mail/?p=BadCredentials {id} - gsmtp"
+    ),
+    app_password_required=(
+        "534-5.7.9 Application-specific password required. For more information, go to\r\n"
+        "534 5.7.9  https://support.google.com/mail/?p=InvalidSecondFactor {id} - gsmtp"
+    ),
+    web_login_required=(
+        "535-5.7.8 Username and Password not accepted. For more information, go to\r\n"
+        "535 5.7.8  https://support.google.com/mail/?p=BadCredentials {id} - gsmtp"
+    ),
+    over_quota=(
+        "452-4.2.2 The email account that you tried to reach is over quota.\r\n"
+        "452 4.2.2  https://support.google.com/mail/?p=OverQuotaTemp {id} - gsmtp"
+    ),
+    over_quota_temporary=(
+        "452-4.2.2 The email account that you tried to reach is over quota.\r\n"
+        "452 4.2.2  https://support.google.com/mail/?p=OverQuotaTemp {id} - gsmtp"
+    ),
+    send_rate_exceeded="550 5.4.5 Daily user sending quota exceeded.",
+)
+
+OUTLOOK = replace(
+    DOVECOT,
+    auth_failed=(
+        "535 5.7.139 Authentication unsuccessful, basic authentication is disabled. [{hostname}]"
+    ),
+    app_password_required=(
+        "535 5.7.139 Authentication unsuccessful, basic authentication is disabled. [{hostname}]"
+    ),
+    send_rate_exceeded=("554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException"),
+    too_many_connections="432 4.3.2 Concurrent connections limit exceeded.",
+)
+
+YAHOO = replace(DOVECOT, locked_out="535 5.7.0 (#AUTH005) Too many bad auth attempts.")
+
+ICLOUD = DOVECOT
+
+BY_PERSONALITY: dict[str, SMTPReplies] = {
+    "dovecot": DOVECOT,
+    "gmail": GMAIL,
+    "outlook": OUTLOOK,
+    "yahoo": YAHOO,
+    "icloud": ICLOUD,
+}
+
+
+def for_personality(name: str) -> SMTPReplies:
+    try:
+        return BY_PERSONALITY[name]
+    except KeyError:
+        raise choice_error("personality", name, PERSONALITIES) from None

@@ -11,11 +11,15 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import ipaddress
 import itertools
 import logging
+import secrets
 import socket
 import ssl
+import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +29,10 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from servers.accounts import Accounts, Mechanism
 from servers.errors import ConfigError, choice_error
 from servers.listeners import Endpoint, Security
+from servers.ratelimit import RateLimit, TokenBuckets
 from servers.smtp import replies
 from servers.smtp.capture import CapturedMessage, MessageLog
+from servers.smtp.replies import SMTPReplies
 from servers.transcript import Transcript, TranscriptLog
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
@@ -66,11 +72,45 @@ class SMTPSettings:
     auth_mechanisms: tuple[str, ...] = AUTH_MECHANISMS
     size_limit: int | None = DEFAULT_SIZE_LIMIT
     timeout: float = DEFAULT_TIMEOUT
+    # Which provider's wording and limits (servers.smtp.replies.PERSONALITIES).
+    personality: str = "dovecot"
+    # Greet with this instead of 220: a 421 closes at once (maintenance); a 554 keeps
+    # the session and answers 503 to everything (Postfix's smtpd_delay_reject=no).
+    greeting_refusal: str | None = None
+    # STARTTLS advertised but failing with 454 (a broken certificate store, say).
+    starttls_broken: bool = False
+    # Over-quota local recipients are refused at RCPT with 452 (temporary) instead of 552.
+    quota_temporary: bool = False
+    # Messages per login (or per client address when not logged in) per window.
+    send_rate: RateLimit | None = None
+    # Concurrent connections from one address (Postfix's smtpd_client_connection_count_limit).
+    max_connections_per_ip: int | None = None
+    # Source networks allowed to send; others get 554 at RCPT, or as the greeting.
+    allowed_networks: tuple[str, ...] | None = None
+    reject_unlisted_at: str = "rcpt"
 
     def __post_init__(self) -> None:
         for mechanism in self.auth_mechanisms:
             if mechanism not in AUTH_MECHANISMS:
                 raise choice_error("auth_mechanisms", mechanism, AUTH_MECHANISMS)
+        replies.for_personality(self.personality)
+        if self.greeting_refusal is not None and self.greeting_refusal[:3] not in ("421", "554"):
+            raise ConfigError(
+                f"greeting_refusal={self.greeting_refusal!r}: expected a 421 or 554 reply"
+            )
+        if self.reject_unlisted_at not in ("rcpt", "greeting"):
+            raise choice_error("reject_unlisted_at", self.reject_unlisted_at, ("rcpt", "greeting"))
+        for net in self.allowed_networks or ():
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"allowed_networks entry {net!r}: expected a network like '127.0.0.1/32'"
+                ) from None
+        if self.max_connections_per_ip is not None and self.max_connections_per_ip < 1:
+            raise ConfigError(
+                f"max_connections_per_ip={self.max_connections_per_ip!r}: expected >= 1"
+            )
         if self.size_limit is not None and self.size_limit <= 0:
             raise ConfigError(f"size_limit={self.size_limit!r}: expected a positive int or None")
         if self.timeout <= 0:
@@ -150,7 +190,8 @@ class _TranscribingReader:
 
 
 class _HarnessSMTP(SMTP):
-    """aiosmtpd's SMTP with production reply texts and a transcript per connection."""
+    """aiosmtpd's SMTP with production reply texts, a transcript per connection and the
+    connection-level refusals a scenario asks for (maintenance, caps, allowlists)."""
 
     def __init__(self, service: SMTPServer, listener: Endpoint, **kwargs: Any) -> None:
         with warnings.catch_warnings():
@@ -160,22 +201,57 @@ class _HarnessSMTP(SMTP):
         self.service = service
         self.listener = listener
         self.transcript: Transcript | None = None
+        self.peer_ip = ""
+        self._counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transcript is None:
             peer = transport.get_extra_info("peername")
+            self.peer_ip = peer[0] if peer else ""
             self.transcript = self.service.transcripts.open(
                 "smtp", f"{peer[0]}:{peer[1]}" if peer else "?", _describe(self.listener)
             )
             if _is_secure(transport):
                 self.transcript.event(f"TLS established ({_tls_version(transport)})")
             self.service.connections.add(self)
+            self.service.per_ip[self.peer_ip] += 1
+            self._counted = True
+            refusal = self.service.greeting_refusal_for(self.peer_ip)
+            if refusal is not None:
+                self._refuse_session(transport, refusal)
+                return
         else:
             self.transcript.event(f"STARTTLS: TLS established ({_tls_version(transport)})")
         super().connection_made(transport)
 
+    def _refuse_session(self, transport: asyncio.BaseTransport, refusal: str) -> None:
+        """Greet with the refusal; a 421 closes, a 554 answers 503 to all but QUIT."""
+        super().connection_made(transport)
+        if refusal.startswith("421"):
+            assert self._handler_coroutine is not None
+            self._handler_coroutine.cancel()
+            self.write_now(refusal)
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.close()
+            return
+        self.greeting_override = refusal
+        denied = self.service.replies.access_denied.format(ip=self.peer_ip)
+
+        async def deny(arg: str | None) -> None:
+            await self.push(denied)
+
+        self._smtp_methods = {
+            name: (method if name == "QUIT" else deny)
+            for name, method in self._smtp_methods.items()
+        }
+
+    greeting_override: str | None = None
+
     def connection_lost(self, error: Exception | None) -> None:
         self.service.connections.discard(self)
+        if self._counted:
+            self._counted = False
+            self.service.per_ip[self.peer_ip] -= 1
         if self.transcript is not None:
             self.transcript.event("connection closed" + (f": {error}" if error else ""))
         super().connection_lost(error)
@@ -190,8 +266,9 @@ class _HarnessSMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         text = replies.REWRITES.get(text, text)
-        if self.transcript is not None:
-            self.transcript.server(text)
+        if self.greeting_override is not None and text.startswith("220 "):
+            text, self.greeting_override = self.greeting_override, None
+        self._log_server(text)
         reader = getattr(self, "_reader", None)
         if isinstance(reader, _TranscribingReader):
             if text.startswith("354"):
@@ -200,6 +277,36 @@ class _HarnessSMTP(SMTP):
                 reader.mask_next = True
         await super().push(text)
 
+    def _log_server(self, text: str) -> None:
+        if self.transcript is not None:
+            for line in text.split("\r\n"):
+                self.transcript.server(line)
+
+    def write_now(self, text: str) -> None:
+        """Send a reply outside the command loop (timeouts, shutdown, refusals)."""
+        self._log_server(text)
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+            self.transport.write(text.encode("utf-8") + b"\r\n")
+
+    def _timeout_cb(self) -> None:
+        self.write_now(self.service.reply(self.service.replies.idle_timeout))
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        settings = self.service.settings
+        if self.tls_context is None:
+            await self.push(self.service.replies.starttls_missing)
+        elif settings.starttls_broken and not self._tls_protocol:
+            await self.push(self.service.replies.starttls_broken)
+        else:
+            await super().smtp_STARTTLS(arg)
+
+    def close_with(self, text: str) -> None:
+        """Send a final reply and close (a shutdown announced to open sessions)."""
+        self.write_now(text)
+        if self.transport is not None:
+            self.transport.close()
+
     def abort(self) -> None:
         if isinstance(self.transport, asyncio.WriteTransport):
             self.transport.abort()
@@ -207,6 +314,14 @@ class _HarnessSMTP(SMTP):
 
 def _describe(endpoint: Endpoint) -> str:
     return f"{endpoint.protocol}/{endpoint.security.value} {endpoint.host}:{endpoint.port}"
+
+
+def _in_networks(ip: str, networks: tuple[str, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 class _Handler:
@@ -221,10 +336,19 @@ class _Handler:
     ) -> AuthResult:
         assert isinstance(data, LoginPassword)
         login = data.login.decode("utf-8", "replace")
-        result = self.service.accounts.authenticate(login, data.password.decode("utf-8", "replace"))
+        secret = data.password.decode("utf-8", "replace")
+        return self._result(server, login, secret, Mechanism.PASSWORD, data)
+
+    def _result(
+        self, server: _HarnessSMTP, login: str, secret: str, mechanism: Mechanism, data: Any
+    ) -> AuthResult:
+        result = self.service.accounts.authenticate(
+            login, secret, mechanism, protocol="smtp", source=server.peer_ip
+        )
         if result.ok:
             return AuthResult(success=True, auth_data=data)
-        return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        reply = self.service.reply(self.service.replies.for_outcome(result.outcome))
+        return AuthResult(success=False, handled=False, message=reply)
 
     async def auth_XOAUTH2(self, server: _HarnessSMTP, args: list[str]) -> AuthResult:
         if len(args) > 1:
@@ -241,12 +365,13 @@ class _Handler:
             return AuthResult(success=False, handled=True)
         user = next((f[5:] for f in fields if f.startswith("user=")), "")
         token = next((f[12:] for f in fields if f.startswith("auth=Bearer ")), "")
-        result = self.service.accounts.authenticate(user, token, Mechanism.XOAUTH2)
-        if result.ok:
-            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
-        # Gmail sends an error challenge; the client answers with an empty line.
-        await server.challenge_auth(replies.XOAUTH2_ERROR_CHALLENGE[4:], encode_to_b64=False)
-        return AuthResult(success=False, handled=False, message=replies.XOAUTH2_FAILED)
+        result = self._result(
+            server, user, token, Mechanism.XOAUTH2, LoginPassword(user.encode(), b"")
+        )
+        if not result.success:
+            # Gmail sends an error challenge; the client answers with an empty line.
+            await server.challenge_auth(replies.XOAUTH2_ERROR_CHALLENGE[4:], encode_to_b64=False)
+        return result
 
     async def handle_EHLO(
         self,
@@ -265,13 +390,54 @@ class _Handler:
         self, server: _HarnessSMTP, session: Session, envelope: Envelope, args: list[str]
     ) -> Any:
         if not self._auth_allowed(server):
-            return "523 5.7.10 Plaintext authentication disabled."
+            return replies.PLAINTEXT_AUTH_DISABLED
         return MISSING
 
     def _auth_allowed(self, server: _HarnessSMTP) -> bool:
         return self.service.settings.plaintext_auth or _is_secure(server.transport)
 
     # --- mail -------------------------------------------------------------
+    async def handle_MAIL(
+        self,
+        server: _HarnessSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        limit = self.service.settings.send_rate
+        if limit is not None:
+            auth_data = session.auth_data
+            who = auth_data.login if isinstance(auth_data, LoginPassword) else server.peer_ip
+            if not self.service.send_buckets.take(who, limit, time.monotonic()):
+                reply = self.service.reply(self.service.replies.send_rate_exceeded)
+                if reply.startswith("421"):
+                    asyncio.get_running_loop().call_soon(_close, server)
+                return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self,
+        server: _HarnessSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        service = self.service
+        networks = service.settings.allowed_networks
+        if networks is not None and not _in_networks(server.peer_ip, networks):
+            return service.replies.client_rejected.format(ip=server.peer_ip)
+        if service.recipient_full is not None and service.recipient_full(address):
+            temporary = service.settings.quota_temporary
+            text = service.replies.over_quota_temporary if temporary else service.replies.over_quota
+            return service.reply(text, rcpt=address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
     async def handle_DATA(self, server: _HarnessSMTP, session: Session, envelope: Envelope) -> str:
         queue_id = f"MH{next(_queue_ids):08X}"
         content = envelope.original_content or envelope.content or b""
@@ -300,12 +466,21 @@ class _Handler:
 
     async def handle_exception(self, error: Exception) -> str:
         self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
-        return "451 4.3.0 Error: internal server error"
+        return replies.INTERNAL_ERROR
+
+
+def _close(server: _HarnessSMTP) -> None:
+    if server.transport is not None:
+        server.transport.close()
 
 
 @dataclass(eq=False)
 class SMTPServer:
-    """All SMTP listeners of one running mail server, sharing accounts and captured mail."""
+    """All SMTP listeners of one running mail server, sharing accounts and captured mail.
+
+    `settings` may be replaced at run time (a scenario switch): new connections
+    see the new settings at once, open ones from their next command.
+    """
 
     accounts: Accounts
     transcripts: TranscriptLog
@@ -313,13 +488,45 @@ class SMTPServer:
     messages: MessageLog = field(default_factory=MessageLog)
     # Local delivery (into the IMAP store) for each recipient, when IMAP is served too.
     deliver: Callable[[str, bytes], None] | None = None
+    # Is this recipient a local user whose mailbox is over quota?
+    recipient_full: Callable[[str], bool] | None = None
     errors: list[str] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
     connections: set[_HarnessSMTP] = field(default_factory=set)
+    per_ip: Counter[str] = field(default_factory=Counter)
+    send_buckets: TokenBuckets = field(default_factory=TokenBuckets)
+    maintenance: bool = False
     _servers: list[asyncio.Server] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.handler = _Handler(self)
+
+    @property
+    def replies(self) -> SMTPReplies:
+        return replies.for_personality(self.settings.personality)
+
+    def reply(self, text: str, **values: str) -> str:
+        """Fill a reply template's `{hostname}`, `{id}` and any given `values`."""
+        return text.format(hostname=self.settings.hostname, id=secrets.token_hex(6), **values)
+
+    def greeting_refusal_for(self, ip: str) -> str | None:
+        """What to greet a new connection from `ip` with instead of 220, if anything."""
+        settings = self.settings
+        if self.maintenance:
+            return self.replies.maintenance
+        if settings.greeting_refusal is not None:
+            return self.reply(settings.greeting_refusal, ip=ip)
+        cap = settings.max_connections_per_ip
+        if cap is not None and self.per_ip[ip] > cap:
+            return self.reply(self.replies.too_many_connections, ip=ip)
+        networks = settings.allowed_networks
+        if (
+            networks is not None
+            and settings.reject_unlisted_at == "greeting"
+            and not _in_networks(ip, networks)
+        ):
+            return self.replies.client_rejected.format(ip=ip)
+        return None
 
     async def add_listener(
         self, sock: socket.socket, security: Security, ssl_context: ssl.SSLContext | None
@@ -329,11 +536,11 @@ class SMTPServer:
             raise ConfigError(f"security={security.value!r} needs an ssl_context")
         host, port = sock.getsockname()[:2]
         endpoint = Endpoint("smtp", host, port, security)
-        settings = self.settings
-        excluded = [m for m in AUTH_MECHANISMS if m not in settings.auth_mechanisms]
         loop = asyncio.get_running_loop()
 
         def factory() -> _HarnessSMTP:
+            settings = self.settings
+            excluded = [m for m in AUTH_MECHANISMS if m not in settings.auth_mechanisms]
             return _HarnessSMTP(
                 self,
                 endpoint,
@@ -357,11 +564,17 @@ class SMTPServer:
         self.endpoints.append(endpoint)
         return endpoint
 
+    def announce_shutdown(self) -> None:
+        """`421 4.3.2 Shutting down` to every open session, then close them."""
+        for connection in list(self.connections):
+            connection.close_with(self.replies.shutting_down)
+
     def close_connections(self) -> None:
         """Drop every open client connection (per-test reset of a shared server)."""
         for connection in list(self.connections):
             connection.abort()
         self.connections.clear()
+        self.send_buckets.clear()
 
     async def stop(self) -> None:
         for server in self._servers:
