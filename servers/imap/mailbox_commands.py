@@ -298,6 +298,11 @@ def cmd_APPEND(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         raise s.no(s.replies.too_big) from None
     except NoSuchMailbox:
         raise s.nonexistent(name, trycreate=True) from None
+    soft = s.settings.soft_quota_bytes
+    if soft is not None and s.user().usage()[0] > soft:
+        # One response code per reply: the warning takes the place of APPENDUID.
+        warning = s.replies.over_soft_quota
+        return s.ok(cmd, warning.text, warning.code)
     return s.ok(cmd, s.replies.append_ok, f"APPENDUID {box.uidvalidity} {uid}")
     yield b""  # pragma: no cover - unreachable; makes this a generator
 

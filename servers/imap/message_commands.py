@@ -144,6 +144,9 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     if len(args) > 2:
         changed_since = _changedsince(s, cmd, args[2])
         plan = plan.with_modseq()
+    limit = s.settings.fetch_byte_limit
+    if limit is not None and s.fetched_bytes >= limit:
+        raise s.no(s.replies.bandwidth_exceeded)
     if cmd.uid:
         plan = plan.with_uid()
     if s.condstore and plan.has_flags:
@@ -215,10 +218,12 @@ def _fetch_rows(
             chunk.append(line)
             size += len(line)
             if size >= FETCH_CHUNK_BYTES:
+                s.fetched_bytes += size
                 yield b"".join(chunk)
                 chunk = []
                 size = 0
     if chunk:
+        s.fetched_bytes += size
         yield b"".join(chunk)
     return missing
 

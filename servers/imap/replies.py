@@ -1,18 +1,37 @@
-"""Every IMAP reply text and response code, in one place.
+"""Every IMAP reply text and response code, in one place, per provider personality.
 
-A personality (gmail, outlook...) swaps texts with ``dataclasses.replace``
-without touching command logic. Defaults are Dovecot 2.3's wording, because
-that is what most connectors meet and what our Dovecot backend says.
+A personality (gmail, outlook, yahoo, icloud) swaps texts with
+``dataclasses.replace`` without touching command logic. Defaults are Dovecot
+2.3's wording, because that is what most connectors meet and what our Dovecot
+backend says. Texts may hold ``{host}``, ``{time}`` (Dovecot's ``[host:time]``
+stamp), ``{command}`` (``LOGIN`` or ``AUTHENTICATE``) and ``{limit}``.
 
+>>> for_personality("outlook").auth_failed.text.format(command="LOGIN")
+'LOGIN failed.'
 >>> from dataclasses import replace
->>> outlook = replace(DOVECOT, auth_failed=Reply(None, "LOGIN failed."))
+>>> custom = replace(DOVECOT, greeting="Ready, steady.")
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["DOVECOT", "Replies", "Reply"]
+from servers.errors import choice_error
+
+__all__ = [
+    "BY_PERSONALITY",
+    "DOVECOT",
+    "GMAIL",
+    "ICLOUD",
+    "OUTLOOK",
+    "PERSONALITIES",
+    "YAHOO",
+    "Replies",
+    "Reply",
+    "for_personality",
+]
+
+PERSONALITIES = ("dovecot", "gmail", "outlook", "yahoo", "icloud")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +65,36 @@ class Replies:
     )
     auth_password_expired: Reply = Reply("EXPIRED", "Authentication failed.")
     auth_account_disabled: Reply = Reply("CONTACTADMIN", "Login disabled for this user")
+    # Dovecot has no lockout of its own (its auth penalty only slows failures down).
     auth_locked_out: Reply = Reply("AUTHENTICATIONFAILED", "Authentication failed.")
-    auth_rate_limited: Reply = Reply(None, "Server Unavailable. 15")
-    #: ``{host}`` and ``{time}`` are filled in, as Dovecot's ``[host:time]`` stamp.
+    # Dovecot refuses a login it may retry later (auth policy, anvil) as a tempfail.
+    auth_rate_limited: Reply = Reply(
+        "UNAVAILABLE", "Temporary authentication failure. [{host}:{time}]"
+    )
     auth_backend_down: Reply = Reply(
         "UNAVAILABLE", "Temporary authentication failure. [{host}:{time}]"
     )
-    xoauth2_challenge: str = "eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ=="
+    #: The credentials were right, but the user's backend (behind a proxy) is down.
+    backend_maintenance: Reply = Reply("UNAVAILABLE", "User's backend down for maintenance")
+    #: ``LOGINDISABLED`` and LOGIN sent anyway: Dovecot's imap-login, with no PLAIN
+    #: mechanism to run LOGIN through, answers as for an unknown mechanism.
+    login_disabled: Reply = Reply("ALERT", "Unsupported authentication mechanism.")
+    #: After login, when the user already has ``{limit}`` sessions from this address.
+    too_many_connections: Reply = Reply(
+        "UNAVAILABLE",
+        "Maximum number of connections from user+IP exceeded (mail_max_userip_connections={limit})",
+    )
+    #: The provider's own per-user+IP limit, for a ``conn-limit`` scenario to pick;
+    #: 10 is Dovecot's ``mail_max_userip_connections`` default.
+    userip_connection_limit: int = 10
+    bye_maintenance: Reply = Reply("UNAVAILABLE", "Server down for maintenance")
+    bye_queue_full: str = "Connection queue full"
+    over_soft_quota: Reply = Reply("OVERQUOTA", "You are now over your soft quota")
+    bandwidth_exceeded: Reply = Reply("OVERQUOTA", "Account exceeded command or bandwidth limits.")
+    #: Google's XOAUTH2 error challenge; None: a bad token is refused at once.
+    xoauth2_challenge: str | None = (
+        "eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ=="
+    )
     xoauth2_failed: Reply = Reply("AUTHENTICATIONFAILED", "Invalid credentials (Failure)")
     auth_aborted: str = "Authentication aborted by client."
     auth_bad_base64: str = "Invalid base64 data in continued response"
@@ -154,3 +196,75 @@ class Replies:
 
 
 DOVECOT = Replies()
+
+_GMAIL_WEB_LOGIN = Reply(
+    "ALERT",
+    "Please log in via your web browser: "
+    "https://support.google.com/mail/accounts/answer/78754 (Failure)",
+)
+# Gmail's "Temporary System Problem. Try again later" is seen on its SMTP side; its
+# IMAP side is assumed to word a temporary refusal the same way.
+_GMAIL_TEMPORARY = Reply("UNAVAILABLE", "Temporary System Problem. Try again later. (Failure)")
+
+GMAIL = replace(
+    DOVECOT,
+    auth_failed=Reply("AUTHENTICATIONFAILED", "Invalid credentials (Failure)"),
+    auth_app_password_required=Reply(
+        "ALERT",
+        "Application-specific password required: "
+        "https://support.google.com/accounts/answer/185833 (Failure)",
+    ),
+    auth_web_login_required=_GMAIL_WEB_LOGIN,
+    # A hammered Google account is locked behind its web sign-in ("unlock captcha").
+    auth_locked_out=_GMAIL_WEB_LOGIN,
+    auth_rate_limited=_GMAIL_TEMPORARY,
+    auth_backend_down=_GMAIL_TEMPORARY,
+    too_many_connections=Reply("ALERT", "Too many simultaneous connections. (Failure)"),
+    userip_connection_limit=15,
+)
+
+# Exchange Online: every refused login is the bare "LOGIN failed." or
+# "AUTHENTICATE failed.", and a temporary refusal is "Server Unavailable. 15".
+_OUTLOOK_FAILED = Reply(None, "{command} failed.")
+_OUTLOOK_UNAVAILABLE = Reply(None, "Server Unavailable. 15")
+
+OUTLOOK = replace(
+    DOVECOT,
+    auth_failed=_OUTLOOK_FAILED,
+    auth_app_password_required=_OUTLOOK_FAILED,
+    auth_imap_disabled=_OUTLOOK_FAILED,
+    auth_web_login_required=_OUTLOOK_FAILED,
+    auth_password_expired=_OUTLOOK_FAILED,
+    auth_account_disabled=_OUTLOOK_FAILED,
+    auth_locked_out=_OUTLOOK_FAILED,
+    auth_rate_limited=_OUTLOOK_UNAVAILABLE,
+    auth_backend_down=_OUTLOOK_UNAVAILABLE,
+    backend_maintenance=_OUTLOOK_UNAVAILABLE,
+    login_disabled=_OUTLOOK_FAILED,
+    xoauth2_failed=_OUTLOOK_FAILED,
+    xoauth2_challenge=None,
+)
+
+# Yahoo's IMAP lockout is assumed to carry the code of its SMTP one.
+YAHOO = replace(
+    DOVECOT,
+    auth_locked_out=Reply("AUTHENTICATIONFAILED", "(#AUTH005) Too many bad auth attempts."),
+)
+
+ICLOUD = DOVECOT
+
+BY_PERSONALITY: dict[str, Replies] = {
+    "dovecot": DOVECOT,
+    "gmail": GMAIL,
+    "outlook": OUTLOOK,
+    "yahoo": YAHOO,
+    "icloud": ICLOUD,
+}
+
+
+def for_personality(name: str) -> Replies:
+    """The stock replies of a personality; an unknown name suggests the closest."""
+    try:
+        return BY_PERSONALITY[name]
+    except KeyError:
+        raise choice_error("personality", name, PERSONALITIES) from None

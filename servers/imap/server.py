@@ -8,15 +8,24 @@ delay, and upgrades with the public ``loop.start_tls``.
 
     server = IMAPServer(accounts=accounts, store=store, transcripts=TranscriptLog())
     endpoint = await server.add_listener(bind_loopback(), Security.STARTTLS, ssl_ctx)
+
+Scenario switches a test may flip from its own thread while the server runs:
+``server.settings = replace(server.settings, ...)`` (new connections at once,
+open ones from their next command), ``server.maintenance = True`` (new
+connections are greeted with BYE) and ``server.announce_shutdown_threadsafe()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import enum
 import socket
 import ssl
 import threading
+from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 from servers.accounts import Accounts
@@ -49,8 +58,25 @@ MAX_PENDING_INPUT = 1024 * 1024
 TRANSCRIPT_PREVIEW = 200
 
 
+class _Admission(enum.Enum):
+    """What a new connection gets before any greeting."""
+
+    GREET = "greet"
+    DENY = "deny"  # tcpwrap: closed without a word
+    MAINTENANCE = "maintenance"  # * BYE [UNAVAILABLE] Server down for maintenance
+    QUEUE_FULL = "queue-full"  # * BYE Connection queue full
+    QUEUE = "queue"  # held ungreeted until a slot frees
+
+
 class IMAPServer:
-    """Our IMAP server: listeners, open connections, and recorded errors."""
+    """Our IMAP server: listeners, open connections, and recorded errors.
+
+    ``settings`` may be replaced at run time, from any thread (a scenario
+    switch): new connections see the new settings at once, open ones from their
+    next command; the idle timeout and ``max_connections`` apply to open ones
+    at once. ``maintenance`` greets new connections with
+    ``* BYE [UNAVAILABLE] Server down for maintenance`` while it is true.
+    """
 
     def __init__(
         self,
@@ -63,16 +89,50 @@ class IMAPServer:
         self.accounts = accounts
         self.store = store
         self.transcripts = transcripts
-        self.settings = settings if settings is not None else IMAPSettings()
+        self._settings = _check_settings(settings if settings is not None else IMAPSettings())
+        #: Run-time switch, as ``settings.maintenance``: new connections get BYE [UNAVAILABLE].
+        self.maintenance = False
         #: Client protocol violations and server exceptions, for the fixture to report.
         self.errors: list[str] = []
         self._errors_lock = threading.Lock()
         self._servers: list[asyncio.Server] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[_Connection] = set()
+        self._greeted = 0  # connections counted against max_connections
+        self._queue: deque[_Connection] = deque()
+
+    @property
+    def settings(self) -> IMAPSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: IMAPSettings) -> None:
+        self._settings = _check_settings(value)
+        self._on_loop(self._settings_changed)
 
     def record_error(self, text: str) -> None:
         with self._errors_lock:
             self.errors.append(text)
+
+    def _on_loop(self, func: Callable[[], None]) -> None:
+        """Run ``func`` on the server's loop: now if called there, else soon."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            func()
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+                loop.call_soon_threadsafe(func)
+
+    def _settings_changed(self) -> None:
+        for conn in list(self._connections):
+            conn.recheck_idle()
+        self._admit_queued()
 
     async def add_listener(
         self, sock: socket.socket, security: Security, ssl_context: ssl.SSLContext | None = None
@@ -86,6 +146,7 @@ class IMAPServer:
         host, port = sock.getsockname()[:2]
         endpoint = Endpoint("imap", host, port, security)
         loop = asyncio.get_running_loop()
+        self._loop = loop
         listener = f"{host}:{port} ({security.value})"
 
         def factory() -> asyncio.Protocol:
@@ -103,12 +164,38 @@ class IMAPServer:
         """Abort every open connection (per-test reset); listeners stay up."""
         for conn in list(self._connections):
             conn.abort()
+        self._queue.clear()
         await asyncio.sleep(0)
+
+    async def announce_shutdown(self) -> None:
+        """``* BYE Server shutting down.`` to every open session, then close them.
+
+        Listeners stay up (a restarting server's next process answers): this is
+        the ``shutdown-mid-session`` scenario. A client learns of it on its next
+        command (imaplib raises ``IMAP4.abort``).
+        """
+        self._queue.clear()  # queued clients are closed ungreeted, not let in now
+        for conn in list(self._connections):
+            conn.shutdown()
+        await asyncio.sleep(0)
+
+    def announce_shutdown_threadsafe(self) -> concurrent.futures.Future[None]:
+        """:meth:`announce_shutdown` from any thread (a synchronous test).
+
+        Returns a future: ``.result(timeout)`` waits until every BYE is queued
+        for sending and every connection is closing.
+
+        >>> server.announce_shutdown_threadsafe().result(5)  # doctest: +SKIP
+        """
+        if self._loop is None:
+            raise RuntimeError("announce_shutdown_threadsafe: the server has no listener yet")
+        return asyncio.run_coroutine_threadsafe(self.announce_shutdown(), self._loop)
 
     async def stop(self) -> None:
         """Stop listening, say ``* BYE Server shutting down.`` to every client, close."""
         for server in self._servers:
             server.close()
+        self._queue.clear()
         for conn in list(self._connections):
             conn.shutdown()
         await self.close_sessions()
@@ -118,7 +205,43 @@ class IMAPServer:
 
     @property
     def connections(self) -> int:
+        """Open connections, greeted or waiting for a slot."""
         return len(self._connections)
+
+    # -- admission and per-user counts ---------------------------------------------------
+
+    def _admission(self, peer_ip: str) -> _Admission:
+        settings = self._settings
+        if not settings.allows(peer_ip):
+            return _Admission.DENY
+        if self.maintenance or settings.maintenance:
+            return _Admission.MAINTENANCE
+        cap = settings.max_connections
+        if cap is not None and (self._greeted >= cap or self._queue):
+            if settings.queue_full_mode == "hang":
+                return _Admission.QUEUE
+            return _Admission.QUEUE_FULL
+        return _Admission.GREET
+
+    def _admit_queued(self) -> None:
+        """Greet waiting connections while there is room (a slot freed, a limit raised)."""
+        while self._queue:
+            cap = self._settings.max_connections
+            if cap is not None and self._greeted >= cap:
+                return
+            conn = self._queue.popleft()
+            if not conn.closed:
+                conn.start()
+
+    def _sessions_of(self, login: str, peer_ip: str) -> int:
+        return sum(
+            1
+            for conn in self._connections
+            if conn.peer_ip == peer_ip
+            and conn.session is not None
+            and conn.session.login == login
+            and not conn.closed
+        )
 
 
 class _Connection(asyncio.Protocol):
@@ -131,6 +254,8 @@ class _Connection(asyncio.Protocol):
     ) -> None:
         self.server = server
         self.settings = server.settings
+        self.peer_ip = "?"
+        self.greeted = False
         self.security = security
         self.ssl_context = ssl_context
         self.listener = listener
@@ -161,11 +286,37 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         peer = transport.get_extra_info("peername") or ("?", 0)
+        self.peer_ip = str(peer[0])
         self.transcript = self.server.transcripts.open(
             "imap", f"{peer[0]}:{peer[1]}", self.listener
         )
         if self.security is Security.IMPLICIT:
             self.transcript.event("TLS (implicit)")
+        self.server._connections.add(self)
+        admission = self.server._admission(self.peer_ip)
+        texts = self.settings.texts
+        if admission is _Admission.DENY:
+            self.transcript.event("refused: source outside allowed_networks (tcpwrap)")
+            self._close()
+        elif admission is _Admission.MAINTENANCE:
+            bye = texts.bye_maintenance
+            self._write(UntaggedStatus(Status.BYE, bye.text, bye.code).to_bytes())
+            self._close()
+        elif admission is _Admission.QUEUE_FULL:
+            self._write(UntaggedStatus(Status.BYE, texts.bye_queue_full).to_bytes())
+            self._close()
+        elif admission is _Admission.QUEUE:
+            self.transcript.event("queued: max_connections reached, not greeted")
+            self.server._queue.append(self)
+        else:
+            self.start()
+
+    def start(self) -> None:
+        """Greet and serve (at once, or when a queued connection gets its slot)."""
+        self.settings = self.server.settings
+        self.conn.max_line = self.settings.max_line_bytes
+        self.conn.max_literal = self.settings.max_literal_bytes
+        peer_ip = self.peer_ip
         self.session = Session(
             accounts=self.server.accounts,
             store=self.server.store,
@@ -173,16 +324,38 @@ class _Connection(asyncio.Protocol):
             secure=self.security is Security.IMPLICIT,
             starttls_available=self.security is Security.STARTTLS,
             record_error=self.server.record_error,
-            peer=str(peer[0]),
+            peer=peer_ip,
+            sessions_of=lambda login: self.server._sessions_of(login, peer_ip),
         )
         self.session.on_mailbox_change = self._change_from_any_thread
-        self.server._connections.add(self)
+        self.greeted = True
+        self.server._greeted += 1
+        self.last_activity = self.loop.time()
         self._write(self.session.greeting())
         self.idle_handle = self.loop.call_later(self.settings.idle_timeout, self._idle_check)
+        if self.conn.buffered:
+            self._process()  # the client spoke before its greeting
+
+    def _refresh_settings(self, session: Session) -> None:
+        """Pick up settings replaced at run time, between commands."""
+        live = self.server.settings
+        if live is self.settings:
+            return
+        self.settings = live
+        self.conn.max_line = live.max_line_bytes
+        self.conn.max_literal = live.max_literal_bytes
+        session.use_settings(live)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
         self.conn.receive_data(data)
+        if (
+            self.session is None
+            and self.conn.buffered > MAX_PENDING_INPUT
+            and self.transport is not None
+        ):
+            self.reading_paused = True  # queued and talking: hold it until greeted
+            self.transport.pause_reading()
         self._process()
 
     def eof_received(self) -> bool | None:
@@ -234,6 +407,7 @@ class _Connection(asyncio.Protocol):
                     return  # pragma: no cover - in line mode every event is a ClientLine
                 if isinstance(event, Command):
                     self._log_command(event)
+                    self._refresh_settings(session)
                     self.gen = session.handle(event)
                 elif isinstance(event, ContinuationRequest):
                     refusal = session.refuse_literal(event)
@@ -241,7 +415,7 @@ class _Connection(asyncio.Protocol):
                         self.conn.reject_literal()
                         self._write(refusal)
                     else:
-                        ok = self.settings.replies.literal_continuation
+                        ok = session.replies.literal_continuation
                         self._write(Continuation(ok).to_bytes())
                 elif isinstance(event, BadInput):
                     self.server.record_error(
@@ -261,7 +435,7 @@ class _Connection(asyncio.Protocol):
         except Exception as exc:  # a bug of ours: keep the server up, tell the client
             self.server.record_error(f"server exception: {exc!r}")
             self.gen = None
-            bug = self.settings.replies.server_bug
+            bug = session.replies.server_bug
             self._write(UntaggedStatus(Status.BAD, bug.text, bug.code).to_bytes())
 
     def _step(self) -> None:
@@ -338,13 +512,21 @@ class _Connection(asyncio.Protocol):
     def _idle_check(self) -> None:
         if self.closed:
             return
-        remaining = self.last_activity + self.settings.idle_timeout - self.loop.time()
+        settings = self.server.settings  # a timeout changed at run time applies at once
+        remaining = self.last_activity + settings.idle_timeout - self.loop.time()
         if remaining > 0:
             self.idle_handle = self.loop.call_later(remaining, self._idle_check)
             return
-        text = self.settings.replies.bye_idle_timeout
+        text = settings.texts.bye_idle_timeout
         self._write(UntaggedStatus(Status.BYE, text).to_bytes())
         self._close()
+
+    def recheck_idle(self) -> None:
+        """The idle timeout may have changed: compute the remaining time anew."""
+        if self.idle_handle is None or self.closed:
+            return
+        self.idle_handle.cancel()
+        self.idle_handle = self.loop.call_later(0, self._idle_check)
 
     # -- output and teardown --------------------------------------------------------------
 
@@ -384,8 +566,9 @@ class _Connection(asyncio.Protocol):
         self._finish("server closed")
 
     def shutdown(self) -> None:
-        text = self.settings.replies.bye_shutdown
-        self._write(UntaggedStatus(Status.BYE, text).to_bytes())
+        if self.greeted:  # a queued client never heard from us: just close
+            text = self.settings.texts.bye_shutdown
+            self._write(UntaggedStatus(Status.BYE, text).to_bytes())
         self._close()
 
     def abort(self) -> None:
@@ -405,3 +588,15 @@ class _Connection(asyncio.Protocol):
         if self.session is not None:
             self.session.shutdown()
         self.server._connections.discard(self)
+        if self.greeted:
+            self.server._greeted -= 1
+            self.server._admit_queued()
+        else:
+            with contextlib.suppress(ValueError):  # a queued client gave up waiting
+                self.server._queue.remove(self)
+
+
+def _check_settings(value: object) -> IMAPSettings:
+    if not isinstance(value, IMAPSettings):
+        raise ConfigError(f"settings={value!r}: expected IMAPSettings")
+    return value

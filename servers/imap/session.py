@@ -63,15 +63,20 @@ class Session:
         starttls_available: bool,
         record_error: Callable[[str], None] = lambda text: None,
         peer: str | None = None,
+        sessions_of: Callable[[str], int] = lambda login: 0,
     ) -> None:
         self.accounts = accounts
         self.store = store
         self.settings = settings
-        self.replies = settings.replies
+        self.replies = settings.texts
         self.secure = secure
         self.starttls_available = starttls_available and not secure
         self.record_error = record_error
         self.peer = peer  # client IP, for per-user allow_nets
+        #: Other logged-in sessions of a login from this peer (mail_max_userip_connections).
+        self.sessions_of = sessions_of
+        #: FETCH response bytes sent so far (Gmail's bandwidth limit).
+        self.fetched_bytes = 0
         self.state = State.NOT_AUTHENTICATED
         self.login: str | None = None
         self.mailboxes: UserMailboxes | None = None
@@ -81,6 +86,11 @@ class Session:
         self.in_auth = False
         self._unwatch: Callable[[], None] | None = None
         self.on_mailbox_change: Callable[[], None] = lambda: None
+
+    def use_settings(self, settings: IMAPSettings) -> None:
+        """Switch to settings replaced at run time (the shell calls this between commands)."""
+        self.settings = settings
+        self.replies = settings.texts
 
     # -- capabilities ----------------------------------------------------------
 
@@ -93,7 +103,7 @@ class Session:
             caps.append("LITERAL+")
             if self.starttls_available:
                 caps.append("STARTTLS")
-            if not self._plaintext_ok():
+            if not self._plaintext_ok() or self.settings.login_disabled:
                 caps.append("LOGINDISABLED")
             for mech in self.settings.auth_mechanisms:
                 if mech == "XOAUTH2" or self._plaintext_ok():
@@ -314,25 +324,46 @@ class Session:
         if not self._plaintext_ok():
             yield UntaggedStatus(Status.BAD, self.replies.plaintext_alert, "ALERT").to_bytes()
             raise self.no(self.replies.privacy_required)
+        if self.settings.login_disabled:
+            return self._auth_reply(cmd, self.replies.login_disabled)
         login = self.astring(cmd, args[0])
         secret = self.astring(cmd, args[1])
         result = self._authenticate(login, secret, Mechanism.PASSWORD)
-        return (yield from self._finish_auth(cmd, result, self.replies.auth_failed))
+        return (yield from self._finish_auth(cmd, result, self.replies.auth_failed, after))
 
-    def _finish_auth(self, cmd: Command, result: AuthResult, failed: Reply) -> Handler:
+    def _finish_auth(
+        self, cmd: Command, result: AuthResult, failed: Reply, after: list[Effect]
+    ) -> Handler:
         if result.ok and result.user is not None:
-            self.login = result.user.login
-            self.mailboxes = self.store.user(result.user.login)
-            self.transition(Transition.LOGGED_IN)
-            return self.ok(cmd, self.replies.logged_in, "CAPABILITY " + self.capabilities())
+            return self._logged_in(cmd, result.user.login, after)
         if self.settings.failure_delay > 0:
             yield Delay(self.settings.failure_delay)
         if result.outcome is not AuthOutcome.BAD_CREDENTIALS:
             failed = self.replies.auth_outcome(result.outcome.value)
-        text = failed.text.format(
-            host=self.settings.hostname, time=datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        return self._auth_reply(cmd, failed)
+
+    def _logged_in(self, cmd: Command, login: str, after: list[Effect]) -> Tagged:
+        """The right credentials: refusals that come after them, else the session starts."""
+        if self.settings.backend_maintenance:
+            return self._auth_reply(cmd, self.replies.backend_maintenance)
+        limit = self.settings.max_userip_connections
+        if limit is not None and self.sessions_of(login) >= limit:
+            after.append(Disconnect())  # Dovecot's imap process says why, then exits
+            return self._auth_reply(cmd, self.replies.too_many_connections, limit=str(limit))
+        self.login = login
+        self.mailboxes = self.store.user(login)
+        self.transition(Transition.LOGGED_IN)
+        return self.ok(cmd, self.replies.logged_in, "CAPABILITY " + self.capabilities())
+
+    def _auth_reply(self, cmd: Command, reply: Reply, limit: str = "") -> Tagged:
+        """A refused login, its text filled in (``[host:time]``, ``{command} failed.``)."""
+        text = reply.text.format(
+            host=self.settings.hostname,
+            time=datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+            command=cmd.name,
+            limit=limit,
         )
-        return Tagged(cmd.tag, Status.NO, text, failed.code)
+        return Tagged(cmd.tag, Status.NO, text, reply.code)
 
     def cmd_AUTHENTICATE(self, cmd: Command, after: list[Effect]) -> Handler:
         args = self.args(cmd, 1)
@@ -351,7 +382,7 @@ class Session:
                 data = yield from self._sasl_step(cmd, initial, "")
                 creds = sasl.parse_plain(data)
                 result = self._check(creds, Mechanism.PASSWORD)
-                return (yield from self._finish_auth(cmd, result, self.replies.auth_failed))
+                return (yield from self._finish_auth(cmd, result, self.replies.auth_failed, after))
             if mech == "LOGIN":
                 user = yield from self._sasl_step(cmd, initial, sasl.LOGIN_USERNAME_PROMPT)
                 secret = yield from self._sasl_step(cmd, None, sasl.LOGIN_PASSWORD_PROMPT)
@@ -359,15 +390,16 @@ class Session:
                     user.decode("utf-8", "replace"), secret.decode("utf-8", "replace")
                 )
                 result = self._check(creds, Mechanism.PASSWORD)
-                return (yield from self._finish_auth(cmd, result, self.replies.auth_failed))
+                return (yield from self._finish_auth(cmd, result, self.replies.auth_failed, after))
             data = yield from self._sasl_step(cmd, initial, "")
             creds = sasl.parse_xoauth2(data)
             result = self._check(creds, Mechanism.XOAUTH2)
-            if result.outcome is AuthOutcome.BAD_CREDENTIALS:
+            challenge = self.replies.xoauth2_challenge
+            if result.outcome is AuthOutcome.BAD_CREDENTIALS and challenge is not None:
                 # Google's dance: an error JSON as a challenge, the client answers empty.
-                yield Continuation(self.replies.xoauth2_challenge).to_bytes()
+                yield Continuation(challenge).to_bytes()
                 yield ReadLine()
-            return (yield from self._finish_auth(cmd, result, self.replies.xoauth2_failed))
+            return (yield from self._finish_auth(cmd, result, self.replies.xoauth2_failed, after))
         finally:
             self.in_auth = False
 

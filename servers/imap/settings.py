@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-from servers.errors import ConfigError
+from servers.errors import ConfigError, choice_error
 from servers.imap.protocol import MAX_LINE_BYTES, MAX_LITERAL_BYTES
-from servers.imap.replies import DOVECOT, Replies
+from servers.imap.replies import PERSONALITIES, Replies, for_personality
 
-__all__ = ["KNOWN_MECHANISMS", "IMAPSettings"]
+__all__ = ["KNOWN_MECHANISMS", "PERSONALITIES", "QUEUE_FULL_MODES", "IMAPSettings"]
 
 KNOWN_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
 #: Dovecot's imap "autologout" is 30 minutes; tests shorten it when they need to.
 DEFAULT_IDLE_TIMEOUT = 30 * 60.0
+#: What a connection beyond ``max_connections`` meets: ``* BYE Connection queue
+#: full`` and a close, or (``"hang"``) no greeting until a slot frees, as when a
+#: server's process limit is reached and the kernel's listen queue holds it.
+QUEUE_FULL_MODES = ("bye", "hang")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -20,20 +25,48 @@ class IMAPSettings:
     """What a scenario varies about the IMAP server; vary with ``dataclasses.replace``.
 
     ``failure_delay`` is Dovecot's ``auth_failure_delay`` (2 s there; 0 by
-    default here so failing-login tests stay fast).
+    default here so failing-login tests stay fast). ``personality`` picks the
+    provider's wording (``replies.PERSONALITIES``); ``replies`` replaces it
+    with custom wording. Read the wording in force from :attr:`texts`.
+
+    >>> IMAPSettings(personality="gmail").texts.too_many_connections.text
+    'Too many simultaneous connections. (Failure)'
     """
 
     hostname: str = "localhost"
+    personality: str = "dovecot"
+    replies: Replies | None = None  # None: the personality's
     plaintext_auth_requires_tls: bool = False  # Dovecot's disable_plaintext_auth
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    #: Advertise LOGINDISABLED and refuse LOGIN even over TLS (an OAuth-only
+    #: provider: pair with ``auth_mechanisms=("XOAUTH2",)``).
+    login_disabled: bool = False
     failure_delay: float = 0.0
     greeting: str | None = None  # None: the personality's text
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_line_bytes: int = MAX_LINE_BYTES
     max_literal_bytes: int = MAX_LITERAL_BYTES
-    replies: Replies = DOVECOT
     #: Advertise ACL (RFC 4314) with owner-only rights, as Dovecot's acl plugin does.
     acl: bool = False
+    #: New connections are greeted ``* BYE [UNAVAILABLE] Server down for maintenance``.
+    maintenance: bool = False
+    #: Right credentials get ``NO [UNAVAILABLE] User's backend down for maintenance``.
+    backend_maintenance: bool = False
+    #: Dovecot's ``mail_max_userip_connections``: sessions of one user from one
+    #: address, checked after login (the personality's real value is
+    #: ``texts.userip_connection_limit``). None: no limit.
+    max_userip_connections: int | None = None
+    #: Greeted connections at once, server-wide; see ``QUEUE_FULL_MODES``.
+    max_connections: int | None = None
+    queue_full_mode: str = "bye"
+    #: A soft storage quota in bytes: an APPEND that leaves the user above it
+    #: succeeds with ``OK [OVERQUOTA] You are now over your soft quota``.
+    soft_quota_bytes: int | None = None
+    #: FETCH response bytes one session may receive; past them FETCH answers
+    #: ``NO [OVERQUOTA] Account exceeded command or bandwidth limits.`` (Gmail).
+    fetch_byte_limit: int | None = None
+    #: tcpwrap-style allowlist: connections from elsewhere are closed ungreeted.
+    allowed_networks: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         mechanisms = tuple(m.upper() for m in self.auth_mechanisms)
@@ -44,6 +77,9 @@ class IMAPSettings:
                     + ", ".join(repr(m) for m in KNOWN_MECHANISMS)
                 )
         object.__setattr__(self, "auth_mechanisms", mechanisms)
+        for_personality(self.personality)
+        if self.replies is not None and not isinstance(self.replies, Replies):
+            raise ConfigError(f"replies={self.replies!r}: expected a Replies or None")
         if self.failure_delay < 0:
             raise ConfigError(f"failure_delay={self.failure_delay!r}: expected >= 0 seconds")
         if self.idle_timeout <= 0:
@@ -52,3 +88,42 @@ class IMAPSettings:
             raise ConfigError(f"max_line_bytes={self.max_line_bytes!r}: expected >= 1024")
         if self.max_literal_bytes < 1:
             raise ConfigError(f"max_literal_bytes={self.max_literal_bytes!r}: expected >= 1")
+        for name in ("max_userip_connections", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}={value!r}: expected >= 1 or None")
+        for name in ("soft_quota_bytes", "fetch_byte_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name}={value!r}: expected >= 0 bytes or None")
+        if self.queue_full_mode not in QUEUE_FULL_MODES:
+            raise choice_error("queue_full_mode", self.queue_full_mode, QUEUE_FULL_MODES)
+        if self.allowed_networks is not None:
+            if isinstance(self.allowed_networks, str):
+                raise ConfigError(
+                    f"allowed_networks={self.allowed_networks!r}: expected a tuple of "
+                    "networks like ('127.0.0.1/32',)"
+                )
+            for net in self.allowed_networks:
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError:
+                    raise ConfigError(
+                        f"allowed_networks entry {net!r}: expected a network like '127.0.0.1/32'"
+                    ) from None
+            object.__setattr__(self, "allowed_networks", tuple(self.allowed_networks))
+
+    @property
+    def texts(self) -> Replies:
+        """The wording in force: ``replies`` if given, else the personality's."""
+        return self.replies if self.replies is not None else for_personality(self.personality)
+
+    def allows(self, address: str) -> bool:
+        """Is a client at ``address`` inside ``allowed_networks`` (always, when unset)?"""
+        if self.allowed_networks is None:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(n, strict=False) for n in self.allowed_networks)
