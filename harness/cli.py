@@ -1,7 +1,9 @@
 """`mailharness` command line: serve scenarios for a person (QA) or a script to use.
 
     mailharness serve                  # the healthy scenario, human-readable summary
-    mailharness serve --json           # first stdout line: one JSON object (schema below)
+    mailharness serve --scenario tls10-only
+    mailharness serve --scenario customer.toml --json
+    mailharness scenarios [--family tls] [--json]    # the catalog
 
 `serve --json` schema (one line, then nothing else on stdout until exit):
     {"scenario": str, "pid": int, "ca_path": str, "cert": str,
@@ -22,12 +24,11 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from harness.catalog import CATALOG, scenario
 from harness.certs import MailCA
-from harness.server import MailConfig, MailServer
-from servers.errors import MailharnessError, choice_error
-
-# The catalog arrives with the scenario issue; until then, the baseline.
-SCENARIOS: dict[str, MailConfig] = {"healthy": MailConfig()}
+from harness.scenarios import Family, with_personality
+from harness.server import MailServer
+from servers.errors import MailharnessError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,14 +37,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve a scenario until Ctrl-C or SIGTERM")
-    serve.add_argument("--scenario", default="healthy", help="scenario name (default: healthy)")
+    serve.add_argument(
+        "--scenario",
+        default="healthy",
+        help="scenario name or a .toml file describing a customer's setup (default: healthy)",
+    )
+    serve.add_argument(
+        "--personality", default=None, help="speak as dovecot, gmail, outlook, yahoo or icloud"
+    )
     serve.add_argument("--json", action="store_true", help="print one JSON line of facts first")
     serve.add_argument(
         "--certs-dir",
         default=None,
         help="write the CA and leaves here (default: a private temp dir, removed at exit)",
     )
+    listing = commands.add_parser("scenarios", help="list the scenario catalog")
+    listing.add_argument("--family", default=None, help="only this family")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
+
+
+def list_scenarios(args: argparse.Namespace) -> int:
+    chosen = CATALOG.values() if args.family is None else CATALOG.family(args.family)
+    if args.json:
+        for s in chosen:
+            print(
+                json.dumps(
+                    {
+                        "name": s.name,
+                        "family": s.family.value,
+                        "requirement": s.requirement,
+                        "server": s.server,
+                        "client_sees": s.client_sees,
+                        "personality": s.personality,
+                        "backends": list(s.backends),
+                    }
+                )
+            )
+        return 0
+    rows = [(s.name, s.family.value, s.requirement, s.client_sees) for s in chosen]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    print(f"{'NAME':{widths[0]}}  {'FAMILY':{widths[1]}}  REQUIREMENT / A CORRECT CLIENT SEES")
+    for name, family, requirement, sees in rows:
+        print(f"{name:{widths[0]}}  {family:{widths[1]}}  {requirement}")
+        print(f"{'':{widths[0]}}  {'':{widths[1]}}    -> {sees}")
+    families = ", ".join(f.value for f in Family)
+    print(f"\n{len(rows)} scenarios; families: {families}")
+    return 0
 
 
 def _human_summary(name: str, facts: dict[str, object]) -> str:
@@ -59,8 +99,10 @@ def _human_summary(name: str, facts: dict[str, object]) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    if args.scenario not in SCENARIOS:
-        raise choice_error("--scenario", args.scenario, sorted(SCENARIOS))
+    chosen = scenario(args.scenario)
+    config = chosen.config
+    if args.personality is not None:
+        config = with_personality(config, args.personality)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -70,13 +112,16 @@ def serve(args: argparse.Namespace) -> int:
     try:
         with (
             MailCA(args.certs_dir) as ca,
-            MailServer(SCENARIOS[args.scenario], ca=ca) as server,
+            MailServer(config, ca=ca, label=chosen.name) as server,
         ):
-            facts = {"scenario": args.scenario, "pid": os.getpid(), **server.describe()}
+            if chosen.prepare is not None:
+                chosen.prepare(server)
+            facts = {"scenario": chosen.name, "pid": os.getpid(), **server.describe()}
             if args.json:
                 print(json.dumps(facts), flush=True)
             else:
-                print(_human_summary(args.scenario, facts), flush=True)
+                print(_human_summary(chosen.name, facts), flush=True)
+                print(f"  {chosen.server}\n  a correct client sees: {chosen.client_sees}")
             stop.wait()
     finally:
         for sig, handler in previous.items():
@@ -89,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command == "scenarios":
+            return list_scenarios(args)
     except MailharnessError as error:
         print(f"mailharness: error: {error}", file=sys.stderr)
         return 2

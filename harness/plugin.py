@@ -9,6 +9,12 @@ Fixtures:
   smtp_server          function  the same server, named for tests that only use SMTP
   mail_server_factory  function  `factory(config=None, **fields)` starts a custom `MailServer`;
                                  every server it made is stopped when the test ends
+  mail_scenario        function  the running server of a catalog scenario: from
+                                 `@pytest.mark.mail_scenario("tls10-only")` (or a .toml file)
+                                 or from `@harness.catalog.parametrize("tls")`
+
+With `@pytest.mark.mail_scenario(name)`, `mail_server`/`imap_server`/`smtp_server` also serve
+that scenario (a fresh server for the test) instead of the shared healthy one.
 
 When a test fails, the transcripts of every mail session it opened are added
 to its report (`--mail-transcripts=on-failure|always|never`, ini
@@ -25,6 +31,7 @@ from typing import Any
 import pytest
 
 from harness.certs import MailCA
+from harness.scenarios import Scenario
 from harness.server import MailConfig, MailServer
 from servers.errors import choice_error
 
@@ -50,6 +57,11 @@ def _transcript_mode(config: pytest.Config) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     _transcript_mode(config)  # fail fast on a bad value
+    config.addinivalue_line(
+        "markers",
+        "mail_scenario(name): serve this catalog scenario (or .toml file, relative to the "
+        "test file) to the mail_server/imap_server/smtp_server/mail_scenario fixtures",
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -101,9 +113,41 @@ def _mailharness_shared_server(mail_ca: MailCA) -> Iterator[MailServer]:
         yield server
 
 
+def _requested_scenario(request: pytest.FixtureRequest) -> Scenario | None:
+    from harness.catalog import scenario
+
+    name = getattr(request, "param", None)
+    if name is None:
+        marker = request.node.get_closest_marker("mail_scenario")
+        if marker is None:
+            return None
+        if len(marker.args) != 1:
+            raise pytest.UsageError("mail_scenario takes one scenario name or .toml path")
+        name = marker.args[0]
+    if isinstance(name, Scenario):
+        return name
+    return scenario(name, relative_to=request.path.parent)
+
+
+def _serve_scenario(
+    request: pytest.FixtureRequest, chosen: Scenario, ca: MailCA
+) -> Iterator[MailServer]:
+    server = chosen.serve(ca=ca)
+    try:
+        _track(request, server)
+        yield server
+        _fail_on_server_errors([server])
+    finally:
+        server.stop()
+
+
 def _fresh_shared_server(
     request: pytest.FixtureRequest, server: MailServer
 ) -> Iterator[MailServer]:
+    chosen = _requested_scenario(request)
+    if chosen is not None:
+        yield from _serve_scenario(request, chosen, request.getfixturevalue("mail_ca"))
+        return
     server.reset()
     _track(request, server)
     yield server
@@ -139,6 +183,18 @@ def smtp_server(
 ) -> Iterator[MailServer]:
     """`mail_server`, for tests that only speak SMTP."""
     yield from _fresh_shared_server(request, _mailharness_shared_server)
+
+
+@pytest.fixture
+def mail_scenario(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[MailServer]:
+    """The running server of the scenario named by the marker or by `catalog.parametrize`."""
+    chosen = _requested_scenario(request)
+    if chosen is None:
+        raise pytest.UsageError(
+            "mail_scenario needs @pytest.mark.mail_scenario(name) or "
+            "@harness.catalog.parametrize(...)"
+        )
+    yield from _serve_scenario(request, chosen, mail_ca)
 
 
 MailServerFactory = Callable[..., MailServer]

@@ -16,22 +16,27 @@ async face (the caller's own loop, for pytest-asyncio tests):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.certs import CertVariant, MailCA
 from harness.lifecycle import LoopThread
 from servers.accounts import DEFAULT_USERS, Accounts, User
 from servers.errors import ConfigError, ServerStartError, choice_error
+from servers.faults import Fault, FaultFront, TLSVersion
 from servers.imap import IMAPServer, IMAPSettings
 from servers.imap.store import MailStore, RawMessage, StoredMessage
 from servers.listeners import DEFAULT_HOST, Endpoint, Security, bind_loopback, require_loopback
 from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
 from servers.transcript import TranscriptLog
 
+_S = TypeVar("_S", IMAPServer, SMTPServer)
 ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
+PROTOCOLS = ("imap", "smtp")
+LISTENER_NAMES = tuple(f"{p}/{s.value}" for p in PROTOCOLS for s in ALL_SECURITIES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,12 +56,35 @@ class MailConfig:
     smtp_listeners: tuple[Security, ...] = ALL_SECURITIES
     imap: IMAPSettings | None = field(default_factory=IMAPSettings)
     imap_listeners: tuple[Security, ...] = ALL_SECURITIES
+    # Network/TLS faults before listeners, by listener name ("imap/implicit"), protocol
+    # ("smtp") or "*". A listener named here, even with no faults, is served through a
+    # FaultFront, so its faults can be switched during the test: server.faults("imap").
+    faults: dict[str, tuple[Fault, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require_loopback(self.host)
         object.__setattr__(self, "cert", CertVariant.parse(self.cert))
         for name in ("smtp_listeners", "imap_listeners"):
             object.__setattr__(self, name, _parse_listeners(name, getattr(self, name)))
+        allowed = (*LISTENER_NAMES, *PROTOCOLS, "*")
+        for selector, faults in self.faults.items():
+            if selector not in allowed:
+                raise choice_error("faults key", selector, allowed)
+            for fault in faults:
+                if isinstance(fault, TLSVersion) and selector.endswith("/none"):
+                    raise ConfigError(
+                        f"faults[{selector!r}]: a plaintext listener cannot pin a TLS version"
+                    )
+
+    def faults_for(self, protocol: str, security: Security) -> tuple[Fault, ...] | None:
+        """The faults before one listener, or None when it is served directly."""
+        found: list[Fault] = []
+        named = False
+        for selector in ("*", protocol, f"{protocol}/{security.value}"):
+            if selector in self.faults:
+                named = True
+                found.extend(self.faults[selector])
+        return tuple(found) if named else None
         object.__setattr__(self, "users", tuple(self.users))
         if self.smtp is not None and not isinstance(self.smtp, SMTPSettings):
             raise ConfigError(f"smtp={self.smtp!r}: expected SMTPSettings or None")
@@ -115,8 +143,12 @@ class ProtocolEndpoints:
 class MailServer:
     """A running (or startable) set of fake mail listeners; see the module docstring."""
 
-    def __init__(self, config: MailConfig | None = None, *, ca: MailCA | None = None) -> None:
+    def __init__(
+        self, config: MailConfig | None = None, *, ca: MailCA | None = None, label: str = ""
+    ) -> None:
         self.config = config or MailConfig()
+        # The scenario (or purpose) this server serves; shown in reprs and reports.
+        self.label = label
         self._owns_ca = ca is None
         self.ca = ca if ca is not None else MailCA()
         self.users = Accounts.of(self.config.users)
@@ -128,6 +160,7 @@ class MailServer:
         self.imap = ProtocolEndpoints("imap")
         self._smtp_server: SMTPServer | None = None
         self._imap_server: IMAPServer | None = None
+        self._fronts: dict[str, FaultFront] = {}
         self._thread: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -155,7 +188,9 @@ class MailServer:
             )
             imap.errors = self.errors  # one error list per running server
             self._imap_server = imap
-            self.imap = ProtocolEndpoints("imap", await self._listen(imap, config.imap_listeners))
+            self.imap = ProtocolEndpoints(
+                "imap", await self._listen("imap", imap, config.imap_listeners)
+            )
         if config.smtp is not None:
             smtp = SMTPServer(
                 accounts=self.users,
@@ -167,23 +202,55 @@ class MailServer:
                 recipient_full=self._recipient_over_quota if config.imap is not None else None,
             )
             self._smtp_server = smtp
-            self.smtp = ProtocolEndpoints("smtp", await self._listen(smtp, config.smtp_listeners))
+            self.smtp = ProtocolEndpoints(
+                "smtp", await self._listen("smtp", smtp, config.smtp_listeners)
+            )
 
     async def _listen(
-        self, server: SMTPServer | IMAPServer, securities: tuple[Security, ...]
+        self, protocol: str, server: SMTPServer | IMAPServer, securities: tuple[Security, ...]
     ) -> tuple[Endpoint, ...]:
+        """Bind each listener; put a FaultFront before those the config names.
+
+        A front that pins a TLS version terminates TLS itself and forwards
+        plaintext to an internal plain listener that is never reported.
+        """
         endpoints = []
+        internal_plain: Endpoint | None = None
         for security in securities:
-            context = (
-                None if security is Security.NONE else self.ca.server_context(self.config.cert)
+            faults = self.config.faults_for(protocol, security)
+            pinned = faults is not None and any(isinstance(f, TLSVersion) for f in faults)
+            if not pinned:
+                direct = await self._bind(server, security)
+                if faults is None:
+                    endpoints.append(direct)
+                    continue
+                backend = direct
+            else:
+                if internal_plain is None:
+                    internal_plain = await self._bind(server, Security.NONE)
+                backend = internal_plain
+            assert faults is not None
+            front = FaultFront(
+                backend,
+                faults=faults,
+                protocol=protocol,
+                host=self.config.host,
+                certs=self.ca,
+                transcripts=self.transcripts,
             )
-            sock = bind_loopback(self.config.host)
-            try:
-                endpoints.append(await server.add_listener(sock, security, context))
-            except BaseException:
-                sock.close()
-                raise
+            await front.start()
+            self._fronts[f"{protocol}/{security.value}"] = front
+            endpoints.append(Endpoint(protocol, front.host, front.port, security))
         return tuple(endpoints)
+
+    async def _bind(self, server: SMTPServer | IMAPServer, security: Security) -> Endpoint:
+        context = None if security is Security.NONE else self.ca.server_context(self.config.cert)
+        sock = bind_loopback(self.config.host)
+        try:
+            return await server.add_listener(sock, security, context)
+        except BaseException:
+            sock.close()
+            raise
 
     def _deliver_local(self, recipient: str, data: bytes) -> None:
         """SMTP mail to a local user's address lands in that user's INBOX, as on a real server."""
@@ -204,6 +271,9 @@ class MailServer:
         )
 
     async def astop(self) -> None:
+        for front in self._fronts.values():
+            await front.stop()
+        self._fronts.clear()
         if self._smtp_server is not None:
             await self._smtp_server.stop()
             self._smtp_server = None
@@ -220,9 +290,19 @@ class MailServer:
             self._smtp_server.close_connections()
         if self._imap_server is not None:
             await self._imap_server.close_sessions()
+        for name, front in self._fronts.items():
+            front.set(*(self.config.faults_for(*_split(name)) or ()))
         # Let the aborted connections finish their connection_lost callbacks.
         await asyncio.sleep(0)
+        self._restore_settings()
         self._clear_state()
+
+    def _restore_settings(self) -> None:
+        if self._imap_server is not None and self.config.imap is not None:
+            self._imap_server.settings = self.config.imap
+        if self._smtp_server is not None and self.config.smtp is not None:
+            self._smtp_server.settings = self.config.smtp
+            self._smtp_server.maintenance = False
 
     def _clear_state(self) -> None:
         self.messages.clear()
@@ -279,6 +359,69 @@ class MailServer:
         """Block until `count` messages were accepted; TimeoutError says what did arrive."""
         return self.messages.wait(count, timeout)
 
+    # --- run-time switches (any thread) ------------------------------------------------
+    def switch_imap(self, **changes: Any) -> IMAPSettings:
+        """Change IMAP settings during a test: `server.switch_imap(backend_maintenance=True)`.
+
+        New connections see the change at once, open ones from their next
+        command. `reset()` restores the configured settings.
+        """
+        imap = self._require(self._imap_server, "imap")
+        settings: IMAPSettings = _replace_settings("imap", imap.settings, changes)
+        imap.settings = settings
+        return settings
+
+    def switch_smtp(self, **changes: Any) -> SMTPSettings:
+        """Change SMTP settings during a test: `server.switch_smtp(starttls_broken=True)`."""
+        smtp = self._require(self._smtp_server, "smtp")
+        settings: SMTPSettings = _replace_settings("smtp", smtp.settings, changes)
+        smtp.settings = settings
+        return settings
+
+    def set_maintenance(self, on: bool = True) -> None:
+        """An outage for new connections: IMAP `* BYE [UNAVAILABLE] ...`, SMTP `421 4.3.2`."""
+        if self._imap_server is not None:
+            self.switch_imap(maintenance=on)
+        if self._smtp_server is not None:
+            self._smtp_server.maintenance = on
+
+    def announce_shutdown(self, timeout: float = 5.0) -> None:
+        """`* BYE Server shutting down.` / `421 4.3.2 Shutting down` to every open session."""
+        imap, smtp = self._imap_server, self._smtp_server
+
+        async def announce() -> None:
+            if imap is not None:
+                await imap.announce_shutdown()
+            if smtp is not None:
+                smtp.announce_shutdown()
+
+        if self._thread is None:
+            raise ServerStartError("announce_shutdown() needs a server started with start()")
+        self._thread.run(announce(), timeout)
+
+    @staticmethod
+    def _require(server: _S | None, protocol: str) -> _S:
+        if server is None:
+            raise ConfigError(f"{protocol}: this server does not serve {protocol.upper()}")
+        return server
+
+    def faults(self, listener: str) -> FaultFront:
+        """The fault front before a listener ("imap/implicit", or "imap" when it has one).
+
+        Switch faults during a test, from any thread: `server.faults("imap/implicit")
+        .set(Latency(ms=200))`; new connections see the change at once.
+        """
+        if listener in self._fronts:
+            return self._fronts[listener]
+        matches = [name for name in self._fronts if name.split("/")[0] == listener]
+        if len(matches) == 1:
+            return self._fronts[matches[0]]
+        fronted = sorted(self._fronts) or ["none: name listeners in MailConfig(faults=...)"]
+        raise ConfigError(
+            f"listener={listener!r}: not served through a fault front; fronted: "
+            + ", ".join(fronted)
+        )
+
     def deliver(self, user: str, message: RawMessage, mailbox: str = "INBOX") -> int:
         """Put a message in a user's mailbox (by login or address); returns its UID.
 
@@ -321,7 +464,21 @@ class MailServer:
 
     def __repr__(self) -> str:
         listeners = ", ".join(f"{e.url}({e.security.value})" for e in self.endpoints())
-        return f"<MailServer {listeners or 'not started'}>"
+        label = f" {self.label!r}" if self.label else ""
+        return f"<MailServer{label} {listeners or 'not started'}>"
+
+
+def _split(name: str) -> tuple[str, Security]:
+    protocol, security = name.split("/")
+    return protocol, Security(security)
+
+
+def _replace_settings(protocol: str, current: Any, changes: dict[str, Any]) -> Any:
+    names = [f.name for f in dataclasses.fields(current)]
+    for name in changes:
+        if name not in names:
+            raise choice_error(f"{protocol} setting", name, names)
+    return dataclasses.replace(current, **changes)
 
 
 def parse_security_list(value: object, field_name: str) -> tuple[Security, ...]:

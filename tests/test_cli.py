@@ -115,8 +115,7 @@ def test_unknown_scenario_names_the_allowed_ones() -> None:
         [*SERVE, "--scenario", "healty"], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 2
-    assert "--scenario='healty': expected one of 'healthy'" in result.stderr
-    assert "did you mean 'healthy'?" in result.stderr
+    assert "scenario='healty': no such scenario (did you mean 'healthy'?)" in result.stderr
 
 
 def test_certs_dir_is_kept_for_qa(tmp_path: Path) -> None:
@@ -134,3 +133,41 @@ def test_certs_dir_is_kept_for_qa(tmp_path: Path) -> None:
         if process.stdout:
             process.stdout.close()
     assert (certs / "ca.pem").is_file()
+
+
+def test_serve_a_catalog_scenario_pins_tls_versions() -> None:
+    process = subprocess.Popen(
+        [*SERVE, "--scenario", "tls10-only", "--json"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        facts = json.loads(process.stdout.readline())
+        assert facts["scenario"] == "tls10-only"
+        imaps = next(
+            e for e in facts["endpoints"] if e["protocol"] == "imap" and e["security"] == "implicit"
+        )
+        context = ssl.create_default_context(cafile=facts["ca_path"])
+        with pytest.raises(ssl.SSLError, match="TLSV1_ALERT_PROTOCOL_VERSION"):
+            imaplib.IMAP4_SSL("localhost", imaps["port"], ssl_context=context, timeout=5)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(15) == 0
+        if process.stdout:
+            process.stdout.close()
+
+
+def test_scenarios_lists_the_catalog() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "scenarios", "--json"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    names = {row["name"] for row in rows}
+    assert {"healthy", "sslv3-only", "cert-expired", "quota-full", "ip-not-allowed"} <= names
+    assert all(row["client_sees"] for row in rows)
+    table = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "scenarios", "--family", "cert"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "cert-expired" in table and "certificate has expired" in table
+    assert "tls10-only" not in table
