@@ -2,13 +2,18 @@
 
 FETCH is the hot path: messages are read in batches and each response line is
 one ``bytes`` formatting, handed out in chunks so flow control can pause it.
+Memory stays flat however large the mailbox: a sequence set is resolved to
+index ranges of the view's ``array('I')`` (never a list of every UID), only
+one batch of messages is alive at a time, and a long SEARCH/SORT line is
+handed out in pieces too.
 """
 
 from __future__ import annotations
 
 import contextlib
+from array import array
 from bisect import bisect_left
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from servers.imap.commands import CommandHandler, Effect, Fail, Handler
@@ -16,8 +21,13 @@ from servers.imap.fetch import FetchError, FetchPlan, compile_fetch, flags_bytes
 from servers.imap.ordering import SortError, sort_messages, thread_references
 from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, UntaggedStatus
-from servers.imap.search import SearchError, compile_search
-from servers.imap.sequence import SequenceSet, SequenceSetError, format_sequence_set
+from servers.imap.search import SearchError, SearchProgram, compile_search
+from servers.imap.sequence import (
+    SequenceSet,
+    SequenceSetError,
+    format_ascending,
+    format_sequence_set,
+)
 from servers.imap.states import Transition
 from servers.imap.store import NoSuchMailbox, QuotaExceeded, StoredMessage, TooBig
 from servers.imap.view import SelectedView
@@ -30,6 +40,14 @@ __all__ = ["COMMANDS", "FETCH_CHUNK_BYTES"]
 #: FETCH output is handed to the transport in chunks of about this size, so
 #: flow control can pause a huge FETCH between chunks.
 FETCH_CHUNK_BYTES = 256 * 1024
+#: Messages read from the store at a time by FETCH and SEARCH.
+BATCH = 512
+#: A SEARCH/SORT result line longer than this many numbers goes out in pieces of
+#: about this many (each piece is one transport write, so flow control applies).
+LINE_NUMBERS = 8192
+
+Ranges = list[tuple[int, int]]
+"""Half-open index ranges ``(start, stop)`` into a view's UID array, ascending."""
 _STORE_MODES: dict[str, Literal["set", "add", "remove"]] = {
     "FLAGS": "set",
     "+FLAGS": "add",
@@ -112,30 +130,41 @@ def _seq_set(s: Session, cmd: Command, token: Token) -> SequenceSet:
         raise s.bad(cmd, reason) from None
 
 
-def _uid_set(s: Session, cmd: Command, token: Token) -> list[int]:
-    """The UIDs of this view a (UID) sequence set names, ascending."""
+def _ranges(s: Session, cmd: Command, token: Token) -> Ranges:
+    """Where in this view's UID array the messages a (UID) sequence set names are."""
     view = s.selected()
     seqset = _seq_set(s, cmd, token)
     if cmd.uid:
-        return seqset.filter_sorted(view.uids)
-    uids = view.uids
-    count = len(uids)
+        return seqset.positions(view.uids)
+    count = len(view.uids)
     if count == 0:
         if seqset.uses_star:
             return []
         raise s.bad(cmd, s.replies.invalid_messageset)
-    out: list[int] = []
+    out: Ranges = []
     for lo, hi in seqset.intervals(count):
         if hi > count:
             raise s.bad(cmd, s.replies.invalid_messageset)
-        out.extend(uids[lo - 1 : hi])
+        out.append((lo - 1, hi))
     return out
+
+
+def _uids_at(uids: array[int], ranges: Ranges) -> array[int]:
+    out = array("I")
+    for start, stop in ranges:
+        out.extend(uids[start:stop])
+    return out
+
+
+def _uid_set(s: Session, cmd: Command, token: Token) -> array[int]:
+    """The UIDs of this view a (UID) sequence set names, ascending."""
+    return _uids_at(s.selected().uids, _ranges(s, cmd, token))
 
 
 def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 2)
     view = s.selected()
-    uids = _uid_set(s, cmd, args[0])
+    ranges = _ranges(s, cmd, args[0])
     try:
         plan = compile_fetch(args[1])
     except FetchError as exc:
@@ -153,13 +182,13 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         plan = plan.with_modseq()
     box = view.mailbox
     seen_now: set[int] = set()
-    if plan.sets_seen and not view.readonly and uids:
-        changed, _ = box.set_flags(uids, ("\\Seen",), "add")
+    if plan.sets_seen and not view.readonly and ranges:
+        changed, _ = box.set_flags(_uids_at(view.uids, ranges), ("\\Seen",), "add")
         seen_now = {m.uid for m in changed}
     flagged_plan = plan.with_flags()
     if s.condstore:
         flagged_plan = flagged_plan.with_modseq()
-    missing = yield from _fetch_rows(s, view, uids, plan, flagged_plan, seen_now, changed_since)
+    missing = yield from _fetch_rows(s, view, ranges, plan, flagged_plan, seen_now, changed_since)
     if missing:
         raise s.no(s.replies.expunged_fetch)
     return s.ok(cmd, s.replies.fetch_ok)
@@ -182,46 +211,59 @@ def _changedsince(s: Session, cmd: Command, token: Token) -> int:
 def _fetch_rows(
     s: Session,
     view: SelectedView,
-    uids: list[int],
+    ranges: Ranges,
     plan: FetchPlan,
     flagged_plan: FetchPlan,
     seen_now: set[int],
     changed_since: int | None,
 ) -> Generator[bytes | Effect, bytes | None, bool]:
-    """Render FETCH lines in chunks; True if some messages had gone."""
+    """Render FETCH lines in chunks; True if some messages had gone.
+
+    Only one batch of messages and one chunk of output exist at a time, so a
+    ``FETCH 1:*`` of a million messages costs no more memory than one of a
+    thousand. The view's UIDs cannot change while this runs (only ``sync``
+    changes them, after the command).
+    """
     box = view.mailbox
     view_uids = view.uids
     reported = view.reported
+    # sync() only reports changes above the view's MODSEQ; a line sent for an
+    # older MODSEQ can never be repeated there, so it needs no entry (for
+    # FETCH 1:* FLAGS of a million messages, a million-entry dict otherwise).
+    floor = view.modseq
     renders = plan.renders
     report_flags = plan.has_flags
     chunk: list[bytes] = []
     size = 0
     missing = False
-    for start in range(0, len(uids), 512):
-        batch = uids[start : start + 512]
-        messages = box.get_many(batch)
-        if len(messages) != len(batch):
-            missing = True
-        for msg in messages:
-            uid = msg.uid
-            if changed_since is not None and msg.modseq <= changed_since:
-                continue
-            seq = bisect_left(view_uids, uid) + 1
-            if uid in seen_now:
-                body = b" ".join([render(msg) for render in flagged_plan.renders])
-                reported[uid] = msg.modseq
-            else:
-                body = b" ".join([render(msg) for render in renders])
-                if report_flags:
-                    reported[uid] = msg.modseq
-            line = b"* %d FETCH (%s)\r\n" % (seq, body)
-            chunk.append(line)
-            size += len(line)
-            if size >= FETCH_CHUNK_BYTES:
-                s.fetched_bytes += size
-                yield b"".join(chunk)
-                chunk = []
-                size = 0
+    for first, stop in ranges:
+        for start in range(first, stop, BATCH):
+            end = min(start + BATCH, stop)
+            messages = box.get_many(view_uids[start:end])
+            whole = len(messages) == end - start
+            if not whole:
+                missing = True
+            for i, msg in enumerate(messages):
+                uid = msg.uid
+                if changed_since is not None and msg.modseq <= changed_since:
+                    continue
+                seq = start + i + 1 if whole else bisect_left(view_uids, uid) + 1
+                if uid in seen_now:
+                    body = b" ".join([render(msg) for render in flagged_plan.renders])
+                    if msg.modseq > floor:
+                        reported[uid] = msg.modseq
+                else:
+                    body = b" ".join([render(msg) for render in renders])
+                    if report_flags and msg.modseq > floor:
+                        reported[uid] = msg.modseq
+                line = b"* %d FETCH (%s)\r\n" % (seq, body)
+                chunk.append(line)
+                size += len(line)
+                if size >= FETCH_CHUNK_BYTES:
+                    s.fetched_bytes += size
+                    yield b"".join(chunk)
+                    chunk = []
+                    size = 0
     if chunk:
         s.fetched_bytes += size
         yield b"".join(chunk)
@@ -335,17 +377,71 @@ def cmd_SEARCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
             raise s.bad(cmd, s.replies.invalid_arguments)
         esearch = [s.astring(cmd, o).upper() for o in opts] or ["ALL"]
         args = args[2:]
-    hits = _search_hits(s, cmd, args)
-    numbers = [msg.uid if cmd.uid else seq for seq, msg in hits]
+    program = _compile_search(s, cmd, args)
     uses_modseq = _mentions_modseq(args)
-    if esearch is not None:
-        yield _esearch_line(s, cmd, esearch, numbers, hits, uses_modseq)
+    # Ascending either way: sequence numbers, and the view's UIDs.
+    numbers = array("I")
+    top_modseq = 0
+    view = s.selected()
+    if program.matches_everything and not uses_modseq and view.mailbox.uids_equal(view.uids):
+        # SEARCH ALL of a view that is still current: no message needs reading.
+        numbers = array("I", view.uids) if cmd.uid else array("I", range(1, len(view.uids) + 1))
     else:
-        line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
-        if uses_modseq and hits:
-            line += b" (MODSEQ %d)" % max(msg.modseq for _, msg in hits)
-        yield line + b"\r\n"
+        for seq, msg in _matches(view, program):
+            numbers.append(msg.uid if cmd.uid else seq)
+            if msg.modseq > top_modseq:
+                top_modseq = msg.modseq
+    if esearch is not None:
+        yield _esearch_line(s, cmd, esearch, numbers, top_modseq if uses_modseq else None)
+    else:
+        tail = b" (MODSEQ %d)" % top_modseq if uses_modseq and numbers else b""
+        yield from _number_line(b"* SEARCH", numbers, tail)
     return s.ok(cmd, s.replies.search_ok)
+
+
+def _number_line(head: bytes, numbers: Sequence[int], tail: bytes = b"") -> Iterator[bytes]:
+    """``head n1 n2 ...tail CRLF``, in pieces when long (a million-hit SEARCH is ~7 MB)."""
+    count = len(numbers)
+    start = 0
+    while True:
+        stop = start + LINE_NUMBERS
+        if count - stop < LINE_NUMBERS:
+            stop = count  # the last piece takes the rest, so no piece is short
+        piece = b"".join([b" %d" % n for n in numbers[start:stop]])
+        if stop >= count:
+            yield head + piece + tail + b"\r\n"
+            return
+        yield head + piece
+        head = b""
+        start = stop
+
+
+def _compile_search(
+    s: Session, cmd: Command, args: list[Token], charset: str = "US-ASCII"
+) -> SearchProgram:
+    if not args:
+        raise s.bad(cmd, s.replies.missing_arguments)
+    try:
+        return compile_search(args, charset)
+    except SearchError as exc:
+        if exc.code is not None:
+            raise Fail(Status.NO, str(exc), exc.code) from None
+        raise s.bad(cmd, str(exc)) from None
+
+
+def _matches(view: SelectedView, program: SearchProgram) -> Iterator[tuple[int, StoredMessage]]:
+    """(seq, message) of every message of the view that matches, one batch read at a time."""
+    box = view.mailbox
+    uids = view.uids
+    max_seq = len(uids)
+    max_uid = uids[-1] if uids else 0
+    for start in range(0, max_seq, BATCH):
+        messages = box.get_many(uids[start : start + BATCH])
+        whole = len(messages) == min(BATCH, max_seq - start)
+        for i, msg in enumerate(messages):
+            seq = start + i + 1 if whole else bisect_left(uids, msg.uid) + 1
+            if program.matches(_SearchView(msg, seq), max_seq=max_seq, max_uid=max_uid):
+                yield seq, msg
 
 
 def _search_hits(
@@ -353,25 +449,8 @@ def _search_hits(
 ) -> list[tuple[int, StoredMessage]]:
     """(seq, message) of every message of the view that matches the SEARCH keys."""
     view = s.selected()
-    if not args:
-        raise s.bad(cmd, s.replies.missing_arguments)
-    try:
-        program = compile_search(args, charset)
-    except SearchError as exc:
-        if exc.code is not None:
-            raise Fail(Status.NO, str(exc), exc.code) from None
-        raise s.bad(cmd, str(exc)) from None
-    box = view.mailbox
-    uids = view.uids
-    max_seq = len(uids)
-    max_uid = uids[-1] if uids else 0
-    hits: list[tuple[int, StoredMessage]] = []
-    for start in range(0, max_seq, 1024):
-        for msg in box.get_many(uids[start : start + 1024]):
-            seq = bisect_left(uids, msg.uid) + 1
-            if program.matches(_SearchView(msg, seq), max_seq=max_seq, max_uid=max_uid):
-                hits.append((seq, msg))
-    return hits
+    program = _compile_search(s, cmd, args, charset)
+    return list(_matches(view, program))
 
 
 def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
@@ -385,8 +464,8 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         ordered = sort_messages(hits, [str(c) for c in criteria])
     except SortError as exc:
         raise s.bad(cmd, str(exc)) from None
-    numbers = [msg.uid if cmd.uid else seq for seq, msg in ordered]
-    yield b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n"
+    numbers = array("I", [msg.uid if cmd.uid else seq for seq, msg in ordered])
+    yield from _number_line(b"* SORT", numbers)
     return s.ok(cmd, s.replies.sort_ok)
 
 
@@ -406,24 +485,24 @@ def _esearch_line(
     s: Session,
     cmd: Command,
     options: list[str],
-    numbers: list[int],
-    hits: list[tuple[int, StoredMessage]],
-    uses_modseq: bool,
+    numbers: array[int],
+    top_modseq: int | None,
 ) -> bytes:
+    """The ESEARCH response; ``numbers`` ascending, ``top_modseq`` when MODSEQ was searched."""
     parts = [b'* ESEARCH (TAG "' + cmd.tag.encode() + b'")']
     if cmd.uid:
         parts.append(b"UID")
     if numbers:
         if "MIN" in options:
-            parts.append(b"MIN %d" % min(numbers))
+            parts.append(b"MIN %d" % numbers[0])
         if "MAX" in options:
-            parts.append(b"MAX %d" % max(numbers))
+            parts.append(b"MAX %d" % numbers[-1])
         if "ALL" in options:
-            parts.append(b"ALL " + format_sequence_set(numbers).encode())
+            parts.append(b"ALL " + format_ascending(numbers).encode())
     if "COUNT" in options:
         parts.append(b"COUNT %d" % len(numbers))
-    if uses_modseq and hits:
-        parts.append(b"MODSEQ %d" % max(msg.modseq for _, msg in hits))
+    if top_modseq is not None and numbers:
+        parts.append(b"MODSEQ %d" % top_modseq)
     return b" ".join(parts) + b"\r\n"
 
 

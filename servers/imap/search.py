@@ -114,17 +114,21 @@ _Test = Callable[[_Context], bool]
 class _Node:
     test: _Test
     needs_raw: bool
+    #: The test is true of every message (``ALL``, ``(ALL ALL)``).
+    everything: bool = False
 
 
 class SearchProgram:
     """A compiled SEARCH; immutable, so one program may be shared between threads."""
 
-    __slots__ = ("_test", "needs_raw")
+    __slots__ = ("_test", "matches_everything", "needs_raw")
 
     def __init__(self, node: _Node) -> None:
         self._test = node.test
         #: False when only flags, numbers, sizes and internal dates are tested.
         self.needs_raw = node.needs_raw
+        #: True when every message matches (``SEARCH ALL``): callers may skip reading them.
+        self.matches_everything = node.everything
 
     def matches(self, msg: MessageView, *, max_seq: int, max_uid: int) -> bool:
         """Whether ``msg`` matches; ``max_seq``/``max_uid`` give the value of ``*``."""
@@ -281,7 +285,7 @@ class _Compiler:
         if name.startswith("UN") and name[2:] in _FLAG_KEYS and name != "UNRECENT":
             return _Node(_not(_has_flag(_FLAG_KEYS[name[2:]])), False)
         if name == "ALL":
-            return _Node(lambda ctx: True, False)
+            return _Node(lambda ctx: True, False, everything=True)
         if name == "NEW":
             recent, seen = _has_flag("\\Recent"), _has_flag("\\Seen")
             return _Node(lambda ctx: recent(ctx) and not seen(ctx), False)
@@ -357,6 +361,7 @@ def _all_of(nodes: list[_Node]) -> _Node:
     return _Node(
         lambda ctx: all(t(ctx) for t in tests),
         any(n.needs_raw for n in nodes),
+        everything=all(n.everything for n in nodes),
     )
 
 

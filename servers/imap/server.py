@@ -341,10 +341,10 @@ class _Connection(asyncio.Protocol):
         live = self.server.settings
         if live is self.settings:
             return
+        session.use_settings(live)  # checks them: nothing changes if they are bad
         self.settings = live
         self.conn.max_line = live.max_line_bytes
         self.conn.max_literal = live.max_literal_bytes
-        session.use_settings(live)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()

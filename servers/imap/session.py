@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from datetime import datetime
 
 from servers.accounts import Accounts, AuthOutcome, AuthResult, Mechanism
+from servers.errors import ConfigError
 from servers.imap import mailbox_commands, message_commands, sasl
 from servers.imap import message as mime
 from servers.imap.commands import (
@@ -33,7 +34,7 @@ from servers.imap.commands import (
     StartTLS,
 )
 from servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
-from servers.imap.replies import Reply
+from servers.imap.replies import Replies, Reply
 from servers.imap.responses import Continuation, Status, Tagged, Untagged, UntaggedStatus
 from servers.imap.settings import IMAPSettings
 from servers.imap.states import COMMAND_STATES, State, Transition, next_state
@@ -67,8 +68,7 @@ class Session:
     ) -> None:
         self.accounts = accounts
         self.store = store
-        self.settings = settings
-        self.replies = settings.texts
+        self._settings, self._replies = _checked(settings)
         self.secure = secure
         self.starttls_available = starttls_available and not secure
         self.record_error = record_error
@@ -87,10 +87,23 @@ class Session:
         self._unwatch: Callable[[], None] | None = None
         self.on_mailbox_change: Callable[[], None] = lambda: None
 
+    @property
+    def settings(self) -> IMAPSettings:
+        """The settings in force; never None (checked when set, see :meth:`use_settings`)."""
+        return self._settings
+
+    @property
+    def replies(self) -> Replies:
+        """The wording in force: always that of :attr:`settings`."""
+        return self._replies
+
     def use_settings(self, settings: IMAPSettings) -> None:
-        """Switch to settings replaced at run time (the shell calls this between commands)."""
-        self.settings = settings
-        self.replies = settings.texts
+        """Switch to settings replaced at run time (the shell calls this between commands).
+
+        Settings and wording change together, in one assignment, after the new
+        settings are checked: a bad value raises here and the old ones stay.
+        """
+        self._settings, self._replies = _checked(settings)
 
     # -- capabilities ----------------------------------------------------------
 
@@ -485,6 +498,16 @@ _SECRET_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE"})
 _UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"})
 #: RFC 3501 §7.4.1: no EXPUNGE responses while answering these (unless UID form).
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
+
+
+def _checked(settings: object) -> tuple[IMAPSettings, Replies]:
+    """Settings and their wording, or ConfigError: a session never holds None."""
+    if not isinstance(settings, IMAPSettings):
+        raise ConfigError(f"settings={settings!r}: expected IMAPSettings")
+    replies = settings.texts
+    if not isinstance(replies, Replies):
+        raise ConfigError(f"settings.texts={replies!r}: expected Replies")
+    return settings, replies
 
 
 def _display(cmd: Command) -> str:

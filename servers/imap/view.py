@@ -30,7 +30,7 @@ class SelectedView:
     def __init__(self, mailbox: Mailbox, *, readonly: bool) -> None:
         self.mailbox = mailbox
         self.readonly = readonly
-        self.uids: array[int] = array("I", mailbox.uids())
+        self.uids: array[int] = mailbox.uids()  # a fresh copy: ours to keep
         self.uidvalidity = mailbox.uidvalidity
         self.modseq = mailbox.highest_modseq
         # uid -> modseq already reported by this command, so sync does not repeat it.
@@ -60,8 +60,8 @@ class SelectedView:
         out: list[bytes] = []
         old = self.uids
         last_known = old[-1] if old else 0
-        current = array("I", box.uids())
-        if current != old:
+        if not box.uids_equal(old):
+            current = box.uids()
             if expunge:
                 alive = set(current)
                 gone = [i + 1 for i, uid in enumerate(old) if uid not in alive]

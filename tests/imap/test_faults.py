@@ -11,6 +11,7 @@ import contextlib
 import imaplib
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,6 +24,7 @@ from servers.accounts import Lockout
 from servers.errors import ConfigError
 from servers.imap import IMAPSettings
 from servers.imap.replies import GMAIL, PERSONALITIES, for_personality
+from servers.imap.session import Session
 from servers.ratelimit import RateLimit
 from tests.imap.conftest import CALL_TIMEOUT, MakeIMAP, RunningIMAP
 
@@ -489,6 +491,56 @@ def test_settings_switch_reaches_open_sessions_at_their_next_command(imap: Runni
 def test_settings_setter_validates(imap: RunningIMAP) -> None:
     with pytest.raises(ConfigError, match=r"^settings=\{'maintenance': True\}: expected"):
         imap.server.settings = {"maintenance": True}  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match=r"^settings=None: expected IMAPSettings$"):
+        imap.server.settings = None  # type: ignore[assignment]
+    assert isinstance(imap.server.settings, IMAPSettings)
+
+
+def test_session_never_holds_settings_none(imap: RunningIMAP) -> None:
+    """A session checks its settings: None is refused, and a refused switch changes nothing."""
+
+    def session(settings: IMAPSettings) -> Session:
+        return Session(
+            accounts=imap.accounts,
+            store=imap.store,
+            settings=settings,
+            secure=False,
+            starttls_available=False,
+        )
+
+    with pytest.raises(ConfigError, match=r"^settings=None: expected IMAPSettings$"):
+        session(None)  # type: ignore[arg-type]
+    live = session(IMAPSettings())
+    with pytest.raises(ConfigError):
+        live.use_settings(None)  # type: ignore[arg-type]
+    assert live.greeting().endswith(b"] Dovecot ready.\r\n")
+    live.use_settings(IMAPSettings(greeting="Switched."))
+    assert live.greeting().endswith(b"] Switched.\r\n")
+
+
+def test_greetings_while_settings_switch_from_another_thread(imap: RunningIMAP) -> None:
+    """Connections set up while a test thread swaps the settings are all greeted."""
+    variants = [IMAPSettings(), IMAPSettings(personality="gmail", greeting="Hi.")]
+    stop = False
+
+    def flip() -> None:
+        n = 0
+        while not stop:
+            imap.server.settings = variants[n % 2]
+            n += 1
+            time.sleep(0.0005)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        for _ in range(50):
+            with socket.create_connection(imap.plain.address, timeout=CALL_TIMEOUT) as sock:
+                greeting = sock.makefile("rb").readline()
+                assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 "), greeting
+    finally:
+        stop = True
+        flipper.join(CALL_TIMEOUT)
+    assert not [e for e in imap.server.errors if "exception" in e], imap.server.errors
 
 
 @pytest.mark.parametrize(

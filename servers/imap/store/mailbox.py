@@ -8,7 +8,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -161,10 +161,15 @@ class Mailbox:
 
     # -- reading ---------------------------------------------------------------
 
-    def uids(self) -> Sequence[int]:
-        """A snapshot of the UIDs, ascending; the session copies it into its view."""
+    def uids(self) -> array[int]:
+        """A snapshot of the UIDs, ascending, as a fresh ``array('I')`` the caller may keep."""
         with self._core.lock:
             return self._uids[:]
+
+    def uids_equal(self, uids: array[int]) -> bool:
+        """Whether ``uids`` are exactly the UIDs now here (a view still current), without a copy."""
+        with self._core.lock:
+            return self._uids == uids
 
     def get(self, uid: int) -> StoredMessage | None:
         with self._core.lock:
