@@ -183,7 +183,8 @@ class MailCA:
         now = dt.datetime.now(dt.UTC)
         ca = self._ca
         if variant is CertVariant.TRUSTED:
-            leaf = ca.issue_cert(*SERVER_IDENTITIES)
+            # A subject CN as well as SANs: fetchmail and mbsync still read the CN.
+            leaf = ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
         elif variant is CertVariant.UNKNOWN_CA:
             leaf = trustme.CA(organization_name="some other CA").issue_cert(*SERVER_IDENTITIES)
         elif variant is CertVariant.EXPIRED:

@@ -61,8 +61,22 @@ class FetchPlan:
         )
 
 
+# Dovecot's order: system flags first, in this order, then keywords (here: sorted).
+_SYSTEM_FLAG_ORDER = {
+    flag: rank
+    for rank, flag in enumerate(
+        ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
+    )
+}
+
+
+def _flag_key(flag: str) -> tuple[int, str]:
+    return (_SYSTEM_FLAG_ORDER.get(flag, len(_SYSTEM_FLAG_ORDER)), flag)
+
+
 def flags_bytes(flags: Any) -> bytes:
-    return b"(" + " ".join(flags).encode() + b")"
+    """A parenthesised flag list in a stable order (a set's order varies per process)."""
+    return b"(" + " ".join(sorted(flags, key=_flag_key)).encode() + b")"
 
 
 def _uid(msg: Fetched) -> bytes:

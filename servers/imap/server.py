@@ -312,7 +312,20 @@ class _Connection(asyncio.Protocol):
             self.start()
 
     def start(self) -> None:
-        """Greet and serve (at once, or when a queued connection gets its slot)."""
+        """Greet and serve (at once, or when a queued connection gets its slot).
+
+        With ``greeting_delay`` the greeting waits on a loop timer, as stock
+        Dovecot's does while it spawns a login process for the connection.
+        """
+        delay = self.server.settings.greeting_delay
+        if delay > 0:
+            self.loop.call_later(delay, self._greet)
+        else:
+            self._greet()
+
+    def _greet(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # the client left before its greeting
         self.settings = self.server.settings
         self.conn.max_line = self.settings.max_line_bytes
         self.conn.max_literal = self.settings.max_literal_bytes

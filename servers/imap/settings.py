@@ -43,6 +43,9 @@ class IMAPSettings:
     login_disabled: bool = False
     failure_delay: float = 0.0
     greeting: str | None = None  # None: the personality's text
+    #: Seconds before the greeting. Stock Dovecot spawns a login process per connection
+    #: and greets in ~5 ms (0.005 mimics it); our default answers at once.
+    greeting_delay: float = 0.0
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_line_bytes: int = MAX_LINE_BYTES
     max_literal_bytes: int = MAX_LITERAL_BYTES
@@ -82,6 +85,8 @@ class IMAPSettings:
             raise ConfigError(f"replies={self.replies!r}: expected a Replies or None")
         if self.failure_delay < 0:
             raise ConfigError(f"failure_delay={self.failure_delay!r}: expected >= 0 seconds")
+        if self.greeting_delay < 0:
+            raise ConfigError(f"greeting_delay={self.greeting_delay!r}: expected >= 0 seconds")
         if self.idle_timeout <= 0:
             raise ConfigError(f"idle_timeout={self.idle_timeout!r}: expected > 0 seconds")
         if self.max_line_bytes < 1024:

@@ -6,54 +6,35 @@ synchronous clients (imaplib, imapclient) exactly as connectors do.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import trustme
 
+from harness.certs import MailCA
+from harness.lifecycle import LoopThread
 from servers.accounts import DEFAULT_USERS, Accounts
 from servers.imap import IMAPServer, IMAPSettings
 from servers.imap.store import MailStore
 from servers.listeners import Endpoint, Security, bind_loopback
 from servers.transcript import TranscriptLog
 
-T = TypeVar("T")
 #: Generous: a loaded CI machine, never a readiness wait.
 CALL_TIMEOUT = 30.0
 
 
-class LoopThread:
-    """An asyncio loop in a daemon thread; `run(coro)` waits for its result."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(CALL_TIMEOUT)
-        self.loop.close()
-
-
 @dataclass
 class Certs:
-    ca: trustme.CA
+    """The session's MailCA, in the shapes these tests use."""
+
+    ca: MailCA
     server: ssl.SSLContext
     ca_path: str
 
     def client(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        self.ca.configure_trust(ctx)
-        return ctx
+        return self.ca.client_context()
 
 
 @dataclass
@@ -76,20 +57,14 @@ class RunningIMAP:
 
 @pytest.fixture(scope="session")
 def loop_thread() -> Iterator[LoopThread]:
-    lt = LoopThread()
+    lt = LoopThread(name="imap-tests").start()
     yield lt
-    lt.close()
+    lt.stop()
 
 
 @pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    # A CN as well as SANs: fetchmail and mbsync still read the subject CN.
-    ca.issue_cert("localhost", "127.0.0.1", common_name="localhost").configure_cert(server)
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return Certs(ca=ca, server=server, ca_path=str(path))
+def certs(mail_ca: MailCA) -> Certs:
+    return Certs(ca=mail_ca, server=mail_ca.server_context(), ca_path=str(mail_ca.ca_path))
 
 
 MakeIMAP = Callable[..., RunningIMAP]
