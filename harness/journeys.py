@@ -192,6 +192,17 @@ def _wrap(sock: socket.socket, ctx: ssl.SSLContext, profile: ClientProfile) -> s
         raise _StepFailed(_outcome("tls", error)) from None
 
 
+def _open(
+    endpoint: Endpoint, profile: ClientProfile, ca_path: str | Path | None
+) -> tuple[socket.socket, ssl.SSLContext]:
+    """Connect and, for implicit TLS, handshake; the context is kept for STARTTLS."""
+    sock = _connect(endpoint, profile)
+    ctx = profile.context(ca_path)
+    if endpoint.security is Security.IMPLICIT:
+        sock = _wrap(sock, ctx, profile)
+    return sock, ctx
+
+
 class _IMAP(imaplib.IMAP4):
     """imaplib on a socket we connected (and maybe wrapped) ourselves, step by step."""
 
@@ -233,10 +244,7 @@ def imap_journey(
     step = "connect"
     client: _IMAP | None = None
     try:
-        sock = _connect(endpoint, profile)
-        ctx = profile.context(ca_path)
-        if endpoint.security is Security.IMPLICIT:
-            sock = _wrap(sock, ctx, profile)
+        sock, ctx = _open(endpoint, profile, ca_path)
         step = "greeting"
         client = _IMAP(sock, profile.server_name)
         if endpoint.security is Security.STARTTLS:
@@ -281,10 +289,7 @@ def smtp_journey(
     step = "connect"
     client: _SMTP | None = None
     try:
-        sock = _connect(endpoint, profile)
-        ctx = profile.context(ca_path)
-        if endpoint.security is Security.IMPLICIT:
-            sock = _wrap(sock, ctx, profile)
+        sock, ctx = _open(endpoint, profile, ca_path)
         step = "greeting"
         client = _SMTP(sock, profile.server_name)
         code, text = client.connect(profile.server_name, endpoint.port)
