@@ -9,6 +9,11 @@ Fixtures:
   smtp_server          function  the same server, named for tests that only use SMTP
   mail_server_factory  function  `factory(config=None, **fields)` starts a custom `MailServer`;
                                  every server it made is stopped when the test ends
+
+Backends: `--mail-backend=fake|dovecot|docker` (ini `mail_backend`) or, per test,
+`@pytest.mark.mail_backend("dovecot")`. With Dovecot the shared server is one Dovecot
+process reset between tests; a scenario not proven on the backend (its `backends`)
+is skipped with a reason starting `not applicable:`.
   mail_scenario        function  the running server of a catalog scenario: from
                                  `@pytest.mark.mail_scenario("tls10-only")` (or a .toml file)
                                  or from `@harness.catalog.parametrize("tls")`
@@ -32,7 +37,7 @@ import pytest
 
 from harness.certs import MailCA
 from harness.scenarios import Scenario
-from harness.server import MailConfig, MailServer
+from harness.server import BACKENDS, NOT_APPLICABLE, MailConfig, MailServer, NotApplicable
 from servers.errors import choice_error
 
 TRANSCRIPT_MODES = ("on-failure", "always", "never")
@@ -46,6 +51,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--mail-transcripts", dest="mail_transcripts", default=None, help=help_text)
     parser.addini("mail_transcripts", help_text, default="on-failure")
+    backend_help = "who serves mail to the fixtures: " + "|".join(BACKENDS) + " (default fake)"
+    group.addoption("--mail-backend", dest="mail_backend", default=None, help=backend_help)
+    parser.addini("mail_backend", backend_help, default="fake")
+
+
+def _backend_option(config: pytest.Config) -> str:
+    value = config.getoption("mail_backend") or config.getini("mail_backend")
+    if value not in BACKENDS:
+        raise pytest.UsageError(str(choice_error("--mail-backend", value, BACKENDS)))
+    return str(value)
+
+
+def _backend(request: pytest.FixtureRequest) -> str:
+    """The backend for this test: `@pytest.mark.mail_backend(...)`, else the option."""
+    marker = request.node.get_closest_marker("mail_backend")
+    if marker is None:
+        return _backend_option(request.config)
+    if len(marker.args) != 1 or marker.args[0] not in BACKENDS:
+        raise pytest.UsageError(
+            f"mail_backend takes one of {', '.join(BACKENDS)}; got {marker.args!r}"
+        )
+    return str(marker.args[0])
 
 
 def _transcript_mode(config: pytest.Config) -> str:
@@ -57,6 +84,12 @@ def _transcript_mode(config: pytest.Config) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     _transcript_mode(config)  # fail fast on a bad value
+    _backend_option(config)
+    config.addinivalue_line(
+        "markers",
+        "mail_backend(name): serve this test's mail from fake, dovecot or docker "
+        "(overrides --mail-backend)",
+    )
     config.addinivalue_line(
         "markers",
         "mail_scenario(name): serve this catalog scenario (or .toml file, relative to the "
@@ -64,8 +97,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"mailharness: transcripts={_transcript_mode(config)}"
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [
+        f"mailharness: transcripts={_transcript_mode(config)}",
+        f"mailharness: backend={_backend_option(config)}",
+    ]
 
 
 def _track(request: pytest.FixtureRequest, server: MailServer) -> None:
@@ -107,10 +143,34 @@ def mail_ca() -> Iterator[MailCA]:
         yield ca
 
 
+class _SharedServers:
+    """One healthy server per backend for the whole session, started when first asked for
+    (with Dovecot: one Dovecot process, reset between tests)."""
+
+    def __init__(self, ca: MailCA) -> None:
+        self._ca = ca
+        self._servers: dict[str, MailServer] = {}
+
+    def get(self, backend: str) -> MailServer:
+        server = self._servers.get(backend)
+        if server is None:
+            server = MailServer(MailConfig(backend=backend), ca=self._ca).start()
+            self._servers[backend] = server
+        return server
+
+    def stop(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
+
+
 @pytest.fixture(scope="session")
-def _mailharness_shared_server(mail_ca: MailCA) -> Iterator[MailServer]:
-    with MailServer(MailConfig(), ca=mail_ca) as server:
-        yield server
+def _mailharness_shared_servers(mail_ca: MailCA) -> Iterator[_SharedServers]:
+    shared = _SharedServers(mail_ca)
+    try:
+        yield shared
+    finally:
+        shared.stop()
 
 
 def _requested_scenario(request: pytest.FixtureRequest) -> Scenario | None:
@@ -132,7 +192,16 @@ def _requested_scenario(request: pytest.FixtureRequest) -> Scenario | None:
 def _serve_scenario(
     request: pytest.FixtureRequest, chosen: Scenario, ca: MailCA
 ) -> Iterator[MailServer]:
-    server = chosen.serve(ca=ca)
+    backend = _backend(request)
+    if backend not in chosen.backends:
+        pytest.skip(
+            f"{NOT_APPLICABLE} scenario {chosen.name!r} is not proven on backend "
+            f"{backend!r} (its backends: {', '.join(chosen.backends)})"
+        )
+    try:
+        server = chosen.serve(ca=ca, backend=backend)
+    except NotApplicable as error:
+        pytest.skip(str(error))
     try:
         _track(request, server)
         yield server
@@ -142,12 +211,13 @@ def _serve_scenario(
 
 
 def _fresh_shared_server(
-    request: pytest.FixtureRequest, server: MailServer
+    request: pytest.FixtureRequest, shared: _SharedServers
 ) -> Iterator[MailServer]:
     chosen = _requested_scenario(request)
     if chosen is not None:
         yield from _serve_scenario(request, chosen, request.getfixturevalue("mail_ca"))
         return
+    server = shared.get(_backend(request))
     server.reset()
     _track(request, server)
     yield server
@@ -159,30 +229,30 @@ def _fresh_shared_server(
 
 @pytest.fixture
 def mail_server(
-    request: pytest.FixtureRequest, _mailharness_shared_server: MailServer
+    request: pytest.FixtureRequest, _mailharness_shared_servers: _SharedServers
 ) -> Iterator[MailServer]:
     """A running fake IMAP + SMTP server (plain, STARTTLS and implicit-TLS listeners each).
 
     `server.imap.implicit`, `server.smtp.starttls`...: endpoints; `server.users`: accounts;
     `server.deliver(user, message)`: seed mail; `server.messages`: mail accepted over SMTP.
     """
-    yield from _fresh_shared_server(request, _mailharness_shared_server)
+    yield from _fresh_shared_server(request, _mailharness_shared_servers)
 
 
 @pytest.fixture
 def imap_server(
-    request: pytest.FixtureRequest, _mailharness_shared_server: MailServer
+    request: pytest.FixtureRequest, _mailharness_shared_servers: _SharedServers
 ) -> Iterator[MailServer]:
     """`mail_server`, for tests that only speak IMAP."""
-    yield from _fresh_shared_server(request, _mailharness_shared_server)
+    yield from _fresh_shared_server(request, _mailharness_shared_servers)
 
 
 @pytest.fixture
 def smtp_server(
-    request: pytest.FixtureRequest, _mailharness_shared_server: MailServer
+    request: pytest.FixtureRequest, _mailharness_shared_servers: _SharedServers
 ) -> Iterator[MailServer]:
     """`mail_server`, for tests that only speak SMTP."""
-    yield from _fresh_shared_server(request, _mailharness_shared_server)
+    yield from _fresh_shared_server(request, _mailharness_shared_servers)
 
 
 @pytest.fixture
@@ -210,9 +280,10 @@ def mail_server_factory(
     field name is an error listing the fields there are.
     """
     started: list[MailServer] = []
+    backend = _backend(request)
 
     def factory(config: MailConfig | None = None, **fields: Any) -> MailServer:
-        base = config or MailConfig()
+        base = config or MailConfig(backend=backend)
         if fields:
             known = [f.name for f in dataclasses.fields(MailConfig)]
             for name in fields:

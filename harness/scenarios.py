@@ -97,9 +97,16 @@ class Scenario:
             if backend not in BACKENDS:
                 raise choice_error("backends", backend, BACKENDS)
 
-    def serve(self, *, ca: MailCA | None = None) -> MailServer:
-        """A started server in this condition (sync face); stop it when done."""
-        server = MailServer(self.config, ca=ca, label=self.name).start()
+    def serve(self, *, ca: MailCA | None = None, backend: str | None = None) -> MailServer:
+        """A started server in this condition (sync face); stop it when done.
+
+        `backend` ("fake", "dovecot", "docker") overrides the config's. A backend
+        outside `backends` is not refused here (the pytest plugin skips those).
+        """
+        config = self.config
+        if backend is not None and backend != config.backend:
+            config = dataclasses.replace(config, backend=backend)
+        server = MailServer(config, ca=ca, label=self.name).start()
         try:
             if self.prepare is not None:
                 self.prepare(server)

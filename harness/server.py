@@ -16,27 +16,43 @@ async face (the caller's own loop, for pytest-asyncio tests):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.certs import CertVariant, MailCA
 from harness.lifecycle import LoopThread
-from servers.accounts import DEFAULT_USERS, Accounts, User
+from servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
 from servers.errors import ConfigError, ServerStartError, choice_error
 from servers.faults import Fault, FaultFront, TLSVersion
 from servers.imap import IMAPServer, IMAPSettings
 from servers.imap.store import MailStore, RawMessage, StoredMessage
+from servers.imap.store.messages import to_message_bytes
 from servers.listeners import DEFAULT_HOST, Endpoint, Security, bind_loopback, require_loopback
 from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
 from servers.transcript import TranscriptLog
+
+if TYPE_CHECKING:
+    from servers.dovecot.process import DovecotProcess
 
 _S = TypeVar("_S", IMAPServer, SMTPServer)
 ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
 PROTOCOLS = ("imap", "smtp")
 LISTENER_NAMES = tuple(f"{p}/{s.value}" for p in PROTOCOLS for s in ALL_SECURITIES)
+# "fake": our IMAP and SMTP servers; "dovecot": a native Dovecot process (IMAP and
+# submission); "docker": Dovecot in a container (servers.dovecot.container).
+BACKENDS = ("fake", "dovecot", "docker")
+NOT_APPLICABLE = "not applicable:"
+# The relay behind Dovecot's submission must advertise SIZE; Dovecot enforces the real limit.
+RELAY_SIZE_LIMIT = 2**31
+
+
+class NotApplicable(ConfigError):
+    """This backend cannot serve this config; the message starts `not applicable:`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,9 +76,18 @@ class MailConfig:
     # ("smtp") or "*". A listener named here, even with no faults, is served through a
     # FaultFront, so its faults can be switched during the test: server.faults("imap").
     faults: dict[str, tuple[Fault, ...]] = field(default_factory=dict)
+    # Who serves the mail: see BACKENDS. Faults (fronts) work before any of them.
+    backend: str = "fake"
 
     def __post_init__(self) -> None:
         require_loopback(self.host)
+        if self.backend not in BACKENDS:
+            raise choice_error("backend", self.backend, BACKENDS)
+        object.__setattr__(self, "users", tuple(self.users))
+        if self.smtp is not None and not isinstance(self.smtp, SMTPSettings):
+            raise ConfigError(f"smtp={self.smtp!r}: expected SMTPSettings or None")
+        if self.imap is not None and not isinstance(self.imap, IMAPSettings):
+            raise ConfigError(f"imap={self.imap!r}: expected IMAPSettings or None")
         object.__setattr__(self, "cert", CertVariant.parse(self.cert))
         for name in ("smtp_listeners", "imap_listeners"):
             object.__setattr__(self, name, _parse_listeners(name, getattr(self, name)))
@@ -85,11 +110,6 @@ class MailConfig:
                 named = True
                 found.extend(self.faults[selector])
         return tuple(found) if named else None
-        object.__setattr__(self, "users", tuple(self.users))
-        if self.smtp is not None and not isinstance(self.smtp, SMTPSettings):
-            raise ConfigError(f"smtp={self.smtp!r}: expected SMTPSettings or None")
-        if self.imap is not None and not isinstance(self.imap, IMAPSettings):
-            raise ConfigError(f"imap={self.imap!r}: expected IMAPSettings or None")
 
 
 def _parse_listeners(name: str, value: object) -> tuple[Security, ...]:
@@ -163,6 +183,11 @@ class MailServer:
         self._fronts: dict[str, FaultFront] = {}
         self._thread: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Dovecot backends: the running Dovecot, the fake SMTP server its submission
+        # service relays to, and the subscription that keeps its users in step.
+        self._dovecot: DovecotProcess | None = None
+        self._relay: SMTPServer | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     # --- async face -----------------------------------------------------------
     async def astart(self) -> MailServer:
@@ -179,6 +204,9 @@ class MailServer:
 
     async def _serve(self) -> None:
         config = self.config
+        if config.backend != "fake":
+            await self._serve_dovecot()
+            return
         if config.imap is not None:
             imap = IMAPServer(
                 accounts=self.users,
@@ -189,7 +217,7 @@ class MailServer:
             imap.errors = self.errors  # one error list per running server
             self._imap_server = imap
             self.imap = ProtocolEndpoints(
-                "imap", await self._listen("imap", imap, config.imap_listeners)
+                "imap", await self._listen("imap", self._binder(imap), config.imap_listeners)
             )
         if config.smtp is not None:
             smtp = SMTPServer(
@@ -203,11 +231,81 @@ class MailServer:
             )
             self._smtp_server = smtp
             self.smtp = ProtocolEndpoints(
-                "smtp", await self._listen("smtp", smtp, config.smtp_listeners)
+                "smtp", await self._listen("smtp", self._binder(smtp), config.smtp_listeners)
             )
 
+    async def _serve_dovecot(self) -> None:
+        """Dovecot (IMAP + submission) and the fake SMTP server submission relays to."""
+        from harness.dovecot_backend import dovecot_config, not_applicable, served_securities
+
+        config = self.config
+        reasons = not_applicable(config)
+        if reasons:
+            raise NotApplicable(
+                f"{NOT_APPLICABLE} backend={config.backend!r} cannot serve this config: "
+                + "; ".join(reasons)
+            )
+        relay_port = None
+        if config.smtp is not None:
+            relay = SMTPServer(
+                accounts=self.users,
+                transcripts=self.transcripts,
+                # The MTA behind submission: no AUTH (Dovecot already checked it).
+                # It advertises SIZE, since Dovecot passes the client's SIZE= on.
+                # No AUTH advertised, or Dovecot adds an AUTH= parameter to MAIL FROM.
+                settings=SMTPSettings(
+                    auth_required=False,
+                    plaintext_auth=False,
+                    size_limit=config.smtp.size_limit or RELAY_SIZE_LIMIT,
+                    quota_temporary=config.smtp.quota_temporary,
+                ),
+                messages=self.messages,
+                errors=self.errors,
+                deliver=self._deliver_dovecot,
+                recipient_full=self._dovecot_over_quota,
+            )
+            self._relay = relay
+            relay_port = (await self._bind(relay, Security.NONE)).port
+        dovecot = _make_dovecot(config.backend, dovecot_config(config, self.ca, relay_port))
+        await _in_thread(dovecot.start)
+        self._dovecot = dovecot
+        self._unsubscribe = self.users.on_change(self._sync_users)
+        for protocol in PROTOCOLS:
+            served = served_securities(config, protocol)
+            if not served:
+                continue
+            endpoints = await self._listen(protocol, self._dovecot_binder(protocol), served)
+            setattr(self, protocol, ProtocolEndpoints(protocol, endpoints))
+
+    def _binder(self, server: SMTPServer | IMAPServer) -> Callable[[Security], Awaitable[Endpoint]]:
+        async def bind(security: Security) -> Endpoint:
+            return await self._bind(server, security)
+
+        return bind
+
+    def _dovecot_binder(self, protocol: str) -> Callable[[Security], Awaitable[Endpoint]]:
+        """Dovecot's listener for a security; "none" (a front's plaintext side) is its plain
+        port, which offers STARTTLS unless ssl = no."""
+        dovecot = self._dovecot
+        assert dovecot is not None
+
+        async def bind(security: Security) -> Endpoint:
+            if security is Security.NONE:
+                plain = [
+                    e
+                    for e in dovecot.endpoints
+                    if e.protocol == protocol and e.security is not Security.IMPLICIT
+                ]
+                return plain[0]
+            return dovecot.endpoint(security, protocol)
+
+        return bind
+
     async def _listen(
-        self, protocol: str, server: SMTPServer | IMAPServer, securities: tuple[Security, ...]
+        self,
+        protocol: str,
+        bind: Callable[[Security], Awaitable[Endpoint]],
+        securities: tuple[Security, ...],
     ) -> tuple[Endpoint, ...]:
         """Bind each listener; put a FaultFront before those the config names.
 
@@ -220,14 +318,14 @@ class MailServer:
             faults = self.config.faults_for(protocol, security)
             pinned = faults is not None and any(isinstance(f, TLSVersion) for f in faults)
             if not pinned:
-                direct = await self._bind(server, security)
+                direct = await bind(security)
                 if faults is None:
                     endpoints.append(direct)
                     continue
                 backend = direct
             else:
                 if internal_plain is None:
-                    internal_plain = await self._bind(server, Security.NONE)
+                    internal_plain = await bind(Security.NONE)
                 backend = internal_plain
             assert faults is not None
             front = FaultFront(
@@ -270,10 +368,51 @@ class MailServer:
             messages is not None and count >= messages
         )
 
+    def _deliver_dovecot(self, recipient: str, data: bytes) -> None:
+        """Relayed mail to a local user lands in their maildir, as an MTA + LMTP would do."""
+        user = self.users.by_address(recipient)
+        if user is not None and self._dovecot is not None:
+            self._dovecot.deliver(user.login, data)
+
+    def _dovecot_over_quota(self, recipient: str) -> bool:
+        """The MTA's quota check at RCPT (Dovecot's quota-status service does this for
+        Postfix): is `recipient` a local user at or over their Dovecot quota?"""
+        user = self.users.by_address(recipient)
+        dovecot = self._dovecot
+        if user is None or dovecot is None:
+            return False
+        quota = dovecot.quota(user.login)
+        if quota is None:
+            return False
+        size, count = dovecot.usage(user.login)
+        return (quota.storage_bytes is not None and size >= quota.storage_bytes) or (
+            quota.messages is not None and count >= quota.messages
+        )
+
+    def _sync_users(self, change: AccountChange) -> None:
+        """Run-time account changes reach Dovecot's passwd-files (one auth flush per change)."""
+        dovecot = self._dovecot
+        if dovecot is None:
+            return
+        for user in change.removed:
+            dovecot.remove_user(user.login, flush=False)
+        for user in change.added:
+            dovecot.set_user(user, flush=False)
+        dovecot.flush_auth()
+
     async def astop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         for front in self._fronts.values():
             await front.stop()
         self._fronts.clear()
+        if self._relay is not None:
+            await self._relay.stop()
+            self._relay = None
+        if self._dovecot is not None:
+            dovecot, self._dovecot = self._dovecot, None
+            await _in_thread(dovecot.stop)
         if self._smtp_server is not None:
             await self._smtp_server.stop()
             self._smtp_server = None
@@ -290,6 +429,10 @@ class MailServer:
             self._smtp_server.close_connections()
         if self._imap_server is not None:
             await self._imap_server.close_sessions()
+        if self._relay is not None:
+            self._relay.close_connections()
+        if self._dovecot is not None:
+            self._dovecot.close_sessions()
         for name, front in self._fronts.items():
             front.set(*(self.config.faults_for(*_split(name)) or ()))
         # Let the aborted connections finish their connection_lost callbacks.
@@ -310,6 +453,9 @@ class MailServer:
         self.errors.clear()
         self.users.replace_all(self.config.users)
         self.store.reset()
+        if self._dovecot is not None:
+            self._dovecot.reset_users(self.config.users)
+            self._dovecot.wipe_mail()
 
     async def __aenter__(self) -> MailServer:
         return await self.astart()
@@ -366,6 +512,7 @@ class MailServer:
         New connections see the change at once, open ones from their next
         command. `reset()` restores the configured settings.
         """
+        self._require_fake("switch_imap")
         imap = self._require(self._imap_server, "imap")
         settings: IMAPSettings = _replace_settings("imap", imap.settings, changes)
         imap.settings = settings
@@ -373,6 +520,7 @@ class MailServer:
 
     def switch_smtp(self, **changes: Any) -> SMTPSettings:
         """Change SMTP settings during a test: `server.switch_smtp(starttls_broken=True)`."""
+        self._require_fake("switch_smtp")
         smtp = self._require(self._smtp_server, "smtp")
         settings: SMTPSettings = _replace_settings("smtp", smtp.settings, changes)
         smtp.settings = settings
@@ -380,6 +528,7 @@ class MailServer:
 
     def set_maintenance(self, on: bool = True) -> None:
         """An outage for new connections: IMAP `* BYE [UNAVAILABLE] ...`, SMTP `421 4.3.2`."""
+        self._require_fake("set_maintenance")
         if self._imap_server is not None:
             self.switch_imap(maintenance=on)
         if self._smtp_server is not None:
@@ -387,6 +536,7 @@ class MailServer:
 
     def announce_shutdown(self, timeout: float = 5.0) -> None:
         """`* BYE Server shutting down.` / `421 4.3.2 Shutting down` to every open session."""
+        self._require_fake("announce_shutdown")
         imap, smtp = self._imap_server, self._smtp_server
 
         async def announce() -> None:
@@ -398,6 +548,13 @@ class MailServer:
         if self._thread is None:
             raise ServerStartError("announce_shutdown() needs a server started with start()")
         self._thread.run(announce(), timeout)
+
+    def _require_fake(self, what: str) -> None:
+        if self.config.backend != "fake":
+            raise NotApplicable(
+                f"{NOT_APPLICABLE} {what}() on backend={self.config.backend!r}: Dovecot's "
+                "behaviour is fixed by its config at start"
+            )
 
     @staticmethod
     def _require(server: _S | None, protocol: str) -> _S:
@@ -431,7 +588,32 @@ class MailServer:
         if account is None:
             known = ", ".join(u.login for u in self.users)
             raise ConfigError(f"user={user!r}: no such user; known: {known}")
+        if self._dovecot is not None:
+            from servers.dovecot.maildir import predict_uid
+
+            path = self._dovecot.deliver(account.login, to_message_bytes(message), mailbox=mailbox)
+            return predict_uid(self._dovecot.folder(account.login, mailbox), path)
         return self.store.deliver(account.login, message, mailbox)
+
+    def set_quota(
+        self, user: str, storage_bytes: int | None = None, messages: int | None = None
+    ) -> None:
+        """Limit a user's mailbox (by login or address): bytes and/or messages, None = no limit.
+
+        At or over the limit, APPEND/COPY get `NO [OVERQUOTA] Quota exceeded (mailbox
+        for user is full)` and SMTP RCPT to the user 552 (452 with `quota_temporary`).
+        The fake stores it; Dovecot gets a userdb `quota_rule` (quota plugin).
+        """
+        account = self.users.get(user) or self.users.by_address(user)
+        if account is None:
+            known = ", ".join(u.login for u in self.users)
+            raise ConfigError(f"user={user!r}: no such user; known: {known}")
+        if self._dovecot is not None:
+            self._dovecot.set_quota(account.login, storage_bytes, messages)
+            return
+        mailboxes = self.store.user(account.login)
+        mailboxes.quota_storage_limit = storage_bytes
+        mailboxes.quota_message_limit = messages
 
     def wait_for_appends(
         self, user: str, count: int = 1, timeout: float = 5.0, mailbox: str = "INBOX"
@@ -439,7 +621,31 @@ class MailServer:
         """Block until `mailbox` of `user` holds `count` messages (APPEND, SMTP, COPY...)."""
         account = self.users.get(user) or self.users.by_address(user)
         login = account.login if account is not None else user
+        if self._dovecot is not None:
+            return self._wait_for_dovecot_appends(login, count, timeout, mailbox)
         return self.store.wait_for_appends(login, count, timeout, mailbox)
+
+    def _wait_for_dovecot_appends(
+        self, login: str, count: int, timeout: float, mailbox: str
+    ) -> list[StoredMessage]:
+        """inotify on the maildir's new/ and cur/ (see servers.dovecot.maildir): woken by
+        each rename Dovecot (APPEND, COPY) or our relay's delivery makes."""
+        from servers.dovecot.maildir import wait_for_messages
+
+        assert self._dovecot is not None
+        folder = self._dovecot.folder(login, mailbox)
+        found = wait_for_messages(folder, count, timeout)
+        return [
+            StoredMessage(
+                uid=m.uid if m.uid is not None else index,
+                flags=m.flags,
+                internaldate=m.received.astimezone(UTC) if m.received else datetime.now(UTC),
+                size=m.size,
+                modseq=0,
+                _raw=m.raw,
+            )
+            for index, m in enumerate(found, start=1)
+        ]
 
     def endpoints(self) -> list[Endpoint]:
         return [*self.imap, *self.smtp]
@@ -460,12 +666,38 @@ class MailServer:
             ],
             "ca_path": os.fspath(self.ca.ca_path),
             "cert": self.config.cert.value,
+            "backend": self.config.backend,
         }
 
     def __repr__(self) -> str:
         listeners = ", ".join(f"{e.url}({e.security.value})" for e in self.endpoints())
         label = f" {self.label!r}" if self.label else ""
         return f"<MailServer{label} {listeners or 'not started'}>"
+
+
+async def _in_thread(blocking: Callable[[], object]) -> None:
+    """Run a blocking call (Dovecot's start or stop) off the loop, in a thread that is
+    gone when this returns: the loop's default executor would keep idle threads alive."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dovecot")
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, blocking)
+    finally:
+        executor.shutdown(wait=True)
+
+
+def _make_dovecot(backend: str, config: Any) -> DovecotProcess:
+    """A Dovecot of the chosen kind, not started. "docker" uses the container runner,
+    which mirrors `DovecotProcess`'s API (typed as one here)."""
+    if backend == "docker":
+        try:
+            from servers.dovecot.container import DovecotContainer
+        except ImportError as error:  # pragma: no cover - depends on the checkout
+            raise NotApplicable(f"{NOT_APPLICABLE} backend='docker': {error}") from None
+        container: Any = DovecotContainer(config)
+        return container  # type: ignore[no-any-return]
+    from servers.dovecot.process import DovecotProcess
+
+    return DovecotProcess(config)
 
 
 def _split(name: str) -> tuple[str, Security]:

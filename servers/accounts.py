@@ -120,6 +120,14 @@ class AuthResult:
         return self.outcome is AuthOutcome.OK
 
 
+@dataclass(frozen=True, slots=True)
+class AccountChange:
+    """What one change did: users added or replaced (new state), users removed."""
+
+    added: tuple[User, ...] = ()
+    removed: tuple[User, ...] = ()
+
+
 @dataclass(slots=True)
 class Accounts:
     """Thread-safe user directory: tests change it from their thread, servers read it in theirs.
@@ -137,6 +145,33 @@ class Accounts:
     clock: Callable[[], float] = time.monotonic
     _failures: dict[str, list[float]] = field(default_factory=dict)
     _login_buckets: TokenBuckets = field(default_factory=TokenBuckets)
+    _listeners: list[Callable[[AccountChange], None]] = field(default_factory=list)
+    # Held across a change and its notification, so callbacks see changes in order.
+    _change_lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def on_change(self, callback: Callable[[AccountChange], None]) -> Callable[[], None]:
+        """Call `callback(change)` after every add, update, set_password and replace_all.
+
+        A real backend (Dovecot) keeps its own copy of the accounts and uses
+        this to rewrite it. Callbacks run in the thread that made the change,
+        after the lock is released and in the order of the changes, so a
+        callback sees the change made. Returns a function that unsubscribes.
+        """
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _notify(self, change: AccountChange) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for callback in listeners:
+            callback(change)
 
     @classmethod
     def of(cls, users: Iterable[User]) -> Accounts:
@@ -146,45 +181,57 @@ class Accounts:
         return accounts
 
     def add(self, user: User) -> User:
-        with self._lock:
-            key = user.login.lower()
-            if key in self._users:
-                raise ConfigError(f"user login={user.login!r}: already exists")
-            self._users[key] = user
-        return user
+        with self._change_lock:
+            with self._lock:
+                key = user.login.lower()
+                if key in self._users:
+                    raise ConfigError(f"user login={user.login!r}: already exists")
+                self._users[key] = user
+            self._notify(AccountChange(added=(user,)))
+            return user
 
     def replace_all(self, users: Iterable[User]) -> None:
         """Reset to these users and forget every failure count and switch."""
-        fresh = {u.login.lower(): u for u in users}
-        with self._lock:
-            self._users = fresh
-            self._failures.clear()
-            self._login_buckets.clear()
-            self.backend_down = False
+        with self._change_lock:
+            fresh = {u.login.lower(): u for u in users}
+            with self._lock:
+                old = self._users
+                self._users = fresh
+                self._failures.clear()
+                self._login_buckets.clear()
+                self.backend_down = False
+            changed = tuple(u for k, u in fresh.items() if old.get(k) != u)
+            removed = tuple(u for k, u in old.items() if k not in fresh)
+            if changed or removed:
+                self._notify(AccountChange(added=changed, removed=removed))
 
     def update(self, login: str, **changes: object) -> User:
         """Change a user at run time: `accounts.update("alice@example.test", disabled=True)`."""
-        with self._lock:
-            user = self._require(login)
-            try:
-                updated = replace(user, **changes)  # type: ignore[arg-type]
-            except TypeError:
-                known = [f for f in User.__dataclass_fields__ if f not in ("address", "login")]
-                bad = [k for k in changes if k not in User.__dataclass_fields__]
-                raise ConfigError(
-                    f"user field={bad[0] if bad else changes!r}: expected one of "
-                    + ", ".join(repr(k) for k in known)
-                ) from None
-            self._users[login.lower()] = updated
-        return updated
+        with self._change_lock:
+            with self._lock:
+                user = self._require(login)
+                try:
+                    updated = replace(user, **changes)  # type: ignore[arg-type]
+                except TypeError:
+                    known = [f for f in User.__dataclass_fields__ if f not in ("address", "login")]
+                    bad = [k for k in changes if k not in User.__dataclass_fields__]
+                    raise ConfigError(
+                        f"user field={bad[0] if bad else changes!r}: expected one of "
+                        + ", ".join(repr(k) for k in known)
+                    ) from None
+                self._users[login.lower()] = updated
+            self._notify(AccountChange(added=(updated,)))
+            return updated
 
     def set_password(self, login: str, password: str) -> User:
         """Change a password at run time (the `auth-password-changed` situation)."""
-        with self._lock:
-            user = self._require(login)
-            updated = replace(user, password=password)
-            self._users[login.lower()] = updated
-        return updated
+        with self._change_lock:
+            with self._lock:
+                user = self._require(login)
+                updated = replace(user, password=password)
+                self._users[login.lower()] = updated
+            self._notify(AccountChange(added=(updated,)))
+            return updated
 
     def get(self, login: str) -> User | None:
         with self._lock:

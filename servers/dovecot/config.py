@@ -84,9 +84,22 @@ class DovecotConfig:
     users: tuple[User, ...] = DEFAULT_USERS
     imap: bool = True
     imaps: bool = True
+    # Dovecot's submission service (SMTP on 587-style STARTTLS and 465-style implicit TLS
+    # listeners), relaying every accepted message to `submission_relay_host:port`.
+    submission: bool = False
+    submissions: bool = False
+    submission_relay_host: str = DEFAULT_HOST
+    submission_relay_port: int | None = None
+    # The name submission greets with and EHLO answers (Dovecot's `hostname`).
+    hostname: str = "localhost"
     ssl: SSLMode = SSLMode.YES
     cert: CertFiles | None = None
     ssl_min_protocol: str = "TLSv1.2"
+    # Dovecot 2.3 has no maximum: it is set through an OpenSSL config file (OPENSSL_CONF,
+    # `MaxProtocol`), which with ssl_min_protocol serves exactly one version if asked.
+    ssl_max_protocol: str | None = None
+    # E.g. "ALL:@SECLEVEL=0" for TLS 1.0/1.1 or a 1024-bit key; None: Dovecot's default.
+    ssl_cipher_list: str | None = None
     ssl_dh: Path = DEFAULT_SSL_DH
     disable_plaintext_auth: bool = False
     auth_mechanisms: tuple[str, ...] = ("plain", "login")
@@ -98,6 +111,9 @@ class DovecotConfig:
     mail_max_userip_connections: int = DEFAULT_MAX_USERIP_CONNECTIONS
     quota_storage: int | None = None
     quota_messages: int | None = None
+    # Load the quota plugin even without a global rule, for per-user rules (userdb
+    # `quota_rule` fields in the passwd-file, see `passwd_line`).
+    quota: bool = False
     login_greeting: str = "Dovecot ready."
     high_performance: bool = False
     mail_user: str = DEFAULT_MAIL_USER
@@ -124,6 +140,29 @@ class DovecotConfig:
             )
         if self.ssl_min_protocol not in SSL_PROTOCOLS:
             raise choice_error("ssl_min_protocol", self.ssl_min_protocol, SSL_PROTOCOLS)
+        if self.ssl_max_protocol is not None:
+            if self.ssl_max_protocol not in SSL_PROTOCOLS:
+                raise choice_error("ssl_max_protocol", self.ssl_max_protocol, SSL_PROTOCOLS)
+            if SSL_PROTOCOLS.index(self.ssl_max_protocol) < SSL_PROTOCOLS.index(
+                self.ssl_min_protocol
+            ):
+                raise ConfigError(
+                    f"ssl_max_protocol={self.ssl_max_protocol!r} is below "
+                    f"ssl_min_protocol={self.ssl_min_protocol!r}"
+                )
+        if self.ssl_cipher_list is not None and any(c in self.ssl_cipher_list for c in "\r\n"):
+            raise ConfigError(f"ssl_cipher_list={self.ssl_cipher_list!r}: one line, please")
+        if self.submissions and self.ssl is SSLMode.NO:
+            raise ConfigError(
+                "submissions=True with ssl='no': implicit TLS needs ssl='yes' or 'required'"
+            )
+        if (self.submission or self.submissions) and self.submission_relay_port is None:
+            raise ConfigError(
+                "submission needs submission_relay_port= (the SMTP server Dovecot relays to)"
+            )
+        require_loopback(self.submission_relay_host)
+        if not self.hostname or any(c in self.hostname for c in ' "\\\r\n'):
+            raise ConfigError(f"hostname={self.hostname!r}: expected a plain host name")
         for mechanism in self.auth_mechanisms:
             if mechanism not in AUTH_MECHANISMS:
                 raise choice_error("auth_mechanisms", mechanism, AUTH_MECHANISMS)
@@ -177,6 +216,10 @@ class InstancePaths:
     def users(self) -> Path:
         return self.root / "users"
 
+    @property
+    def openssl_conf(self) -> Path:
+        return self.root / "openssl.cnf"
+
     def passwd(self, login: str) -> Path:
         """One passwd-file per user: Dovecot re-reads a changed passwd-file at most once a
         second, but opens a file it has never seen at once, so a user added while running
@@ -221,13 +264,74 @@ class Identity:
     login_user: str | None = None
 
 
-def passwd_line(user: User, identity: Identity, paths: InstancePaths) -> str:
-    """One passwd-file line: `login:{PLAIN}password:uid:gid::home::`."""
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A per-user quota rule (Dovecot's `quota_rule = *:storage=<n>B:messages=<n>`)."""
+
+    storage_bytes: int | None = None
+    messages: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("storage_bytes", "messages"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"quota {name}={value!r}: expected >= 0 or None")
+
+    @property
+    def rule(self) -> str | None:
+        parts = ["*"]
+        if self.storage_bytes is not None:
+            # 0 would mean "unlimited" to Dovecot; 1 byte is as full as it gets.
+            parts.append(f"storage={max(self.storage_bytes, 1)}B")
+        if self.messages is not None:
+            parts.append(f"messages={max(self.messages, 1)}")
+        return ":".join(parts) if len(parts) > 1 else None
+
+
+def passwd_line(
+    user: User, identity: Identity, paths: InstancePaths, quota: Quota | None = None
+) -> str:
+    """One passwd-file line: `login:{PLAIN}password:uid:gid::home::extra fields`.
+
+    Extra fields carry the account state Dovecot can express: `nologin=y` for a
+    disabled user (Dovecot then answers `NO [CONTACTADMIN] Login disabled for
+    this user`; a `reason=` would replace that text, but passwd-file splits
+    extra fields on spaces, so a reason cannot hold one), `allow_nets=` and a
+    per-user `userdb_quota_rule=`.
+    """
     check_passwd_fields(user)
     home = os.fspath(paths.home(user.login))
+    extra = []
+    if user.disabled:
+        extra.append("nologin=y")
+    if user.allow_nets is not None:
+        extra.append("allow_nets=" + ",".join(user.allow_nets))
+    rule = quota.rule if quota is not None else None
+    if rule is not None:
+        extra.append(f"userdb_quota_rule={rule}")
     return (
-        f"{user.login}:{{PLAIN}}{user.password}:{identity.mail_uid}:{identity.mail_gid}::{home}::\n"
+        f"{user.login}:{{PLAIN}}{user.password}:{identity.mail_uid}:{identity.mail_gid}::{home}::"
+        + " ".join(extra)
+        + "\n"
     )
+
+
+def openssl_conf(config: DovecotConfig) -> str | None:
+    """The OpenSSL config that caps Dovecot's TLS version (None: no cap needed)."""
+    if config.ssl_max_protocol is None:
+        return None
+    lines = [
+        "openssl_conf = mailharness",
+        "[mailharness]",
+        "ssl_conf = mailharness_ssl",
+        "[mailharness_ssl]",
+        "system_default = mailharness_system",
+        "[mailharness_system]",
+        f"MaxProtocol = {config.ssl_max_protocol}",
+    ]
+    if config.ssl_cipher_list is not None:
+        lines.append(f"CipherString = {config.ssl_cipher_list}")
+    return "\n".join(lines) + "\n"
 
 
 def _seconds(value: float) -> str:
@@ -240,17 +344,20 @@ def render_config(
 ) -> str:
     """The complete `dovecot.conf` for one instance.
 
-    `ports` maps listener names ("imap", "imaps") to the ports of the sockets the
-    process bound; a listener missing from it is disabled (`port = 0`).
+    `ports` maps listener names ("imap", "imaps", "submission", "submissions") to
+    the ports of the sockets the process bound; a listener missing from it is
+    disabled (`port = 0`).
     """
     yes_no = {True: "yes", False: "no"}
+    submission = config.submission or config.submissions
     lines = [
         "# Written by mailharness (servers/dovecot); the instance's whole configuration.",
         f"base_dir = {paths.base_dir}",
         f"state_dir = {paths.state_dir}",
         f"instance_name = mailharness-{paths.root.name}",
         f"listen = {config.host}",
-        "protocols = imap",
+        "protocols = imap" + (" submission" if submission else ""),
+        f"hostname = {config.hostname}",
         f"log_path = {paths.log}",
         f"info_log_path = {paths.log}",
         'log_timestamp = "%Y-%m-%d %H:%M:%S "',
@@ -277,6 +384,13 @@ def render_config(
             f"ssl_dh = <{config.ssl_dh}",
             f"ssl_min_protocol = {config.ssl_min_protocol}",
         ]
+        if config.ssl_cipher_list is not None:
+            lines.append(f"ssl_cipher_list = {config.ssl_cipher_list}")
+        if config.ssl_max_protocol is not None:
+            # Dovecot clears its children's environment except what is imported here.
+            lines.append(
+                f"import_environment = $import_environment OPENSSL_CONF={paths.openssl_conf}"
+            )
     lines += [
         "passdb {",
         "  driver = passwd-file",
@@ -288,7 +402,7 @@ def render_config(
         "}",
     ]
     imap_plugins = ""
-    if config.quota_storage is not None or config.quota_messages is not None:
+    if config.quota or config.quota_storage is not None or config.quota_messages is not None:
         rule = ["*"]
         if config.quota_storage is not None:
             rule.append(f"storage={config.quota_storage}b")
@@ -299,7 +413,7 @@ def render_config(
             "plugin {",
             "  quota = count:User quota",
             "  quota_vsizes = yes",
-            f"  quota_rule = {':'.join(rule)}",
+            *([f"  quota_rule = {':'.join(rule)}"] if len(rule) > 1 else []),
             "}",
         ]
         imap_plugins = "  mail_plugins = $mail_plugins imap_quota"
@@ -324,6 +438,20 @@ def render_config(
             "  vsz_limit = 1G",
         ]
     lines.append("}")
+    if submission:
+        lines += [
+            f"submission_relay_host = {config.submission_relay_host}",
+            f"submission_relay_port = {config.submission_relay_port}",
+            "service submission-login {",
+            "  inet_listener submission {",
+            f"    port = {ports.get('submission', 0)}",
+            "  }",
+            "  inet_listener submissions {",
+            f"    port = {ports.get('submissions', 0)}",
+            "    ssl = yes",
+            "  }",
+            "}",
+        ]
     if not config.auth_penalty:
         # The auth process (an unprivileged user) cannot open a mode-0 socket, and Dovecot
         # then disables the penalty (auth-penalty.c: "penalty->disabled").

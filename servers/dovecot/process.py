@@ -32,6 +32,7 @@ import grp
 import itertools
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -45,12 +46,15 @@ from pathlib import Path
 from types import TracebackType
 
 from servers.accounts import User
+from servers.dovecot import maildir
 from servers.dovecot.config import (
     DovecotConfig,
     Identity,
     InstancePaths,
+    Quota,
     SSLMode,
     check_passwd_fields,
+    openssl_conf,
     passwd_line,
     render_config,
 )
@@ -81,6 +85,12 @@ _MAILDIR_FLAGS = {
 }
 _MAILDIR_FLAGS_BY_LOWER = {name.lower(): letter for name, letter in _MAILDIR_FLAGS.items()}
 INBOX = "INBOX"
+# Listener names in dovecot.conf, in the order they are bound and reported.
+LISTENERS = ("imap", "imaps", "submission", "submissions")
+# Session processes `close_sessions` ends (logins in progress and logged-in sessions).
+SESSION_SERVICES = frozenset({"imap", "imap-login", "submission", "submission-login"})
+# How long a signalled Dovecot child may take to exit before we stop waiting for it.
+CHILD_EXIT_TIMEOUT = 2.0
 
 
 class DovecotNotInstalled(ServerStartError):
@@ -208,6 +218,9 @@ class DovecotProcess:
         self._seq = itertools.count(1)
         self._finalizer: weakref.finalize[..., DovecotProcess] | None = None
         self._users: dict[str, User] = {}
+        self._quotas: dict[str, Quota] = {}
+        # passwd-file mtimes we set: each write gets a new one (see _write_passwd).
+        self._mtimes = itertools.count(int(time.time()) + 1)
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> DovecotProcess:
@@ -220,13 +233,16 @@ class DovecotProcess:
         sockets: dict[str, socket.socket] = {}
         try:
             self._prepare_tree(paths, identity)
-            if self.config.imap:
-                sockets["imap"] = bind_loopback(self.config.host)
-            if self.config.imaps:
-                sockets["imaps"] = bind_loopback(self.config.host)
+            for name in LISTENERS:
+                if getattr(self.config, name):
+                    sockets[name] = bind_loopback(self.config.host)
             ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
             text = render_config(self.config, paths, identity, ports)
             paths.config.write_text(text)
+            capped = openssl_conf(self.config)
+            if capped is not None:
+                paths.openssl_conf.write_text(capped)
+                os.chmod(paths.openssl_conf, 0o644)
             self.endpoints = self._make_endpoints(ports)
             started = time.perf_counter()
             self._spawn(dovecot, paths, list(sockets.values()))
@@ -258,8 +274,13 @@ class DovecotProcess:
         assert self.paths is not None and self._identity is not None
         path = self.paths.passwd(user.login)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(passwd_line(user, self._identity, self.paths))
+        quota = self._quotas.get(user.login.lower())
+        tmp.write_text(passwd_line(user, self._identity, self.paths, quota))
         os.chmod(tmp, 0o640)
+        # Dovecot re-reads a passwd-file when its mtime (whole seconds) or size changed:
+        # a new mtime on every write, so a same-size change within a second is seen too.
+        stamp = next(self._mtimes)
+        os.utime(tmp, (stamp, stamp))
         if os.geteuid() == 0:
             # The auth process runs as Dovecot's internal user and must read it.
             try:
@@ -330,14 +351,20 @@ class DovecotProcess:
                 os.close(fd)
 
     def _make_endpoints(self, ports: dict[str, int]) -> tuple[Endpoint, ...]:
+        """Plain ports offer STARTTLS unless ssl = no: Dovecot has no plain-only listener."""
         host = self.config.host
-        endpoints = []
-        if "imap" in ports:
-            security = Security.NONE if self.config.ssl is SSLMode.NO else Security.STARTTLS
-            endpoints.append(Endpoint("imap", host, ports["imap"], security))
-        if "imaps" in ports:
-            endpoints.append(Endpoint("imap", host, ports["imaps"], Security.IMPLICIT))
-        return tuple(endpoints)
+        plain = Security.NONE if self.config.ssl is SSLMode.NO else Security.STARTTLS
+        kinds = {
+            "imap": ("imap", plain),
+            "imaps": ("imap", Security.IMPLICIT),
+            "submission": ("smtp", plain),
+            "submissions": ("smtp", Security.IMPLICIT),
+        }
+        return tuple(
+            Endpoint(kinds[name][0], host, ports[name], kinds[name][1])
+            for name in LISTENERS
+            if name in ports
+        )
 
     def _await_greeting(self) -> bytes:
         """Read the first line on the first listener, watching that Dovecot stays alive."""
@@ -435,15 +462,16 @@ class DovecotProcess:
         self.stop()
 
     # --- what tests use -------------------------------------------------------
-    def endpoint(self, security: Security | str) -> Endpoint:
-        """The listener with this security: `endpoint("implicit").port`."""
+    def endpoint(self, security: Security | str, protocol: str = "imap") -> Endpoint:
+        """The listener with this security: `endpoint("implicit").port`,
+        `endpoint("starttls", "smtp")` for submission."""
         wanted = Security.parse(security)
         for endpoint in self.endpoints:
-            if endpoint.security is wanted:
+            if endpoint.security is wanted and endpoint.protocol == protocol:
                 return endpoint
-        available = [e.security.value for e in self.endpoints] or ["none: not started"]
+        available = [e.security.value for e in self.endpoints if e.protocol == protocol] or ["none"]
         raise ConfigError(
-            f"imap security={wanted.value!r}: this Dovecot has no such listener; "
+            f"{protocol} security={wanted.value!r}: this Dovecot has no such listener; "
             f"it has: {', '.join(available)}"
         )
 
@@ -461,6 +489,165 @@ class DovecotProcess:
         self._make_maildir(user.login)
         self._write_passwd(user)
         self._users[key] = user
+        return user
+
+    def set_user(self, user: User, *, flush: bool = True) -> User:
+        """Add or replace an account while running; the change holds for the next login.
+
+        Dovecot's auth process checks a passwd-file at most once per second, so a
+        change made within a second of a lookup would go unseen: we also end the
+        auth process (Dovecot starts a fresh one for the next login, ~1 ms).
+        """
+        self._require_started()
+        check_passwd_fields(user)
+        self._make_maildir(user.login)
+        self._write_passwd(user)
+        self._users[user.login.lower()] = user
+        if flush:
+            self.flush_auth()
+        return user
+
+    def remove_user(self, login: str, *, flush: bool = True) -> None:
+        """Remove an account (its mail stays until `wipe_mail`)."""
+        paths, _ = self._require_started()
+        self._users.pop(login.lower(), None)
+        self._quotas.pop(login.lower(), None)
+        with contextlib.suppress(FileNotFoundError):
+            paths.passwd(login).unlink()
+        if flush:
+            self.flush_auth()
+
+    def set_quota(
+        self, login: str, storage_bytes: int | None = None, messages: int | None = None
+    ) -> None:
+        """A per-user quota rule (needs `DovecotConfig(quota=True)`); None lifts a limit."""
+        self._require_started()
+        if not (self.config.quota or self.config.quota_storage or self.config.quota_messages):
+            raise ConfigError("set_quota needs DovecotConfig(quota=True): the plugin is not loaded")
+        user = self._require_user(login)
+        self._quotas[user.login.lower()] = Quota(storage_bytes=storage_bytes, messages=messages)
+        self._write_passwd(user)
+        self.flush_auth()
+
+    def quota(self, login: str) -> Quota | None:
+        user = self._require_user(login)
+        return self._quotas.get(user.login.lower())
+
+    def usage(self, login: str) -> tuple[int, int]:
+        """(bytes, messages) in every folder of the user's maildir, as quota counts them."""
+        paths, _ = self._require_started()
+        user = self._require_user(login)
+        return maildir.usage(paths.maildir(user.login))
+
+    def folder(self, login: str, mailbox: str = INBOX) -> Path:
+        """The maildir folder of a mailbox, made (owned by the mail user) if missing."""
+        self._require_started()
+        return self._make_maildir(self._require_user(login).login, mailbox)
+
+    def wipe_mail(self) -> None:
+        """Every user's mail and Dovecot's indexes gone: fresh, empty maildirs.
+
+        Close sessions first (`close_sessions`): an imap process still running
+        would keep the old mailbox state in memory.
+        """
+        paths, _ = self._require_started()
+        for entry in paths.mail.iterdir():
+            shutil.rmtree(entry, ignore_errors=True)
+        for user in self._users.values():
+            self._make_maildir(user.login)
+
+    def reset_users(self, users: Iterable[User]) -> None:
+        """Exactly these accounts, no quotas: only changed passwd-files are rewritten."""
+        paths, _ = self._require_started()
+        wanted = {u.login.lower(): u for u in users}
+        changed = bool(self._quotas)
+        for key in list(self._users):
+            if key not in wanted:
+                self._users.pop(key)
+                with contextlib.suppress(FileNotFoundError):
+                    paths.passwd(key).unlink()
+                changed = True
+        had_quota = set(self._quotas)
+        self._quotas.clear()
+        for key, user in wanted.items():
+            if self._users.get(key) != user or key in had_quota:
+                check_passwd_fields(user)
+                self._make_maildir(user.login)
+                self._write_passwd(user)
+                self._users[key] = user
+                changed = True
+        if changed:
+            self.flush_auth()
+
+    # --- Dovecot's own processes ------------------------------------------------------
+    def _master_pid(self) -> int | None:
+        if self._proc is None:
+            return None
+        if self._in_namespace:
+            return _namespace_init_pid(self._proc)
+        return self._proc.pid  # bash exec'd dovecot: same pid
+
+    def service_pids(self, services: Iterable[str]) -> list[int]:
+        """Pids of Dovecot's children running these services ("auth", "imap"...)."""
+        master = self._master_pid()
+        if master is None:
+            return []
+        wanted = set(services)
+        try:
+            children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        except OSError:
+            return []
+        found = []
+        for child in children:
+            try:
+                title = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0", 1)[0]
+            except OSError:
+                continue
+            # Titles are "<instance>/<service>" plus, for some, " [details]".
+            service = title.decode(errors="replace").split(" ", 1)[0].rsplit("/", 1)[-1]
+            if service in wanted:
+                found.append(int(child))
+        return found
+
+    def _end_children(self, services: Iterable[str]) -> int:
+        """SIGTERM these children and wait (on pidfds, no polling) until they are gone."""
+        pids = self.service_pids(services)
+        fds = []
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                os.close(fd)
+                continue
+            fds.append(fd)
+        try:
+            deadline = time.monotonic() + CHILD_EXIT_TIMEOUT
+            for fd in fds:
+                remaining = max(0.0, deadline - time.monotonic())
+                select.select([fd], [], [], remaining)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return len(pids)
+
+    def flush_auth(self) -> None:
+        """End Dovecot's auth process: the next login starts a fresh one that reads every
+        passwd-file anew (the running one checks each at most once per second)."""
+        self._end_children(("auth",))
+
+    def close_sessions(self) -> int:
+        """End every IMAP and submission session (and login in progress); returns how many."""
+        return self._end_children(SESSION_SERVICES)
+
+    def _require_user(self, login: str) -> User:
+        user = self._users.get(login.lower()) or self._by_address(login)
+        if user is None:
+            known = ", ".join(sorted(u.login for u in self._users.values()))
+            raise ConfigError(f"login={login!r}: no such user; known: {known}")
         return user
 
     def deliver(
@@ -490,10 +677,7 @@ class DovecotProcess:
     ) -> list[Path]:
         """`deliver` for many messages, in order (their UIDs follow this order)."""
         _, identity = self._require_started()
-        user = self._users.get(login.lower()) or self._by_address(login)
-        if user is None:
-            known = ", ".join(sorted(u.login for u in self._users.values()))
-            raise ConfigError(f"login={login!r}: no such user; known: {known}")
+        user = self._require_user(login)
         folder = self._make_maildir(user.login, mailbox)
         flag_list = list(flags)
         info = _maildir_info(flag_list) if flag_list else ""

@@ -1,0 +1,68 @@
+"""The same scenario, served by the fake and by a real Dovecot, meets the same expectations.
+
+For every catalog scenario whose `backends` include "dovecot", the journeys of
+`harness.expectations` run against both servers, and both must see exactly
+what the catalog states (step, exception class, SMTP code and text): the fake
+is only as good as its agreement with the real thing. Expectations on
+listeners a backend does not serve (a `none` listener beside TLS ones, on
+Dovecot) are skipped for that backend only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from harness.catalog import CATALOG
+from harness.certs import MailCA
+from harness.expectations import mismatches
+from harness.scenarios import Scenario
+from harness.server import MailServer
+from servers.dovecot import DovecotNotInstalled, find_executable
+from tests.helpers import in_ci
+
+ON_DOVECOT = [s for s in CATALOG.values() if "dovecot" in s.backends and not s.dynamic]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dovecot_installed() -> None:
+    try:
+        find_executable("dovecot")
+    except DovecotNotInstalled as error:
+        if in_ci():
+            pytest.fail(str(error), pytrace=False)
+        pytest.skip(str(error))
+
+
+def served_part(scenario: Scenario, server: MailServer) -> Scenario:
+    """The scenario with only the expectations on listeners this server serves."""
+    served = {(e.protocol, e.security) for e in server.endpoints()}
+    return dataclasses.replace(
+        scenario, expect=tuple(e for e in scenario.expect if (e.protocol, e.security) in served)
+    )
+
+
+def check(scenario: Scenario, backend: str, ca: MailCA) -> tuple[int, list[str]]:
+    server = scenario.serve(ca=ca, backend=backend)
+    try:
+        part = served_part(scenario, server)
+        return len(part.expect), mismatches(server, part)
+    finally:
+        server.stop()
+
+
+def test_some_scenarios_are_proven_on_dovecot() -> None:
+    assert len(ON_DOVECOT) >= 20
+
+
+@pytest.mark.parametrize("scenario", ON_DOVECOT, ids=lambda s: s.name)
+def test_fake_and_dovecot_meet_the_same_expectations(scenario: Scenario, mail_ca: MailCA) -> None:
+    fake_count, fake = check(scenario, "fake", mail_ca)
+    real_count, real = check(scenario, "dovecot", mail_ca)
+    assert real_count > 0, f"{scenario.name}: Dovecot serves none of the expected listeners"
+    problems = [f"fake: {p}" for p in fake] + [f"dovecot: {p}" for p in real]
+    assert not problems, (
+        f"{scenario.name} ({fake_count} expectations on the fake, {real_count} on Dovecot):\n  "
+        + "\n  ".join(problems)
+    )
