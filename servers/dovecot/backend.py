@@ -1,0 +1,80 @@
+"""What every Dovecot backend offers: a native process or a Docker container.
+
+Code that needs "a real Dovecot" takes a `DovecotBackend` and does not care
+which one it got:
+
+    def seed(dovecot: DovecotBackend) -> None:
+        dovecot.deliver("alice@example.test", b"Subject: hi\\r\\n\\r\\nhello\\r\\n")
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, Self
+
+from servers.accounts import User
+from servers.dovecot.config import DovecotConfig
+from servers.listeners import Endpoint, Security
+
+if TYPE_CHECKING:
+    from servers.dovecot.container import DovecotContainer
+    from servers.dovecot.process import DovecotProcess
+
+
+class DovecotBackend(Protocol):
+    """The shared API of `DovecotProcess` and `DovecotContainer`."""
+
+    config: DovecotConfig
+    endpoints: tuple[Endpoint, ...]
+    greeting: bytes
+    startup_seconds: float
+
+    def start(self) -> Self: ...
+
+    def stop(self) -> None: ...
+
+    def endpoint(self, security: Security | str) -> Endpoint: ...
+
+    @property
+    def users(self) -> list[User]: ...
+
+    def add_user(self, user: User) -> User: ...
+
+    def deliver(
+        self, login: str, raw: bytes | str, *, mailbox: str = ..., flags: Iterable[str] = ...
+    ) -> Path: ...
+
+    def deliver_many(
+        self,
+        login: str,
+        messages: Iterable[bytes | str],
+        *,
+        mailbox: str = ...,
+        flags: Iterable[str] = ...,
+    ) -> list[Path]: ...
+
+    def doveadm(
+        self, *args: str, check: bool = ..., timeout: float = ...
+    ) -> subprocess.CompletedProcess[str]: ...
+
+    def log_text(self, tail: int | None = ...) -> str: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+if TYPE_CHECKING:
+    # mypy proves both backends satisfy the protocol.
+    def _both_are_backends(
+        process: DovecotProcess, container: DovecotContainer
+    ) -> tuple[DovecotBackend, DovecotBackend]:
+        return process, container

@@ -1,0 +1,793 @@
+"""`DovecotContainer`: the same Dovecot, config and API as `DovecotProcess`, in Docker.
+
+    with DovecotContainer(DovecotConfig(cert=ca.server_cert())) as dovecot:
+        dovecot.deliver("alice@example.test", b"Subject: hi\\r\\n\\r\\nhello\\r\\n")
+        imaplib.IMAP4_SSL(*dovecot.endpoint("implicit").address, ssl_context=...)
+        dovecot.reset()           # fresh users, empty mailboxes, same container
+
+How it works:
+
+- **One container per test session**, reset between tests (`reset()`: a few
+  ms, no restart). Config, passwd-files, certificates, log and maildirs live in
+  a private temp dir bind-mounted into the container *at the same path*, so
+  the config rendered by `render_config` is valid on both sides and `deliver`
+  writes maildir files from the host directly.
+- **Host networking (default)**: the container shares the host's network, so
+  Dovecot's listeners are on the host's 127.0.0.1. Ports are not guessed: the
+  image's entry point binds 127.0.0.1:0 (the kernel picks free ports), reports
+  them through the shared dir, waits for the config we render with them, and
+  hands the bound sockets to Dovecot by socket activation, as the native
+  runner does. The port is owned from the moment it is chosen, so two xdist
+  workers can never collide and there is no retry loop. (Picking a free port
+  on the host and retrying on conflict also works, but between the pick and
+  Dovecot's bind another worker's server may take the port, and our readiness
+  probe would then read *its* greeting.)
+- **Published ports** (`network="published"`, for Docker Desktop, where host
+  networking does not reach the Mac or Windows host): Dovecot listens on the
+  container's 143/993 and Docker publishes them on the host's 127.0.0.1 at
+  ports the engine picks. It needs a bridge network, which the private engine
+  here (`--bridge=none`) has not; its settings are unit-tested.
+- **Readiness is the greeting**, as for the process. `stop()` removes the
+  container (SIGKILL: everything in it dies at once) and the temp dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import docker.errors
+
+from servers.accounts import User
+from servers.dovecot.config import (
+    DEFAULT_SSL_DH,
+    DovecotConfig,
+    Identity,
+    InstancePaths,
+    SSLMode,
+    check_passwd_fields,
+    openssl_conf,
+    passwd_line,
+    render_config,
+)
+from servers.dovecot.engine import EngineInfo, ensure_engine
+from servers.dovecot.image import ensure_image
+from servers.dovecot.process import (
+    INBOX,
+    DovecotError,
+    DovecotStartError,
+    _maildir_info,
+    _virtual_size,
+    maildir_folder,
+)
+from servers.errors import ConfigError, ServerStartError, choice_error
+from servers.listeners import Endpoint, Security
+
+# A container greets in ~0.5 s here; a loaded CI machine gets plenty of slack.
+DEFAULT_START_TIMEOUT = 30.0
+# How often readiness probes look at the container while they wait.
+PROBE_INTERVAL = 0.05
+# How often we look for the ports file the entry point writes (it appears in ~0.3 s).
+PORTS_POLL = 0.005
+# Listener name -> the port Dovecot uses inside the container in published mode.
+CONTAINER_PORTS = {"imap": 143, "imaps": 993, "submission": 587, "submissions": 465}
+# Inside the container: the image's Debian has nobody:nogroup as 65534:65534 on every host.
+CONTAINER_NOBODY = 65534
+LABEL = "io.mailharness.dovecot"
+_counter = itertools.count(1)
+
+
+class Network(enum.Enum):
+    """How clients on the host reach the container's Dovecot."""
+
+    HOST = "host"  # share the host's network; Dovecot on the host's 127.0.0.1
+    PUBLISHED = "published"  # own network; ports published on the host's 127.0.0.1
+
+    @classmethod
+    def parse(cls, value: str | Network, field: str = "network") -> Network:
+        if isinstance(value, Network):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise choice_error(field, value, [n.value for n in cls]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _CopiedCert:
+    """The certificate, copied into the shared dir so the container can read it."""
+
+    cert_path: Path
+    key_path: Path
+
+
+def listeners(config: DovecotConfig) -> tuple[str, ...]:
+    """Names of the listeners a config asks for, in endpoint order."""
+    return tuple(name for name in CONTAINER_PORTS if getattr(config, name, False))
+
+
+def container_identity() -> Identity:
+    """Who owns the mail, as numbers valid inside the container.
+
+    As root we hand mail to the container's nobody:nogroup (65534), as the
+    native runner does; an unprivileged caller (a user in the docker group)
+    cannot chown, so mail is owned by the caller's own uid and gid.
+    """
+    if os.geteuid() == 0:
+        return Identity(CONTAINER_NOBODY, CONTAINER_NOBODY)
+    return Identity(os.geteuid(), os.getegid())
+
+
+def container_config_text(
+    config: DovecotConfig,
+    paths: InstancePaths,
+    identity: Identity,
+    ports: Mapping[str, int],
+    network: Network,
+) -> str:
+    """`render_config`, adjusted for the network mode.
+
+    In published mode Dovecot listens on every address of the container's own
+    network namespace (Docker forwards the host's 127.0.0.1 ports to it); the
+    host side stays loopback-only.
+    """
+    text = render_config(config, paths, identity, ports)
+    if network is Network.PUBLISHED:
+        text = text.replace(f"\nlisten = {config.host}\n", "\nlisten = *\n", 1)
+    return text
+
+
+def run_options(
+    *,
+    image: str,
+    name: str,
+    paths: InstancePaths,
+    config: DovecotConfig,
+    network: Network | str,
+) -> dict[str, Any]:
+    """Keyword arguments of `client.containers.run` for one instance."""
+    network = Network.parse(network)
+    root = os.fspath(paths.root)
+    # As root we keep the passwd-files private (the entry point makes their dir root:dovecot
+    # 0750); an unprivileged caller must keep writing there, so the dir stays its own.
+    env = {"MAILHARNESS_USERS_DIR": os.fspath(paths.users)} if os.geteuid() == 0 else {}
+    options: dict[str, Any] = {
+        "image": image,
+        "command": [os.fspath(paths.config)],
+        "name": name,
+        "detach": True,
+        "labels": {LABEL: "1", f"{LABEL}.owner-pid": str(os.getpid())},
+        "volumes": {root: {"bind": root, "mode": "rw"}},
+        "environment": env,
+    }
+    if network is Network.HOST:
+        options["network_mode"] = "host"
+        env.update(
+            MAILHARNESS_LISTENERS=" ".join(listeners(config)),
+            MAILHARNESS_LISTEN=config.host,
+            MAILHARNESS_PORTS=os.fspath(paths.root / "ports"),
+        )
+    else:
+        options["ports"] = {
+            f"{CONTAINER_PORTS[listener]}/tcp": (config.host, None)
+            for listener in listeners(config)
+        }
+    return options
+
+
+def container_name() -> str:
+    """Unique per machine: xdist worker, pid, a counter and a random suffix."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"mailharness-dovecot-{worker}-{os.getpid()}-{next(_counter)}-{secrets.token_hex(3)}"
+
+
+def _private_root(network: Network) -> Path:
+    # /dev/shm on Linux with host networking (this VM evicts idle page cache); the default
+    # temp dir otherwise, which Docker Desktop shares with its VM.
+    shm = Path("/dev/shm")
+    use_shm = network is Network.HOST and shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+    root = Path(tempfile.mkdtemp(prefix="mailharness-dovecot-", dir=shm if use_shm else None))
+    os.chmod(root, 0o711)
+    return root
+
+
+class DovecotContainer:
+    """One Dovecot container; see the module docstring. Start once, reset often, stop once."""
+
+    def __init__(
+        self,
+        config: DovecotConfig | None = None,
+        *,
+        image: str | None = None,
+        network: Network | str = Network.HOST,
+        engine: EngineInfo | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        self.config = config or DovecotConfig(ssl=SSLMode.NO, imaps=False)
+        self.image = image
+        self.network = Network.parse(network)
+        self.start_timeout = start_timeout
+        self._engine = engine
+        self._client: Any = None
+        self._container: Any = None
+        self.name = ""
+        self.paths: InstancePaths | None = None
+        self.endpoints: tuple[Endpoint, ...] = ()
+        self.greeting = b""
+        # Seconds from `docker run` to reading the greeting.
+        self.startup_seconds = 0.0
+        # Seconds the last reset() took.
+        self.reset_seconds = 0.0
+        self._identity = container_identity()
+        self._ports: dict[str, int] = {}
+        self._users: dict[str, User] = {}
+        # passwd-file contents written since Dovecot's auth process started: rewriting one
+        # with other content may be missed (it re-stats at most once a second), so that
+        # calls for a reload, which starts a fresh auth process.
+        self._auth_seen: dict[str, str] = {}
+        self._seq = itertools.count(1)
+        self._finalizer: weakref.finalize[..., DovecotContainer] | None = None
+
+    # --- lifecycle ------------------------------------------------------------
+    def start(self) -> DovecotContainer:
+        """Start the container; return once Dovecot has greeted on a listener."""
+        if self._container is not None:
+            raise ServerStartError("DovecotContainer already started")
+        engine = self._engine or ensure_engine()
+        self._client = client = engine.client()
+        image = self.image = self.image or ensure_image(client)
+        paths = self.paths = InstancePaths(_private_root(self.network))
+        try:
+            self._prepare_tree(paths)
+            self.name = container_name()
+            options = run_options(
+                image=image, name=self.name, paths=paths, config=self.config, network=self.network
+            )
+            if self.network is Network.PUBLISHED:
+                self._write_config(CONTAINER_PORTS)
+            started = time.perf_counter()
+            self._container = client.containers.run(**options)
+            self._finalizer = weakref.finalize(
+                self, _emergency_remove, client, self._container.id, paths.root
+            )
+            if self.network is Network.HOST:
+                self._ports = self._await_ports(paths.root / "ports")
+                self._write_config(self._ports)
+            else:
+                self._ports = self._published_ports()
+            self.endpoints = self._make_endpoints(self._ports)
+            self.greeting = self._await_greeting()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.perf_counter() - started
+        return self
+
+    def _prepare_tree(self, paths: InstancePaths) -> None:
+        paths.state_dir.mkdir(mode=0o755)
+        paths.mail.mkdir(mode=0o711)
+        paths.users.mkdir(mode=0o711)
+        (paths.root / "tls").mkdir(mode=0o700)
+        for user in self.config.users:
+            self._write_passwd(user)
+            self._users[user.login.lower()] = user
+            self._make_maildir(user.login)
+
+    def _effective_config(self, config: DovecotConfig) -> DovecotConfig:
+        """The config with its certificate (and DH file) copied into the shared dir."""
+        assert self.paths is not None
+        tls = self.paths.root / "tls"
+        changes: dict[str, Any] = {}
+        if config.cert is not None:
+            cert, key = tls / "cert.pem", tls / "key.pem"
+            for source, target in ((config.cert.cert_path, cert), (config.cert.key_path, key)):
+                shutil.copyfile(source, target)
+                os.chmod(target, 0o600)  # read by Dovecot's config process, as root
+            changes["cert"] = _CopiedCert(cert, key)
+        if config.ssl_dh != DEFAULT_SSL_DH:  # the image has the default one
+            shutil.copyfile(config.ssl_dh, tls / "dh.pem")
+            changes["ssl_dh"] = tls / "dh.pem"
+        return replace(config, **changes) if changes else config
+
+    def _config_text(self, config: DovecotConfig, ports: Mapping[str, int]) -> str:
+        assert self.paths is not None
+        effective = self._effective_config(config)
+        return container_config_text(effective, self.paths, self._identity, ports, self.network)
+
+    def _write_openssl_conf(self, config: DovecotConfig) -> None:
+        """The TLS version cap, if any: the config imports OPENSSL_CONF pointing here."""
+        assert self.paths is not None
+        text = openssl_conf(config)
+        if text is not None:
+            self.paths.openssl_conf.write_text(text)
+
+    def _write_config(self, ports: Mapping[str, int]) -> None:
+        assert self.paths is not None
+        self._write_openssl_conf(self.config)
+        path = self.paths.config
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self._config_text(self.config, ports))
+        os.replace(tmp, path)  # the entry point waits for it to appear: whole, never partial
+
+    def _await_ports(self, path: Path) -> dict[str, int]:
+        deadline = time.monotonic() + self.start_timeout
+        next_check = time.monotonic() + PROBE_INTERVAL
+        while not path.exists():
+            now = time.monotonic()
+            if now > deadline:
+                raise DovecotStartError(
+                    self._failure(f"entry point wrote no ports within {self.start_timeout}s")
+                )
+            if now > next_check:
+                next_check = now + PROBE_INTERVAL
+                if not self.running:
+                    raise DovecotStartError(self._failure("exited before binding its ports"))
+            time.sleep(PORTS_POLL)
+        ports = {}
+        for line in path.read_text().splitlines():
+            name, port = line.split()
+            ports[name] = int(port)
+        return ports
+
+    def _published_ports(self) -> dict[str, int]:
+        self._container.reload()
+        published = self._container.attrs["NetworkSettings"]["Ports"] or {}
+        ports = {}
+        for listener in listeners(self.config):
+            bindings = published.get(f"{CONTAINER_PORTS[listener]}/tcp") or []
+            if not bindings:
+                raise DovecotStartError(self._failure(f"has no published port for {listener}"))
+            ports[listener] = int(bindings[0]["HostPort"])
+        return ports
+
+    def _make_endpoints(self, ports: Mapping[str, int]) -> tuple[Endpoint, ...]:
+        host = self.config.host
+        plain = Security.NONE if self.config.ssl is SSLMode.NO else Security.STARTTLS
+        kinds = {
+            "imap": ("imap", plain),
+            "imaps": ("imap", Security.IMPLICIT),
+            "submission": ("smtp", plain),
+            "submissions": ("smtp", Security.IMPLICIT),
+        }
+        return tuple(
+            Endpoint(kinds[name][0], host, ports[name], kinds[name][1])
+            for name in CONTAINER_PORTS
+            if name in ports
+        )
+
+    def _await_greeting(self) -> bytes:
+        """Read the first line on the first listener, watching the container stay up.
+
+        With host networking the socket is bound before Dovecot runs, so one
+        connection queues until imap-login answers. With published ports Docker's
+        proxy accepts at once and hangs up while Dovecot is not yet listening, so
+        a closed probe is retried until the deadline.
+        """
+        endpoint = self.endpoints[0]
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                return self._probe(endpoint, deadline)
+            except ConnectionError:
+                if self.network is not Network.PUBLISHED or time.monotonic() > deadline:
+                    raise DovecotStartError(self._failure("closed the probe connection")) from None
+                time.sleep(PROBE_INTERVAL)
+
+    def _probe(self, endpoint: Endpoint, deadline: float) -> bytes:
+        raw = socket.create_connection(endpoint.address, timeout=self.start_timeout)
+        sock: socket.socket = raw
+        buffer = b""
+        try:
+            if endpoint.security is Security.IMPLICIT:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                sock = context.wrap_socket(raw, do_handshake_on_connect=False)
+            sock.settimeout(PROBE_INTERVAL * 4)
+            handshaken = endpoint.security is not Security.IMPLICIT
+            while b"\r\n" not in buffer:
+                if time.monotonic() > deadline:
+                    raise DovecotStartError(
+                        self._failure(f"no greeting within {self.start_timeout}s")
+                    )
+                try:
+                    if not handshaken:
+                        assert isinstance(sock, ssl.SSLSocket)
+                        sock.do_handshake()
+                        handshaken = True
+                        continue
+                    chunk = sock.recv(4096)
+                except (TimeoutError, ssl.SSLWantReadError):
+                    if not self.running:
+                        raise DovecotStartError(self._failure("exited before greeting")) from None
+                    continue
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+                    raise ConnectionResetError(str(exc)) from exc
+                if not chunk:
+                    raise ConnectionResetError("closed")
+                buffer += chunk
+        finally:
+            sock.close()
+        return buffer.split(b"\r\n", 1)[0]
+
+    def _failure(self, what: str) -> str:
+        status = ""
+        if self._container is not None:
+            with contextlib.suppress(docker.errors.DockerException):
+                self._container.reload()
+                state = self._container.attrs["State"]
+                if not state.get("Running"):
+                    status = f" (exit status {state.get('ExitCode')})"
+        config = self.paths.config if self.paths is not None else "?"
+        log = self.log_text(tail=20)
+        return (
+            f"Dovecot container {self.name} {what}{status}; config {config}; "
+            f"log:\n{log or '(empty)'}"
+        )
+
+    @property
+    def running(self) -> bool:
+        if self._container is None:
+            return False
+        try:
+            state = self._client.api.inspect_container(self._container.id)["State"]
+        except docker.errors.NotFound:
+            return False
+        return bool(state.get("Running"))
+
+    def stop(self) -> None:
+        """Remove the container (SIGKILL: all of Dovecot at once) and the temp dir. Idempotent."""
+        container, self._container = self._container, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if container is not None:
+            _remove(self._client, container.id)
+        if self.paths is not None:
+            _remove_tree(self._client, self.image, self.paths.root)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self.endpoints = ()
+        self._users.clear()
+        self._auth_seen.clear()
+
+    def __enter__(self) -> DovecotContainer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- between tests ----------------------------------------------------------
+    def reset(self, users: Iterable[User] | None = None) -> None:
+        """Fresh users (`users`, else the config's) and empty mailboxes; no restart.
+
+        Sessions still logged in are kicked first, so none writes into a maildir
+        being removed. Dovecot is reloaded only when a passwd-file changed under
+        a login its auth process may have cached (see `_auth_seen`).
+        """
+        started = time.perf_counter()
+        paths, _ = self._require_started()
+        wanted = list(self.config.users if users is None else users)
+        seen: set[str] = set()
+        for user in wanted:
+            check_passwd_fields(user)
+            if user.login.lower() in seen:
+                raise ConfigError(f"user login={user.login!r}: listed twice")
+            seen.add(user.login.lower())
+        if self._has_sessions():
+            self.doveadm("kick", "*", check=False)
+        for home in paths.mail.iterdir():
+            shutil.rmtree(home, ignore_errors=True)
+        reload = False
+        for path in paths.users.iterdir():
+            if path.name not in seen:
+                path.unlink()
+                # Its auth process may still hold the removed file's content.
+                reload |= path.name in self._auth_seen
+        self._users.clear()
+        for user in wanted:
+            reload |= self._write_passwd(user)
+            self._users[user.login.lower()] = user
+            self._make_maildir(user.login)
+        if reload:
+            self._reload(paths.config)
+        self.reset_seconds = time.perf_counter() - started
+
+    def _has_sessions(self) -> bool:
+        """Whether any client is connected to our listeners (host networking: we can see)."""
+        if self.network is not Network.HOST:
+            return True  # cannot look from here; kick to be safe
+        wanted = {f"{port:04X}" for port in self._ports.values()}
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                local_port = fields[1].rsplit(":", 1)[1]
+                # 01 ESTABLISHED, 03 SYN_RECV: a live client. (TIME_WAIT after a LOGOUT is not.)
+                if local_port in wanted and fields[3] in ("01", "03"):
+                    return True
+        return False
+
+    def reconfigure(self, config: DovecotConfig) -> None:
+        """Apply new settings with `doveadm reload`; users and mail are kept.
+
+        A change of listeners (imap/imaps on or off, or the host) needs new
+        sockets: the container is restarted with the config's users instead.
+        """
+        paths, _ = self._require_started()
+        if listeners(config) != listeners(self.config) or config.host != self.config.host:
+            self.stop()
+            self.config = config
+            self.start()
+            return
+        new = paths.config.with_name("dovecot.conf.new")
+        new.write_text(self._config_text(config, self._ports))
+        self._write_openssl_conf(config)
+        self._reload(paths.config, new=new)
+        self.config = config
+        self.endpoints = self._make_endpoints(self._ports)
+
+    def _reload(self, config_path: Path, *, new: Path | None = None) -> None:
+        """`doveadm reload` (after checking `new` with doveconf and moving it in place),
+        then wait until Dovecot's master has logged that it reloaded."""
+        assert self.paths is not None
+        before = self._reload_count()
+        script = 'doveadm -c "$1" reload'
+        args = [os.fspath(config_path)]
+        if new is not None:
+            script = 'doveconf -c "$2" -n >/dev/null && mv "$2" "$1" && ' + script
+            args.append(os.fspath(new))
+        result = self._exec(["sh", "-c", script, "mailharness-reload", *args], timeout=60)
+        if result.returncode != 0:
+            if new is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    new.unlink()
+            output = (result.stderr or result.stdout).strip()
+            raise DovecotError(f"reload: exit status {result.returncode}: {output}")
+        deadline = time.monotonic() + self.start_timeout
+        while self._reload_count() <= before:
+            if time.monotonic() > deadline:
+                raise DovecotError(self._failure("did not log a reload"))
+            time.sleep(PORTS_POLL)
+        self._auth_seen = {
+            path.name: path.read_text() for path in self.paths.users.iterdir() if path.is_file()
+        }
+
+    def _reload_count(self) -> int:
+        assert self.paths is not None
+        try:
+            return self.paths.log.read_text(errors="replace").count("SIGHUP received")
+        except FileNotFoundError:
+            return 0
+
+    # --- what tests use -------------------------------------------------------
+    def endpoint(self, security: Security | str, protocol: str = "imap") -> Endpoint:
+        """The listener with this security: `endpoint("implicit").port`
+        (`protocol="smtp"` for Dovecot's submission service)."""
+        wanted = Security.parse(security)
+        for endpoint in self.endpoints:
+            if endpoint.security is wanted and endpoint.protocol == protocol:
+                return endpoint
+        available = [e.security.value for e in self.endpoints if e.protocol == protocol] or ["none"]
+        raise ConfigError(
+            f"{protocol} security={wanted.value!r}: this Dovecot has no such listener; "
+            f"it has: {', '.join(available)}"
+        )
+
+    @property
+    def users(self) -> list[User]:
+        return list(self._users.values())
+
+    def add_user(self, user: User) -> User:
+        """Add an account while running; it can log in at once."""
+        paths, _ = self._require_started()
+        key = user.login.lower()
+        if key in self._users:
+            raise ConfigError(f"user login={user.login!r}: already exists")
+        check_passwd_fields(user)
+        self._make_maildir(user.login)
+        if self._write_passwd(user):
+            self._reload(paths.config)
+        self._users[key] = user
+        return user
+
+    def _write_passwd(self, user: User) -> bool:
+        """Write the user's passwd-file; True if Dovecot must reload to see it for sure."""
+        assert self.paths is not None
+        path = self.paths.passwd(user.login)
+        text = passwd_line(user, self._identity, self.paths)
+        try:
+            if path.read_text() == text:
+                return False
+        except FileNotFoundError:
+            pass
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        # The users dir (root:dovecot 0750, set by the entry point) keeps it private.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        previous = self._auth_seen.setdefault(path.name, text)
+        return previous != text
+
+    def _make_maildir(self, login: str, mailbox: str = INBOX) -> Path:
+        assert self.paths is not None
+        uid, gid = self._identity.mail_uid, self._identity.mail_gid
+        chown = os.geteuid() == 0
+        home = self.paths.home(login)
+        root = self.paths.maildir(login)
+        folder = maildir_folder(root, mailbox)
+        for directory in (home, root, folder, folder / "cur", folder / "new", folder / "tmp"):
+            if not directory.exists():
+                directory.mkdir(mode=0o700)
+                if chown:
+                    os.chown(directory, uid, gid)
+        if folder != root and not (folder / "maildirfolder").exists():
+            marker = folder / "maildirfolder"
+            marker.touch()
+            if chown:
+                os.chown(marker, uid, gid)
+        return folder
+
+    def deliver(
+        self,
+        login: str,
+        raw: bytes | str,
+        *,
+        mailbox: str = INBOX,
+        flags: Iterable[str] = (),
+    ) -> Path:
+        """Put a message straight into the user's maildir (from the host); see
+        `DovecotProcess.deliver`."""
+        return self.deliver_many(login, [raw], mailbox=mailbox, flags=flags)[0]
+
+    def deliver_many(
+        self,
+        login: str,
+        messages: Iterable[bytes | str],
+        *,
+        mailbox: str = INBOX,
+        flags: Iterable[str] = (),
+    ) -> list[Path]:
+        """`deliver` for many messages, in order (their UIDs follow this order)."""
+        self._require_started()
+        user = self._users.get(login.lower()) or self._by_address(login)
+        if user is None:
+            known = ", ".join(sorted(u.login for u in self._users.values()))
+            raise ConfigError(f"login={login!r}: no such user; known: {known}")
+        folder = self._make_maildir(user.login, mailbox)
+        flag_list = list(flags)
+        info = _maildir_info(flag_list) if flag_list else ""
+        subdir = folder / ("cur" if info else "new")
+        tmpdir = folder / "tmp"
+        chown = os.geteuid() == 0
+        uid, gid = self._identity.mail_uid, self._identity.mail_gid
+        pid = os.getpid()
+        written = []
+        for message in messages:
+            data = message.encode() if isinstance(message, str) else message
+            now = time.time()
+            seconds, micros = int(now), int((now % 1) * 1_000_000)
+            base = (
+                f"{seconds}.M{micros}P{pid}Q{next(self._seq)}.mailharness,"
+                f"S={len(data)},W={_virtual_size(data)}"
+            )
+            tmp = tmpdir / base
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)
+                if chown:
+                    os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)
+            target = subdir / (base + info)
+            os.rename(tmp, target)
+            written.append(target)
+        return written
+
+    def _by_address(self, address: str) -> User | None:
+        wanted = address.strip("<>").lower()
+        return next((u for u in self._users.values() if u.address.lower() == wanted), None)
+
+    def doveadm(
+        self, *args: str, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `doveadm -c OUR_CONFIG ARGS...` inside the container."""
+        paths, _ = self._require_started()
+        command = ["doveadm", "-c", os.fspath(paths.config), *args]
+        result = self._exec(command, timeout=timeout)
+        if check and result.returncode != 0:
+            raise DovecotError(
+                f"{' '.join(command)}: exit status {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()}"
+            )
+        return result
+
+    def _exec(self, command: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+        """`docker exec`, shaped like `subprocess.run(..., capture_output=True, text=True)`.
+
+        `timeout` bounds the whole call through the client's own socket timeout.
+        """
+        api = self._client.api
+        exec_id = api.exec_create(self._container.id, command, stdout=True, stderr=True)["Id"]
+        stdout, stderr = api.exec_start(exec_id, demux=True)
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        return subprocess.CompletedProcess(
+            command,
+            code if code is not None else -1,
+            (stdout or b"").decode(errors="replace"),
+            (stderr or b"").decode(errors="replace"),
+        )
+
+    def log_text(self, tail: int | None = None) -> str:
+        """The container's output and Dovecot's log (last `tail` lines of each)."""
+        parts: list[str] = []
+        if self._container is not None:
+            with contextlib.suppress(docker.errors.DockerException):
+                output = self._container.logs(tail=tail if tail is not None else "all")
+                parts.extend(output.decode(errors="replace").splitlines())
+        if self.paths is not None:
+            try:
+                lines = self.paths.log.read_text(errors="replace").splitlines()
+            except FileNotFoundError:
+                lines = []
+            parts.extend(lines[-tail:] if tail is not None else lines)
+        return "\n".join(parts)
+
+    def _require_started(self) -> tuple[InstancePaths, Identity]:
+        if self._container is None or self.paths is None:
+            raise ServerStartError("DovecotContainer is not running: call start() first")
+        return self.paths, self._identity
+
+    def __repr__(self) -> str:
+        listeners_ = ", ".join(f"{e.url}({e.security.value})" for e in self.endpoints)
+        return f"<DovecotContainer {self.name or '-'} {listeners_ or 'not started'}>"
+
+
+def _remove(client: Any, container_id: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        client.api.remove_container(container_id, force=True, v=True)
+
+
+def _remove_tree(client: Any, image: str | None, root: Path) -> None:
+    """Remove the shared dir; as non-root, files Dovecot made as root need a helper container."""
+    shutil.rmtree(root, ignore_errors=True)
+    if root.exists() and client is not None and image is not None:
+        with contextlib.suppress(docker.errors.DockerException):
+            client.containers.run(
+                image,
+                entrypoint=["rm", "-rf", os.fspath(root)],
+                volumes={os.fspath(root.parent): {"bind": os.fspath(root.parent), "mode": "rw"}},
+                network_mode="none",
+                remove=True,
+            )
+
+
+def _emergency_remove(client: Any, container_id: str, root: Path) -> None:
+    """Last resort if a DovecotContainer is dropped or the interpreter exits while it runs."""
+    with contextlib.suppress(Exception):
+        _remove(client, container_id)
+    shutil.rmtree(root, ignore_errors=True)
