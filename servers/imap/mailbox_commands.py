@@ -88,10 +88,13 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
             Status.OK, s.replies.uids_valid, f"UIDVALIDITY {box.uidvalidity}"
         ).to_bytes(),
         UntaggedStatus(Status.OK, s.replies.predicted_uid, f"UIDNEXT {box.uidnext}").to_bytes(),
-        UntaggedStatus(
-            Status.OK, s.replies.highest_modseq, f"HIGHESTMODSEQ {box.highest_modseq}"
-        ).to_bytes(),
     ]
+    if s.condstore:  # as Dovecot: only once the client has enabled CONDSTORE
+        lines.append(
+            UntaggedStatus(
+                Status.OK, s.replies.highest_modseq, f"HIGHESTMODSEQ {box.highest_modseq}"
+            ).to_bytes()
+        )
     yield b"".join(lines)
     if readonly:
         return s.ok(cmd, s.replies.examine_ok, "READ-ONLY")

@@ -125,7 +125,10 @@ class Replies:
     inbox_delete: Reply = Reply(None, "INBOX can't be deleted.")
     has_children: Reply = Reply(None, "Mailbox has children, delete them first")
     read_only: Reply = Reply(None, "Mailbox is read-only.")
-    over_quota: Reply = Reply("OVERQUOTA", "Quota exceeded (mailbox for user is full)")
+    # Dovecot 2.3 adds its command timing to this tagged NO, as to its OKs.
+    over_quota: Reply = Reply(
+        "OVERQUOTA", "Quota exceeded (mailbox for user is full) (0.001 + 0.000 secs)."
+    )
     too_big: Reply = Reply("TOOBIG", "Mail size is larger than the maximum size allowed")
     server_bug: Reply = Reply(
         "SERVERBUG", "Internal error occurred. Refer to server log for more information."

@@ -518,13 +518,13 @@ def test_quota(alice: imaplib.IMAP4, imap: RunningIMAP) -> None:
     big = MESSAGE + b"x" * 20_000
     assert alice.append("INBOX", None, None, big) == (
         "NO",
-        [b"[OVERQUOTA] Quota exceeded (mailbox for user is full)"],
+        [b"[OVERQUOTA] Quota exceeded (mailbox for user is full) (0.001 + 0.000 secs)."],
     )
     alice.select("INBOX")
     mailboxes.quota_message_limit = 1
     assert alice.copy("1", "Sent") == (
         "NO",
-        [b"[OVERQUOTA] Quota exceeded (mailbox for user is full)"],
+        [b"[OVERQUOTA] Quota exceeded (mailbox for user is full) (0.001 + 0.000 secs)."],
     )
 
 
@@ -667,3 +667,13 @@ def test_backend_down(imap: RunningIMAP) -> None:
     with RawClient(imap.plain) as raw:
         [no] = raw.command(b"a", b'LOGIN alice@example.test "alice-password"')
         assert no.startswith(b"a NO [UNAVAILABLE] Temporary authentication failure. [localhost:")
+
+
+def test_highestmodseq_on_select_only_once_condstore_is_enabled(alice: imaplib.IMAP4) -> None:
+    """As Dovecot 2.3: a plain SELECT does not mention mod-sequences."""
+    alice.select("INBOX")
+    assert "HIGHESTMODSEQ" not in alice.untagged_responses
+    alice.unselect()
+    assert alice.enable("CONDSTORE")[0] == "OK"
+    alice.select("INBOX")
+    assert "HIGHESTMODSEQ" in alice.untagged_responses
