@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -594,6 +594,15 @@ class MailServer:
             path = self._dovecot.deliver(account.login, to_message_bytes(message), mailbox=mailbox)
             return predict_uid(self._dovecot.folder(account.login, mailbox), path)
         return self.store.deliver(account.login, message, mailbox)
+
+    def deliver_many(
+        self, user: str, messages: Iterable[RawMessage], mailbox: str = "INBOX"
+    ) -> list[int]:
+        """Seed many messages, e.g. from a generator; returns their UIDs in order.
+
+        server.deliver_many("alice@example.test", (make(n) for n in range(500)))
+        """
+        return [self.deliver(user, message, mailbox) for message in messages]
 
     def set_quota(
         self, user: str, storage_bytes: int | None = None, messages: int | None = None

@@ -165,3 +165,16 @@ def test_run_time_switch_outage_after_first_sync(mail_server_factory) -> None:  
 def test_faults_on_an_unfronted_listener_is_a_clear_error(mail_server: MailServer) -> None:
     with pytest.raises(ConfigError, match="not served through a fault front"):
         mail_server.faults("imap/implicit")
+
+
+def test_seed_from_a_generator(mail_server: MailServer) -> None:
+    def generate(count: int):  # type: ignore[no-untyped-def]
+        for n in range(count):
+            yield f"Subject: generated {n}\r\n\r\nbody {n}\r\n"
+
+    uids = mail_server.deliver_many("alice@example.test", generate(5))
+    assert uids == sorted(uids) and len(set(uids)) == 5
+    with imaplib.IMAP4(*mail_server.imap.plain.address, timeout=5) as client:
+        client.login("alice@example.test", "alice-password")
+        assert client.select("INBOX") == ("OK", [b"5"])
+        assert client.uid("SEARCH", "SUBJECT", '"generated 4"') == ("OK", [str(uids[4]).encode()])
