@@ -37,11 +37,10 @@ from servers.ratelimit import RateLimit
 from servers.smtp import SMTPSettings
 
 NONE, STARTTLS, IMPLICIT = Security.NONE, Security.STARTTLS, Security.IMPLICIT
-# `backends=`: where a scenario is proven to meet its expectations. "dovecot" is proven
-# by tests/test_differential.py (native Dovecot; expectations on `none` listeners, which
-# Dovecot does not serve beside TLS ones, are skipped there). "docker" is marked by the
-# container runner's own tests.
-ON_DOVECOT = ("fake", "dovecot")
+# `backends=`: where a scenario is proven to meet its expectations. "dovecot" (native) and
+# "docker" (the same Dovecot in a container) are proven by tests/test_differential.py,
+# which runs every scenario marked so on both (expectations on `none` listeners, which
+# Dovecot does not serve beside TLS ones, are skipped there).
 EVERYWHERE = ("fake", "dovecot", "docker")
 OK = Outcome.success()
 DEFAULT_CLIENT = ClientProfile()
@@ -137,7 +136,7 @@ CONNECT = [
             )
             for p in ("imap", "smtp")
         ),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="refused",
@@ -147,7 +146,7 @@ CONNECT = [
         client_sees="ConnectionRefusedError [Errno 111] at once",
         config=MailConfig(faults={"*": (Refuse(),)}),
         expect=both(REFUSED),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="no-imap",
@@ -158,7 +157,7 @@ CONNECT = [
         config=MailConfig(faults={"imap": (Refuse(),)}),
         expect=tuple(imap(s, REFUSED) for s in ALL_SECURITIES)
         + tuple(smtp(s, OK) for s in ALL_SECURITIES),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="firewall-drop",
@@ -168,7 +167,7 @@ CONNECT = [
         client_sees="TimeoutError('timed out') after the client's connect timeout",
         config=MailConfig(faults={"*": (FirewallDrop(),)}),
         expect=both(Outcome("connect", "TimeoutError", "timed out"), client=QUICK),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="reset",
@@ -259,7 +258,7 @@ CONNECT = [
                 connect_as=NONE,
             ),
         ),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
 ]
 
@@ -298,7 +297,7 @@ def _version_only(version: str, label: str) -> Scenario:
             for s in (IMPLICIT, STARTTLS)
         )
         + both(OK, (IMPLICIT, STARTTLS), client=LEGACY),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     )
 
 
@@ -321,7 +320,7 @@ TLS = [
             (IMPLICIT,),
             client=TLS10_ONLY,
         ),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     _version_only("tls1.0", "TLS 1.0"),
     _version_only("tls1.1", "TLS 1.1"),
@@ -333,7 +332,7 @@ TLS = [
         client_sees="works",
         config=_pinned("tls1.2"),
         expect=both(OK, (IMPLICIT, STARTTLS)),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="tls13-only",
@@ -343,7 +342,7 @@ TLS = [
         client_sees="works",
         config=_pinned("tls1.3"),
         expect=both(OK, (IMPLICIT, STARTTLS)),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="starttls-required",
@@ -398,7 +397,7 @@ TLS = [
             faults={f"{p}/{s}": (Refuse(),) for p in ("imap", "smtp") for s in ("none", "starttls")}
         ),
         expect=both(OK, (IMPLICIT,)) + both(REFUSED, (NONE, STARTTLS)),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="starttls-missing",
@@ -471,7 +470,7 @@ TLS = [
             imap(NONE, OK),
             smtp(NONE, OK),
         ),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
 ]
 
@@ -633,7 +632,7 @@ AUTH = [
             imap(IMPLICIT, IMAP_AUTH_FAILED),
             smtp(IMPLICIT, _smtp_login_error(535, "5.7.8 Authentication failed.")),
         ),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="auth-app-password-required",
@@ -868,7 +867,7 @@ MAILBOX = [
                 ),
             ),
         ),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="quota-soft",
@@ -998,7 +997,7 @@ LIMITS = [
         client_sees="works, slowly",
         config=MailConfig(faults={"*": (Latency(ms=50), Bandwidth(bytes_per_second=256_000))}),
         expect=both(OK, (IMPLICIT,)),
-        backends=ON_DOVECOT,
+        backends=EVERYWHERE,
     ),
 ]
 

@@ -12,7 +12,8 @@ Fixtures:
 
 Backends: `--mail-backend=fake|dovecot|docker` (ini `mail_backend`) or, per test,
 `@pytest.mark.mail_backend("dovecot")`. With Dovecot the shared server is one Dovecot
-process reset between tests; a scenario not proven on the backend (its `backends`)
+process ("docker": one container) per test session (per xdist worker), reset between
+tests; a scenario not proven on the backend (its `backends`)
 is skipped with a reason starting `not applicable:`.
   mail_scenario        function  the running server of a catalog scenario: from
                                  `@pytest.mark.mail_scenario("tls10-only")` (or a .toml file)
@@ -145,7 +146,7 @@ def mail_ca() -> Iterator[MailCA]:
 
 class _SharedServers:
     """One healthy server per backend for the whole session, started when first asked for
-    (with Dovecot: one Dovecot process, reset between tests)."""
+    (with Dovecot: one Dovecot process, or one container for "docker", reset between tests)."""
 
     def __init__(self, ca: MailCA) -> None:
         self._ca = ca

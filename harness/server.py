@@ -37,7 +37,8 @@ from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
 from servers.transcript import TranscriptLog
 
 if TYPE_CHECKING:
-    from servers.dovecot.process import DovecotProcess
+    from servers.dovecot.backend import DovecotBackend
+    from servers.dovecot.config import DovecotConfig
 
 _S = TypeVar("_S", IMAPServer, SMTPServer)
 ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
@@ -185,7 +186,7 @@ class MailServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Dovecot backends: the running Dovecot, the fake SMTP server its submission
         # service relays to, and the subscription that keeps its users in step.
-        self._dovecot: DovecotProcess | None = None
+        self._dovecot: DovecotBackend | None = None
         self._relay: SMTPServer | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -694,16 +695,15 @@ async def _in_thread(blocking: Callable[[], object]) -> None:
         executor.shutdown(wait=True)
 
 
-def _make_dovecot(backend: str, config: Any) -> DovecotProcess:
-    """A Dovecot of the chosen kind, not started. "docker" uses the container runner,
-    which mirrors `DovecotProcess`'s API (typed as one here)."""
+def _make_dovecot(backend: str, config: DovecotConfig) -> DovecotBackend:
+    """A Dovecot of the chosen kind, not started: the container runner for "docker",
+    else the native process (both satisfy `DovecotBackend`)."""
     if backend == "docker":
         try:
             from servers.dovecot.container import DovecotContainer
         except ImportError as error:  # pragma: no cover - depends on the checkout
             raise NotApplicable(f"{NOT_APPLICABLE} backend='docker': {error}") from None
-        container: Any = DovecotContainer(config)
-        return container  # type: ignore[no-any-return]
+        return DovecotContainer(config)
     from servers.dovecot.process import DovecotProcess
 
     return DovecotProcess(config)

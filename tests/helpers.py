@@ -22,3 +22,21 @@ def require_executable(name: str) -> str:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return path
+
+
+def require_backend(backend: str) -> None:
+    """Skip (fail in CI) unless this Dovecot backend can run here: the `dovecot` binary
+    for "dovecot", a Docker engine for "docker"."""
+    __tracebackhide__ = True
+    from servers.dovecot import DovecotNotInstalled, find_executable
+    from servers.dovecot.engine import EngineUnavailable, ensure_engine
+
+    try:
+        if backend == "docker":
+            ensure_engine()
+        else:
+            find_executable("dovecot")
+    except (DovecotNotInstalled, EngineUnavailable) as error:
+        if in_ci():
+            pytest.fail(f"backend={backend!r}: {error}", pytrace=False)
+        pytest.skip(f"backend={backend!r}: {error}")

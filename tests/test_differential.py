@@ -1,7 +1,8 @@
 """The same scenario, served by the fake and by a real Dovecot, meets the same expectations.
 
 For every catalog scenario whose `backends` include "dovecot", the journeys of
-`harness.expectations` run against both servers, and both must see exactly
+`harness.expectations` run against the fake and against Dovecot, once as a native
+process ("dovecot") and once in a container ("docker"), and each must see exactly
 what the catalog states (step, exception class, SMTP code and text): the fake
 is only as good as its agreement with the real thing. Expectations on
 listeners a backend does not serve (a `none` listener beside TLS ones, on
@@ -19,20 +20,11 @@ from harness.certs import MailCA
 from harness.expectations import mismatches
 from harness.scenarios import Scenario
 from harness.server import MailServer
-from servers.dovecot import DovecotNotInstalled, find_executable
-from tests.helpers import in_ci
+from tests.helpers import require_backend
 
+# Native Dovecot and the same Dovecot in Docker: both must agree with the fake.
+REAL_BACKENDS = ("dovecot", "docker")
 ON_DOVECOT = [s for s in CATALOG.values() if "dovecot" in s.backends and not s.dynamic]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _dovecot_installed() -> None:
-    try:
-        find_executable("dovecot")
-    except DovecotNotInstalled as error:
-        if in_ci():
-            pytest.fail(str(error), pytrace=False)
-        pytest.skip(str(error))
 
 
 def served_part(scenario: Scenario, server: MailServer) -> Scenario:
@@ -56,13 +48,25 @@ def test_some_scenarios_are_proven_on_dovecot() -> None:
     assert len(ON_DOVECOT) >= 20
 
 
+def test_docker_is_marked_only_where_proven() -> None:
+    """Every scenario marked "docker" is one this module proves there (it is on Dovecot)."""
+    assert {s.name for s in CATALOG.values() if "docker" in s.backends} <= {
+        s.name for s in ON_DOVECOT
+    }
+
+
+@pytest.mark.parametrize("backend", REAL_BACKENDS)
 @pytest.mark.parametrize("scenario", ON_DOVECOT, ids=lambda s: s.name)
-def test_fake_and_dovecot_meet_the_same_expectations(scenario: Scenario, mail_ca: MailCA) -> None:
+def test_fake_and_dovecot_meet_the_same_expectations(
+    scenario: Scenario, backend: str, mail_ca: MailCA
+) -> None:
+    require_backend(backend)
     fake_count, fake = check(scenario, "fake", mail_ca)
-    real_count, real = check(scenario, "dovecot", mail_ca)
-    assert real_count > 0, f"{scenario.name}: Dovecot serves none of the expected listeners"
-    problems = [f"fake: {p}" for p in fake] + [f"dovecot: {p}" for p in real]
+    real_count, real = check(scenario, backend, mail_ca)
+    assert real_count > 0, f"{scenario.name}: {backend} serves none of the expected listeners"
+    problems = [f"fake: {p}" for p in fake] + [f"{backend}: {p}" for p in real]
     assert not problems, (
-        f"{scenario.name} ({fake_count} expectations on the fake, {real_count} on Dovecot):\n  "
+        f"{scenario.name} ({fake_count} expectations on the fake, {real_count} on {backend}):"
+        + "\n  "
         + "\n  ".join(problems)
     )

@@ -8,11 +8,10 @@ with DovecotProcess(DovecotConfig(cert=ca.server_cert())) as dovecot:
 """
 
 from servers.dovecot.config import CertFiles, DovecotConfig, SSLMode, render_config
+from servers.dovecot.instance import DovecotError, DovecotStartError
 from servers.dovecot.process import (
-    DovecotError,
     DovecotNotInstalled,
     DovecotProcess,
-    DovecotStartError,
     find_executable,
     pid_namespaces_available,
 )

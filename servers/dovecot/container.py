@@ -27,6 +27,12 @@ How it works:
   container's 143/993 and Docker publishes them on the host's 127.0.0.1 at
   ports the engine picks. It needs a bridge network, which the private engine
   here (`--bridge=none`) has not; its settings are unit-tested.
+- **Everything else is `DovecotInstance`'s** (servers.dovecot.instance), shared with
+  the native runner: accounts, quotas, delivery, endpoints. Dovecot's children
+  (auth, sessions) are ended from the host through /proc, since the container's
+  processes are visible there (as root; an unprivileged caller uses `doveadm kick`
+  and `doveadm reload` instead), and `inotify` on the bind-mounted maildir sees the
+  container's writes.
 - **Readiness is the greeting**, as for the process. `stop()` removes the
   container (SIGKILL: everything in it dies at once) and the temp dir.
 """
@@ -39,8 +45,6 @@ import itertools
 import os
 import secrets
 import shutil
-import socket
-import ssl
 import subprocess
 import tempfile
 import time
@@ -48,7 +52,6 @@ import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import docker.errors
@@ -59,24 +62,19 @@ from servers.dovecot.config import (
     DovecotConfig,
     Identity,
     InstancePaths,
-    SSLMode,
-    check_passwd_fields,
-    openssl_conf,
-    passwd_line,
     render_config,
 )
 from servers.dovecot.engine import EngineInfo, ensure_engine
 from servers.dovecot.image import ensure_image
-from servers.dovecot.process import (
-    INBOX,
+from servers.dovecot.instance import (
+    SESSION_SERVICES,
     DovecotError,
+    DovecotInstance,
     DovecotStartError,
-    _maildir_info,
-    _virtual_size,
-    maildir_folder,
+    make_endpoints,
+    read_greeting,
 )
-from servers.errors import ConfigError, ServerStartError, choice_error
-from servers.listeners import Endpoint, Security
+from servers.errors import ServerStartError, choice_error
 
 # A container greets in ~0.5 s here; a loaded CI machine gets plenty of slack.
 DEFAULT_START_TIMEOUT = 30.0
@@ -206,8 +204,10 @@ def _private_root(network: Network) -> Path:
     return root
 
 
-class DovecotContainer:
+class DovecotContainer(DovecotInstance):
     """One Dovecot container; see the module docstring. Start once, reset often, stop once."""
+
+    kind = "DovecotContainer"
 
     def __init__(
         self,
@@ -218,7 +218,7 @@ class DovecotContainer:
         engine: EngineInfo | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
     ) -> None:
-        self.config = config or DovecotConfig(ssl=SSLMode.NO, imaps=False)
+        super().__init__(config)
         self.image = image
         self.network = Network.parse(network)
         self.start_timeout = start_timeout
@@ -226,21 +226,12 @@ class DovecotContainer:
         self._client: Any = None
         self._container: Any = None
         self.name = ""
-        self.paths: InstancePaths | None = None
-        self.endpoints: tuple[Endpoint, ...] = ()
-        self.greeting = b""
-        # Seconds from `docker run` to reading the greeting.
-        self.startup_seconds = 0.0
         # Seconds the last reset() took.
         self.reset_seconds = 0.0
         self._identity = container_identity()
         self._ports: dict[str, int] = {}
-        self._users: dict[str, User] = {}
-        # passwd-file contents written since Dovecot's auth process started: rewriting one
-        # with other content may be missed (it re-stats at most once a second), so that
-        # calls for a reload, which starts a fresh auth process.
-        self._auth_seen: dict[str, str] = {}
-        self._seq = itertools.count(1)
+        # Host pid of the container's init, which is Dovecot's master (the entry point execs it).
+        self._pid: int | None = None
         self._finalizer: weakref.finalize[..., DovecotContainer] | None = None
 
     # --- lifecycle ------------------------------------------------------------
@@ -270,8 +261,9 @@ class DovecotContainer:
                 self._write_config(self._ports)
             else:
                 self._ports = self._published_ports()
-            self.endpoints = self._make_endpoints(self._ports)
+            self.endpoints = make_endpoints(self.config, self._ports)
             self.greeting = self._await_greeting()
+            self._pid = self._client.api.inspect_container(self._container.id)["State"]["Pid"]
         except BaseException:
             self.stop()
             raise
@@ -279,14 +271,8 @@ class DovecotContainer:
         return self
 
     def _prepare_tree(self, paths: InstancePaths) -> None:
-        paths.state_dir.mkdir(mode=0o755)
-        paths.mail.mkdir(mode=0o711)
-        paths.users.mkdir(mode=0o711)
         (paths.root / "tls").mkdir(mode=0o700)
-        for user in self.config.users:
-            self._write_passwd(user)
-            self._users[user.login.lower()] = user
-            self._make_maildir(user.login)
+        super()._prepare_tree(paths)
 
     def _effective_config(self, config: DovecotConfig) -> DovecotConfig:
         """The config with its certificate (and DH file) copied into the shared dir."""
@@ -305,16 +291,9 @@ class DovecotContainer:
         return replace(config, **changes) if changes else config
 
     def _config_text(self, config: DovecotConfig, ports: Mapping[str, int]) -> str:
-        assert self.paths is not None
+        assert self.paths is not None and self._identity is not None
         effective = self._effective_config(config)
         return container_config_text(effective, self.paths, self._identity, ports, self.network)
-
-    def _write_openssl_conf(self, config: DovecotConfig) -> None:
-        """The TLS version cap, if any: the config imports OPENSSL_CONF pointing here."""
-        assert self.paths is not None
-        text = openssl_conf(config)
-        if text is not None:
-            self.paths.openssl_conf.write_text(text)
 
     def _write_config(self, ports: Mapping[str, int]) -> None:
         assert self.paths is not None
@@ -355,21 +334,6 @@ class DovecotContainer:
             ports[listener] = int(bindings[0]["HostPort"])
         return ports
 
-    def _make_endpoints(self, ports: Mapping[str, int]) -> tuple[Endpoint, ...]:
-        host = self.config.host
-        plain = Security.NONE if self.config.ssl is SSLMode.NO else Security.STARTTLS
-        kinds = {
-            "imap": ("imap", plain),
-            "imaps": ("imap", Security.IMPLICIT),
-            "submission": ("smtp", plain),
-            "submissions": ("smtp", Security.IMPLICIT),
-        }
-        return tuple(
-            Endpoint(kinds[name][0], host, ports[name], kinds[name][1])
-            for name in CONTAINER_PORTS
-            if name in ports
-        )
-
     def _await_greeting(self) -> bytes:
         """Read the first line on the first listener, watching the container stay up.
 
@@ -382,48 +346,19 @@ class DovecotContainer:
         deadline = time.monotonic() + self.start_timeout
         while True:
             try:
-                return self._probe(endpoint, deadline)
+                return read_greeting(
+                    endpoint,
+                    deadline,
+                    poll=PROBE_INTERVAL * 4,
+                    running=lambda: self.running,
+                    failure=self._failure,
+                )
             except ConnectionError:
                 if self.network is not Network.PUBLISHED or time.monotonic() > deadline:
                     raise DovecotStartError(self._failure("closed the probe connection")) from None
                 time.sleep(PROBE_INTERVAL)
-
-    def _probe(self, endpoint: Endpoint, deadline: float) -> bytes:
-        raw = socket.create_connection(endpoint.address, timeout=self.start_timeout)
-        sock: socket.socket = raw
-        buffer = b""
-        try:
-            if endpoint.security is Security.IMPLICIT:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-                sock = context.wrap_socket(raw, do_handshake_on_connect=False)
-            sock.settimeout(PROBE_INTERVAL * 4)
-            handshaken = endpoint.security is not Security.IMPLICIT
-            while b"\r\n" not in buffer:
-                if time.monotonic() > deadline:
-                    raise DovecotStartError(
-                        self._failure(f"no greeting within {self.start_timeout}s")
-                    )
-                try:
-                    if not handshaken:
-                        assert isinstance(sock, ssl.SSLSocket)
-                        sock.do_handshake()
-                        handshaken = True
-                        continue
-                    chunk = sock.recv(4096)
-                except (TimeoutError, ssl.SSLWantReadError):
-                    if not self.running:
-                        raise DovecotStartError(self._failure("exited before greeting")) from None
-                    continue
-                except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
-                    raise ConnectionResetError(str(exc)) from exc
-                if not chunk:
-                    raise ConnectionResetError("closed")
-                buffer += chunk
-        finally:
-            sock.close()
-        return buffer.split(b"\r\n", 1)[0]
+            except OSError as exc:
+                raise DovecotStartError(self._failure(f"reset the probe: {exc}")) from exc
 
     def _failure(self, what: str) -> str:
         status = ""
@@ -464,73 +399,45 @@ class DovecotContainer:
             self._client.close()
             self._client = None
         self.endpoints = ()
+        self._pid = None
         self._users.clear()
-        self._auth_seen.clear()
+        self._quotas.clear()
 
-    def __enter__(self) -> DovecotContainer:
-        return self.start()
+    def _started(self) -> bool:
+        return self._container is not None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _master_pid(self) -> int | None:
+        """Dovecot's master, seen from the host: its children are signalled as the native
+        runner's are (needs root, as the container's processes are root's or nobody's)."""
+        return self._pid if self._container is not None and os.geteuid() == 0 else None
+
+    def _end_children(self, services: Iterable[str]) -> int:
+        if os.geteuid() == 0:
+            return super()._end_children(services)
+        # Unprivileged: Dovecot's own tools instead (slower, same effect).
+        wanted = set(services)
+        ended = 0
+        if wanted & SESSION_SERVICES:
+            ended = len(self.doveadm("who", check=False).stdout.splitlines()[1:])
+            self.doveadm("kick", "*", check=False)
+        if "auth" in wanted:
+            paths, _ = self._require_started()
+            self._reload(paths.config)
+        return ended
 
     # --- between tests ----------------------------------------------------------
     def reset(self, users: Iterable[User] | None = None) -> None:
         """Fresh users (`users`, else the config's) and empty mailboxes; no restart.
 
-        Sessions still logged in are kicked first, so none writes into a maildir
-        being removed. Dovecot is reloaded only when a passwd-file changed under
-        a login its auth process may have cached (see `_auth_seen`).
+        Sessions still logged in are ended first, so none writes into a maildir
+        being removed; Dovecot's auth process is ended only when an account changed.
         """
         started = time.perf_counter()
-        paths, _ = self._require_started()
-        wanted = list(self.config.users if users is None else users)
-        seen: set[str] = set()
-        for user in wanted:
-            check_passwd_fields(user)
-            if user.login.lower() in seen:
-                raise ConfigError(f"user login={user.login!r}: listed twice")
-            seen.add(user.login.lower())
-        if self._has_sessions():
-            self.doveadm("kick", "*", check=False)
-        for home in paths.mail.iterdir():
-            shutil.rmtree(home, ignore_errors=True)
-        reload = False
-        for path in paths.users.iterdir():
-            if path.name not in seen:
-                path.unlink()
-                # Its auth process may still hold the removed file's content.
-                reload |= path.name in self._auth_seen
-        self._users.clear()
-        for user in wanted:
-            reload |= self._write_passwd(user)
-            self._users[user.login.lower()] = user
-            self._make_maildir(user.login)
-        if reload:
-            self._reload(paths.config)
+        self._require_started()
+        self.close_sessions()
+        self.reset_users(self.config.users if users is None else users)
+        self.wipe_mail()
         self.reset_seconds = time.perf_counter() - started
-
-    def _has_sessions(self) -> bool:
-        """Whether any client is connected to our listeners (host networking: we can see)."""
-        if self.network is not Network.HOST:
-            return True  # cannot look from here; kick to be safe
-        wanted = {f"{port:04X}" for port in self._ports.values()}
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                lines = Path(table).read_text().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                local_port = fields[1].rsplit(":", 1)[1]
-                # 01 ESTABLISHED, 03 SYN_RECV: a live client. (TIME_WAIT after a LOGOUT is not.)
-                if local_port in wanted and fields[3] in ("01", "03"):
-                    return True
-        return False
 
     def reconfigure(self, config: DovecotConfig) -> None:
         """Apply new settings with `doveadm reload`; users and mail are kept.
@@ -549,7 +456,7 @@ class DovecotContainer:
         self._write_openssl_conf(config)
         self._reload(paths.config, new=new)
         self.config = config
-        self.endpoints = self._make_endpoints(self._ports)
+        self.endpoints = make_endpoints(self.config, self._ports)
 
     def _reload(self, config_path: Path, *, new: Path | None = None) -> None:
         """`doveadm reload` (after checking `new` with doveconf and moving it in place),
@@ -573,9 +480,6 @@ class DovecotContainer:
             if time.monotonic() > deadline:
                 raise DovecotError(self._failure("did not log a reload"))
             time.sleep(PORTS_POLL)
-        self._auth_seen = {
-            path.name: path.read_text() for path in self.paths.users.iterdir() if path.is_file()
-        }
 
     def _reload_count(self) -> int:
         assert self.paths is not None
@@ -583,134 +487,6 @@ class DovecotContainer:
             return self.paths.log.read_text(errors="replace").count("SIGHUP received")
         except FileNotFoundError:
             return 0
-
-    # --- what tests use -------------------------------------------------------
-    def endpoint(self, security: Security | str, protocol: str = "imap") -> Endpoint:
-        """The listener with this security: `endpoint("implicit").port`
-        (`protocol="smtp"` for Dovecot's submission service)."""
-        wanted = Security.parse(security)
-        for endpoint in self.endpoints:
-            if endpoint.security is wanted and endpoint.protocol == protocol:
-                return endpoint
-        available = [e.security.value for e in self.endpoints if e.protocol == protocol] or ["none"]
-        raise ConfigError(
-            f"{protocol} security={wanted.value!r}: this Dovecot has no such listener; "
-            f"it has: {', '.join(available)}"
-        )
-
-    @property
-    def users(self) -> list[User]:
-        return list(self._users.values())
-
-    def add_user(self, user: User) -> User:
-        """Add an account while running; it can log in at once."""
-        paths, _ = self._require_started()
-        key = user.login.lower()
-        if key in self._users:
-            raise ConfigError(f"user login={user.login!r}: already exists")
-        check_passwd_fields(user)
-        self._make_maildir(user.login)
-        if self._write_passwd(user):
-            self._reload(paths.config)
-        self._users[key] = user
-        return user
-
-    def _write_passwd(self, user: User) -> bool:
-        """Write the user's passwd-file; True if Dovecot must reload to see it for sure."""
-        assert self.paths is not None
-        path = self.paths.passwd(user.login)
-        text = passwd_line(user, self._identity, self.paths)
-        try:
-            if path.read_text() == text:
-                return False
-        except FileNotFoundError:
-            pass
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        # The users dir (root:dovecot 0750, set by the entry point) keeps it private.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        previous = self._auth_seen.setdefault(path.name, text)
-        return previous != text
-
-    def _make_maildir(self, login: str, mailbox: str = INBOX) -> Path:
-        assert self.paths is not None
-        uid, gid = self._identity.mail_uid, self._identity.mail_gid
-        chown = os.geteuid() == 0
-        home = self.paths.home(login)
-        root = self.paths.maildir(login)
-        folder = maildir_folder(root, mailbox)
-        for directory in (home, root, folder, folder / "cur", folder / "new", folder / "tmp"):
-            if not directory.exists():
-                directory.mkdir(mode=0o700)
-                if chown:
-                    os.chown(directory, uid, gid)
-        if folder != root and not (folder / "maildirfolder").exists():
-            marker = folder / "maildirfolder"
-            marker.touch()
-            if chown:
-                os.chown(marker, uid, gid)
-        return folder
-
-    def deliver(
-        self,
-        login: str,
-        raw: bytes | str,
-        *,
-        mailbox: str = INBOX,
-        flags: Iterable[str] = (),
-    ) -> Path:
-        """Put a message straight into the user's maildir (from the host); see
-        `DovecotProcess.deliver`."""
-        return self.deliver_many(login, [raw], mailbox=mailbox, flags=flags)[0]
-
-    def deliver_many(
-        self,
-        login: str,
-        messages: Iterable[bytes | str],
-        *,
-        mailbox: str = INBOX,
-        flags: Iterable[str] = (),
-    ) -> list[Path]:
-        """`deliver` for many messages, in order (their UIDs follow this order)."""
-        self._require_started()
-        user = self._users.get(login.lower()) or self._by_address(login)
-        if user is None:
-            known = ", ".join(sorted(u.login for u in self._users.values()))
-            raise ConfigError(f"login={login!r}: no such user; known: {known}")
-        folder = self._make_maildir(user.login, mailbox)
-        flag_list = list(flags)
-        info = _maildir_info(flag_list) if flag_list else ""
-        subdir = folder / ("cur" if info else "new")
-        tmpdir = folder / "tmp"
-        chown = os.geteuid() == 0
-        uid, gid = self._identity.mail_uid, self._identity.mail_gid
-        pid = os.getpid()
-        written = []
-        for message in messages:
-            data = message.encode() if isinstance(message, str) else message
-            now = time.time()
-            seconds, micros = int(now), int((now % 1) * 1_000_000)
-            base = (
-                f"{seconds}.M{micros}P{pid}Q{next(self._seq)}.mailharness,"
-                f"S={len(data)},W={_virtual_size(data)}"
-            )
-            tmp = tmpdir / base
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-                if chown:
-                    os.fchown(fd, uid, gid)
-            finally:
-                os.close(fd)
-            target = subdir / (base + info)
-            os.rename(tmp, target)
-            written.append(target)
-        return written
-
-    def _by_address(self, address: str) -> User | None:
-        wanted = address.strip("<>").lower()
-        return next((u for u in self._users.values() if u.address.lower() == wanted), None)
 
     def doveadm(
         self, *args: str, check: bool = True, timeout: float = 60.0
@@ -756,11 +532,6 @@ class DovecotContainer:
                 lines = []
             parts.extend(lines[-tail:] if tail is not None else lines)
         return "\n".join(parts)
-
-    def _require_started(self) -> tuple[InstancePaths, Identity]:
-        if self._container is None or self.paths is None:
-            raise ServerStartError("DovecotContainer is not running: call start() first")
-        return self.paths, self._identity
 
     def __repr__(self) -> str:
         listeners_ = ", ".join(f"{e.url}({e.security.value})" for e in self.endpoints)

@@ -1,9 +1,11 @@
-"""`MailServer(MailConfig(backend="dovecot"))`: real Dovecot behind the harness's one object."""
+"""`MailServer(MailConfig(backend="dovecot"|"docker"))`: real Dovecot behind the harness's one
+object, as a native process or in a container; every test that takes `server` runs on both."""
 
 from __future__ import annotations
 
 import dataclasses
 import imaplib
+import os
 import smtplib
 import statistics
 import threading
@@ -17,24 +19,25 @@ from harness.certs import MailCA
 from harness.journeys import ClientProfile, Outcome, imap_journey, smtp_journey
 from harness.server import MailConfig, MailServer, NotApplicable
 from servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
-from servers.dovecot import DovecotNotInstalled, find_executable
+from servers.dovecot import DovecotProcess
+from servers.dovecot.container import LABEL, DovecotContainer
+from servers.dovecot.engine import ensure_engine
 from servers.errors import ConfigError
 from servers.imap import IMAPSettings
 from servers.listeners import Security
-from tests.helpers import in_ci
+from tests.helpers import require_backend
 
 ALICE, BOB = DEFAULT_USERS
 
 
-@pytest.fixture(scope="module")
-def dovecot_server(mail_ca: MailCA) -> Iterator[MailServer]:
-    try:
-        find_executable("dovecot")
-    except DovecotNotInstalled as error:
-        if in_ci():
-            pytest.fail(str(error), pytrace=False)
-        pytest.skip(str(error))
-    with MailServer(MailConfig(backend="dovecot"), ca=mail_ca) as server:
+BACKENDS = ("dovecot", "docker")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def dovecot_server(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[MailServer]:
+    backend: str = request.param
+    require_backend(backend)
+    with MailServer(MailConfig(backend=backend), ca=mail_ca) as server:
         yield server
 
 
@@ -74,7 +77,7 @@ def test_endpoints_are_dovecots_and_none_is_not_served_beside_tls(server: MailSe
     assert [e.security for e in server.smtp] == [Security.STARTTLS, Security.IMPLICIT]
     with pytest.raises(ConfigError, match="no such listener; it has: starttls, implicit"):
         _ = server.imap.plain
-    assert server.describe()["backend"] == "dovecot"
+    assert server.describe()["backend"] == server.config.backend
 
 
 def test_real_clients_work_on_every_listener(server: MailServer) -> None:
@@ -207,15 +210,39 @@ def test_a_config_dovecot_cannot_serve_is_not_applicable(mail_ca: MailCA) -> Non
         MailServer(config, ca=mail_ca).start()
 
 
-def test_stop_leaves_nothing_behind(mail_ca: MailCA) -> None:
-    server = MailServer(MailConfig(backend="dovecot"), ca=mail_ca).start()
+def our_containers() -> list[str]:
+    """Names of this process's Dovecot containers, running or not (`docker ps -a`)."""
+    client = ensure_engine().client()
+    try:
+        found = client.containers.list(
+            all=True, filters={"label": f"{LABEL}.owner-pid={os.getpid()}"}
+        )
+        return [c.name for c in found]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_leaves_nothing_behind(backend: str, mail_ca: MailCA) -> None:
+    require_backend(backend)
+    before = our_containers() if backend == "docker" else []
+    server = MailServer(MailConfig(backend=backend), ca=mail_ca).start()
     dovecot = server._dovecot
-    assert dovecot is not None and dovecot.paths is not None
-    root, pid = dovecot.paths.root, dovecot.pid
+    assert dovecot is not None
+    assert isinstance(dovecot, DovecotProcess | DovecotContainer)
+    assert dovecot.paths is not None
+    root = dovecot.paths.root
+    if isinstance(dovecot, DovecotProcess):
+        pid = dovecot.pid
+    else:
+        pid = dovecot._pid
+        assert dovecot.name in our_containers()
     ports = [e.port for e in server.endpoints()]
     server.stop()
     assert not root.exists()
     assert pid is not None and not Path(f"/proc/{pid}").exists()
+    if backend == "docker":
+        assert our_containers() == before
     for port in ports:
         with pytest.raises(ConnectionRefusedError):
             imaplib.IMAP4("127.0.0.1", port, timeout=1)
@@ -268,3 +295,27 @@ def test_plugin_serves_dovecot_when_asked(
     result.stdout.fnmatch_lines(
         ["*not applicable: scenario 'maintenance' is not proven on backend 'dovecot'*"]
     )
+
+
+def test_plugin_shares_one_container_per_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--mail-backend=docker: every test gets the same container, reset (empty mailbox)."""
+    require_backend("docker")
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        NAMES = set()
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_shared(mail_server, i):
+            assert mail_server.config.backend == "docker"
+            NAMES.add(mail_server._dovecot.name)
+            assert len(NAMES) == 1
+            assert mail_server.deliver("alice@example.test", b"Subject: x\\r\\n\\r\\nx\\r\\n") == 1
+        """
+    )
+    result = pytester.runpytest_subprocess("--mail-backend=docker", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
