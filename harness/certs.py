@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from servers.errors import choice_error
+from servers.errors import parse_choice
 
 # Names a connector is configured with on this machine; the leaf covers all three.
 SERVER_IDENTITIES = ("localhost", "127.0.0.1", "::1")
@@ -54,12 +54,7 @@ class CertVariant(enum.Enum):
 
     @classmethod
     def parse(cls, value: str | CertVariant, field: str = "cert") -> CertVariant:
-        if isinstance(value, CertVariant):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise choice_error(field, value, [v.value for v in cls]) from None
+        return parse_choice(cls, value, field)
 
 
 @dataclass(frozen=True, slots=True)

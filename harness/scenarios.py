@@ -27,7 +27,7 @@ from harness.certs import MailCA
 from harness.journeys import ClientProfile, Outcome
 from harness.server import MailConfig, MailServer
 from servers.accounts import User
-from servers.errors import ConfigError, choice_error
+from servers.errors import ConfigError, choice_error, parse_choice
 from servers.listeners import Security
 
 BACKENDS = ("fake", "dovecot", "docker")
@@ -149,10 +149,7 @@ class Catalog(Mapping[str, Scenario]):
 
 
 def _family(value: str) -> Family:
-    try:
-        return Family(value)
-    except ValueError:
-        raise choice_error("family", value, [f.value for f in Family]) from None
+    return parse_choice(Family, value, "family")
 
 
 # --- personalities -----------------------------------------------------------------------

@@ -9,7 +9,11 @@ server's `errors` list so the fixture can report them at teardown.
 from __future__ import annotations
 
 import difflib
+import enum
 from collections.abc import Iterable
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=enum.Enum)
 
 
 class MailharnessError(Exception):
@@ -33,6 +37,16 @@ def choice_error(field: str, value: object, allowed: Iterable[str]) -> ConfigErr
         if close:
             message += " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
     return ConfigError(message)
+
+
+def parse_choice(cls: type[_E], value: str | _E, field: str) -> _E:
+    """An enum member from itself or its value; anything else names the allowed values."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        raise choice_error(field, value, [member.value for member in cls]) from None
 
 
 class ServerStartError(MailharnessError, RuntimeError):

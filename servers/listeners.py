@@ -12,7 +12,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from servers.errors import ConfigError, choice_error
+from servers.errors import ConfigError, parse_choice
 
 DEFAULT_HOST = "127.0.0.1"
 # Plenty for tests, small enough that a runaway client cannot queue forever.
@@ -28,12 +28,7 @@ class Security(enum.Enum):
 
     @classmethod
     def parse(cls, value: str | Security, field: str = "security") -> Security:
-        if isinstance(value, Security):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise choice_error(field, value, [s.value for s in cls]) from None
+        return parse_choice(cls, value, field)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from servers.accounts import DEFAULT_USERS, User
-from servers.errors import ConfigError, choice_error
+from servers.errors import ConfigError, choice_error, parse_choice
 from servers.listeners import DEFAULT_HOST, require_loopback
 
 # Without DH parameters Dovecot's DHE suites fail and TLS scanners misreport (ENVIRONMENT.md).
@@ -53,12 +53,7 @@ class SSLMode(enum.Enum):
 
     @classmethod
     def parse(cls, value: str | SSLMode, field: str = "ssl") -> SSLMode:
-        if isinstance(value, SSLMode):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise choice_error(field, value, [m.value for m in cls]) from None
+        return parse_choice(cls, value, field)
 
 
 SSL_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")

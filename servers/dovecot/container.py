@@ -74,7 +74,7 @@ from servers.dovecot.instance import (
     make_endpoints,
     read_greeting,
 )
-from servers.errors import ServerStartError, choice_error
+from servers.errors import ServerStartError, parse_choice
 
 # A container greets in ~0.5 s here; a loaded CI machine gets plenty of slack.
 DEFAULT_START_TIMEOUT = 30.0
@@ -98,12 +98,7 @@ class Network(enum.Enum):
 
     @classmethod
     def parse(cls, value: str | Network, field: str = "network") -> Network:
-        if isinstance(value, Network):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise choice_error(field, value, [n.value for n in cls]) from None
+        return parse_choice(cls, value, field)
 
 
 @dataclass(frozen=True, slots=True)
