@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -165,14 +166,23 @@ class MailServer:
     """A running (or startable) set of fake mail listeners; see the module docstring."""
 
     def __init__(
-        self, config: MailConfig | None = None, *, ca: MailCA | None = None, label: str = ""
+        self,
+        config: MailConfig | None = None,
+        *,
+        ca: MailCA | None = None,
+        label: str = "",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or MailConfig()
         # The scenario (or purpose) this server serves; shown in reprs and reports.
         self.label = label
         self._owns_ca = ca is None
         self.ca = ca if ca is not None else MailCA()
+        # What lockouts and rate limits count time with: a test may pass a fake clock
+        # to prove "recovers when the window passes" without waiting for it.
+        self.clock = clock
         self.users = Accounts.of(self.config.users)
+        self.users.clock = clock
         self.transcripts = TranscriptLog()
         self.messages = MessageLog()
         self.errors: list[str] = []
@@ -229,6 +239,7 @@ class MailServer:
                 errors=self.errors,
                 deliver=self._deliver_local if config.imap is not None else None,
                 recipient_full=self._recipient_over_quota if config.imap is not None else None,
+                clock=self.clock,
             )
             self._smtp_server = smtp
             self.smtp = ProtocolEndpoints(
@@ -264,6 +275,7 @@ class MailServer:
                 errors=self.errors,
                 deliver=self._deliver_dovecot,
                 recipient_full=self._dovecot_over_quota,
+                clock=self.clock,
             )
             self._relay = relay
             relay_port = (await self._bind(relay, Security.NONE)).port

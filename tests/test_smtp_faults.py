@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import time
 
 import pytest
 
-from harness import MailServer, SMTPSettings, User
+from harness import MailCA, MailConfig, MailServer, SMTPSettings, User
 from harness.plugin import MailServerFactory
 from servers.accounts import Lockout
 from servers.ratelimit import RateLimit
@@ -153,6 +152,16 @@ def test_local_delivery_lands_in_inbox(smtp_server: MailServer) -> None:
     assert len(smtp_server.store.user("alice@example.test").get("INBOX").uids()) == 0
 
 
+class FakeClock:
+    """Time that moves only when the test says so: rate windows without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.mark.parametrize(
     ("personality", "code", "text"),
     [
@@ -162,26 +171,30 @@ def test_local_delivery_lands_in_inbox(smtp_server: MailServer) -> None:
     ],
 )
 def test_send_rate_limit_then_recovery(
-    mail_server_factory: MailServerFactory, personality: str, code: int, text: bytes
+    mail_ca: MailCA, personality: str, code: int, text: bytes
 ) -> None:
-    window = 0.3
-    server = mail_server_factory(
-        smtp=SMTPSettings(personality=personality, send_rate=RateLimit(count=2, per_seconds=window))
-    )
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
-        client.login(*ALICE)
-        for _ in range(2):
+    clock = FakeClock()
+    limit = RateLimit(count=2, per_seconds=60)
+    config = MailConfig(smtp=SMTPSettings(personality=personality, send_rate=limit))
+    with MailServer(config, ca=mail_ca, clock=clock) as server:
+        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+            client.login(*ALICE)
+            for _ in range(2):
+                client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
+            with pytest.raises(smtplib.SMTPSenderRefused) as caught:
+                client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
+        assert (caught.value.smtp_code, caught.value.smtp_error) == (code, text)
+        clock.now += 29.9  # not yet: one token takes 30 s to come back
+        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+            client.login(*ALICE)
+            with pytest.raises(smtplib.SMTPSenderRefused):
+                client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
+        clock.now += 30.1  # the window has passed: the bucket has refilled
+        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+            client.login(*ALICE)
             client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
-        started = time.monotonic()
-        with pytest.raises(smtplib.SMTPSenderRefused) as caught:
             client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
-    assert (caught.value.smtp_code, caught.value.smtp_error) == (code, text)
-    # The bucket refills at count/window: one message is allowed again after window/2.
-    time.sleep(max(0.0, window / 2 - (time.monotonic() - started)) + 0.02)
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
-        client.login(*ALICE)
-        client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
-    assert len(server.messages) == 3
+        assert len(server.messages) == 4
 
 
 def test_maintenance_greeting(mail_server_factory: MailServerFactory) -> None:

@@ -409,7 +409,7 @@ class _Handler:
         if limit is not None:
             auth_data = session.auth_data
             who = auth_data.login if isinstance(auth_data, LoginPassword) else server.peer_ip
-            if not self.service.send_buckets.take(who, limit, time.monotonic()):
+            if not self.service.send_buckets.take(who, limit, self.service.clock()):
                 reply = self.service.reply(self.service.replies.send_rate_exceeded)
                 if reply.startswith("421"):
                     asyncio.get_running_loop().call_soon(_close, server)
@@ -495,6 +495,7 @@ class SMTPServer:
     connections: set[_HarnessSMTP] = field(default_factory=set)
     per_ip: Counter[str] = field(default_factory=Counter)
     send_buckets: TokenBuckets = field(default_factory=TokenBuckets)
+    clock: Callable[[], float] = time.monotonic
     maintenance: bool = False
     _servers: list[asyncio.Server] = field(default_factory=list)
 
