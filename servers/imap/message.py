@@ -806,6 +806,53 @@ def header_value(raw: bytes, name: str) -> str | None:
     return decode_header_text(value.replace(b"\r\n", b"")).strip()
 
 
+#: What ``bytes.rstrip`` strips, but for CR LF (no field name runs over a line end).
+_NAME_SPACE = (b" ", b"\t", b"\r", b"\x0b", b"\x0c")
+
+
+def header_field(raw: bytes, name: str) -> str | None:
+    """`header_value`, splitting out only the one field (SORT/THREAD read a million).
+
+    ``raw`` may be just the header block (through the blank line) of CRLF data.
+    """
+    header, _ = _split_message(_normalize(raw))
+    value = _first_value(header, name.lower().encode("latin-1"))
+    if value is None:
+        return None
+    return decode_header_text(value).strip()
+
+
+def _first_value(header: bytes, want: bytes) -> bytes | None:
+    """``_first(_fields(header), name)`` for a lower-case ASCII name, without the other fields.
+
+    The wanted field's first line starts with the name, so it is never a folded
+    line: it is the first line that starts with the name, white space, a colon.
+    """
+    low = header.lower()  # ASCII only, as the field names compare
+    at = 0 if low.startswith(want) else low.find(b"\r\n" + want) + 2
+    while at >= 2 or (at == 0 and low.startswith(want)):
+        colon = at + len(want)
+        while header[colon : colon + 1] in _NAME_SPACE:
+            colon += 1
+        if header[colon : colon + 1] == b":":
+            break
+        at = low.find(b"\r\n" + want, at + len(want)) + 2
+    else:
+        return None
+    start = colon + 1
+    end = header.find(b"\r\n", start)
+    if end < 0:
+        return header[start:].lstrip(b" \t")
+    value = header[start:end]
+    while header[end + 2 : end + 3] in (b" ", b"\t"):  # folded lines
+        stop = header.find(b"\r\n", end + 2)
+        if stop < 0:
+            stop = len(header)
+        value += header[end + 2 : stop]
+        end = stop
+    return value.lstrip(b" \t")
+
+
 def header_values(raw: bytes, name: str) -> list[str]:
     """Every value of header ``name`` (decoded), for SEARCH HEADER on repeated fields."""
     header, _ = _split_message(_normalize(raw))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from servers.imap.commands import CommandHandler, Effect, Fail, Handler
 from servers.imap.fetch import FetchError, FetchPlan, compile_fetch, flags_bytes
-from servers.imap.ordering import SortError, sort_messages, thread_references
+from servers.imap.ordering import Sorter, SortError, thread_references
 from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, UntaggedStatus
 from servers.imap.search import SearchError, SearchProgram, compile_search
@@ -435,22 +435,16 @@ def _matches(view: SelectedView, program: SearchProgram) -> Iterator[tuple[int, 
     uids = view.uids
     max_seq = len(uids)
     max_uid = uids[-1] if uids else 0
+    everything = program.matches_everything
     for start in range(0, max_seq, BATCH):
         messages = box.get_many(uids[start : start + BATCH])
         whole = len(messages) == min(BATCH, max_seq - start)
         for i, msg in enumerate(messages):
             seq = start + i + 1 if whole else bisect_left(uids, msg.uid) + 1
-            if program.matches(_SearchView(msg, seq), max_seq=max_seq, max_uid=max_uid):
+            if everything or program.matches(
+                _SearchView(msg, seq), max_seq=max_seq, max_uid=max_uid
+            ):
                 yield seq, msg
-
-
-def _search_hits(
-    s: Session, cmd: Command, args: list[Token], charset: str = "US-ASCII"
-) -> list[tuple[int, StoredMessage]]:
-    """(seq, message) of every message of the view that matches the SEARCH keys."""
-    view = s.selected()
-    program = _compile_search(s, cmd, args, charset)
-    return list(_matches(view, program))
 
 
 def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
@@ -459,13 +453,21 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     if not isinstance(criteria, list) or not all(isinstance(c, str) for c in criteria):
         raise s.bad(cmd, s.replies.invalid_arguments)
     charset = s.astring(cmd, args.pop(0))
-    hits = _search_hits(s, cmd, args, charset)
+    program = _compile_search(s, cmd, args, charset)
     try:
-        ordered = sort_messages(hits, [str(c) for c in criteria])
+        sorter = Sorter([str(c) for c in criteria])
     except SortError as exc:
         raise s.bad(cmd, str(exc)) from None
-    numbers = array("I", [msg.uid if cmd.uid else seq for seq, msg in ordered])
-    yield from _number_line(b"* SORT", numbers)
+    # Only the hits' numbers and sort keys are kept, never their messages.
+    numbers = array("I")
+    for seq, msg in _matches(s.selected(), program):
+        numbers.append(msg.uid if cmd.uid else seq)
+        sorter.add(msg)
+    order = sorter.order()
+    del sorter
+    ordered = array("I", map(numbers.__getitem__, order))
+    del numbers, order
+    yield from _number_line(b"* SORT", ordered)
     return s.ok(cmd, s.replies.sort_ok)
 
 
@@ -475,8 +477,9 @@ def cmd_THREAD(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     if algorithm != "REFERENCES":
         raise s.bad(cmd, f"Unknown thread algorithm {algorithm}")
     charset = s.astring(cmd, args.pop(0))
-    hits = _search_hits(s, cmd, args, charset)
-    numbered = [(msg.uid if cmd.uid else seq, msg) for seq, msg in hits]
+    program = _compile_search(s, cmd, args, charset)
+    hits = _matches(s.selected(), program)
+    numbered = ((msg.uid if cmd.uid else seq, msg) for seq, msg in hits)
     yield b"* THREAD " + thread_references(numbered) + b"\r\n"
     return s.ok(cmd, s.replies.thread_ok)
 

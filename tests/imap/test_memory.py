@@ -2,9 +2,11 @@
 
 The server runs in a subprocess so that VmHWM (peak RSS) is the server's alone,
 not pytest's. A client on a raw socket selects the synthetic INBOX and reads a
-``UID FETCH 1:* (FLAGS)`` (38 MB on the wire) and a ``UID SEARCH ALL`` (a 7 MB
-line) to the end; the server must stay under ``PEAK_LIMIT`` all along. Before
-FETCH and SEARCH streamed, FETCH peaked at 162 MiB and SEARCH at 515 MiB.
+``UID FETCH 1:* (FLAGS)`` (38 MB on the wire), a ``UID SEARCH ALL`` (a 7 MB
+line) and ``UID SORT`` by ARRIVAL and by SUBJECT to the end; the server must
+stay under ``PEAK_LIMIT`` all along. Before FETCH and SEARCH streamed, FETCH
+peaked at 162 MiB and SEARCH at 515 MiB; before SORT kept compact keys instead
+of messages, SORT (ARRIVAL) peaked at 393 MiB.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ class RawClient:
         self.sock.close()
 
 
-def test_million_message_fetch_and_search_stay_under_150_mib(server: ServerProcess) -> None:
+def test_million_message_fetch_search_and_sort_stay_under_150_mib(server: ServerProcess) -> None:
     client = RawClient(server.port)
     try:
         client.command(b"LOGIN " + LOGIN + b" " + PASSWORD)
@@ -141,10 +143,26 @@ def test_million_message_fetch_and_search_stay_under_150_mib(server: ServerProce
         assert searched.endswith(b" %d\r\n" % MESSAGES)
         assert searched.count(b" ") == MESSAGES + 1
         del searched
+        started = time.monotonic()
+        by_arrival = client.command(b"UID SORT (ARRIVAL) US-ASCII ALL")
+        arrival_seconds = time.monotonic() - started
+        assert by_arrival.startswith(b"* SORT 1 2 3 ")
+        assert by_arrival.endswith(b" %d\r\n" % MESSAGES)
+        assert by_arrival.count(b" ") == MESSAGES + 1
+        del by_arrival
+        started = time.monotonic()
+        by_subject = client.command(b"UID SORT (SUBJECT) US-ASCII ALL")
+        subject_seconds = time.monotonic() - started
+        # "synthetic message 1 (seed 0)" < "... 10 (seed 0)" < ... < "... 999999 (seed 0)"
+        assert by_subject.startswith(b"* SORT 1 10 100 1000 10000 100000 1000000 100001 ")
+        assert by_subject.endswith(b" 999998 999999\r\n")
+        assert by_subject.count(b" ") == MESSAGES + 1
+        del by_subject
         rss, peak = server.memory_mib()
     finally:
         client.close()
     assert peak < PEAK_LIMIT_MIB, (
         f"server peak RSS {peak:.0f} MiB (now {rss:.0f} MiB) with a {MESSAGES:,}-message "
-        f"INBOX; UID FETCH 1:* (FLAGS) took {fetch_seconds:.1f}s"
+        f"INBOX; UID FETCH 1:* (FLAGS) took {fetch_seconds:.1f}s, UID SORT (ARRIVAL) "
+        f"{arrival_seconds:.1f}s, UID SORT (SUBJECT) {subject_seconds:.1f}s"
     )

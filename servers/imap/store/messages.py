@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime
 
 MAX_UID = 0xFFFFFFFF  # RFC 3501: UIDs and UIDVALIDITY are 32-bit, non-zero
 # Room for a synthetic message's headers with the longest UID and login.
@@ -54,6 +53,24 @@ def aware(when: datetime | None) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _date_text(when: datetime) -> str:
+    """``email.utils.format_datetime`` of a UTC datetime, without its strftime and lookups."""
+    t = when.timetuple()
+    return "%s, %02d %s %04d %02d:%02d:%02d +0000" % (  # noqa: UP031 - as email.utils does
+        _DAYS[t[6]],
+        t[2],
+        _MONTHS[t[1] - 1],
+        t[0],
+        t[3],
+        t[4],
+        t[5],
+    )
+
+
 class Synthetic:
     """Generates message `key` of a synthetic mailbox from (seed, key) alone."""
 
@@ -63,7 +80,7 @@ class Synthetic:
         self.seed = seed
         self.size = size
         self.to = to
-        longest = len(self._header(MAX_UID))
+        longest = len(self.header(MAX_UID))
         if size < max(MIN_SYNTHETIC_SIZE, longest + 16):
             raise ValueError(
                 f"size={size!r}: synthetic messages need at least "
@@ -83,9 +100,10 @@ class Synthetic:
     def date(self, key: int) -> datetime:
         return datetime.fromtimestamp(_SYNTH_EPOCH_TS + 60 * key, UTC)
 
-    def _header(self, key: int) -> bytes:
+    def header(self, key: int) -> bytes:
+        """The header block of message `key`, through its blank line."""
         return (
-            f"Date: {format_datetime(self.date(min(key, 10**8)))}\r\n"
+            f"Date: {_date_text(self.date(min(key, 10**8)))}\r\n"
             f'From: "Sender {key % 1000}" <sender{key % 1000}@example.test>\r\n'
             f"To: {self.to}\r\n"
             f"Subject: Synthetic message {key} (seed {self.seed})\r\n"
@@ -96,7 +114,7 @@ class Synthetic:
         ).encode()
 
     def render(self, key: int) -> bytes:
-        header = self._header(key)
+        header = self.header(key)
         start = (key * 2654435761 % self._lines) * 78
         body = self._block[start : start + self.size - len(header) - 2]
         if body.endswith(b"\r"):
@@ -128,6 +146,13 @@ class StoredMessage:
             return self._raw
         assert self._synthetic is not None
         return self._synthetic.render(self._key)
+
+    @property
+    def synthetic_header(self) -> bytes | None:
+        """A synthetic message's header block (``raw`` up to its body), else None."""
+        if self._synthetic is None:
+            return None
+        return self._synthetic.header(self._key)
 
     @property
     def cache(self) -> dict[str, bytes]:
