@@ -30,25 +30,14 @@ from servers.dovecot.compose import (
     generate,
     render_service,
 )
-from servers.dovecot.engine import EngineInfo, EngineUnavailable, ensure_engine
+from servers.dovecot.engine import EngineInfo
 from servers.dovecot.image import ensure_image
-from tests.helpers import in_ci, require_executable
+from tests.helpers import require_executable
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "compose" / "docker-compose.yml"
 ALICE = ("alice@example.test", "alice-password")
 # Dovecot greets ~0.2 s after `up -d` returns; plenty of slack for a loaded machine.
 READY_TIMEOUT = 30.0
-
-
-@pytest.fixture(scope="module")
-def engine() -> EngineInfo:
-    try:
-        return ensure_engine()
-    except EngineUnavailable as exc:
-        require_executable("dockerd")
-        if in_ci():
-            pytest.fail(f"no Docker engine: {exc}", pytrace=False)
-        pytest.skip(f"no Docker engine: {exc}")
 
 
 @contextlib.contextmanager

@@ -29,11 +29,10 @@ from servers.dovecot.container import (
     container_config_text,
     run_options,
 )
-from servers.dovecot.engine import EngineInfo, EngineUnavailable, dockerd_command, ensure_engine
+from servers.dovecot.engine import EngineInfo, EngineUnavailable, dockerd_command
 from servers.dovecot.image import debian_mirror, ensure_image, image_tag
 from servers.errors import ConfigError
 from servers.listeners import Security
-from tests.helpers import in_ci, require_executable
 
 ALICE = ("alice@example.test", "alice-password")
 AUTH_FAILED = b"NO [AUTHENTICATIONFAILED] Authentication failed."
@@ -48,17 +47,6 @@ def message(subject: str, body: str = "hello") -> bytes:
 
 
 # --- fixtures ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def engine() -> EngineInfo:
-    try:
-        return ensure_engine()
-    except EngineUnavailable as exc:
-        require_executable("dockerd")
-        if in_ci():
-            pytest.fail(f"no Docker engine: {exc}", pytrace=False)
-        pytest.skip(f"no Docker engine: {exc}")
-
-
 @pytest.fixture(scope="module")
 def docker_client(engine: EngineInfo) -> Iterator[Any]:
     client = engine.client()
