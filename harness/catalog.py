@@ -349,11 +349,12 @@ TLS = [
         family=Family.TLS,
         requirement="143/587 must be upgraded with STARTTLS before any credentials",
         server="IMAP greeting carries LOGINDISABLED until STARTTLS (LOGIN anyway: * BAD [ALERT] "
-        "then NO [PRIVACYREQUIRED]); SMTP answers AUTH/MAIL with 530 5.7.0 Must issue a "
-        "STARTTLS command first",
+        "then NO [PRIVACYREQUIRED]); SMTP as Dovecot's submission: AUTH advertised with no "
+        "mechanism, AUTH gets 523 5.7.10 Plaintext authentication disabled., MAIL 530 5.7.0 "
+        "Authentication required.",
         client_sees="works after STARTTLS; a client that skips it: IMAP4.error(b'[PRIVACYREQUIRED] "
         "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.') / "
-        "SMTPAuthenticationError(530, b'5.7.0 Must issue a STARTTLS command first')",
+        "smtplib.SMTPException('No suitable authentication method found.')",
         config=MailConfig(
             imap=IMAPSettings(plaintext_auth_requires_tls=True),
             smtp=SMTPSettings(starttls_required=True),
@@ -372,7 +373,33 @@ TLS = [
             ),
             smtp(
                 STARTTLS,
-                _smtp_login_error(530, "5.7.0 Must issue a STARTTLS command first"),
+                Outcome(
+                    "login", "smtplib.SMTPException", "No suitable authentication method found."
+                ),
+                connect_as=NONE,
+            ),
+        ),
+        backends=EVERYWHERE,
+    ),
+    Scenario(
+        name="starttls-required-gmail",
+        family=Family.TLS,
+        personality="gmail",
+        requirement="587 must be upgraded with STARTTLS before any credentials (Gmail, Postfix)",
+        server="SMTP offers no AUTH before STARTTLS and answers every other command with 530 "
+        "5.7.0 Must issue a STARTTLS command first.",
+        client_sees="works after STARTTLS; a client that skips it: smtplib.SMTPNotSupportedError"
+        "('SMTP AUTH extension not supported by server.')",
+        config=with_personality(MailConfig(smtp=SMTPSettings(starttls_required=True)), "gmail"),
+        expect=(
+            smtp(STARTTLS, OK),
+            smtp(
+                STARTTLS,
+                Outcome(
+                    "login",
+                    "smtplib.SMTPNotSupportedError",
+                    "SMTP AUTH extension not supported by server.",
+                ),
                 connect_as=NONE,
             ),
         ),

@@ -95,7 +95,7 @@ def test_mail_without_auth_is_refused(smtp_server: MailServer) -> None:
     ):
         client.send_message(_message())
     assert caught.value.smtp_code == 530
-    assert caught.value.smtp_error == b"5.7.0 Authentication required"
+    assert caught.value.smtp_error == b"5.7.0 Authentication required."  # Dovecot's text
     assert len(smtp_server.messages) == 0
 
 
@@ -123,20 +123,44 @@ def test_password_changed_at_run_time(smtp_server: MailServer) -> None:
         assert client.login("alice@example.test", "new-password")[0] == 235
 
 
-def test_starttls_required_refuses_mail_and_auth_before_tls(
+def test_starttls_required_dovecot_submission_replies(
     mail_server_factory: MailServerFactory,
 ) -> None:
+    """As Dovecot's submission service (measured): AUTH advertised with no mechanism."""
     server = mail_server_factory(smtp=SMTPSettings(starttls_required=True))
     with smtplib.SMTP(*server.smtp.starttls.address, timeout=5) as client:
         client.ehlo()
-        assert client.docmd("AUTH", "PLAIN") == (
+        assert client.esmtp_features["auth"].strip() == ""  # "250-AUTH", no mechanism
+        with pytest.raises(smtplib.SMTPException, match="No suitable authentication method"):
+            client.login(*ALICE)
+        assert client.docmd("AUTH", "PLAIN") == (523, b"5.7.10 Plaintext authentication disabled.")
+        with pytest.raises(smtplib.SMTPSenderRefused) as caught:
+            client.sendmail(ALICE[0], ["bob@example.test"], b"Subject: x\r\n\r\nx\r\n")
+        assert (caught.value.smtp_code, caught.value.smtp_error) == (
             530,
-            b"5.7.0 Must issue a STARTTLS command first",
+            b"5.7.0 Authentication required.",
         )
+        client.starttls(context=server.ca.client_context())
+        client.ehlo()
+        assert "PLAIN" in client.esmtp_features["auth"]
+        client.login(*ALICE)
+        client.send_message(_message())
+    assert len(server.wait_for_messages(1)) == 1
+
+
+def test_starttls_required_gmail_replies(mail_server_factory: MailServerFactory) -> None:
+    """Postfix and Gmail: no AUTH before TLS; every command but EHLO/NOOP/QUIT gets 530."""
+    server = mail_server_factory(smtp=SMTPSettings(starttls_required=True, personality="gmail"))
+    with smtplib.SMTP(*server.smtp.starttls.address, timeout=5) as client:
+        client.ehlo()
+        assert "auth" not in client.esmtp_features
+        code, text = client.docmd("AUTH", "PLAIN")
+        assert code == 530
+        assert text.startswith(b"5.7.0 Must issue a STARTTLS command first. ")
+        assert text.endswith(b" - gsmtp")
         with pytest.raises(smtplib.SMTPSenderRefused) as caught:
             client.sendmail(ALICE[0], ["bob@example.test"], b"Subject: x\r\n\r\nx\r\n")
         assert caught.value.smtp_code == 530
-        assert caught.value.smtp_error == b"5.7.0 Must issue a STARTTLS command first"
         client.starttls(context=server.ca.client_context())
         client.login(*ALICE)
         client.send_message(_message())

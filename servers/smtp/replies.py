@@ -65,6 +65,12 @@ class SMTPReplies:
     idle_timeout: str = "421 4.4.2 {hostname} Error: timeout exceeded"
     starttls_broken: str = "454 4.7.0 TLS not available due to local problem"
     starttls_missing: str = COMMAND_NOT_IMPLEMENTED
+    # MAIL before AUTH where AUTH is required.
+    auth_required: str = AUTH_REQUIRED
+    # With STARTTLS required: None answers as Dovecot's submission service does (AUTH
+    # advertised with no mechanism, AUTH refused with 523, MAIL with auth_required);
+    # a text is what every other command before STARTTLS gets (Postfix, Gmail).
+    before_starttls: str | None = STARTTLS_FIRST
 
     def for_outcome(self, outcome: AuthOutcome) -> str:
         """The reply to a failed AUTH, by why it failed."""
@@ -82,10 +88,15 @@ class SMTPReplies:
         }[outcome]
 
 
-DOVECOT = SMTPReplies()
+# Dovecot's submission service, as measured against Dovecot 2.3.19 here.
+DOVECOT = SMTPReplies(auth_required="530 5.7.0 Authentication required.", before_starttls=None)
+
+# The providers below start from Postfix-like behaviour where nothing else is known.
+POSTFIX_LIKE = SMTPReplies()
 
 GMAIL = replace(
-    DOVECOT,
+    POSTFIX_LIKE,
+    before_starttls="530 5.7.0 Must issue a STARTTLS command first. {id} - gsmtp",
     auth_failed=(
         "535-5.7.8 Username and Password not accepted. For more information, go to\r\n"
         "535 5.7.8  https://support.google.com/mail/?p=BadCredentials {id} - gsmtp"
@@ -110,7 +121,7 @@ GMAIL = replace(
 )
 
 OUTLOOK = replace(
-    DOVECOT,
+    POSTFIX_LIKE,
     auth_failed=(
         "535 5.7.139 Authentication unsuccessful, basic authentication is disabled. [{hostname}]"
     ),
@@ -121,9 +132,9 @@ OUTLOOK = replace(
     too_many_connections="432 4.3.2 Concurrent connections limit exceeded.",
 )
 
-YAHOO = replace(DOVECOT, locked_out="535 5.7.0 (#AUTH005) Too many bad auth attempts.")
+YAHOO = replace(POSTFIX_LIKE, locked_out="535 5.7.0 (#AUTH005) Too many bad auth attempts.")
 
-ICLOUD = DOVECOT
+ICLOUD = POSTFIX_LIKE
 
 BY_PERSONALITY: dict[str, SMTPReplies] = {
     "dovecot": DOVECOT,

@@ -266,6 +266,11 @@ class _HarnessSMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         text = replies.REWRITES.get(text, text)
+        texts = self.service.replies
+        if text == replies.AUTH_REQUIRED:
+            text = self.service.reply(texts.auth_required)
+        elif text == replies.STARTTLS_FIRST and texts.before_starttls is not None:
+            text = self.service.reply(texts.before_starttls)
         if self.greeting_override is not None and text.startswith("220 "):
             text, self.greeting_override = self.greeting_override, None
         self._log_server(text)
@@ -382,19 +387,33 @@ class _Handler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        if not self._auth_allowed(server):
+        if self._dovecot_tls_first(server):
+            # Dovecot's submission: AUTH advertised, but with no mechanism usable yet.
+            responses = ["250-AUTH" if r.startswith("250-AUTH") else r for r in responses]
+        elif not self._auth_allowed(server):
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         return responses
 
     async def handle_AUTH(
         self, server: _HarnessSMTP, session: Session, envelope: Envelope, args: list[str]
     ) -> Any:
-        if not self._auth_allowed(server):
+        if self._dovecot_tls_first(server) or not self._auth_allowed(server):
             return replies.PLAINTEXT_AUTH_DISABLED
         return MISSING
 
     def _auth_allowed(self, server: _HarnessSMTP) -> bool:
-        return self.service.settings.plaintext_auth or _is_secure(server.transport)
+        settings = self.service.settings
+        if settings.starttls_required and not _is_secure(server.transport):
+            return False
+        return settings.plaintext_auth or _is_secure(server.transport)
+
+    def _dovecot_tls_first(self, server: _HarnessSMTP) -> bool:
+        """STARTTLS required, not yet done, answered the way Dovecot's submission does."""
+        return (
+            self.service.settings.starttls_required
+            and self.service.replies.before_starttls is None
+            and not _is_secure(server.transport)
+        )
 
     # --- mail -------------------------------------------------------------
     async def handle_MAIL(
@@ -548,7 +567,9 @@ class SMTPServer:
                 hostname=settings.hostname,
                 ident="ESMTP mailharness",
                 tls_context=ssl_context if security is Security.STARTTLS else None,
-                require_starttls=settings.starttls_required,
+                # Dovecot's way (before_starttls None) is done in the hooks instead.
+                require_starttls=settings.starttls_required
+                and self.replies.before_starttls is not None,
                 data_size_limit=settings.size_limit,
                 timeout=settings.timeout,
                 auth_required=settings.auth_required,
