@@ -478,10 +478,32 @@ def cmd_THREAD(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         raise s.bad(cmd, f"Unknown thread algorithm {algorithm}")
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
-    hits = _matches(s.selected(), program)
+    view = s.selected()
+    hits = _matches(view, program)
     numbered = ((msg.uid if cmd.uid else seq, msg) for seq, msg in hits)
-    yield b"* THREAD " + thread_references(numbered) + b"\r\n"
+    head = b"* THREAD "
+    for piece in thread_references(numbered, lambda numbers: _reread(view, numbers, cmd.uid)):
+        yield head + piece
+        head = b""
+    yield b"\r\n"
     return s.ok(cmd, s.replies.thread_ok)
+
+
+def _reread(
+    view: SelectedView, numbers: Sequence[int], uid: bool
+) -> Iterator[StoredMessage | None]:
+    """The messages of ``numbers`` (UIDs or sequence numbers of the view), in order;
+    None for one expunged since, one batch read at a time."""
+    box = view.mailbox
+    for start in range(0, len(numbers), BATCH):
+        batch = numbers[start : start + BATCH]
+        uids = batch if uid else [view.uids[seq - 1] for seq in batch]
+        messages = box.get_many(uids)
+        if len(messages) == len(uids):
+            yield from messages
+        else:
+            found = {msg.uid: msg for msg in messages}
+            yield from map(found.get, uids)
 
 
 def _esearch_line(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import re
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses, parsedate_to_datetime
 from itertools import islice
@@ -35,6 +35,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 #: Indices sorted at a time before the merge (bounds the temporary key objects).
 CHUNK = 1 << 16
+#: THREAD output is given in pieces of about this many bytes.
+PIECE = 1 << 16
 
 
 class SortError(ValueError):
@@ -194,23 +196,35 @@ def _stable_sort(
     return array("I", heapq.merge(*runs, key=key, reverse=reverse))
 
 
-def thread_references(hits: Iterable[tuple[int, StoredMessage]]) -> bytes:
-    """THREAD REFERENCES output body for the given ``(number, message)`` pairs.
+def thread_references(
+    hits: Iterable[tuple[int, StoredMessage]],
+    reread: Callable[[array[int]], Iterable[StoredMessage | None]],
+) -> Iterator[bytes]:
+    """THREAD REFERENCES output body, in pieces, for the given ``(number, message)`` pairs.
 
-    Each message's headers are read once; only numbers and Message-IDs are kept.
+    Two passes keep memory to the messages that take part in threads. The first
+    keeps every hit's number and the references of the messages that have any;
+    the second reads again, through ``reread(numbers)`` (the hits' messages in
+    that order, None for one that has gone), the Message-IDs of the hits, and
+    indexes only those that some hit references.
     """
     numbers = array("I")
-    by_id: dict[str, int] = {}
+    referenced: dict[str, str] = {}  # each referenced Message-ID, kept once
     wanted: dict[int, list[str]] = {}  # number -> its references, nearest last
     for number, msg in hits:
         numbers.append(number)
-        found = _MSGID.findall(_header(msg, "message-id") or "")
-        if found and found[0] not in by_id:
-            by_id[found[0]] = number
-        refs = _MSGID.findall(_header(msg, "references") or "")
-        refs += _MSGID.findall(_header(msg, "in-reply-to") or "")
+        refs = _ids(msg, "references", "in-reply-to")  # nearest last
         if refs:
-            wanted[number] = refs
+            wanted[number] = [referenced.setdefault(ref, ref) for ref in refs]
+    by_id: dict[str, int] = {}
+    if referenced:
+        for number, again in zip(numbers, reread(numbers), strict=True):
+            if again is None:
+                continue
+            found = _ids(again, "message-id")
+            if found and found[0] in referenced and found[0] not in by_id:
+                by_id[found[0]] = number
+    del referenced
     parents: dict[int, int] = {}
     for number, refs in wanted.items():  # in hit order, as dicts keep it
         for ref in reversed(refs):
@@ -224,23 +238,57 @@ def thread_references(hits: Iterable[tuple[int, StoredMessage]]) -> bytes:
                 break
     del wanted, by_id
     children: dict[int, list[int]] = {}
-    roots: list[int] = []
     for number in numbers:
         parent = parents.get(number)
-        if parent is None:
-            roots.append(number)
-        else:
+        if parent is not None:
             children.setdefault(parent, []).append(number)
+    out = bytearray()
+    for number in numbers:
+        if number not in parents:
+            out += b"("
+            _render(children, number, out)
+            out += b")"
+            if len(out) >= PIECE:
+                yield bytes(out)
+                out.clear()
+    yield bytes(out)
 
-    def render(node: int) -> str:
-        kids = children.get(node, [])
-        if not kids:
-            return str(node)
-        if len(kids) == 1:
-            return f"{node} {render(kids[0])}"
-        return f"{node} " + "".join(f"({render(k)})" for k in kids)
 
-    return "".join(f"({render(root)})" for root in roots).encode()
+def _ids(msg: StoredMessage, *names: str) -> list[str]:
+    """The ``<...>`` ids in the first field of each of `names` (lower case), in turn."""
+    head = msg.synthetic_header
+    raw = msg.raw if head is None else head
+    low = raw.lower()
+    found: list[str] = []
+    for name in names:
+        # Without the name anywhere, header_field finds no such field: skip it,
+        # as a million synthetic messages have no References or In-Reply-To.
+        if name.encode() in low:
+            found += _MSGID.findall(header_field(raw, name) or "")
+    return found
+
+
+def _render(children: dict[int, list[int]], root: int, out: bytearray) -> None:
+    """Appends one thread: ``n`` alone, ``n child...`` or ``n (child...)(child...)``."""
+    # Numbers are positive: 0 stands for "(" and -1 for ")".
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node == 0:
+            out += b"("
+        elif node < 0:
+            out += b")"
+        else:
+            kids = children.get(node)
+            if not kids:
+                out += b"%d" % node
+                continue
+            out += b"%d " % node
+            if len(kids) == 1:
+                stack.append(kids[0])
+            else:
+                for kid in reversed(kids):
+                    stack += (-1, kid, 0)
 
 
 def _is_ancestor(parents: dict[int, int], node: int, candidate: int) -> bool:
