@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from servers.errors import choice_error
+from servers.personality import PERSONALITIES, pick
 
 __all__ = [
     "BY_PERSONALITY",
@@ -30,8 +30,6 @@ __all__ = [
     "Reply",
     "for_personality",
 ]
-
-PERSONALITIES = ("dovecot", "gmail", "outlook", "yahoo", "icloud")
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +265,4 @@ BY_PERSONALITY: dict[str, Replies] = {
 
 def for_personality(name: str) -> Replies:
     """The stock replies of a personality; an unknown name suggests the closest."""
-    try:
-        return BY_PERSONALITY[name]
-    except KeyError:
-        raise choice_error("personality", name, PERSONALITIES) from None
+    return pick(BY_PERSONALITY, name)

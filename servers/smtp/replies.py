@@ -14,9 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from servers.accounts import AuthOutcome
-from servers.errors import choice_error
-
-PERSONALITIES = ("dovecot", "gmail", "outlook", "yahoo", "icloud")
+from servers.personality import pick
 
 GREETING = "220 {hostname} ESMTP mailharness"
 AUTH_OK = "235 2.7.0 Authentication successful"
@@ -146,7 +144,4 @@ BY_PERSONALITY: dict[str, SMTPReplies] = {
 
 
 def for_personality(name: str) -> SMTPReplies:
-    try:
-        return BY_PERSONALITY[name]
-    except KeyError:
-        raise choice_error("personality", name, PERSONALITIES) from None
+    return pick(BY_PERSONALITY, name)

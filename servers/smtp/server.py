@@ -72,7 +72,7 @@ class SMTPSettings:
     auth_mechanisms: tuple[str, ...] = AUTH_MECHANISMS
     size_limit: int | None = DEFAULT_SIZE_LIMIT
     timeout: float = DEFAULT_TIMEOUT
-    # Which provider's wording and limits (servers.smtp.replies.PERSONALITIES).
+    # Which provider's wording and limits (servers.personality.PERSONALITIES).
     personality: str = "dovecot"
     # Greet with this instead of 220: a 421 closes at once (maintenance); a 554 keeps
     # the session and answers 503 to everything (Postfix's smtpd_delay_reject=no).
