@@ -35,6 +35,7 @@ from servers.imap.store import MailStore, RawMessage, StoredMessage
 from servers.imap.store.messages import to_message_bytes
 from servers.listeners import DEFAULT_HOST, Endpoint, Security, bind_loopback, require_loopback
 from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
+from servers.smtp.capture import DEFAULT_RETAINED_MESSAGES
 from servers.transcript import TranscriptLog
 
 if TYPE_CHECKING:
@@ -80,6 +81,9 @@ class MailConfig:
     faults: dict[str, tuple[Fault, ...]] = field(default_factory=dict)
     # Who serves the mail: see BACKENDS. Faults (fronts) work before any of them.
     backend: str = "fake"
+    # Captured SMTP messages kept in `server.messages` (the newest; None keeps all): a
+    # long `serve` stays flat. Waits count every arrival, kept or not.
+    retained_messages: int | None = DEFAULT_RETAINED_MESSAGES
 
     def __post_init__(self) -> None:
         require_loopback(self.host)
@@ -184,7 +188,7 @@ class MailServer:
         self.users = Accounts.of(self.config.users)
         self.users.clock = clock
         self.transcripts = TranscriptLog()
-        self.messages = MessageLog()
+        self.messages = MessageLog(self.config.retained_messages)
         self.errors: list[str] = []
         self.store = MailStore()
         self.smtp = ProtocolEndpoints("smtp")

@@ -11,8 +11,9 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
-from harness import MailServer, SMTPSettings, User
+from harness import MailConfig, MailServer, SMTPSettings, User
 from harness.plugin import MailServerFactory
+from servers.errors import ConfigError
 from tests.helpers import require_executable
 
 ALICE = ("alice@example.test", "alice-password")
@@ -378,3 +379,22 @@ async def test_async_api_with_aiosmtplib() -> None:
     for port in ports:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_captured_messages_are_a_ring_of_the_newest(
+    mail_server_factory: MailServerFactory,
+) -> None:
+    """A long `serve` keeps the newest `retained_messages`; waits count every arrival."""
+    server = mail_server_factory(retained_messages=3)
+    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        client.login(*ALICE)
+        for number in range(5):
+            client.send_message(_message(f"number {number}"))
+    kept = server.wait_for_messages(5)
+    assert [m.subject for m in kept] == ["number 2", "number 3", "number 4"]
+    assert (len(server.messages), server.messages.arrived) == (3, 5)
+
+
+def test_retained_messages_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"retained_messages=0: expected an integer >= 1 or None"):
+        MailServer(MailConfig(retained_messages=0))

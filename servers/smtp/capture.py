@@ -3,6 +3,9 @@
 The server's loop thread appends; the test's thread (or its event loop) waits.
 Waiting is on a condition, never a polling sleep, so `wait_for_messages`
 returns the moment the message lands.
+
+The log keeps the newest `retain` messages (a ring), so a `serve` that takes mail
+all week stays flat; waits count every arrival since the last `clear()`, kept or not.
 """
 
 from __future__ import annotations
@@ -10,13 +13,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
+from servers.errors import ConfigError
+
 _parser = BytesParser(policy=policy.default)
+
+#: Captured messages kept by default: far more than a test sends, and at about 2 KiB
+#: each for a 1 KiB message a bounded few tens of MiB for a long `serve`.
+DEFAULT_RETAINED_MESSAGES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +58,37 @@ class CapturedMessage:
 
 @dataclass(slots=True)
 class MessageLog:
-    """Captured messages in arrival order; thread-safe; waitable from threads and coroutines."""
+    """Captured messages in arrival order; thread-safe; waitable from threads and coroutines.
 
-    _items: list[CapturedMessage] = field(default_factory=list)
-    _cond: threading.Condition = field(default_factory=threading.Condition)
+    Keeps the newest ``retain`` messages (None: all); :attr:`arrived` counts every one.
+    """
+
+    retain: int | None = DEFAULT_RETAINED_MESSAGES
+    _items: deque[CapturedMessage] = field(init=False)
+    _arrived: int = field(default=0, init=False)
+    _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
     _async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], int]] = field(
-        default_factory=list
+        default_factory=list, init=False
     )
+
+    def __post_init__(self) -> None:
+        if self.retain is not None and (not isinstance(self.retain, int) or self.retain < 1):
+            raise ConfigError(
+                f"retained_messages={self.retain!r}: expected an integer >= 1 or None"
+            )
+        self._items = deque(maxlen=self.retain)
+
+    @property
+    def arrived(self) -> int:
+        """Messages captured since the last `clear()`, including those no longer kept."""
+        with self._cond:
+            return self._arrived
 
     def add(self, message: CapturedMessage) -> None:
         with self._cond:
             self._items.append(message)
-            count = len(self._items)
+            self._arrived += 1
+            count = self._arrived
             self._cond.notify_all()
             ready = [w for w in self._async_waiters if w[2] <= count]
             self._async_waiters = [w for w in self._async_waiters if w[2] > count]
@@ -69,11 +98,12 @@ class MessageLog:
     def clear(self) -> None:
         with self._cond:
             self._items.clear()
+            self._arrived = 0
 
     def wait(self, count: int = 1, timeout: float = 5.0) -> list[CapturedMessage]:
         """Block until at least `count` messages arrived; raise TimeoutError saying what came."""
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self._items) >= count, timeout):
+            if not self._cond.wait_for(lambda: self._arrived >= count, timeout):
                 raise TimeoutError(self._timeout_message(count, timeout))
             return list(self._items)
 
@@ -81,7 +111,7 @@ class MessageLog:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._cond:
-            if len(self._items) >= count:
+            if self._arrived >= count:
                 return list(self._items)
             self._async_waiters.append((loop, future, count))
         try:
