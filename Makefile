@@ -31,11 +31,14 @@ lint: $(STAMP)
 docker-image: $(STAMP)
 	sh scripts/docker-engine build-image
 
+# The suite, then examples/connector's suite as a user runs it: the package installed
+# (not editable) into a venv of its own, every scenario's client cases, random order.
 test: lint docker-image
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	scripts/run-examples
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_smtp_fixture.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-examples .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from harness.journeys import ClientProfile, Outcome
 from harness.scenarios import Catalog, Expect, Family, Scenario, load_toml, with_personality
 from harness.server import ALL_SECURITIES, MailConfig, MailServer
 from servers.accounts import DEFAULT_USERS, Lockout, User
+from servers.errors import choice_error
 from servers.faults import (
     Allowlist,
     Bandwidth,
@@ -117,19 +118,23 @@ def _cert_tls_error(text: str, step: str) -> Outcome:
 
 
 REFUSED = Outcome("connect", "ConnectionRefusedError", "[Errno 111] Connection refused")
+# glibc's resolver (getaddrinfo, so Python, curl, Node...) rejects a name whose first
+# character is '-' before any query (res_hnok): `[Errno -2] Name or service not known`.
+UNRESOLVABLE_HOST = "-mail.wrong-host.invalid"
 CONNECT = [
     Scenario(
         name="wrong-host",
         family=Family.CONNECT,
         requirement="wrong host name in the connector's settings",
-        server="a host name under .invalid (RFC 2606: never resolves); the harness resolves "
-        "names numerically only, so no DNS query leaves loopback",
+        server=f"the host name {UNRESOLVABLE_HOST!r}: under .invalid (RFC 2606) and starting "
+        "with '-', so the C resolver refuses it without asking DNS: no query leaves the machine "
+        "(a connector that checks host-name syntax itself may refuse it even earlier)",
         client_sees="socket.gaierror [Errno -2] Name or service not known",
         expect=tuple(
             Expect(
                 protocol=p,
                 security=IMPLICIT,
-                host="mail.wrong-host.invalid",
+                host=UNRESOLVABLE_HOST,
                 outcome=Outcome(
                     "connect", "socket.gaierror", "[Errno -2] Name or service not known"
                 ),
@@ -1243,3 +1248,38 @@ def parametrize(family: str | Family | None = None, *, names: Iterable[str] = ()
     for name in chosen:
         CATALOG[name]  # fail at collection on a bad name, with suggestions
     return pytest.mark.parametrize("mail_scenario", chosen, indirect=True, ids=chosen)
+
+
+def parametrize_cases(
+    family: str | Family | None = None,
+    *,
+    names: Iterable[str] = (),
+    protocol: str | None = None,
+    cases: Iterable[str] = (),
+) -> Any:
+    """`@parametrize_cases("cert")`: run a test once per client case of each scenario.
+
+    The test takes the `mail_case` fixture: a `harness.cases.ClientCase` (the
+    settings to give the connector and the expected diagnosis) against a fresh
+    running server of its scenario. Ids are `scenario/case`, e.g.
+    `cert-expired/imap-implicit`. `protocol="imap"` or `"smtp"` keeps one protocol;
+    `cases=("imap-implicit",)` keeps the cases of those ids.
+    """
+    import pytest
+
+    from harness.cases import case_ids
+
+    if protocol not in (None, "imap", "smtp"):
+        raise choice_error("protocol", protocol, ("imap", "smtp"))
+    chosen = list(names) or [
+        s.name for s in (CATALOG.values() if family is None else CATALOG.family(family))
+    ]
+    wanted = set(cases)
+    params = []
+    for name in chosen:
+        for case_id in case_ids(CATALOG[name]):
+            if wanted and case_id not in wanted:
+                continue
+            if protocol is None or case_id.startswith(protocol + "-"):
+                params.append(pytest.param((name, case_id), id=f"{name}/{case_id}"))
+    return pytest.mark.parametrize("mail_case", params, indirect=True)

@@ -5,8 +5,10 @@ python -m harness.docs > docs/scenarios.md
 
 from __future__ import annotations
 
+from harness.cases import case_ids, expected_for
 from harness.catalog import CATALOG
-from harness.scenarios import Family
+from harness.diagnosis import HINTS
+from harness.scenarios import Expect, Family
 
 
 def _cell(text: str) -> str:
@@ -42,7 +44,72 @@ def scenarios_markdown() -> str:
                 f"{_cell(s.client_sees)} | {s.personality} | {', '.join(s.backends)} | {kind} |"
             )
         lines.append("")
+    lines += _cases_markdown() + _codes_markdown()
     return "\n".join(lines)
+
+
+def _settings(expect: Expect) -> str:
+    client = expect.client
+    security = (expect.connect_as or expect.security).value
+    parts = [f"security `{security}` on the {expect.security.value} listener"]
+    secret = {"password": "password", "app_password": "app password"}.get(
+        client.secret, client.secret
+    )
+    if client.mechanism == "xoauth2":
+        secret = "wrong token" if client.secret == "wrong" else "OAuth token (XOAUTH2)"
+    elif client.secret == "wrong":
+        secret = "a wrong password"
+    parts.append(secret)
+    if not client.verify:
+        parts.append("non-secure certificate allowed")
+    if client.tls != "default":
+        parts.append(f"TLS `{client.tls}`")
+    if client.source:
+        parts.append(f"from {client.source}")
+    if client.timeout != 2.0:
+        parts.append(f"timeout {client.timeout:g} s")
+    if expect.host:
+        parts.append(f"host `{expect.host}`")
+    return ", ".join(parts)
+
+
+def _cases_markdown() -> list[str]:
+    lines = [
+        "## Client cases",
+        "",
+        "Each checked scenario's cases: how a connector is set up for it and what it must",
+        "report. In pytest, `@harness.catalog.parametrize_cases()` hands each one to a test as",
+        "`mail_case` (a `harness.cases.ClientCase`: host, port, security, username, password,",
+        "verify_certificate, tls, source_address, timeout, and `expected.diagnosis`); the",
+        "`examples/connector` suite shows the pattern. Unless a case says otherwise the client",
+        "uses the account password, verifies the certificate against the harness CA, any TLS",
+        "from 1.2 up, connects from 127.0.0.1 with a 2 s timeout.",
+        "",
+        "| scenario | case | the connector is set to | it must report | imaplib/smtplib see |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for scenario in CATALOG.values():
+        for case_id, expect in zip(case_ids(scenario), scenario.expect, strict=True):
+            expected = expected_for(expect)
+            lines.append(
+                f"| `{scenario.name}` | `{case_id}` | {_cell(_settings(expect))} | "
+                f"`{expected.diagnosis.value}` | {_cell(str(expected.python))} |"
+            )
+    return [*lines, ""]
+
+
+def _codes_markdown() -> list[str]:
+    lines = [
+        "## Diagnosis codes",
+        "",
+        "One stable name per way a connection ends (`harness.diagnosis.Diagnosis`), with what",
+        "to tell the user.",
+        "",
+        "| code | hint |",
+        "| --- | --- |",
+    ]
+    lines += [f"| `{code.value}` | {_cell(hint)} |" for code, hint in HINTS.items()]
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

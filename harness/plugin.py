@@ -24,8 +24,11 @@ that scenario (a fresh server for the test) instead of the shared healthy one.
 
 When a test fails, the transcripts of every mail session it opened are added
 to its report (`--mail-transcripts=on-failure|always|never`, ini
-`mail_transcripts`). At teardown, errors the servers recorded (handler
-exceptions, client protocol violations) fail the test, all of them at once.
+`mail_transcripts`). At teardown, once the servers have settled, faults of the
+harness itself (a handler exception) fail the test, all of them at once. What a
+client got wrong or a scenario provoked (a refused handshake, a protocol
+violation) is listed in the report section "mail client errors" and fails
+nothing, unless `--mail-strict` (ini `mail_strict = true`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from harness.cases import ClientCase
 from harness.certs import MailCA
 from harness.scenarios import Scenario
 from harness.server import BACKENDS, NOT_APPLICABLE, MailConfig, MailServer, NotApplicable
@@ -43,6 +47,7 @@ from servers.errors import choice_error
 
 TRANSCRIPT_MODES = ("on-failure", "always", "never")
 _SERVERS_KEY = pytest.StashKey[list[MailServer]]()
+_CLIENT_ERRORS_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +60,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     backend_help = "who serves mail to the fixtures: " + "|".join(BACKENDS) + " (default fake)"
     group.addoption("--mail-backend", dest="mail_backend", default=None, help=backend_help)
     parser.addini("mail_backend", backend_help, default="fake")
+    strict_help = (
+        "also fail a test when a client made a protocol error or a handshake failed "
+        "(default: shown in the report only; harness faults always fail)"
+    )
+    group.addoption("--mail-strict", dest="mail_strict", action="store_true", help=strict_help)
+    parser.addini("mail_strict", strict_help, type="bool", default=False)
+
+
+def _strict(config: pytest.Config) -> bool:
+    return bool(config.getoption("mail_strict") or config.getini("mail_strict"))
 
 
 def _backend_option(config: pytest.Config) -> str:
@@ -119,20 +134,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             text = "\n\n".join(s.transcripts.text() for s in servers if len(s.transcripts))
             if text:
                 item.add_report_section(call.when, "mail transcripts", text)
+    client_errors = item.stash.get(_CLIENT_ERRORS_KEY, None)
+    if client_errors and call.when == "teardown":
+        item.add_report_section("teardown", "mail client errors", "\n".join(client_errors))
     return (yield)
 
 
-def _fail_on_server_errors(servers: list[MailServer]) -> None:
+def _judge(request: pytest.FixtureRequest, servers: list[MailServer]) -> None:
+    """Fail the test on faults of the harness itself (and, in strict mode, of clients).
+
+    Each server first settles (what clients sent before the test ended is
+    handled), so an error of this test's sessions is never judged in the next.
+    What clients got wrong is kept for the report either way.
+    """
     __tracebackhide__ = True
+    for server in servers:
+        server.settle()
     errors = [f"{server!r}: {error}" for server in servers for error in server.errors]
     errors += [
         f"{server!r}: mail store watcher raised {error!r}"
         for server in servers
         for error in server.store.errors
     ]
+    client_errors = [f"{server!r}: {e}" for server in servers for e in server.client_errors]
+    request.node.stash.setdefault(_CLIENT_ERRORS_KEY, []).extend(client_errors)
     if errors:
         pytest.fail(
-            f"the mail server recorded {len(errors)} error(s):\n" + "\n".join(errors),
+            f"the mail server recorded {len(errors)} error(s) of its own (a harness bug):\n"
+            + "\n".join(errors),
+            pytrace=False,
+        )
+    if client_errors and _strict(request.config):
+        pytest.fail(
+            f"--mail-strict: clients made {len(client_errors)} protocol error(s):\n"
+            + "\n".join(client_errors),
             pytrace=False,
         )
 
@@ -206,7 +241,7 @@ def _serve_scenario(
     try:
         _track(request, server)
         yield server
-        _fail_on_server_errors([server])
+        _judge(request, [server])
     finally:
         server.stop()
 
@@ -223,7 +258,7 @@ def _fresh_shared_server(
     _track(request, server)
     yield server
     try:
-        _fail_on_server_errors([server])
+        _judge(request, [server])
     finally:
         server.reset()
 
@@ -268,6 +303,23 @@ def mail_scenario(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[M
     yield from _serve_scenario(request, chosen, mail_ca)
 
 
+@pytest.fixture
+def mail_case(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[ClientCase]:
+    """One client case (settings and expected diagnosis) against a fresh server of its
+    scenario; from `@harness.catalog.parametrize_cases(...)`."""
+    from harness.cases import client_cases
+    from harness.catalog import CATALOG
+
+    param = getattr(request, "param", None)
+    if param is None:
+        raise pytest.UsageError("mail_case needs @harness.catalog.parametrize_cases(...)")
+    name, case_id = param
+    chosen = CATALOG[name]
+    for server in _serve_scenario(request, chosen, mail_ca):
+        [case] = [c for c in client_cases(chosen, server) if c.id == case_id]
+        yield case
+
+
 MailServerFactory = Callable[..., MailServer]
 
 
@@ -278,27 +330,37 @@ def mail_server_factory(
     """Start servers with custom configs: `factory(cert="expired")`, `factory(config, smtp=...)`.
 
     Keyword fields replace those of `config` (default `MailConfig()`); a wrong
-    field name is an error listing the fields there are.
+    field name is an error listing the fields there are. The server runs on the
+    test's backend (`--mail-backend`, `@pytest.mark.mail_backend`) unless `config`
+    or `backend=` names another; a config that backend cannot serve is skipped
+    as `not applicable: ...`.
     """
     started: list[MailServer] = []
     backend = _backend(request)
 
     def factory(config: MailConfig | None = None, **fields: Any) -> MailServer:
-        base = config or MailConfig(backend=backend)
+        base = config or MailConfig()
+        if "backend" not in fields and base.backend == "fake":
+            # The test's backend (--mail-backend, @mail_backend) unless the config or the
+            # call names another one.
+            fields["backend"] = backend
         if fields:
             known = [f.name for f in dataclasses.fields(MailConfig)]
             for name in fields:
                 if name not in known:
                     raise choice_error("field", name, known)
             base = dataclasses.replace(base, **fields)
-        server = MailServer(base, ca=mail_ca).start()
+        try:
+            server = MailServer(base, ca=mail_ca).start()
+        except NotApplicable as error:
+            pytest.skip(str(error))
         started.append(server)
         _track(request, server)
         return server
 
     try:
         yield factory
-        _fail_on_server_errors(started)
+        _judge(request, started)
     finally:
         for server in started:
             server.stop()

@@ -34,6 +34,7 @@ from servers.imap import IMAPServer, IMAPSettings
 from servers.imap.store import MailStore, RawMessage, StoredMessage
 from servers.imap.store.messages import to_message_bytes
 from servers.listeners import DEFAULT_HOST, Endpoint, Security, bind_loopback, require_loopback
+from servers.settle import unsettled
 from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
 from servers.smtp.capture import DEFAULT_RETAINED_MESSAGES
 from servers.transcript import TranscriptLog
@@ -52,6 +53,8 @@ BACKENDS = ("fake", "dovecot", "docker")
 NOT_APPLICABLE = "not applicable:"
 # The relay behind Dovecot's submission must advertise SIZE; Dovecot enforces the real limit.
 RELAY_SIZE_LIMIT = 2**31
+# How long a verdict waits for connections whose clients are still sending.
+SETTLE_TIMEOUT = 2.0
 
 
 class NotApplicable(ConfigError):
@@ -189,7 +192,11 @@ class MailServer:
         self.users.clock = clock
         self.transcripts = TranscriptLog()
         self.messages = MessageLog(self.config.retained_messages)
+        # Faults of the harness itself (a handler exception): fail the test that met them.
         self.errors: list[str] = []
+        # What clients did or the scenario provoked (a refused handshake, a protocol
+        # violation): in the report, failing nothing unless the user asks (strict mode).
+        self.client_errors: list[str] = []
         self.store = MailStore()
         self.smtp = ProtocolEndpoints("smtp")
         self.imap = ProtocolEndpoints("imap")
@@ -230,6 +237,7 @@ class MailServer:
                 settings=config.imap,
             )
             imap.errors = self.errors  # one error list per running server
+            imap.client_errors = self.client_errors
             self._imap_server = imap
             self.imap = ProtocolEndpoints(
                 "imap", await self._listen("imap", self._binder(imap), config.imap_listeners)
@@ -241,6 +249,7 @@ class MailServer:
                 settings=config.smtp,
                 messages=self.messages,
                 errors=self.errors,
+                client_errors=self.client_errors,
                 deliver=self._deliver_local if config.imap is not None else None,
                 recipient_full=self._recipient_over_quota if config.imap is not None else None,
                 clock=self.clock,
@@ -277,6 +286,7 @@ class MailServer:
                 ),
                 messages=self.messages,
                 errors=self.errors,
+                client_errors=self.client_errors,
                 deliver=self._deliver_dovecot,
                 recipient_full=self._dovecot_over_quota,
                 clock=self.clock,
@@ -457,6 +467,32 @@ class MailServer:
         self._restore_settings()
         self._clear_state()
 
+    async def asettle(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Let every connection handle what its client already sent, then return.
+
+        A client that just refused a certificate and closed has sent its alert and
+        FIN; what the server records on reading them belongs to the test that
+        ends now. Idle connections (a client that is still connected) are not
+        waited for; `timeout` bounds a client that keeps sending.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            transports: list[asyncio.BaseTransport | None] = []
+            for server in (self._imap_server, self._smtp_server, self._relay):
+                if server is not None:
+                    transports.extend(server.transports())
+            if not unsettled(transports) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.002)
+        for _ in range(3):  # the handlers' own follow-up callbacks (aiosmtpd's tasks)
+            await asyncio.sleep(0)
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Sync face of :meth:`asettle` (the pytest fixtures call it before judging)."""
+        if self._thread is not None:
+            self._thread.run(self.asettle(timeout))
+
     def _restore_settings(self) -> None:
         if self._imap_server is not None and self.config.imap is not None:
             self._imap_server.settings = self.config.imap
@@ -468,6 +504,7 @@ class MailServer:
         self.messages.clear()
         self.transcripts.clear()
         self.errors.clear()
+        self.client_errors.clear()
         self.users.replace_all(self.config.users)
         self.store.reset()
         if self._dovecot is not None:
@@ -717,8 +754,11 @@ def _make_dovecot(backend: str, config: DovecotConfig) -> DovecotBackend:
     if backend == "docker":
         try:
             from servers.dovecot.container import DovecotContainer
-        except ImportError as error:  # pragma: no cover - depends on the checkout
-            raise NotApplicable(f"{NOT_APPLICABLE} backend='docker': {error}") from None
+        except ImportError as error:
+            raise ConfigError(
+                f"backend='docker' needs the docker SDK ({error.name!r} is missing): "
+                "pip install 'mailharness[docker]'"
+            ) from None
         return DovecotContainer(config)
     from servers.dovecot.process import DovecotProcess
 

@@ -94,7 +94,11 @@ def test_server_errors_fail_the_test_at_teardown(pytester: pytest.Pytester) -> N
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
-        ["*the mail server recorded 2 error(s):*", "*first problem", "*second problem"]
+        [
+            "*the mail server recorded 2 error(s) of its own (a harness bug):*",
+            "*first problem",
+            "*second problem",
+        ]
     )
 
 
@@ -131,3 +135,38 @@ def test_stop_leaves_no_thread_behind() -> None:
     with MailServer():
         pass
     assert {t.ident for t in threading.enumerate()} == before
+
+
+CLIENT_MISTAKES = """
+import imaplib, smtplib, ssl
+import pytest
+
+@pytest.mark.parametrize("attempt", range(20))
+def test_refuses_expired_certificate(mail_server_factory, attempt):
+    server = mail_server_factory(cert="expired")
+    with smtplib.SMTP(*server.smtp.starttls.address, timeout=5) as client:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client.starttls(context=server.ca.client_context())
+
+def test_implicit_tls_against_a_plain_port(imap_server):
+    with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER"):
+        imaplib.IMAP4_SSL(*imap_server.imap.plain.address, timeout=5)
+"""
+
+
+def test_client_mistakes_fail_nothing_by_default(pytester: pytest.Pytester) -> None:
+    """A refused handshake or a protocol violation is the scenario working, not a bug."""
+    pytester.makepyfile(CLIENT_MISTAKES)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-rA")
+    result.assert_outcomes(passed=21)
+    result.stdout.fnmatch_lines(
+        ["*mail client errors*", "*SMTP STARTTLS handshake failed: *certificate*"]
+    )
+
+
+def test_strict_mode_fails_on_client_mistakes_every_time(pytester: pytest.Pytester) -> None:
+    """Settled before the verdict: the handshake failure is judged in its own test, always."""
+    pytester.makepyfile(CLIENT_MISTAKES)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--mail-strict")
+    result.assert_outcomes(passed=21, errors=21)
+    assert result.stdout.str().count("--mail-strict: clients made") == 21

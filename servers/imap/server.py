@@ -92,8 +92,10 @@ class IMAPServer:
         self._settings = _check_settings(settings if settings is not None else IMAPSettings())
         #: Run-time switch, as ``settings.maintenance``: new connections get BYE [UNAVAILABLE].
         self.maintenance = False
-        #: Client protocol violations and server exceptions, for the fixture to report.
+        #: Faults of ours (a handler exception): the fixture fails the test with them.
         self.errors: list[str] = []
+        #: What a client got wrong (protocol violations, BAD answers): shown, fail nothing.
+        self.client_errors: list[str] = []
         self._errors_lock = threading.Lock()
         self._servers: list[asyncio.Server] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,8 +113,14 @@ class IMAPServer:
         self._on_loop(self._settings_changed)
 
     def record_error(self, text: str) -> None:
+        """A fault of ours: fails the test that met it."""
         with self._errors_lock:
             self.errors.append(text)
+
+    def record_client_error(self, text: str) -> None:
+        """A client's mistake (or one a scenario provoked): reported, fails nothing."""
+        with self._errors_lock:
+            self.client_errors.append(text)
 
     def _on_loop(self, func: Callable[[], None]) -> None:
         """Run ``func`` on the server's loop: now if called there, else soon."""
@@ -159,6 +167,10 @@ class IMAPServer:
         )
         self._servers.append(server)
         return endpoint
+
+    def transports(self) -> list[asyncio.Transport | None]:
+        """The open connections' transports (for settling before a verdict)."""
+        return [conn.transport for conn in self._connections]
 
     async def close_sessions(self) -> None:
         """Abort every open connection (per-test reset); listeners stay up."""
@@ -337,6 +349,7 @@ class _Connection(asyncio.Protocol):
             secure=self.security is Security.IMPLICIT,
             starttls_available=self.security is Security.STARTTLS,
             record_error=self.server.record_error,
+            record_client_error=self.server.record_client_error,
             peer=peer_ip,
             sessions_of=lambda login: self.server._sessions_of(login, peer_ip),
         )
@@ -412,7 +425,7 @@ class _Connection(asyncio.Protocol):
                 if self.gen is not None and isinstance(event, BadInput):
                     # The bare line we waited for was unusable (too long): the
                     # handler sees None, as for a cancelled exchange, and answers.
-                    self.server.record_error(f"client protocol error: {event.reason}")
+                    self.server.record_client_error(f"client protocol error: {event.reason}")
                     self.want_line = False
                     self.send_value = None
                     continue
@@ -431,7 +444,7 @@ class _Connection(asyncio.Protocol):
                         ok = session.replies.literal_continuation
                         self._write(Continuation(ok).to_bytes())
                 elif isinstance(event, BadInput):
-                    self.server.record_error(
+                    self.server.record_client_error(
                         f"client protocol error: {event.reason} (tag={event.tag!r})"
                     )
                     self._write(session.bad_input(event))

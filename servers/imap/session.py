@@ -63,6 +63,7 @@ class Session:
         secure: bool,
         starttls_available: bool,
         record_error: Callable[[str], None] = lambda text: None,
+        record_client_error: Callable[[str], None] = lambda text: None,
         peer: str | None = None,
         sessions_of: Callable[[str], int] = lambda login: 0,
     ) -> None:
@@ -71,7 +72,8 @@ class Session:
         self._settings, self._replies = _checked(settings)
         self.secure = secure
         self.starttls_available = starttls_available and not secure
-        self.record_error = record_error
+        self.record_error = record_error  # our faults
+        self.record_client_error = record_client_error  # the client's mistakes
         self.peer = peer  # client IP, for per-user allow_nets
         #: Other logged-in sessions of a login from this peer (mail_max_userip_connections).
         self.sessions_of = sessions_of
@@ -198,7 +200,7 @@ class Session:
                 reply = Tagged(cmd.tag, Status.NO, bug.text, bug.code)
         if reply.status is Status.BAD:
             shown = cmd.name if cmd.name in _SECRET_COMMANDS else cmd.transcript
-            self.record_error(f"client error: {shown!r} -> {reply.to_bytes()!r}")
+            self.record_client_error(f"client error: {shown!r} -> {reply.to_bytes()!r}")
         if self.view is not None and self.state is State.SELECTED:
             lost = self.view.lost()
             if lost is not None:

@@ -24,7 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+)
 
 from servers.accounts import Accounts, Mechanism
 from servers.errors import ConfigError, choice_error
@@ -484,7 +492,13 @@ class _Handler:
         return replies.DATA_ACCEPTED.format(queue_id=queue_id)
 
     async def handle_exception(self, error: Exception) -> str:
-        self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
+        if isinstance(error, TLSSetupException):
+            # The client refused the handshake (a bad certificate, a pinned version):
+            # what the scenario provokes, not a fault of ours.
+            cause = error.__cause__
+            self.service.client_errors.append(f"SMTP STARTTLS handshake failed: {cause!r}")
+        else:
+            self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
         return replies.INTERNAL_ERROR
 
 
@@ -509,7 +523,10 @@ class SMTPServer:
     deliver: Callable[[str, bytes], None] | None = None
     # Is this recipient a local user whose mailbox is over quota?
     recipient_full: Callable[[str], bool] | None = None
+    # Faults of ours (a handler exception): these fail a test.
     errors: list[str] = field(default_factory=list)
+    # What a client did or a scenario provoked (a refused handshake): shown, fail nothing.
+    client_errors: list[str] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
     connections: set[_HarnessSMTP] = field(default_factory=set)
     per_ip: Counter[str] = field(default_factory=Counter)
@@ -590,6 +607,10 @@ class SMTPServer:
         """`421 4.3.2 Shutting down` to every open session, then close them."""
         for connection in list(self.connections):
             connection.close_with(self.replies.shutting_down)
+
+    def transports(self) -> list[asyncio.BaseTransport | None]:
+        """The open connections' transports (for settling before a verdict)."""
+        return [connection.transport for connection in self.connections]
 
     def close_connections(self) -> None:
         """Drop every open client connection (per-test reset of a shared server)."""
