@@ -73,11 +73,12 @@ class MailConfig:
 
     host: str = DEFAULT_HOST
     users: tuple[User, ...] = DEFAULT_USERS
-    cert: CertVariant = CertVariant.TRUSTED
+    # Strings are accepted where enums are expected; after construction they are enums.
+    cert: CertVariant | str = CertVariant.TRUSTED
     smtp: SMTPSettings | None = field(default_factory=SMTPSettings)
-    smtp_listeners: tuple[Security, ...] = ALL_SECURITIES
+    smtp_listeners: tuple[Security | str, ...] = ALL_SECURITIES
     imap: IMAPSettings | None = field(default_factory=IMAPSettings)
-    imap_listeners: tuple[Security, ...] = ALL_SECURITIES
+    imap_listeners: tuple[Security | str, ...] = ALL_SECURITIES
     # Network/TLS faults before listeners, by listener name ("imap/implicit"), protocol
     # ("smtp") or "*". A listener named here, even with no faults, is served through a
     # FaultFront, so its faults can be switched during the test: server.faults("imap").
@@ -109,6 +110,10 @@ class MailConfig:
                     raise ConfigError(
                         f"faults[{selector!r}]: a plaintext listener cannot pin a TLS version"
                     )
+
+    def securities(self, protocol: str) -> tuple[Security, ...]:
+        """The listeners of one protocol, as `Security` values (the fields also take strings)."""
+        return tuple(Security.parse(s) for s in getattr(self, f"{protocol}_listeners"))
 
     def faults_for(self, protocol: str, security: Security) -> tuple[Fault, ...] | None:
         """The faults before one listener, or None when it is served directly."""
@@ -240,7 +245,7 @@ class MailServer:
             imap.client_errors = self.client_errors
             self._imap_server = imap
             self.imap = ProtocolEndpoints(
-                "imap", await self._listen("imap", self._binder(imap), config.imap_listeners)
+                "imap", await self._listen("imap", self._binder(imap), config.securities("imap"))
             )
         if config.smtp is not None:
             smtp = SMTPServer(
@@ -256,7 +261,7 @@ class MailServer:
             )
             self._smtp_server = smtp
             self.smtp = ProtocolEndpoints(
-                "smtp", await self._listen("smtp", self._binder(smtp), config.smtp_listeners)
+                "smtp", await self._listen("smtp", self._binder(smtp), config.securities("smtp"))
             )
 
     async def _serve_dovecot(self) -> None:
@@ -728,7 +733,7 @@ class MailServer:
                 for u in self.users
             ],
             "ca_path": os.fspath(self.ca.ca_path),
-            "cert": self.config.cert.value,
+            "cert": CertVariant.parse(self.config.cert).value,
             "backend": self.config.backend,
         }
 
