@@ -10,7 +10,7 @@ from harness.certs import CertVariant, MailCA, ServerCert
 from harness.diagnosis import Diagnosis, diagnose
 from harness.journeys import ClientProfile, Outcome
 from harness.scenarios import Expect, Family, Scenario
-from harness.server import MailConfig, MailServer, ProtocolEndpoints
+from harness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
 from servers.accounts import DEFAULT_USERS, Lockout, User
 from servers.errors import ConfigError, MailharnessError, ServerStartError
 from servers.faults import (
@@ -62,6 +62,7 @@ __all__ = [
     "MailCA",
     "MailConfig",
     "MailServer",
+    "MailServerFactory",
     "MailharnessError",
     "Outcome",
     "ProtocolEndpoints",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.certs import CertVariant
 from harness.journeys import ClientProfile, Outcome
@@ -36,6 +36,9 @@ from servers.imap import IMAPSettings
 from servers.listeners import Security
 from servers.ratelimit import RateLimit
 from servers.smtp import SMTPSettings
+
+if TYPE_CHECKING:
+    import pytest
 
 NONE, STARTTLS, IMPLICIT = Security.NONE, Security.STARTTLS, Security.IMPLICIT
 # `backends=`: where a scenario is proven to meet its expectations. "dovecot" (native) and
@@ -1234,7 +1237,9 @@ def scenario(name_or_path: str | Path, *, relative_to: Path | None = None) -> Sc
     return CATALOG[text]
 
 
-def parametrize(family: str | Family | None = None, *, names: Iterable[str] = ()) -> Any:
+def parametrize(
+    family: str | Family | None = None, *, names: Iterable[str] = ()
+) -> pytest.MarkDecorator:
     """`@parametrize("tls")`: run a test once per scenario (ids are the names).
 
     The test takes the `mail_scenario` fixture: the running server of each scenario.
@@ -1256,7 +1261,7 @@ def parametrize_cases(
     names: Iterable[str] = (),
     protocol: str | None = None,
     cases: Iterable[str] = (),
-) -> Any:
+) -> pytest.MarkDecorator:
     """`@parametrize_cases("cert")`: run a test once per client case of each scenario.
 
     The test takes the `mail_case` fixture: a `harness.cases.ClientCase` (the

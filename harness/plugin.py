@@ -34,7 +34,7 @@ nothing, unless `--mail-strict` (ini `mail_strict = true`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,7 +42,14 @@ import pytest
 from harness.cases import ClientCase
 from harness.certs import MailCA
 from harness.scenarios import Scenario
-from harness.server import BACKENDS, NOT_APPLICABLE, MailConfig, MailServer, NotApplicable
+from harness.server import (
+    BACKENDS,
+    NOT_APPLICABLE,
+    MailConfig,
+    MailServer,
+    MailServerFactory,
+    NotApplicable,
+)
 from servers.errors import choice_error
 
 TRANSCRIPT_MODES = ("on-failure", "always", "never")
@@ -318,9 +325,6 @@ def mail_case(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[Clien
     for server in _serve_scenario(request, chosen, mail_ca):
         [case] = [c for c in client_cases(chosen, server) if c.id == case_id]
         yield case
-
-
-MailServerFactory = Callable[..., MailServer]
 
 
 @pytest.fixture

@@ -57,6 +57,10 @@ RELAY_SIZE_LIMIT = 2**31
 SETTLE_TIMEOUT = 2.0
 
 
+#: The `mail_server_factory` fixture: `factory(config=None, **fields) -> MailServer`.
+MailServerFactory = Callable[..., "MailServer"]
+
+
 class NotApplicable(ConfigError):
     """This backend cannot serve this config; the message starts `not applicable:`."""
 
