@@ -11,28 +11,80 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
+from servers.imap import mutf7
 from servers.imap.commands import SYSTEM_FLAGS, CommandHandler, Effect, Fail, Handler, mailbox_wire
-from servers.imap.protocol import Command
-from servers.imap.responses import Status, Untagged, UntaggedStatus
+from servers.imap.listing import cmd_LIST, cmd_LSUB, parse_status_items, status_line
+from servers.imap.protocol import Command, Token
+from servers.imap.responses import Status, Tagged, Untagged, UntaggedStatus
 from servers.imap.states import State, Transition
 from servers.imap.store import (
     DELIMITER,
+    INBOX,
+    InvalidName,
     Mailbox,
     MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
     StoreError,
     TooBig,
+    check_name,
 )
 from servers.imap.view import SelectedView
 
 if TYPE_CHECKING:
     from servers.imap.session import Session
 
-__all__ = ["ALL_RIGHTS", "COMMANDS"]
+__all__ = ["ALL_RIGHTS", "COMMANDS", "wire_name"]
 
 #: The owner's rights on every own mailbox (RFC 4314), as Dovecot's acl plugin lists them.
 ALL_RIGHTS = "lrwstipekxacd"
+
+
+def wire_name(s: Session, cmd: Command, token: Token, *, new: bool = False) -> str:
+    """A mailbox name from the wire, as Dovecot takes it: modified UTF-7 decoded, shape checked.
+
+    Returns the UTF-8 name with INBOX in capitals. `new` (CREATE, RENAME's
+    target) adds Dovecot's rules for new names: no control characters, and
+    the length and depth limits of the settings.
+    """
+    if isinstance(token, list):
+        raise s.bad(cmd, s.replies.invalid_arguments)
+    # Bytes over 0x7f (8-bit or non-UTF-8 names) and control characters,
+    # NUL included, are not modified UTF-7: Dovecot refuses them all alike.
+    text = token.decode("latin-1") if isinstance(token, bytes) else token
+    try:
+        name = mutf7.decode(text)
+    except ValueError:
+        raise s.no(s.replies.invalid_mutf7) from None
+    if new and name.endswith(DELIMITER) and cmd.name == "CREATE":
+        name = name[:-1]  # CREATE "a/" makes "a" (RFC 3501 §6.3.3)
+    try:
+        name = check_name(name)
+    except InvalidName as exc:
+        raise Fail(Status.NO, str(exc), s.replies.invalid_name_code) from None
+    if new:
+        _check_new_name(s, name)
+    return name
+
+
+def _check_new_name(s: Session, name: str) -> None:
+    """Dovecot's mailbox_verify_create_name, with our limits for length and depth."""
+    if any(c < " " for c in name):
+        raise s.no(s.replies.control_characters)
+    settings = s.settings
+    if len(name.encode()) > settings.mailbox_name_max_bytes:
+        raise s.no(s.replies.name_too_long)
+    levels = name.split(DELIMITER)
+    if len(levels) > settings.mailbox_max_levels or any(
+        len(level.encode()) > settings.mailbox_level_max_bytes for level in levels
+    ):
+        raise s.no(s.replies.name_too_long)
+
+
+def _missing(s: Session, name: str) -> Fail:
+    """SELECT, EXAMINE, STATUS, SUBSCRIBE of a missing mailbox: Dovecot's NO has no code."""
+    reply = s.replies.mailbox_missing
+    return Fail(Status.NO, reply.text.format(mailbox=name), reply.code)
 
 
 def cmd_NAMESPACE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
@@ -61,7 +113,7 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
     if box is None:
         if s.state is State.SELECTED:
             s.transition(Transition.SELECT_FAILED)
-        raise s.nonexistent(name)
+        raise _missing(s, name)
     view = SelectedView(box, readonly=readonly)
     s.view = view
     s.watch(box)
@@ -103,7 +155,7 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
 
 def cmd_CREATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 1)
-    name = s.mailbox_name(cmd, args[0])
+    name = wire_name(s, cmd, args[0], new=True)
     special: str | None = None
     if len(args) > 1 and isinstance(args[1], list) and len(args[1]) == 2:
         key, value = args[1]
@@ -129,11 +181,10 @@ def cmd_DELETE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         s.unselect()
         s.transition(Transition.CLOSED)
     try:
+        # As Dovecot with Maildir++: a mailbox with children is deleted, they stay.
         s.user().delete(name)
     except NoSuchMailbox:
         raise s.nonexistent(name) from None
-    except StoreError:
-        raise s.no(s.replies.has_children) from None
     return s.ok(cmd, s.replies.delete_ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
@@ -141,15 +192,17 @@ def cmd_DELETE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 def cmd_RENAME(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 2)
     old = s.mailbox_name(cmd, args[0])
-    new = s.mailbox_name(cmd, args[1])
+    new = wire_name(s, cmd, args[1], new=True)
+    if new.startswith(old + DELIMITER):
+        raise s.no(s.replies.rename_own_child)
+    if old == INBOX:
+        raise s.no(s.replies.rename_inbox)
     try:
         s.user().rename(old, new)
     except NoSuchMailbox:
         raise s.nonexistent(old) from None
     except MailboxExists:
-        raise s.no(s.replies.already_exists) from None
-    except StoreError as exc:
-        raise Fail(Status.NO, str(exc)) from None
+        raise s.no(s.replies.target_exists) from None
     return s.ok(cmd, s.replies.rename_ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
@@ -164,114 +217,31 @@ def cmd_UNSUBSCRIBE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 def _subscribe(s: Session, cmd: Command, value: bool, ok: str) -> Handler:
     name = s.mailbox_name(cmd, s.args(cmd, 1)[0])
-    box = s.mailbox(name)
-    if box is None:
-        raise s.nonexistent(name)
-    box.subscribed = value
+    user = s.user()
+    if not value:
+        user.unsubscribe(name)  # as Dovecot: fine whether it exists or was subscribed
+    elif user.get(name) is None:
+        raise _missing(s, name)
+    else:
+        user.subscribe(name)
     return s.ok(cmd, ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
 
-def cmd_LIST(s: Session, cmd: Command, after: list[Effect]) -> Handler:
-    args = list(s.args(cmd, 2))
-    select_opts: list[str] = []
-    if isinstance(args[0], list):
-        select_opts = [o.upper() for o in args.pop(0) if isinstance(o, str)]
-    if len(args) < 2:
-        raise s.bad(cmd, s.replies.missing_arguments)
-    reference = s.astring(cmd, args[0])
-    patterns_tok = args[1]
-    patterns = (
-        [s.astring(cmd, p) for p in patterns_tok]
-        if isinstance(patterns_tok, list)
-        else [s.astring(cmd, patterns_tok)]
-    )
-    return_opts: list[str] = []
-    if len(args) >= 4 and isinstance(args[2], str) and args[2].upper() == "RETURN":
-        opts = args[3]
-        if isinstance(opts, list):
-            return_opts = [o.upper() for o in opts if isinstance(o, str)]
-    subscribed_only = "SUBSCRIBED" in select_opts
-    special_only = "SPECIAL-USE" in select_opts
-    show_subscribed = subscribed_only or "SUBSCRIBED" in return_opts
-    if patterns == [""]:
-        yield b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""\r\n'
-        return s.ok(cmd, s.replies.list_ok)
-    lines = []
-    seen: set[str] = set()
-    for pattern in patterns:
-        for box in s.user().list(reference, pattern):
-            if box.name in seen:
-                continue
-            seen.add(box.name)
-            if subscribed_only and not box.subscribed:
-                continue
-            if special_only and box.special_use is None:
-                continue
-            attrs = _attributes(s, box)
-            if show_subscribed and box.subscribed:
-                attrs.append("\\Subscribed")
-            lines.append(_list_line(s, b"LIST", attrs, box.name))
-    yield b"".join(lines)
-    return s.ok(cmd, s.replies.list_ok)
-
-
-def _attributes(s: Session, box: Mailbox) -> list[str]:
-    children = s.user().has_children(box.name)
-    attrs = ["\\HasChildren" if children else "\\HasNoChildren"]
-    if box.special_use is not None:
-        attrs.append(box.special_use)
-    return attrs
-
-
-def _list_line(s: Session, kind: bytes, attrs: list[str], name: str) -> bytes:
-    return b'* %s (%s) "%s" %s\r\n' % (
-        kind,
-        " ".join(attrs).encode(),
-        DELIMITER.encode(),
-        mailbox_wire(name),
-    )
-
-
-def cmd_LSUB(s: Session, cmd: Command, after: list[Effect]) -> Handler:
-    args = s.args(cmd, 2)
-    reference = s.astring(cmd, args[0])
-    pattern = s.astring(cmd, args[1])
-    lines = [
-        _list_line(s, b"LSUB", [], box.name)
-        for box in s.user().list(reference, pattern)
-        if box.subscribed
-    ]
-    yield b"".join(lines)
-    return s.ok(cmd, s.replies.lsub_ok)
-
-
 def cmd_STATUS(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 2)
-    name = s.mailbox_name(cmd, args[0])
-    items = args[1]
-    if not isinstance(items, list) or not items:
+    if not isinstance(args[1], list):
         raise s.bad(cmd, s.replies.invalid_arguments)
+    items = parse_status_items(s, cmd, args[1])
+    name = s.mailbox_name(cmd, args[0])
     box = s.mailbox(name)
     if box is None:
-        raise s.nonexistent(name)
-    status = box.status()
-    values = {
-        "MESSAGES": status.messages,
-        "RECENT": status.recent,
-        "UIDNEXT": status.uidnext,
-        "UIDVALIDITY": status.uidvalidity,
-        "UNSEEN": status.unseen,
-        "HIGHESTMODSEQ": status.highest_modseq,
-        "SIZE": status.size,
-    }
-    out = []
-    for item in items:
-        key = s.astring(cmd, item).upper()
-        if key not in values:
-            raise s.bad(cmd, f"Invalid status item {key}")
-        out.append(f"{key} {values[key]}")
-    yield b"* STATUS %s (%s)\r\n" % (mailbox_wire(box.name), " ".join(out).encode())
+        raise _missing(s, name)
+    # As Dovecot: the name is echoed as the client spelled it.
+    yield status_line(s, box, mutf7.decode(s.astring(cmd, args[0])), items)
+    if s.view is not None and s.view.mailbox is box:
+        reply = s.replies.status_selected_ok
+        return Tagged(cmd.tag, Status.OK, reply.text, reply.code)
     return s.ok(cmd, s.replies.status_ok)
 
 

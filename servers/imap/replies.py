@@ -119,6 +119,19 @@ class Replies:
     already_logged_in: str = "Already logged in."
     not_logged_in: str = "Please login first."
     nonexistent: Reply = Reply("NONEXISTENT", "Mailbox doesn't exist: {mailbox}")
+    #: SELECT, EXAMINE, STATUS and SUBSCRIBE of a missing mailbox: Dovecot sends no code.
+    mailbox_missing: Reply = Reply(None, "Mailbox doesn't exist: {mailbox}")
+    invalid_mutf7: Reply = Reply(None, "Mailbox name is not valid mUTF-7")
+    #: A name's shape refused (its text comes from the store): Dovecot's code for it.
+    invalid_name_code: str = "CANNOT"
+    name_too_long: Reply = Reply("CANNOT", "Mailbox name too long")
+    control_characters: Reply = Reply(
+        "CANNOT", "Control characters not allowed in new mailbox names"
+    )
+    target_exists: Reply = Reply("ALREADYEXISTS", "Target mailbox already exists")
+    rename_own_child: Reply = Reply(None, "Can't rename mailbox under its own child.")
+    #: Dovecot's Maildir++ layout cannot rename INBOX (RFC 3501 would move its messages).
+    rename_inbox: Reply = Reply("CANNOT", "Renaming INBOX isn't supported")
     already_exists: Reply = Reply("ALREADYEXISTS", "Mailbox already exists")
     inbox_delete: Reply = Reply(None, "INBOX can't be deleted.")
     has_children: Reply = Reply(None, "Mailbox has children, delete them first")
@@ -151,6 +164,19 @@ class Replies:
     list_ok: str = "List completed (0.001 + 0.000 secs)."
     lsub_ok: str = "Lsub completed (0.001 + 0.000 secs)."
     status_ok: str = "Status completed (0.001 + 0.000 secs)."
+    status_selected_ok: Reply = Reply("CLIENTBUG", "Status on selected mailbox completed.")
+    # LIST's BAD reasons (cmd-list.c, imap-status.c).
+    list_unknown_select: str = "Unknown select options"
+    list_unknown_return: str = "Unknown return options"
+    list_recursivematch_alone: str = "RECURSIVEMATCH must not be the only selection."
+    list_non_atoms: str = "List options contains non-atoms."
+    list_extra_arguments: str = "Extra arguments."
+    list_invalid_reference: str = "Invalid reference."
+    list_invalid_pattern: str = "Invalid pattern."
+    list_invalid_pattern_list: str = "Invalid pattern list."
+    status_empty: str = "Empty status list."
+    status_non_atoms: str = "Status list contains non-atoms."
+    status_invalid_item: str = "Invalid status item {item}"
     append_ok: str = "Append completed (0.001 + 0.000 secs)."
     close_ok: str = "Close completed."
     unselect_ok: str = "Unselect completed."

@@ -284,18 +284,27 @@ def test_copy_to_another_users_mailbox_checks_their_quota(store: MailStore) -> N
 # -- folders -----------------------------------------------------------------
 
 
-def test_create_makes_parents_and_refuses_duplicates(alice: UserMailboxes) -> None:
+def test_create_lists_parents_without_making_them(alice: UserMailboxes) -> None:
+    """As Dovecot with Maildir++: CREATE a/b/c makes one mailbox; a and a/b are only listed."""
     box = alice.create("Projects/2024/Q1/", "\\Flagged")
     assert box.name == "Projects/2024/Q1" and box.special_use == "\\Flagged"
-    assert alice.get("Projects") is not None and alice.get("Projects/2024") is not None
+    assert alice.get("Projects") is None and alice.get("Projects/2024") is None
+    assert alice.list("", "Projects*") == ["Projects", "Projects/2024", "Projects/2024/Q1"]
     assert alice.has_children("Projects") and not alice.has_children("Projects/2024/Q1")
+    assert alice.create("Projects/2024").name == "Projects/2024"
     with pytest.raises(MailboxExists):
         alice.create("Projects/2024")
     with pytest.raises(MailboxExists):
         alice.create("inbox")
-    for bad in ("", "a//b", "/a", "a*b", "50%"):
-        with pytest.raises(StoreError, match="invalid mailbox name"):
+    for bad, why in (
+        ("", "Name is empty"),
+        ("a//b", "Has adjacent hierarchy separators"),
+        ("/a", "Begins with hierarchy separator"),
+        ("~a", "Begins with '~'"),
+    ):
+        with pytest.raises(StoreError, match=why):
             alice.create(bad)
+    assert alice.create("50%").name == "50%"  # Dovecot allows LIST wildcards in names
     with pytest.raises(ValueError, match="special_use"):
         alice.create("x", "\\Important")
 
@@ -310,8 +319,11 @@ def test_delete(alice: UserMailboxes) -> None:
         alice.delete("inbox")
     with pytest.raises(NoSuchMailbox):
         alice.delete("Nope")
+    alice.create("A")
     alice.create("A/B")
-    with pytest.raises(StoreError, match="has children"):
+    alice.delete("A")  # as Dovecot with Maildir++: the child stays, A lists as its parent
+    assert alice.get("A") is None and alice.list("", "A") == ["A"]
+    with pytest.raises(NoSuchMailbox):
         alice.delete("A")
     box = alice["A/B"]
     box.append(msg("x"))
@@ -322,7 +334,7 @@ def test_delete(alice: UserMailboxes) -> None:
     assert box.deleted and alice.get("A/B") is None and len(box) == 0
     with pytest.raises(NoSuchMailbox):
         box.append(msg("y"))
-    alice.delete("A")
+    assert alice.list("", "A/*") == [] and alice.list("", "A") == []
 
 
 def test_rename_moves_children(alice: UserMailboxes) -> None:
@@ -333,13 +345,30 @@ def test_rename_moves_children(alice: UserMailboxes) -> None:
     assert alice.get("Work") is None and alice.get("Work/Clients/Acme") is None
     assert alice["Jobs/Old/Clients/Acme"] is box
     assert box.name == "Jobs/Old/Clients/Acme" and box.uidvalidity == uidvalidity
-    assert alice.get("Jobs") is not None
+    assert alice.get("Jobs") is None and alice.has_children("Jobs")
     with pytest.raises(StoreError, match="own child"):
         alice.rename("Jobs", "Jobs/Inner")
     with pytest.raises(MailboxExists):
         alice.rename("Jobs", "Sent")
     with pytest.raises(NoSuchMailbox):
         alice.rename("Work", "Other")
+    alice.rename("Jobs", "Tasks")  # only a parent: its children move all the same
+    assert alice["Tasks/Old/Clients/Acme"] is box
+
+
+def test_subscriptions_are_names_apart_from_mailboxes(alice: UserMailboxes) -> None:
+    """As Dovecot: RENAME and DELETE leave subscriptions alone; SUBSCRIBE needs a mailbox."""
+    alice.create("Work")
+    alice.subscribe("Work")
+    alice.rename("Work", "Jobs")
+    assert alice.is_subscribed("Work") and not alice.is_subscribed("Jobs")
+    alice.delete("Jobs")
+    assert "Work" in alice.subscriptions()
+    with pytest.raises(NoSuchMailbox):
+        alice.subscribe("Nope")
+    alice.unsubscribe("Nope")  # no error, as in Dovecot
+    alice.unsubscribe("Work")
+    assert alice.subscriptions() == ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]
 
 
 def test_rename_inbox_moves_messages_and_leaves_it_empty(alice: UserMailboxes) -> None:
@@ -403,7 +432,7 @@ def test_list_patterns(
     alice.create("Work/A/Deep")
     alice.create("Work/B")
     alice.create("INBOX/Sub")
-    assert [b.name for b in alice.list(reference, pattern)] == expected
+    assert alice.list(reference, pattern) == expected
 
 
 # -- watchers and waiting ----------------------------------------------------

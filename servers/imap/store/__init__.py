@@ -17,6 +17,7 @@ mailbox again for the next.
 """
 
 from servers.imap.store.errors import (
+    InvalidName,
     MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
@@ -28,7 +29,11 @@ from servers.imap.store.folders import (
     DELIMITER,
     INBOX,
     SPECIAL_USES,
+    Glob,
     UserMailboxes,
+    check_name,
+    list_matcher,
+    list_order,
 )
 from servers.imap.store.mailbox import Mailbox, MailboxStatus
 from servers.imap.store.mailstore import MailStore
@@ -40,6 +45,8 @@ __all__ = [
     "INBOX",
     "MAX_UID",
     "SPECIAL_USES",
+    "Glob",
+    "InvalidName",
     "MailStore",
     "Mailbox",
     "MailboxExists",
@@ -51,5 +58,8 @@ __all__ = [
     "StoredMessage",
     "TooBig",
     "UserMailboxes",
+    "check_name",
+    "list_matcher",
+    "list_order",
     "to_message_bytes",
 ]

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Callable, Iterable, Sequence
 
-from servers.imap.store.errors import MailboxExists, NoSuchMailbox, QuotaExceeded, StoreError
+from servers.imap.store.errors import (
+    InvalidName,
+    MailboxExists,
+    NoSuchMailbox,
+    QuotaExceeded,
+    StoreError,
+)
 from servers.imap.store.mailbox import Core, Mailbox
 
 DELIMITER = "/"
@@ -24,8 +32,19 @@ DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
 )
 
 
+#: A list of mailbox names (spelled so because UserMailboxes.list shadows the builtin).
+Names = list[str]
+
+
 class UserMailboxes:
-    """One user's folder tree (delimiter "/"), quota and APPENDLIMIT."""
+    """One user's folder tree (delimiter "/"), subscriptions, quota and APPENDLIMIT.
+
+    As in Dovecot's Maildir++ layout, only the mailboxes created exist: the
+    levels above ``a/b/c`` are listed (``\\Noselect \\HasChildren``) while
+    something lives below them, but they are not mailboxes. Subscriptions are
+    names, kept apart from the mailboxes: a deleted or renamed mailbox stays
+    subscribed under its old name, as in Dovecot.
+    """
 
     def __init__(self, core: Core, login: str) -> None:
         self._core = core
@@ -34,8 +53,15 @@ class UserMailboxes:
         self.quota_message_limit: int | None = None
         self.append_limit: int | None = None
         self._boxes: dict[str, Mailbox] = {}
+        #: Every name with mailboxes below it -> how many: O(1) \\HasChildren.
+        self._below: dict[str, int] = {}
+        self._subscribed: dict[str, None] = {}
+        #: Every listed name (mailboxes and their parents) in LIST order, or None when stale.
+        self._listed: list[str] | None = None
+        self._inbox_count = 0  # the first names of _listed, INBOX and its children
         for name, use in DEFAULT_MAILBOXES:
-            self._boxes[name] = Mailbox(core, self, name, use, subscribed=True)
+            self._add(Mailbox(core, self, name, use))
+            self._subscribed[name] = None
 
     def __repr__(self) -> str:
         return f"<UserMailboxes {self.login!r} {sorted(self._boxes)}>"
@@ -58,12 +84,12 @@ class UserMailboxes:
     def mailboxes(self) -> list[Mailbox]:
         """All mailboxes, INBOX first, then by name."""
         with self._core.lock:
-            return [self._boxes[k] for k in sorted(self._boxes, key=_list_order)]
+            return [self._boxes[k] for k in sorted(self._boxes, key=list_order)]
 
     def create(
         self, name: str, special_use: str | None = None, *, subscribed: bool = False
     ) -> Mailbox:
-        """CREATE; missing parents are created too, as Dovecot does."""
+        """CREATE; a trailing delimiter is dropped, missing parents are not made (Maildir++)."""
         if special_use is not None and special_use not in SPECIAL_USES:
             raise ValueError(
                 f"special_use={special_use!r}: expected one of "
@@ -73,12 +99,14 @@ class UserMailboxes:
         with self._core.txn():
             if key in self._boxes:
                 raise MailboxExists(key)
-            box = self._make(key)
-            box.special_use = special_use
-            box.subscribed = subscribed
+            box = self._add(Mailbox(self._core, self, key, special_use))
+            if subscribed:
+                self._subscribed[key] = None
+            self._core.cond.notify_all()
             return box
 
     def delete(self, name: str) -> None:
+        """DELETE; as Dovecot with Maildir++, children stay (the name lists as their parent)."""
         key = _canonical(name)
         if key == INBOX:
             raise StoreError("INBOX cannot be deleted")
@@ -86,57 +114,74 @@ class UserMailboxes:
             box = self._boxes.get(key)
             if box is None:
                 raise NoSuchMailbox(name)
-            if self._has_children(key):
-                raise StoreError(f"mailbox {key!r} has children, delete them first")
-            del self._boxes[key]
+            self._remove(key)
             box._drop()
 
     def rename(self, old: str, new: str) -> None:
-        """RENAME; children move along. Renaming INBOX moves its messages and leaves it empty."""
+        """RENAME; children move along, subscriptions stay (as in Dovecot).
+
+        A name that is only a parent of mailboxes may be renamed too: its
+        children move. Renaming INBOX moves its messages and leaves it empty
+        (RFC 3501; the IMAP command refuses it, as Dovecot with Maildir++ does).
+        """
         src, dst = _canonical(old), _canonical(new)
+        if dst.startswith(src + DELIMITER):
+            raise StoreError(f"cannot rename {src!r} into its own child {dst!r}")
         with self._core.txn():
             box = self._boxes.get(src)
-            if box is None:
+            if box is None and src not in self._below:
                 raise NoSuchMailbox(old)
             if dst in self._boxes:
                 raise MailboxExists(dst)
-            if src == INBOX:
-                target = self._make(dst)
+            if box is not None and src == INBOX:
+                target = self._add(Mailbox(self._core, self, dst))
                 box._transfer(box._uids[:], target, move=True)
                 return
-            if dst.startswith(src + DELIMITER):
-                raise StoreError(f"cannot rename {src!r} into its own child {dst!r}")
-            self._make_parents(dst)
             moving = [k for k in self._boxes if k == src or k.startswith(src + DELIMITER)]
+            targets = [dst + k[len(src) :] for k in moving]
+            for target_name in targets:
+                if target_name in self._boxes:
+                    raise MailboxExists(target_name)
+            boxes = [self._boxes[k] for k in moving]
             for key in moving:
-                child = self._boxes.pop(key)
-                child.name = dst + key[len(src) :]
-                self._boxes[child.name] = child
+                self._remove(key)
+            for child, target_name in zip(boxes, targets, strict=True):
+                child.name = target_name
+                self._add(child)
                 child._notify()
 
-    def list(self, reference: str, pattern: str) -> list[Mailbox]:
-        """LIST matching (RFC 3501 §6.3.8): `*` spans levels, `%` stays within one.
+    def list(self, reference: str, pattern: str) -> list[str]:
+        """Names that LIST `reference` `pattern` shows (RFC 3501 §6.3.8), in LIST order.
 
-        An empty pattern asks for the delimiter; the session answers that itself,
-        so it gets [] here.
+        `*` spans levels, `%` stays within one; INBOX matches in any case.
+        Parents of mailboxes are among the names (`exists()` tells them
+        apart). An empty pattern asks for the delimiter; the session answers
+        that itself, so it gets [] here.
         """
-        if not pattern:
-            return []
-        if reference and not reference.endswith(DELIMITER) and not pattern.startswith(DELIMITER):
-            combined = reference + pattern
-        elif reference.endswith(DELIMITER) and pattern.startswith(DELIMITER):
-            combined = reference + pattern[1:]
-        else:
-            combined = reference + pattern
-        regex = _pattern_regex(combined)
-        inbox_regex = _pattern_regex(_upper_inbox_prefix(combined))
+        return self.list_many(reference, [pattern])
+
+    def list_many(self, reference: str, patterns: Iterable[str]) -> Names:
+        """LIST with several patterns (LIST-EXTENDED): every name matching any, once."""
+        combined = [_join(reference, p) for p in patterns if p]
         with self._core.lock:
-            return [
-                box
-                for box in self.mailboxes()
-                if regex.fullmatch(box.name)
-                or (_in_inbox(box.name) and inbox_regex.fullmatch(box.name))
-            ]
+            names = self._listed_names()
+            split = self._inbox_count
+            hits: list[str] = []
+            merge = len(combined) > 1
+            for pattern in combined:
+                glob = Glob(pattern)
+                # Two sorted runs: INBOX and its children first, then the rest.
+                hits += glob.filter(names, 0, split)
+                hits += glob.filter(names, split, len(names))
+                upper = _upper_inbox_prefix(pattern)
+                if upper != pattern:  # INBOX matches in any case, its children too
+                    hits += Glob(upper).filter(names, 0, split)
+                    merge = True
+            return sorted(set(hits), key=list_order) if merge else hits
+
+    def exists(self, name: str) -> bool:
+        """Is `name` a mailbox (not only the parent of some)?"""
+        return self.get(name) is not None
 
     def has_children(self, name: str) -> bool:
         try:
@@ -144,7 +189,32 @@ class UserMailboxes:
         except StoreError:
             return False
         with self._core.lock:
-            return self._has_children(key)
+            return key in self._below
+
+    # -- subscriptions ------------------------------------------------------------
+
+    def subscribe(self, name: str) -> None:
+        """Subscribe to an existing mailbox (Dovecot refuses a missing one)."""
+        key = _canonical(name)
+        with self._core.lock:
+            if key not in self._boxes:
+                raise NoSuchMailbox(name)
+            self._subscribed[key] = None
+
+    def unsubscribe(self, name: str) -> None:
+        """Drop a subscription; the mailbox need not exist (nor the subscription)."""
+        key = _canonical(name)
+        with self._core.lock:
+            self._subscribed.pop(key, None)
+
+    def is_subscribed(self, name: str) -> bool:
+        with self._core.lock:
+            return name in self._subscribed
+
+    def subscriptions(self) -> Names:
+        """Subscribed names, existing or not, in LIST order."""
+        with self._core.lock:
+            return sorted(self._subscribed, key=list_order)
 
     def usage(self) -> tuple[int, int]:
         """(bytes, messages) over every mailbox: what QUOTA and GETQUOTAROOT report."""
@@ -164,22 +234,40 @@ class UserMailboxes:
 
     # -- internals -------------------------------------------------------------
 
-    def _has_children(self, key: str) -> bool:
-        prefix = key + DELIMITER
-        return any(k.startswith(prefix) for k in self._boxes)
-
-    def _make_parents(self, key: str) -> None:
-        parts = key.split(DELIMITER)
-        for depth in range(1, len(parts)):
-            parent = DELIMITER.join(parts[:depth])
-            if parent not in self._boxes:
-                self._boxes[parent] = Mailbox(self._core, self, parent)
-
-    def _make(self, key: str) -> Mailbox:
-        self._make_parents(key)
-        box = self._boxes[key] = Mailbox(self._core, self, key)
-        self._core.cond.notify_all()
+    def _add(self, box: Mailbox) -> Mailbox:
+        key = box.name
+        self._boxes[key] = box
+        below = self._below
+        cut = key.rfind(DELIMITER)
+        while cut > 0:
+            parent = key[:cut]
+            below[parent] = below.get(parent, 0) + 1
+            cut = key.rfind(DELIMITER, 0, cut)
+        self._listed = None
         return box
+
+    def _remove(self, key: str) -> None:
+        del self._boxes[key]
+        below = self._below
+        cut = key.rfind(DELIMITER)
+        while cut > 0:
+            parent = key[:cut]
+            left = below[parent] - 1
+            if left:
+                below[parent] = left
+            else:
+                del below[parent]
+            cut = key.rfind(DELIMITER, 0, cut)
+        self._listed = None
+
+    def _listed_names(self) -> Names:
+        """Mailboxes and their parents in LIST order; rebuilt (n log n) after a change."""
+        if self._listed is None:
+            names = set(self._boxes)
+            names.update(self._below)
+            self._listed = sorted(names, key=list_order)
+            self._inbox_count = sum(1 for n in self._listed if _in_inbox(n))
+        return self._listed
 
     def _check_quota(self, add_bytes: int, add_messages: int) -> None:
         used_bytes, used_messages = self.usage()
@@ -190,36 +278,147 @@ class UserMailboxes:
             raise QuotaExceeded("messages", messages, used_messages, add_messages)
 
 
-def _canonical(name: str) -> str:
-    """Validate a mailbox name and spell INBOX (and its children's prefix) in capitals."""
-    parts = name.split(DELIMITER)
-    if not name or any(not p for p in parts):
-        raise StoreError(f"invalid mailbox name {name!r}: empty hierarchy level")
-    if "*" in name or "%" in name:
-        raise StoreError(f"invalid mailbox name {name!r}: '*' and '%' are LIST wildcards")
-    if parts[0].upper() == INBOX:
-        parts[0] = INBOX
-    return DELIMITER.join(parts)
+def check_name(name: str) -> str:
+    """`name` with INBOX (and its children's prefix) in capitals, or InvalidName.
+
+    Dovecot's checks of a name's shape (mailbox_verify_name, with its
+    filesystem layout's): the texts are its own. `*` and `%` are allowed in
+    names, as Dovecot allows them.
+    """
+    if not name:
+        raise InvalidName("Invalid mailbox name: Name is empty")
+    if name.startswith(DELIMITER):
+        raise InvalidName("Invalid mailbox name: Begins with hierarchy separator")
+    if DELIMITER + DELIMITER in name:
+        raise InvalidName("Invalid mailbox name: Has adjacent hierarchy separators")
+    if name.endswith(DELIMITER):
+        raise InvalidName("Invalid mailbox name: Ends with hierarchy separator")
+    if name.startswith("~"):
+        raise InvalidName("Invalid mailbox name: Begins with '~'")
+    head, sep, rest = name.partition(DELIMITER)
+    if head != INBOX and head.upper() == INBOX:
+        return INBOX + sep + rest
+    return name
+
+
+_canonical = check_name
+
+
+def list_matcher(reference: str, patterns: Iterable[str]) -> Callable[[str], bool]:
+    """Whether one name matches any of LIST's patterns (for walks over a few names)."""
+    globs: list[tuple[Glob, Glob | None]] = []
+    for pattern in patterns:
+        if pattern:
+            combined = _join(reference, pattern)
+            upper = _upper_inbox_prefix(combined)
+            globs.append((Glob(combined), Glob(upper) if upper != combined else None))
+
+    def matches(name: str) -> bool:
+        one = [name]
+        return any(
+            glob.filter(one, 0, 1)
+            or (inbox is not None and _in_inbox(name) and inbox.filter(one, 0, 1))
+            for glob, inbox in globs
+        )
+
+    return matches
+
+
+def list_order(name: str) -> tuple[bool, str]:
+    """LIST's order: INBOX and its children first, then every other name."""
+    return (not _in_inbox(name), name)
 
 
 def _in_inbox(name: str) -> bool:
     return name == INBOX or name.startswith(INBOX + DELIMITER)
 
 
-def _list_order(name: str) -> tuple[bool, str]:
-    return (not _in_inbox(name), name)
+def _join(reference: str, pattern: str) -> str:
+    """The pattern a LIST reference and pattern make together (RFC 3501 §6.3.8)."""
+    if reference.endswith(DELIMITER) and pattern.startswith(DELIMITER):
+        return reference + pattern[1:]
+    return reference + pattern
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "%":
-            parts.append(f"[^{re.escape(DELIMITER)}]*")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
+_STAR, _PERCENT = -1, -2
+_MAX_CHAR = "\U0010ffff"
+
+
+class Glob:
+    """A LIST pattern, matched in time linear in the name (never regex backtracking).
+
+    A hostile pattern such as ``*a*a*a*a*a*b`` makes a backtracking matcher
+    (a regex, or Dovecot's recursive imap_match) exponential; here the
+    pattern runs as a bit-parallel NFA: a few integer operations per
+    character of the name. The literal head of the pattern selects a range
+    of the sorted names by bisection, so ``Work/*`` never looks at the rest.
+
+    >>> Glob("Work/%").filter(["Work", "Work/A", "Work/A/B", "Worx"], 0, 4)
+    ['Work/A']
+    """
+
+    __slots__ = ("_accept", "_literal", "_percent", "_prefix", "_star", "_tail", "_wild")
+
+    def __init__(self, pattern: str) -> None:
+        tokens: list[int] = []
+        for ch in pattern:
+            if ch in "*%":
+                kind = _STAR if ch == "*" else _PERCENT
+                if tokens and tokens[-1] < 0:  # collapse runs: "%*" is "*", "%%" is "%"
+                    tokens[-1] = _STAR if _STAR in (kind, tokens[-1]) else _PERCENT
+                    continue
+                tokens.append(kind)
+            else:
+                tokens.append(ord(ch))
+        head = 0
+        while head < len(tokens) and tokens[head] >= 0:
+            head += 1
+        self._prefix = "".join(map(chr, tokens[:head]))
+        self._tail = tokens[head:]
+        literal: dict[str, int] = {}
+        star = percent = 0
+        for i, token in enumerate(self._tail):
+            if token == _STAR:
+                star |= 1 << i
+            elif token == _PERCENT:
+                percent |= 1 << i
+            else:
+                literal[chr(token)] = literal.get(chr(token), 0) | 1 << i
+        self._literal = literal
+        self._star = star
+        self._percent = percent
+        self._wild = star | percent
+        self._accept = 1 << len(self._tail)
+
+    def filter(self, names: Sequence[str], lo: int, hi: int) -> list[str]:
+        """The names among sorted `names[lo:hi]` that match."""
+        prefix = self._prefix
+        if not self._tail:
+            i = bisect.bisect_left(names, prefix, lo, hi)
+            return [prefix] if i < hi and names[i] == prefix else []
+        start = bisect.bisect_left(names, prefix, lo, hi)
+        stop = bisect.bisect_left(names, prefix + _MAX_CHAR, start, hi)
+        if len(self._tail) == 1:  # "prefix*" or "prefix%": no matching per name
+            if self._star:
+                return list(names[start:stop])
+            cut = len(prefix)
+            return [n for n in names[start:stop] if DELIMITER not in n[cut:]]
+        cut = len(prefix)
+        return [n for n in names[start:stop] if self._match_tail(n, cut)]
+
+    def _match_tail(self, name: str, pos: int) -> bool:
+        literal, star, percent, wild = self._literal, self._star, self._percent, self._wild
+        state = 1 | ((1 & wild) << 1)
+        for ch in name[pos:]:
+            state = (
+                ((state & literal.get(ch, 0)) << 1)
+                | (state & star)
+                | (0 if ch == DELIMITER else state & percent)
+            )
+            if not state:
+                return False
+            state |= (state & wild) << 1
+        return bool(state & self._accept)
 
 
 def _upper_inbox_prefix(pattern: str) -> str:
