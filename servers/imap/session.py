@@ -131,6 +131,7 @@ class Session:
             "NAMESPACE",
             "UIDPLUS",
             "LIST-EXTENDED",
+            "LIST-STATUS",
             "CONDSTORE",
             "ESEARCH",
             "MOVE",
