@@ -1,7 +1,7 @@
 """Mailbox names, hierarchy and LIST over real sockets, answered as Dovecot 2.3 answers.
 
 Every expected text here was read from a native Dovecot 2.3.19 (Maildir++,
-``separator = /``); tests/dovecot/test_mailbox_differential.py replays the same
+``separator = /``); tests/imap/test_mailbox_differential.py replays the same
 conversations against it. The hostile-client tests are named after the attack.
 """
 
