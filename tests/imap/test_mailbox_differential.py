@@ -1,4 +1,4 @@
-"""The fake's mailbox commands against a native Dovecot 2.3: the same conversation, the same replies.
+"""The fake's mailbox commands against native Dovecot 2.3: same conversation, same replies.
 
 Dovecot runs with the fake's namespace (separator "/", the five special-use
 folders and INBOX auto-subscribed), so LIST, LSUB, RENAME, DELETE, STATUS
