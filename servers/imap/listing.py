@@ -105,7 +105,11 @@ def _list(s: Session, cmd: Command, *, lsub: bool) -> Handler:
         opts.select_subscribed = opts.recursivematch = opts.return_special_use = True
     elif not opts.listext:
         if patterns == [""]:
-            yield b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""\r\n'
+            # The delimiter and root: Dovecot emulates UW-IMAP, the root being the
+            # reference up to its first delimiter.
+            cut = reference.find(DELIMITER)
+            root = mailbox_wire(reference[: cut + 1]) if cut >= 0 else b'""'
+            yield b'* LIST (\\Noselect) "%s" %s\r\n' % (DELIMITER.encode(), root)
             return done
         opts.return_children = opts.return_special_use = True
     user = s.user()
@@ -118,9 +122,14 @@ def _list(s: Session, cmd: Command, *, lsub: bool) -> Handler:
         if hide_parents and entry.child_subscribed and not entry.subscribed:
             continue
         box = user.get(entry.name)
-        out.append(_line(s, user, kind, entry, box, opts))
+        # Deleted with children still there: listed as if it existed (Dovecot, Maildir++).
+        hollow = box is None and not opts.select_subscribed and user.is_hollow(entry.name)
+        out.append(_line(s, user, kind, entry, box, opts, hollow=hollow))
         if opts.status and box is not None and (entry.subscribed or not opts.select_subscribed):
             out.append(status_line(s, box, entry.name, opts.status))
+        elif opts.status and hollow:
+            missing = s.replies.mailbox_missing.text.format(mailbox=entry.name)
+            out.append(b"* NO " + missing.encode() + b"\r\n")
         if len(out) >= 256:
             yield b"".join(out)
             out = []
@@ -283,6 +292,8 @@ def _line(
     entry: _Entry,
     box: Mailbox | None,
     opts: _Options,
+    *,
+    hollow: bool = False,
 ) -> bytes:
     """One reply line, its flags in Dovecot's order (imap_mailbox_flags2str)."""
     flags: list[str] = []
@@ -294,7 +305,7 @@ def _line(
             entry.subscribed if opts.select_subscribed else user.is_subscribed(entry.name)
         ):
             flags.append("\\Subscribed")
-        if box is None:
+        if box is None and not hollow:
             flags.append("\\NonExistent" if opts.listext else "\\Noselect")
         if opts.return_children:
             children = user.has_children(entry.name) or entry.child_subscribed

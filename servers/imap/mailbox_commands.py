@@ -123,7 +123,7 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
         Untagged(f"FLAGS ({flags})".encode()).to_bytes(),
         UntaggedStatus(
             Status.OK,
-            s.replies.flags_permitted,
+            s.replies.read_only_flags if readonly else s.replies.flags_permitted,
             "PERMANENTFLAGS ()" if readonly else f"PERMANENTFLAGS ({flags} \\*)",
         ).to_bytes(),
         b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view), len(view.recent)),
@@ -173,7 +173,10 @@ def cmd_CREATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 
 def cmd_DELETE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
-    name = s.mailbox_name(cmd, s.args(cmd, 1)[0])
+    token = s.args(cmd, 1)[0]
+    if token in ("", b""):
+        raise s.no(s.replies.delete_root)
+    name = s.mailbox_name(cmd, token)
     if name == "INBOX":
         raise s.no(s.replies.inbox_delete)
     if s.view is not None and s.view.mailbox.name == name:
@@ -216,14 +219,21 @@ def cmd_UNSUBSCRIBE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 
 def _subscribe(s: Session, cmd: Command, value: bool, ok: str) -> Handler:
-    name = s.mailbox_name(cmd, s.args(cmd, 1)[0])
+    try:
+        name = s.mailbox_name(cmd, s.args(cmd, 1)[0])
+    except Fail as fail:
+        if not value or fail.code != s.replies.invalid_name_code:
+            raise
+        # Dovecot's SUBSCRIBE checks only that the mailbox exists, not its name's shape.
+        name = mutf7.decode(s.astring(cmd, cmd.args[0]))
     user = s.user()
     if not value:
         user.unsubscribe(name)  # as Dovecot: fine whether it exists or was subscribed
-    elif user.get(name) is None:
-        raise _missing(s, name)
-    else:
+        return s.ok(cmd, ok)
+    try:
         user.subscribe(name)
+    except (NoSuchMailbox, InvalidName):
+        raise _missing(s, name) from None
     return s.ok(cmd, ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 

@@ -134,6 +134,7 @@ class Replies:
     rename_inbox: Reply = Reply("CANNOT", "Renaming INBOX isn't supported")
     already_exists: Reply = Reply("ALREADYEXISTS", "Mailbox already exists")
     inbox_delete: Reply = Reply(None, "INBOX can't be deleted.")
+    delete_root: Reply = Reply("CANNOT", "Storage root can't be deleted")
     has_children: Reply = Reply(None, "Mailbox has children, delete them first")
     read_only: Reply = Reply(None, "Mailbox is read-only.")
     # Dovecot 2.3 adds its command timing to this tagged NO, as to its OKs.
@@ -203,6 +204,7 @@ class Replies:
     literal_continuation: str = "OK"
     quota_root_name: str = "User quota"
     flags_permitted: str = "Flags permitted."
+    read_only_flags: str = "Read-only mailbox."
     uids_valid: str = "UIDs valid"
     predicted_uid: str = "Predicted next UID"
     highest_modseq: str = "Highest"

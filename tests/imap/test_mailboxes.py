@@ -106,6 +106,29 @@ def test_rename_of_a_parent_leaves_a_nonexistent_name(raw: RawClient) -> None:
     )
 
 
+def test_delete_of_a_parent_leaves_it_listed_but_not_selectable(raw: RawClient) -> None:
+    """Dovecot's Maildir++ keeps the directory of a deleted mailbox that has children."""
+    raw.command(b"a", b"CREATE h")
+    raw.command(b"b", b"CREATE h/c")
+    assert tagged(raw.command(b"c", b"DELETE h")) == b"c OK Delete completed."
+    assert untagged(raw.command(b"d", b'LIST "" h* RETURN (STATUS (MESSAGES))')) == [
+        b'* LIST () "/" h',
+        b"* NO Mailbox doesn't exist: h",
+        b'* LIST () "/" h/c',
+        b"* STATUS h/c (MESSAGES 0)",
+    ]
+    assert tagged(raw.command(b"e", b"SELECT h")) == b"e NO Mailbox doesn't exist: h"
+    assert tagged(raw.command(b"f", b"SUBSCRIBE h")) == b"f OK Subscribe completed."
+    raw.command(b"g", b"DELETE h/c")
+    assert untagged(raw.command(b"h", b'LIST "" h*')) == []
+
+
+def test_list_root_is_the_reference_up_to_its_delimiter(raw: RawClient) -> None:
+    """LIST ref "" as Dovecot: UW-IMAP's root, the reference up to its first delimiter."""
+    assert untagged(raw.command(b"a", b'LIST "" ""')) == [b'* LIST (\\Noselect) "/" ""']
+    assert untagged(raw.command(b"b", b'LIST "a/b" ""')) == [b'* LIST (\\Noselect) "/" a/']
+
+
 def test_no_texts_of_missing_mailboxes(raw: RawClient) -> None:
     missing = b"Mailbox doesn't exist: Moved"
     assert tagged(raw.command(b"a", b"STATUS Moved (MESSAGES)")) == b"a NO " + missing

@@ -56,6 +56,10 @@ class UserMailboxes:
         #: Every name with mailboxes below it -> how many: O(1) \\HasChildren.
         self._below: dict[str, int] = {}
         self._subscribed: dict[str, None] = {}
+        #: Mailboxes deleted while they had children. Dovecot's Maildir++ keeps their
+        #: directory: LIST shows them as if they existed, SELECT says they do not;
+        #: they go when their last child does, or when CREATE makes them again.
+        self._hollow: set[str] = set()
         #: Every listed name (mailboxes and their parents) in LIST order, or None when stale.
         self._listed: list[str] | None = None
         self._inbox_count = 0  # the first names of _listed, INBOX and its children
@@ -115,6 +119,8 @@ class UserMailboxes:
             if box is None:
                 raise NoSuchMailbox(name)
             self._remove(key)
+            if key in self._below:
+                self._hollow.add(key)
             box._drop()
 
     def rename(self, old: str, new: str) -> None:
@@ -183,6 +189,11 @@ class UserMailboxes:
         """Is `name` a mailbox (not only the parent of some)?"""
         return self.get(name) is not None
 
+    def is_hollow(self, name: str) -> bool:
+        """Was `name` deleted while it had children, which are still there (see _hollow)?"""
+        with self._core.lock:
+            return name in self._hollow
+
     def has_children(self, name: str) -> bool:
         try:
             key = _canonical(name)
@@ -195,15 +206,19 @@ class UserMailboxes:
 
     def subscribe(self, name: str) -> None:
         """Subscribe to an existing mailbox (Dovecot refuses a missing one)."""
-        key = _canonical(name)
+        box = self.get(name)
+        key = box.name if box is not None else _canonical(name)
+        if box is None and not self.is_hollow(key):
+            raise NoSuchMailbox(name)
         with self._core.lock:
-            if key not in self._boxes:
-                raise NoSuchMailbox(name)
             self._subscribed[key] = None
 
     def unsubscribe(self, name: str) -> None:
         """Drop a subscription; the mailbox need not exist (nor the subscription)."""
-        key = _canonical(name)
+        try:
+            key = _canonical(name)
+        except InvalidName:
+            return  # no such name can be subscribed
         with self._core.lock:
             self._subscribed.pop(key, None)
 
@@ -237,6 +252,7 @@ class UserMailboxes:
     def _add(self, box: Mailbox) -> Mailbox:
         key = box.name
         self._boxes[key] = box
+        self._hollow.discard(key)
         below = self._below
         cut = key.rfind(DELIMITER)
         while cut > 0:
@@ -257,6 +273,7 @@ class UserMailboxes:
                 below[parent] = left
             else:
                 del below[parent]
+                self._hollow.discard(parent)
             cut = key.rfind(DELIMITER, 0, cut)
         self._listed = None
 
