@@ -653,3 +653,29 @@ def test_concurrent_appends_get_unique_rising_uids(store: MailStore) -> None:
         thread.join(5)
     assert got["a"] == sorted(got["a"]) and got["b"] == sorted(got["b"])
     assert sorted(got["a"] + got["b"]) == list(range(1, 601)) == list(box.uids())
+
+
+def test_deep_mailbox_names_cost_memory_linear_in_their_length(alice: UserMailboxes) -> None:
+    """100 names of 127 levels (4 KiB each): their 12,700 prefixes would be 25 MB as strings."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        for i in range(100):
+            alice.create("/".join([f"{i:03d}" + "x" * 28] * 127))
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert used < 10_000_000
+    assert alice.has_children("000" + "x" * 28)
+    assert len(alice.list("", "*")) == 6 + 100 * 127
+
+
+def test_glob_is_linear_on_patterns_that_make_regexes_backtrack() -> None:
+    from servers.imap.store import Glob
+
+    glob = Glob("*a" * 30 + "*b", "/")
+    assert not glob.matches("a" * 4000)  # a regex would take longer than the universe has
+    assert glob.matches("a" * 40 + "b")
+    assert Glob("%/x", "/").matches("a/x") and not Glob("%/x", "/").matches("a/b/x")
+    assert Glob("a%*%b", "/").matches("a/c/b")  # a run of wildcards with a * is a *

@@ -29,7 +29,6 @@ from servers.imap.store.folders import (
     DELIMITER,
     INBOX,
     SPECIAL_USES,
-    Glob,
     UserMailboxes,
     check_name,
     list_matcher,
@@ -38,6 +37,7 @@ from servers.imap.store.folders import (
 from servers.imap.store.mailbox import Mailbox, MailboxStatus
 from servers.imap.store.mailstore import MailStore
 from servers.imap.store.messages import MAX_UID, RawMessage, StoredMessage, to_message_bytes
+from servers.imap.store.tree import Glob, Tree
 
 __all__ = [
     "DEFAULT_MAILBOXES",
@@ -57,6 +57,7 @@ __all__ = [
     "StoreError",
     "StoredMessage",
     "TooBig",
+    "Tree",
     "UserMailboxes",
     "check_name",
     "list_matcher",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import bisect
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from servers.imap.store.errors import (
     InvalidName,
@@ -14,6 +13,7 @@ from servers.imap.store.errors import (
     StoreError,
 )
 from servers.imap.store.mailbox import Core, Mailbox
+from servers.imap.store.tree import Glob, Tree
 
 DELIMITER = "/"
 INBOX = "INBOX"
@@ -53,16 +53,9 @@ class UserMailboxes:
         self.quota_message_limit: int | None = None
         self.append_limit: int | None = None
         self._boxes: dict[str, Mailbox] = {}
-        #: Every name with mailboxes below it -> how many: O(1) \\HasChildren.
-        self._below: dict[str, int] = {}
+        #: The same names as a trie: parents, children, LIST matching.
+        self._tree = Tree(DELIMITER, INBOX)
         self._subscribed: dict[str, None] = {}
-        #: Mailboxes deleted while they had children. Dovecot's Maildir++ keeps their
-        #: directory: LIST shows them as if they existed, SELECT says they do not;
-        #: they go when their last child does, or when CREATE makes them again.
-        self._hollow: set[str] = set()
-        #: Every listed name (mailboxes and their parents) in LIST order, or None when stale.
-        self._listed: list[str] | None = None
-        self._inbox_count = 0  # the first names of _listed, INBOX and its children
         for name, use in DEFAULT_MAILBOXES:
             self._add(Mailbox(core, self, name, use))
             self._subscribed[name] = None
@@ -119,8 +112,6 @@ class UserMailboxes:
             if box is None:
                 raise NoSuchMailbox(name)
             self._remove(key)
-            if key in self._below:
-                self._hollow.add(key)
             box._drop()
 
     def rename(self, old: str, new: str) -> None:
@@ -135,7 +126,7 @@ class UserMailboxes:
             raise StoreError(f"cannot rename {src!r} into its own child {dst!r}")
         with self._core.txn():
             box = self._boxes.get(src)
-            if box is None and src not in self._below:
+            if box is None and not self._tree.has_children(src):
                 raise NoSuchMailbox(old)
             if dst in self._boxes:
                 raise MailboxExists(dst)
@@ -168,31 +159,31 @@ class UserMailboxes:
 
     def list_many(self, reference: str, patterns: Iterable[str]) -> Names:
         """LIST with several patterns (LIST-EXTENDED): every name matching any, once."""
-        combined = [_join(reference, p) for p in patterns if p]
+        globs: list[Glob] = []
+        inbox_globs: list[Glob] = []
+        for pattern in patterns:
+            if pattern:
+                combined = _join(reference, pattern)
+                globs.append(Glob(combined, DELIMITER))
+                upper = _upper_inbox_prefix(combined)
+                if upper != combined:  # INBOX matches in any case, its children too
+                    inbox_globs.append(Glob(upper, DELIMITER))
         with self._core.lock:
-            names = self._listed_names()
-            split = self._inbox_count
-            hits: list[str] = []
-            merge = len(combined) > 1
-            for pattern in combined:
-                glob = Glob(pattern)
-                # Two sorted runs: INBOX and its children first, then the rest.
-                hits += glob.filter(names, 0, split)
-                hits += glob.filter(names, split, len(names))
-                upper = _upper_inbox_prefix(pattern)
-                if upper != pattern:  # INBOX matches in any case, its children too
-                    hits += Glob(upper).filter(names, 0, split)
-                    merge = True
-            return sorted(set(hits), key=list_order) if merge else hits
+            return self._tree.match(globs, inbox_globs)
 
     def exists(self, name: str) -> bool:
         """Is `name` a mailbox (not only the parent of some)?"""
         return self.get(name) is not None
 
     def is_hollow(self, name: str) -> bool:
-        """Was `name` deleted while it had children, which are still there (see _hollow)?"""
+        """Was `name` deleted while it had children, which are still there?
+
+        Dovecot's Maildir++ keeps such a mailbox's directory: LIST shows it as
+        if it existed, SELECT says it does not; it goes when its last child
+        does, or when CREATE makes it again.
+        """
         with self._core.lock:
-            return name in self._hollow
+            return self._tree.hollow(name)
 
     def has_children(self, name: str) -> bool:
         try:
@@ -200,7 +191,7 @@ class UserMailboxes:
         except StoreError:
             return False
         with self._core.lock:
-            return key in self._below
+            return self._tree.has_children(key)
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -250,41 +241,13 @@ class UserMailboxes:
     # -- internals -------------------------------------------------------------
 
     def _add(self, box: Mailbox) -> Mailbox:
-        key = box.name
-        self._boxes[key] = box
-        self._hollow.discard(key)
-        below = self._below
-        cut = key.rfind(DELIMITER)
-        while cut > 0:
-            parent = key[:cut]
-            below[parent] = below.get(parent, 0) + 1
-            cut = key.rfind(DELIMITER, 0, cut)
-        self._listed = None
+        self._boxes[box.name] = box
+        self._tree.add(box.name)
         return box
 
     def _remove(self, key: str) -> None:
         del self._boxes[key]
-        below = self._below
-        cut = key.rfind(DELIMITER)
-        while cut > 0:
-            parent = key[:cut]
-            left = below[parent] - 1
-            if left:
-                below[parent] = left
-            else:
-                del below[parent]
-                self._hollow.discard(parent)
-            cut = key.rfind(DELIMITER, 0, cut)
-        self._listed = None
-
-    def _listed_names(self) -> Names:
-        """Mailboxes and their parents in LIST order; rebuilt (n log n) after a change."""
-        if self._listed is None:
-            names = set(self._boxes)
-            names.update(self._below)
-            self._listed = sorted(names, key=list_order)
-            self._inbox_count = sum(1 for n in self._listed if _in_inbox(n))
-        return self._listed
+        self._tree.remove(key)
 
     def _check_quota(self, add_bytes: int, add_messages: int) -> None:
         used_bytes, used_messages = self.usage()
@@ -328,22 +291,21 @@ def list_matcher(reference: str, patterns: Iterable[str]) -> Callable[[str], boo
         if pattern:
             combined = _join(reference, pattern)
             upper = _upper_inbox_prefix(combined)
-            globs.append((Glob(combined), Glob(upper) if upper != combined else None))
+            inbox = Glob(upper, DELIMITER) if upper != combined else None
+            globs.append((Glob(combined, DELIMITER), inbox))
 
     def matches(name: str) -> bool:
-        one = [name]
         return any(
-            glob.filter(one, 0, 1)
-            or (inbox is not None and _in_inbox(name) and inbox.filter(one, 0, 1))
+            glob.matches(name) or (inbox is not None and _in_inbox(name) and inbox.matches(name))
             for glob, inbox in globs
         )
 
     return matches
 
 
-def list_order(name: str) -> tuple[bool, str]:
-    """LIST's order: INBOX and its children first, then every other name."""
-    return (not _in_inbox(name), name)
+def list_order(name: str) -> tuple[bool, list[str]]:
+    """LIST's order: INBOX and its children first, then the rest; parents before children."""
+    return (not _in_inbox(name), name.split(DELIMITER))
 
 
 def _in_inbox(name: str) -> bool:
@@ -355,87 +317,6 @@ def _join(reference: str, pattern: str) -> str:
     if reference.endswith(DELIMITER) and pattern.startswith(DELIMITER):
         return reference + pattern[1:]
     return reference + pattern
-
-
-_STAR, _PERCENT = -1, -2
-_MAX_CHAR = "\U0010ffff"
-
-
-class Glob:
-    """A LIST pattern, matched in time linear in the name (never regex backtracking).
-
-    A hostile pattern such as ``*a*a*a*a*a*b`` makes a backtracking matcher
-    (a regex, or Dovecot's recursive imap_match) exponential; here the
-    pattern runs as a bit-parallel NFA: a few integer operations per
-    character of the name. The literal head of the pattern selects a range
-    of the sorted names by bisection, so ``Work/*`` never looks at the rest.
-
-    >>> Glob("Work/%").filter(["Work", "Work/A", "Work/A/B", "Worx"], 0, 4)
-    ['Work/A']
-    """
-
-    __slots__ = ("_accept", "_literal", "_percent", "_prefix", "_star", "_tail", "_wild")
-
-    def __init__(self, pattern: str) -> None:
-        tokens: list[int] = []
-        for ch in pattern:
-            if ch in "*%":
-                kind = _STAR if ch == "*" else _PERCENT
-                if tokens and tokens[-1] < 0:  # collapse runs: "%*" is "*", "%%" is "%"
-                    tokens[-1] = _STAR if _STAR in (kind, tokens[-1]) else _PERCENT
-                    continue
-                tokens.append(kind)
-            else:
-                tokens.append(ord(ch))
-        head = 0
-        while head < len(tokens) and tokens[head] >= 0:
-            head += 1
-        self._prefix = "".join(map(chr, tokens[:head]))
-        self._tail = tokens[head:]
-        literal: dict[str, int] = {}
-        star = percent = 0
-        for i, token in enumerate(self._tail):
-            if token == _STAR:
-                star |= 1 << i
-            elif token == _PERCENT:
-                percent |= 1 << i
-            else:
-                literal[chr(token)] = literal.get(chr(token), 0) | 1 << i
-        self._literal = literal
-        self._star = star
-        self._percent = percent
-        self._wild = star | percent
-        self._accept = 1 << len(self._tail)
-
-    def filter(self, names: Sequence[str], lo: int, hi: int) -> list[str]:
-        """The names among sorted `names[lo:hi]` that match."""
-        prefix = self._prefix
-        if not self._tail:
-            i = bisect.bisect_left(names, prefix, lo, hi)
-            return [prefix] if i < hi and names[i] == prefix else []
-        start = bisect.bisect_left(names, prefix, lo, hi)
-        stop = bisect.bisect_left(names, prefix + _MAX_CHAR, start, hi)
-        if len(self._tail) == 1:  # "prefix*" or "prefix%": no matching per name
-            if self._star:
-                return list(names[start:stop])
-            cut = len(prefix)
-            return [n for n in names[start:stop] if DELIMITER not in n[cut:]]
-        cut = len(prefix)
-        return [n for n in names[start:stop] if self._match_tail(n, cut)]
-
-    def _match_tail(self, name: str, pos: int) -> bool:
-        literal, star, percent, wild = self._literal, self._star, self._percent, self._wild
-        state = 1 | ((1 & wild) << 1)
-        for ch in name[pos:]:
-            state = (
-                ((state & literal.get(ch, 0)) << 1)
-                | (state & star)
-                | (0 if ch == DELIMITER else state & percent)
-            )
-            if not state:
-                return False
-            state |= (state & wild) << 1
-        return bool(state & self._accept)
 
 
 def _upper_inbox_prefix(pattern: str) -> str:
