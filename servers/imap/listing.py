@@ -22,6 +22,7 @@ selects, then a linear scan of it; nothing is quadratic in the mailboxes.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -250,39 +251,35 @@ def _walk(
     """Dovecot's walk over the selected names (mailbox_list_iter_update).
 
     Each selected name that matches is listed; with RECURSIVEMATCH its
-    parents are looked at too: the first one that matches is listed (with
-    CHILDINFO) unless the name itself was, and every matching parent learns
-    that a child is selected.
+    nearest matching parent is listed instead when the name itself does not
+    match. A listed name has a selected child (CHILDINFO) when a selected
+    name lies below it. Only listed names are ever built as strings, so deep
+    subscriptions cost their length, not length times depth.
     """
-    matches = list_matcher(reference, patterns)
-    found: dict[str, _Entry] = {}
+    matching = list_matcher(reference, patterns)
     listed: set[str] = set()
     for name in chosen:
-        leaf = True
-        add = True
-        node = name
-        while True:
-            if matches(node):
-                entry = found.get(node)
-                if entry is None:
-                    entry = found[node] = _Entry(node)
-                if add:
-                    listed.add(node)
-                    add = False
-                if leaf:
-                    entry.subscribed = subscribed
-                elif subscribed:
-                    entry.child_subscribed = True
-                else:
-                    entry.child_special_use = True
-            if not opts.recursivematch:
-                break
-            cut = node.rfind(DELIMITER)
-            if cut <= 0:
-                break
-            node = node[:cut]
-            leaf = False
-    return [found[n] for n in sorted(listed, key=list_order)]
+        cuts = matching(name)
+        if len(name) in cuts:
+            listed.add(name)
+        elif cuts and opts.recursivematch:
+            listed.add(name[: max(cuts)])
+    selected = set(chosen)
+    ordered = sorted(chosen)
+    entries = []
+    for name in sorted(listed, key=list_order):
+        entry = _Entry(name)
+        if name in selected:
+            entry.subscribed = subscribed
+        below = name + DELIMITER
+        at = bisect.bisect_left(ordered, below)
+        if opts.recursivematch and at < len(ordered) and ordered[at].startswith(below):
+            if subscribed:
+                entry.child_subscribed = True
+            else:
+                entry.child_special_use = True
+        entries.append(entry)
+    return entries
 
 
 def _line(

@@ -284,8 +284,12 @@ def check_name(name: str) -> str:
 _canonical = check_name
 
 
-def list_matcher(reference: str, patterns: Iterable[str]) -> Callable[[str], bool]:
-    """Whether one name matches any of LIST's patterns (for walks over a few names)."""
+def list_matcher(reference: str, patterns: Iterable[str]) -> Callable[[str], set[int]]:
+    """For a name, the lengths of its prefixes (itself included) that LIST's patterns match.
+
+    One pass over the name per pattern: a walk over a subscription's parents
+    costs its length, not its length times its depth.
+    """
     globs: list[tuple[Glob, Glob | None]] = []
     for pattern in patterns:
         if pattern:
@@ -294,13 +298,15 @@ def list_matcher(reference: str, patterns: Iterable[str]) -> Callable[[str], boo
             inbox = Glob(upper, DELIMITER) if upper != combined else None
             globs.append((Glob(combined, DELIMITER), inbox))
 
-    def matches(name: str) -> bool:
-        return any(
-            glob.matches(name) or (inbox is not None and _in_inbox(name) and inbox.matches(name))
-            for glob, inbox in globs
-        )
+    def matching(name: str) -> set[int]:
+        cuts: set[int] = set()
+        for glob, inbox in globs:
+            cuts.update(glob.matching_levels(name))
+            if inbox is not None and _in_inbox(name):
+                cuts.update(inbox.matching_levels(name))
+        return cuts
 
-    return matches
+    return matching
 
 
 def list_order(name: str) -> tuple[bool, list[str]]:

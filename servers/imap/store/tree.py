@@ -97,6 +97,26 @@ class Glob:
     def matches(self, name: str) -> bool:
         return self.accepts(self.advance(self.start, name))
 
+    def matching_levels(self, name: str) -> list[int]:
+        """Lengths of the prefixes of `name` that end a level and match, in one pass.
+
+        >>> Glob("a*", "/").matching_levels("a/b/c")
+        [1, 3, 5]
+        """
+        out: list[int] = []
+        state = self.start
+        end = -1
+        for part in name.split(self._delimiter):
+            if end >= 0:
+                state = self.advance(state, self._delimiter)
+            end += len(part) + 1
+            state = self.advance(state, part)
+            if not state:
+                break
+            if self.accepts(state):
+                out.append(end)
+        return out
+
 
 class _Node:
     __slots__ = ("below", "children", "hollow", "mailbox")
