@@ -261,12 +261,26 @@ def test_create_128_levels_refused_127_accepted(raw: RawClient) -> None:
     assert tagged(reply) == b"b NO [CANNOT] Mailbox name too long"
 
 
-def test_mailbox_name_of_1_mib_refused(raw: RawClient) -> None:
+def test_mailbox_name_of_1_mib_refused(raw: RawClient, imap: RunningIMAP) -> None:
+    """Refused either here (name too long) or, once commands are capped as in Dovecot
+    (``* BYE Literal size too large``), before; either way nothing is made."""
     name = b"x" * (1 << 20)
-    reply = raw.command(b"c", b"CREATE {%d+}\r\n%s" % (len(name), name))
-    assert tagged(reply) == b"c NO [CANNOT] Mailbox name too long"
-    level = b"y" * 256  # Dovecot's MAILBOX_MAX_HIERARCHY_NAME_LENGTH is 255
+    raw.send(b"c CREATE {%d+}\r\n%s\r\n" % (len(name), name))
+    try:
+        reply = raw.until(b"c")
+    except (EOFError, ConnectionError):
+        reply = []
+    assert not reply or tagged(reply) == b"c NO [CANNOT] Mailbox name too long"
+    assert len(imap.store.user(ALICE).mailboxes()) == 6
+
+
+def test_mailbox_name_over_4096_bytes_or_a_level_over_255_refused(raw: RawClient) -> None:
+    """Dovecot's MAILBOX_LIST_NAME_MAX_LENGTH (PATH_MAX) and MAILBOX_MAX_HIERARCHY_NAME_LENGTH."""
+    name = b"/".join([b"n" * 241] * 17)  # 4113 bytes
+    assert tagged(raw.command(b"c", b"CREATE " + name)) == b"c NO [CANNOT] Mailbox name too long"
+    level = b"y" * 256
     assert tagged(raw.command(b"d", b"CREATE " + level)) == b"d NO [CANNOT] Mailbox name too long"
+    assert tagged(raw.command(b"e", b"CREATE " + b"y" * 255)) == b"e OK Create completed."
 
 
 @pytest.mark.parametrize(
@@ -344,6 +358,21 @@ def test_list_subtree_of_20000_mailboxes_looks_at_the_subtree_only(make_imap: Ma
     part, lines = _list_cpu(imap, b'LIST "" r7/*')
     assert lines == 400
     assert part < whole / 5, (part, whole)
+
+
+def test_lsub_of_deep_subscriptions_is_linear(make_imap: MakeIMAP) -> None:
+    """LSUB walks each subscription's parents: one pass per name, not one per level."""
+    costs = []
+    for count in (20, 200):
+        imap = make_imap()
+        user = imap.store.user(ALICE)
+        for i in range(count):
+            name = "/".join([f"{i:03d}" + "z" * 28] * 127)
+            user.create(name)
+            user.subscribe(name)
+        _list_cpu(imap, b'LSUB "" *')  # warm up
+        costs.append(min(_list_cpu(imap, b'LSUB "" *')[0] for _ in range(2)))
+    assert costs[1] < 20 * max(costs[0], 0.005), costs
 
 
 def test_list_hostile_pattern_is_linear(make_imap: MakeIMAP) -> None:
