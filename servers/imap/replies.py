@@ -135,7 +135,6 @@ class Replies:
     already_exists: Reply = Reply("ALREADYEXISTS", "Mailbox already exists")
     inbox_delete: Reply = Reply(None, "INBOX can't be deleted.")
     delete_root: Reply = Reply("CANNOT", "Storage root can't be deleted")
-    has_children: Reply = Reply(None, "Mailbox has children, delete them first")
     read_only: Reply = Reply(None, "Mailbox is read-only.")
     # Dovecot 2.3 adds its command timing to this tagged NO, as to its OKs.
     over_quota: Reply = Reply(
