@@ -16,7 +16,7 @@ from servers.imap.commands import SYSTEM_FLAGS, CommandHandler, Effect, Fail, Ha
 from servers.imap.listing import cmd_LIST, cmd_LSUB, parse_status_items, status_line
 from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, Tagged, Untagged, UntaggedStatus
-from servers.imap.states import State, Transition
+from servers.imap.states import Transition
 from servers.imap.store import (
     DELIMITER,
     INBOX,
@@ -102,17 +102,19 @@ def cmd_EXAMINE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
     args = s.args(cmd, 1)
+    if s.view is not None:
+        # As Dovecot (cmd-select.c): the selected mailbox is closed first, whatever
+        # follows, and said so with QRESYNC's [CLOSED], even if the new one fails.
+        s.unselect()
+        s.transition(Transition.SELECT_FAILED)
+        yield UntaggedStatus(Status.OK, s.replies.previous_closed, "CLOSED").to_bytes()
     name = s.mailbox_name(cmd, args[0])
     if len(args) > 1 and isinstance(args[1], list):
         params = [p.upper() for p in args[1] if isinstance(p, str)]
         if "CONDSTORE" in params:
             s.condstore = True
-    if s.view is not None:
-        s.unselect()
     box = s.mailbox(name)
     if box is None:
-        if s.state is State.SELECTED:
-            s.transition(Transition.SELECT_FAILED)
         raise _missing(s, name)
     view = SelectedView(box, readonly=readonly)
     s.view = view

@@ -204,6 +204,7 @@ class Replies:
     quota_root_name: str = "User quota"
     flags_permitted: str = "Flags permitted."
     read_only_flags: str = "Read-only mailbox."
+    previous_closed: str = "Previous mailbox closed."
     uids_valid: str = "UIDs valid"
     predicted_uid: str = "Predicted next UID"
     highest_modseq: str = "Highest"

@@ -9,7 +9,7 @@ are compared as sets, since Dovecot lists in directory order.
 Known, documented differences are not in the script: Dovecot's special-use
 flags (and auto-created folders) follow its config's names where the fake's
 follow the mailbox on RENAME; Maildir++ with a "/" separator refuses "." in
-names, which the fake allows; SELECT while selected sends ``[CLOSED]`` there.
+names, which the fake allows.
 """
 
 from __future__ import annotations
@@ -131,6 +131,10 @@ SCRIPT = [
     b"SUBSCRIBE Trash/",
     b"UNSUBSCRIBE Trash/",
     b"EXAMINE Trash",
+    b"SELECT Missing",
+    b"EXAMINE Trash",
+    b'SELECT ""',
+    b"UNSELECT",
     b"STATUS Trash (MESSAGES)",
     b'CREATE "star*"',
     b'LIST "" "star%"',

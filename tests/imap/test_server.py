@@ -223,7 +223,8 @@ def test_select_and_examine(imap: RunningIMAP) -> None:
         assert reply[-1].startswith(b"s OK [READ-WRITE] Select completed")
         reply = raw.command(b"e", b"EXAMINE INBOX")
         assert reply[-1].startswith(b"e OK [READ-ONLY] Examine completed")
-        [no] = raw.command(b"x", b"SELECT Nope")
+        closed, no = raw.command(b"x", b"SELECT Nope")
+        assert closed == b"* OK [CLOSED] Previous mailbox closed.\r\n"  # as Dovecot
         # Dovecot's SELECT of a missing mailbox has no response code.
         assert no == b"x NO Mailbox doesn't exist: Nope\r\n"
         [bad] = raw.command(b"f", b"FETCH 1 FLAGS")
