@@ -55,7 +55,9 @@ class ReadLine:
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    """Close the connection after what was sent."""
+    """Close the connection after what was sent, and after `farewell` (an untagged BYE)."""
+
+    farewell: bytes = b""
 
 
 Effect = Delay | StartTLS | ReadLine | Disconnect

@@ -73,13 +73,15 @@ def cmd_LSUB(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 
 def _list(s: Session, cmd: Command, *, lsub: bool) -> Handler:
-    args = list(s.args(cmd, 2))
+    args = list(cmd.args)
     opts = _Options(lsub=lsub)
-    if not lsub and isinstance(args[0], list):
+    if not lsub and args and isinstance(args[0], list):
         opts.listext = True
         _select_options(s, cmd, args.pop(0), opts)
-    if len(args) < 2:
-        raise s.bad(cmd, s.replies.missing_arguments)
+    if len(args) < 2:  # Dovecot's texts: the argument it failed to read
+        raise s.bad(
+            cmd, s.replies.list_invalid_pattern if args else s.replies.list_invalid_reference
+        )
     if isinstance(args[0], list):
         raise s.bad(cmd, s.replies.list_invalid_reference)
     reference = _pattern_text(s, cmd, args[0])

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
 from servers.imap import mutf7
-from servers.imap.commands import SYSTEM_FLAGS, CommandHandler, Effect, Fail, Handler, mailbox_wire
+from servers.imap.commands import (
+    SYSTEM_FLAGS,
+    CommandHandler,
+    Disconnect,
+    Effect,
+    Fail,
+    Handler,
+    mailbox_wire,
+)
 from servers.imap.listing import cmd_LIST, cmd_LSUB, parse_status_items, status_line
 from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, Tagged, Untagged, UntaggedStatus
@@ -101,7 +109,9 @@ def cmd_EXAMINE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 
 def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
-    args = s.args(cmd, 1)
+    args = cmd.args
+    if not args:
+        raise s.bad(cmd, s.replies.invalid_arguments)  # Dovecot's text, not "Missing"
     if s.view is not None:
         # As Dovecot (cmd-select.c): the selected mailbox is closed first, whatever
         # follows, and said so with QRESYNC's [CLOSED], even if the new one fails.
@@ -182,9 +192,12 @@ def cmd_DELETE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     if name == "INBOX":
         raise s.no(s.replies.inbox_delete)
     if s.view is not None and s.view.mailbox.name == name:
-        # Dovecot lets a session delete its own selected mailbox and unselects it.
+        # Dovecot closes the selected mailbox, deletes it, answers, then says BYE
+        # and disconnects (cmd-delete.c), whether the delete worked or not.
         s.unselect()
         s.transition(Transition.CLOSED)
+        bye = UntaggedStatus(Status.BYE, s.replies.bye_mailbox_deleted).to_bytes()
+        after.append(Disconnect(farewell=bye))
     try:
         # As Dovecot with Maildir++: a mailbox with children is deleted, they stay.
         s.user().delete(name)
@@ -208,6 +221,18 @@ def cmd_RENAME(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         raise s.nonexistent(old) from None
     except MailboxExists:
         raise s.no(s.replies.target_exists) from None
+    view = s.view
+    if (
+        view is not None
+        and view.mailbox.name.startswith(new)
+        and (view.mailbox.name == new or view.mailbox.name.startswith(new + DELIMITER))
+    ):
+        # The selected mailbox moved: Dovecot (Maildir++) answers, then finds its
+        # session inconsistent and disconnects.
+        s.unselect()
+        s.transition(Transition.CLOSED)
+        bye = UntaggedStatus(Status.BYE, s.replies.bye_inconsistent).to_bytes()
+        after.append(Disconnect(farewell=bye))
     return s.ok(cmd, s.replies.rename_ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 

@@ -50,6 +50,8 @@ class Replies:
     bye_idle_timeout: str = "Disconnected for inactivity."
     bye_mailbox_deleted: str = "Selected mailbox was deleted, have to disconnect."
     bye_uidvalidity: str = "Mailbox UIDVALIDITY changed, have to disconnect."
+    #: After a RENAME of the selected mailbox: Dovecot's Maildir++ loses track of it.
+    bye_inconsistent: str = "IMAP session state is inconsistent, please relogin."
     bye_literal_too_large: str = "Too long argument."
     auth_failed: Reply = Reply("AUTHENTICATIONFAILED", "Authentication failed.")
     # One reply per servers.accounts.AuthOutcome; Dovecot has no text of its own

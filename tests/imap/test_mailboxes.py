@@ -125,8 +125,31 @@ def test_delete_of_a_parent_leaves_it_listed_but_not_selectable(raw: RawClient) 
 
 def test_list_root_is_the_reference_up_to_its_delimiter(raw: RawClient) -> None:
     """LIST ref "" as Dovecot: UW-IMAP's root, the reference up to its first delimiter."""
+    bad = b"BAD Error in IMAP command LIST: "
+    assert tagged(raw.command(b"x", b"LIST")) == b"x " + bad + b"Invalid reference."
+    assert tagged(raw.command(b"y", b'LIST ""')) == b"y " + bad + b"Invalid pattern."
     assert untagged(raw.command(b"a", b'LIST "" ""')) == [b'* LIST (\\Noselect) "/" ""']
     assert untagged(raw.command(b"b", b'LIST "a/b" ""')) == [b'* LIST (\\Noselect) "/" a/']
+
+
+def test_delete_of_the_selected_mailbox_answers_then_disconnects(raw: RawClient) -> None:
+    """As Dovecot's cmd-delete.c: OK, then BYE, then the connection closes."""
+    raw.command(b"c", b"CREATE Doomed")
+    raw.command(b"s", b"SELECT Doomed")
+    assert raw.command(b"d", b"DELETE Doomed") == [b"d OK Delete completed.\r\n"]
+    assert raw.line() == b"* BYE Selected mailbox was deleted, have to disconnect.\r\n"
+    with pytest.raises(EOFError):
+        raw.line()
+
+
+def test_rename_of_the_selected_mailbox_answers_then_disconnects(raw: RawClient) -> None:
+    """Dovecot (Maildir++) loses the renamed selected mailbox and ends the session."""
+    raw.command(b"c", b"CREATE Moving/Inner")
+    raw.command(b"s", b"SELECT Moving/Inner")
+    assert raw.command(b"r", b"RENAME Moving Moved") == [b"r OK Rename completed.\r\n"]
+    assert raw.line() == b"* BYE IMAP session state is inconsistent, please relogin.\r\n"
+    with pytest.raises(EOFError):
+        raw.line()
 
 
 def test_no_texts_of_missing_mailboxes(raw: RawClient) -> None:
