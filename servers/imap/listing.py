@@ -87,7 +87,7 @@ def _list(s: Session, cmd: Command, *, lsub: bool) -> Handler:
     reference = _pattern_text(s, cmd, args[0])
     if isinstance(args[1], list):
         opts.listext = True
-        patterns = [_pattern_text(s, cmd, p, pattern_list=True) for p in args[1]]
+        patterns = [_pattern_text(s, cmd, p) for p in args[1]]
     else:
         patterns = [_pattern_text(s, cmd, args[1])]
     rest = args[2:]
@@ -129,7 +129,7 @@ def _list(s: Session, cmd: Command, *, lsub: bool) -> Handler:
         hollow = box is None and not opts.select_subscribed and user.is_hollow(entry.name)
         out.append(_line(s, user, kind, entry, box, opts, hollow=hollow))
         if opts.status and box is not None and (entry.subscribed or not opts.select_subscribed):
-            out.append(status_line(s, box, entry.name, opts.status))
+            out.append(status_line(box, entry.name, opts.status))
         elif opts.status and hollow:
             missing = s.replies.mailbox_missing.text.format(mailbox=entry.name)
             out.append(b"* NO " + missing.encode() + b"\r\n")
@@ -140,7 +140,7 @@ def _list(s: Session, cmd: Command, *, lsub: bool) -> Handler:
     return done
 
 
-def _pattern_text(s: Session, cmd: Command, token: Token, *, pattern_list: bool = False) -> str:
+def _pattern_text(s: Session, cmd: Command, token: Token) -> str:
     """A reference or pattern: decoded from modified UTF-7 when it is valid, else as sent."""
     if isinstance(token, list):
         raise s.bad(cmd, s.replies.list_invalid_pattern_list)
@@ -211,7 +211,7 @@ def parse_status_items(s: Session, cmd: Command, token: Token) -> tuple[str, ...
     return tuple(k for k in STATUS_ITEMS if k in asked)
 
 
-def status_line(s: Session, box: Mailbox, name: str, items: Iterable[str]) -> bytes:
+def status_line(box: Mailbox, name: str, items: Iterable[str]) -> bytes:
     """``* STATUS name (...)``; `name` as the client should see it (UTF-8 here, mUTF-7 out)."""
     status = box.status()
     values = {

@@ -215,18 +215,15 @@ def cmd_RENAME(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         raise s.no(s.replies.rename_own_child)
     if old == INBOX:
         raise s.no(s.replies.rename_inbox)
+    selected = s.view.mailbox if s.view is not None else None
+    was = selected.name if selected is not None else None
     try:
         s.user().rename(old, new)
     except NoSuchMailbox:
         raise s.nonexistent(old) from None
     except MailboxExists:
         raise s.no(s.replies.target_exists) from None
-    view = s.view
-    if (
-        view is not None
-        and view.mailbox.name.startswith(new)
-        and (view.mailbox.name == new or view.mailbox.name.startswith(new + DELIMITER))
-    ):
+    if selected is not None and selected.name != was:
         # The selected mailbox moved: Dovecot (Maildir++) answers, then finds its
         # session inconsistent and disconnects.
         s.unselect()
@@ -275,7 +272,7 @@ def cmd_STATUS(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     if box is None:
         raise _missing(s, name)
     # As Dovecot: the name is echoed as the client spelled it.
-    yield status_line(s, box, mutf7.decode(s.astring(cmd, args[0])), items)
+    yield status_line(box, mutf7.decode(s.astring(cmd, args[0])), items)
     if s.view is not None and s.view.mailbox is box:
         reply = s.replies.status_selected_ok
         return Tagged(cmd.tag, Status.OK, reply.text, reply.code)
