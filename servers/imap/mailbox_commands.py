@@ -48,12 +48,15 @@ __all__ = ["ALL_RIGHTS", "COMMANDS", "wire_name"]
 ALL_RIGHTS = "lrwstipekxacd"
 
 
-def wire_name(s: Session, cmd: Command, token: Token, *, new: bool = False) -> str:
+def wire_name(
+    s: Session, cmd: Command, token: Token, *, new: bool = False, create: bool = False
+) -> str:
     """A mailbox name from the wire, as Dovecot takes it: modified UTF-7 decoded, shape checked.
 
     Returns the UTF-8 name with INBOX in capitals. `new` (CREATE, RENAME's
     target) adds Dovecot's rules for new names: no control characters, and
-    the length and depth limits of the settings.
+    the length and depth limits of the settings. `create` drops one trailing
+    delimiter first: CREATE "a/" makes "a" (RFC 3501 §6.3.3).
     """
     if isinstance(token, list):
         raise s.bad(cmd, s.replies.invalid_arguments)
@@ -64,8 +67,8 @@ def wire_name(s: Session, cmd: Command, token: Token, *, new: bool = False) -> s
         name = mutf7.decode(text)
     except ValueError:
         raise s.no(s.replies.invalid_mutf7) from None
-    if new and name.endswith(DELIMITER) and cmd.name == "CREATE":
-        name = name[:-1]  # CREATE "a/" makes "a" (RFC 3501 §6.3.3)
+    if create and name.endswith(DELIMITER):
+        name = name[:-1]
     try:
         name = check_name(name)
     except InvalidName as exc:
@@ -167,7 +170,7 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
 
 def cmd_CREATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 1)
-    name = wire_name(s, cmd, args[0], new=True)
+    name = wire_name(s, cmd, args[0], new=True, create=True)
     special: str | None = None
     if len(args) > 1 and isinstance(args[1], list) and len(args[1]) == 2:
         key, value = args[1]
