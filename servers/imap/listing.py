@@ -229,7 +229,7 @@ def status_line(box: Mailbox, name: str, items: Iterable[str]) -> bytes:
 
 def _entries(
     user: UserMailboxes, reference: str, patterns: list[str], opts: _Options
-) -> list[_Entry]:
+) -> Iterable[_Entry]:
     if opts.select_subscribed:
         chosen = user.subscriptions()
         if opts.select_special_use:
@@ -238,7 +238,7 @@ def _entries(
     if opts.select_special_use:
         chosen = [b.name for b in user.mailboxes() if b.special_use is not None]
         return _walk(user, chosen, reference, patterns, opts, subscribed=False)
-    return [_Entry(name) for name in user.list_many(reference, patterns)]
+    return (_Entry(name) for batch in user.iter_list(reference, patterns) for name in batch)
 
 
 def _walk(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from servers.imap.store.errors import (
     InvalidName,
@@ -159,6 +160,12 @@ class UserMailboxes:
 
     def list_many(self, reference: str, patterns: Iterable[str]) -> Names:
         """LIST with several patterns (LIST-EXTENDED): every name matching any, once."""
+        return [name for batch in self.iter_list(reference, patterns) for name in batch]
+
+    def iter_list(
+        self, reference: str, patterns: Iterable[str], batch: int = 256
+    ) -> Iterator[Names]:
+        """`list_many` in batches, each taken under the store lock: LIST streams its reply."""
         globs: list[Glob] = []
         inbox_globs: list[Glob] = []
         for pattern in patterns:
@@ -168,8 +175,13 @@ class UserMailboxes:
                 upper = _upper_inbox_prefix(combined)
                 if upper != combined:  # INBOX matches in any case, its children too
                     inbox_globs.append(Glob(upper, DELIMITER))
-        with self._core.lock:
-            return self._tree.match(globs, inbox_globs)
+        names = self._tree.match(globs, inbox_globs)
+        while True:
+            with self._core.lock:
+                chunk = list(itertools.islice(names, batch))
+            if not chunk:
+                return
+            yield chunk
 
     def exists(self, name: str) -> bool:
         """Is `name` a mailbox (not only the parent of some)?"""

@@ -14,7 +14,7 @@ A client controls the names, so both costs stay linear in what it sent:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 __all__ = ["Glob", "Tree"]
 
@@ -182,62 +182,59 @@ class Tree:
         """Is `name` a mailbox or the parent of one?"""
         return self._find(name) is not None
 
-    def match(self, globs: Sequence[Glob], first_globs: Sequence[Glob] = ()) -> list[str]:
+    def match(self, globs: Sequence[Glob], first_globs: Sequence[Glob] = ()) -> Iterator[str]:
         """Names matching any glob, parents first, `first` and its children before the rest.
 
         `first_globs` apply under `first` only (INBOX's case-insensitive spellings).
+        Lazy, so a LIST streams: the caller takes names in batches, and a change
+        of the tree between them is safe (a name deleted meanwhile may still come).
         """
-        out: list[str] = []
         root = self._root.children
         for part in sorted(root, key=lambda p: (p != self._first, p)):
-            these = [*globs, *first_globs] if part == self._first else list(globs)
-            self._walk(root[part], part, part, these, [g.start for g in these], out)
-        return out
+            node = root.get(part)
+            if node is not None:
+                these = [*globs, *first_globs] if part == self._first else list(globs)
+                yield from self._walk(node, part, these)
 
-    def _walk(
-        self,
-        node: _Node,
-        name: str,
-        part: str,
-        globs: list[Glob],
-        states: list[int],
-        out: list[str],
-    ) -> None:
-        stack = [(node, name, part, states)]
+    def _walk(self, top: _Node, top_part: str, globs: list[Glob]) -> Iterator[str]:
+        delimiter = self._delimiter
+        stack = [(top, "", top_part, [g.start for g in globs])]
         while stack:
-            node, name, part, states = stack.pop()
+            node, prefix, part, states = stack.pop()
+            name = prefix + part
             states = [g.advance(s, part) if s else 0 for g, s in zip(globs, states, strict=True)]
             if not any(states):
                 continue
             if any(g.accepts(s) for g, s in zip(globs, states, strict=True)):
-                out.append(name)
+                yield name
             if not node.children:
                 continue
             if any(g.every(s) for g, s in zip(globs, states, strict=True)):
-                out.extend(self._names_below(node, name))
+                yield from self._names_below(node, name)
                 continue
             states = [
-                g.advance(s, self._delimiter) if s else 0
-                for g, s in zip(globs, states, strict=True)
+                g.advance(s, delimiter) if s else 0 for g, s in zip(globs, states, strict=True)
             ]
             if not any(states):
                 continue
-            prefix = name + self._delimiter
+            prefix = name + delimiter
             for child in sorted(node.children, reverse=True):
-                stack.append((node.children[child], prefix + child, child, states))
+                stack.append((node.children[child], prefix, child, states))
 
-    def _names_below(self, node: _Node, name: str) -> list[str]:
-        """Every name under `node` (not its own), in preorder."""
-        out: list[str] = []
-        stack: list[tuple[_Node, str]] = []
-        while True:
-            prefix = name + self._delimiter
-            for part in sorted(node.children, reverse=True):
-                stack.append((node.children[part], prefix + part))
-            if not stack:
-                return out
-            node, name = stack.pop()
-            out.append(name)
+    def _names_below(self, top: _Node, top_name: str) -> Iterator[str]:
+        """Every name under `top` (not its own), in preorder."""
+        delimiter = self._delimiter
+        stack = [(top, top_name + delimiter, part) for part in sorted(top.children, reverse=True)]
+        while stack:
+            parent, prefix, part = stack.pop()
+            node = parent.children.get(part)
+            if node is None:  # removed since
+                continue
+            name = prefix + part
+            yield name
+            if node.children:
+                inner = name + delimiter
+                stack.extend((node, inner, c) for c in sorted(node.children, reverse=True))
 
     def _find(self, name: str) -> _Node | None:
         node: _Node | None = self._root
