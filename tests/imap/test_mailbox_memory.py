@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -62,10 +63,9 @@ def server() -> Iterator[ServerProcess]:
             proc.wait()
 
 
-def _tagged(reader: socket.SocketIO | object, tag: bytes) -> bytes:
-    assert hasattr(reader, "readline")
+def _tagged(reader: BinaryIO, tag: bytes) -> bytes:
     while True:
-        line: bytes = reader.readline()
+        line = reader.readline()
         assert line, "closed by the server"
         if line.startswith(tag + b" "):
             return line
