@@ -152,9 +152,9 @@ class UserMailboxes:
         """Names that LIST `reference` `pattern` shows (RFC 3501 §6.3.8), in LIST order.
 
         `*` spans levels, `%` stays within one; INBOX matches in any case.
-        Parents of mailboxes are among the names (`exists()` tells them
-        apart). An empty pattern asks for the delimiter; the session answers
-        that itself, so it gets [] here.
+        Parents of mailboxes are among the names (`get()` tells them apart).
+        An empty pattern asks for the delimiter; the session answers that
+        itself, so it gets [] here.
         """
         return self.list_many(reference, [pattern])
 
@@ -182,10 +182,6 @@ class UserMailboxes:
             if not chunk:
                 return
             yield chunk
-
-    def exists(self, name: str) -> bool:
-        """Is `name` a mailbox (not only the parent of some)?"""
-        return self.get(name) is not None
 
     def is_hollow(self, name: str) -> bool:
         """Was `name` deleted while it had children, which are still there?

@@ -178,10 +178,6 @@ class Tree:
         node = self._find(name)
         return node is not None and node.hollow
 
-    def listed(self, name: str) -> bool:
-        """Is `name` a mailbox or the parent of one?"""
-        return self._find(name) is not None
-
     def match(self, globs: Sequence[Glob], first_globs: Sequence[Glob] = ()) -> Iterator[str]:
         """Names matching any glob, parents first, `first` and its children before the rest.
 
