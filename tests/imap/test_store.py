@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from servers.imap.store import (
     MailboxExists,
@@ -679,3 +681,54 @@ def test_glob_is_linear_on_patterns_that_make_regexes_backtrack() -> None:
     assert glob.matches("a" * 40 + "b")
     assert Glob("%/x", "/").matches("a/x") and not Glob("%/x", "/").matches("a/b/x")
     assert Glob("a%*%b", "/").matches("a/c/b")  # a run of wildcards with a * is a *
+
+
+def _regex_for(pattern: str) -> str:
+    """The obvious (backtracking) reading of a LIST pattern, as a reference."""
+    import re
+
+    return "".join(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in pattern)
+
+
+@given(
+    pattern=st.text(alphabet="ab/*%", max_size=8),
+    name=st.text(alphabet="ab/", min_size=1, max_size=10),
+)
+def test_glob_agrees_with_the_regex_reading(pattern: str, name: str) -> None:
+    import re
+
+    from servers.imap.store import Glob
+
+    glob = Glob(pattern, "/")
+    expected = re.fullmatch(_regex_for(pattern), name, re.DOTALL) is not None
+    assert glob.matches(name) is expected
+    levels = [len(p) for p in _prefixes(name) if re.fullmatch(_regex_for(pattern), p)]
+    assert glob.matching_levels(name) == levels
+
+
+def _prefixes(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), min_codepoint=1)))
+def test_mutf7_round_trips_any_name(name: str) -> None:
+    from servers.imap.mutf7 import decode, encode
+
+    wire = encode(name)
+    assert wire.isascii() and all(" " <= c <= "~" for c in wire)
+    # Control characters are refused inside names, but they still travel in base64.
+    assert decode(wire) == name
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)))
+def test_mutf7_decode_refuses_cleanly(text: str) -> None:
+    from servers.imap.mutf7 import decode, encode
+
+    try:
+        name = decode(text)
+    except ValueError:
+        return
+    # Dovecot ignores a base64 run's spare low bits ("&AOR-" is "&AOQ-"), so a
+    # name may have two spellings; the canonical one reads back the same.
+    assert decode(encode(name)) == name
