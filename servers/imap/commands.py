@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
+from servers.imap import mutf7
 from servers.imap.protocol import Command
 from servers.imap.responses import Status, Tagged
 
@@ -54,7 +55,9 @@ class ReadLine:
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    """Close the connection after what was sent."""
+    """Close the connection after what was sent, and after `farewell` (an untagged BYE)."""
+
+    farewell: bytes = b""
 
 
 Effect = Delay | StartTLS | ReadLine | Disconnect
@@ -79,7 +82,11 @@ _ATOM_SAFE = frozenset(string.ascii_letters + string.digits + "-_./&+,:;!?=@'")
 
 
 def mailbox_wire(name: str) -> bytes:
-    """A mailbox name as an atom when it can be one, else quoted (as Dovecot does)."""
-    if name and all(c in _ATOM_SAFE for c in name):
-        return name.encode()
-    return mime.quote(name)
+    """A (UTF-8) mailbox name in modified UTF-7, as an atom when it can be one, else quoted.
+
+    As Dovecot does (imap_append_astring).
+    """
+    wire = mutf7.encode(name)
+    if wire and all(c in _ATOM_SAFE for c in wire):
+        return wire.encode()
+    return mime.quote(wire)

@@ -11,28 +11,91 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
-from servers.imap.commands import SYSTEM_FLAGS, CommandHandler, Effect, Fail, Handler, mailbox_wire
-from servers.imap.protocol import Command
-from servers.imap.responses import Status, Untagged, UntaggedStatus
-from servers.imap.states import State, Transition
+from servers.imap import mutf7
+from servers.imap.commands import (
+    SYSTEM_FLAGS,
+    CommandHandler,
+    Disconnect,
+    Effect,
+    Fail,
+    Handler,
+    mailbox_wire,
+)
+from servers.imap.listing import cmd_LIST, cmd_LSUB, parse_status_items, status_line
+from servers.imap.protocol import Command, Token
+from servers.imap.responses import Status, Tagged, Untagged, UntaggedStatus
+from servers.imap.states import Transition
 from servers.imap.store import (
     DELIMITER,
+    INBOX,
+    InvalidName,
     Mailbox,
     MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
     StoreError,
     TooBig,
+    check_name,
 )
 from servers.imap.view import SelectedView
 
 if TYPE_CHECKING:
     from servers.imap.session import Session
 
-__all__ = ["ALL_RIGHTS", "COMMANDS"]
+__all__ = ["ALL_RIGHTS", "COMMANDS", "wire_name"]
 
 #: The owner's rights on every own mailbox (RFC 4314), as Dovecot's acl plugin lists them.
 ALL_RIGHTS = "lrwstipekxacd"
+
+
+def wire_name(
+    s: Session, cmd: Command, token: Token, *, new: bool = False, create: bool = False
+) -> str:
+    """A mailbox name from the wire, as Dovecot takes it: modified UTF-7 decoded, shape checked.
+
+    Returns the UTF-8 name with INBOX in capitals. `new` (CREATE, RENAME's
+    target) adds Dovecot's rules for new names: no control characters, and
+    the length and depth limits of the settings. `create` drops one trailing
+    delimiter first: CREATE "a/" makes "a" (RFC 3501 §6.3.3).
+    """
+    if isinstance(token, list):
+        raise s.bad(cmd, s.replies.invalid_arguments)
+    # Bytes over 0x7f (8-bit or non-UTF-8 names) and control characters,
+    # NUL included, are not modified UTF-7: Dovecot refuses them all alike.
+    text = token.decode("latin-1") if isinstance(token, bytes) else token
+    try:
+        name = mutf7.decode(text)
+    except ValueError:
+        raise s.no(s.replies.invalid_mutf7) from None
+    if create and name.endswith(DELIMITER):
+        name = name[:-1]
+    try:
+        name = check_name(name)
+    except InvalidName as exc:
+        raise Fail(Status.NO, str(exc), s.replies.invalid_name_code) from None
+    if new:
+        _check_new_name(s, name)
+    return name
+
+
+def _check_new_name(s: Session, name: str) -> None:
+    """Dovecot's mailbox_verify_create_name, with our limits for length and depth."""
+    if any(c < " " for c in name):
+        raise s.no(s.replies.control_characters)
+    settings = s.settings
+    if len(name.encode()) > settings.mailbox_name_max_bytes:
+        raise s.no(s.replies.name_too_long)
+    levels = name.split(DELIMITER)
+    if len(levels) > settings.mailbox_max_levels or any(
+        len(level.encode()) > settings.mailbox_level_max_bytes for level in levels
+    ):
+        raise s.no(s.replies.name_too_long)
+
+
+def _missing(s: Session, name: str) -> Fail:
+    """SELECT, EXAMINE, STATUS, SUBSCRIBE of a missing mailbox: Dovecot's NO has no code."""
+    reply = s.replies.mailbox_missing
+    return Fail(Status.NO, reply.text.format(mailbox=name), reply.code)
 
 
 def cmd_NAMESPACE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
@@ -49,19 +112,23 @@ def cmd_EXAMINE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 
 def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
-    args = s.args(cmd, 1)
+    args = cmd.args
+    if not args:
+        raise s.bad(cmd, s.replies.invalid_arguments)  # Dovecot's text, not "Missing"
+    if s.view is not None:
+        # As Dovecot (cmd-select.c): the selected mailbox is closed first, whatever
+        # follows, and said so with QRESYNC's [CLOSED], even if the new one fails.
+        s.unselect()
+        s.transition(Transition.SELECT_FAILED)
+        yield UntaggedStatus(Status.OK, s.replies.previous_closed, "CLOSED").to_bytes()
     name = s.mailbox_name(cmd, args[0])
     if len(args) > 1 and isinstance(args[1], list):
         params = [p.upper() for p in args[1] if isinstance(p, str)]
         if "CONDSTORE" in params:
             s.condstore = True
-    if s.view is not None:
-        s.unselect()
     box = s.mailbox(name)
     if box is None:
-        if s.state is State.SELECTED:
-            s.transition(Transition.SELECT_FAILED)
-        raise s.nonexistent(name)
+        raise _missing(s, name)
     view = SelectedView(box, readonly=readonly)
     s.view = view
     s.watch(box)
@@ -71,7 +138,7 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
         Untagged(f"FLAGS ({flags})".encode()).to_bytes(),
         UntaggedStatus(
             Status.OK,
-            s.replies.flags_permitted,
+            s.replies.read_only_flags if readonly else s.replies.flags_permitted,
             "PERMANENTFLAGS ()" if readonly else f"PERMANENTFLAGS ({flags} \\*)",
         ).to_bytes(),
         b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view), len(view.recent)),
@@ -103,7 +170,7 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
 
 def cmd_CREATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 1)
-    name = s.mailbox_name(cmd, args[0])
+    name = wire_name(s, cmd, args[0], new=True, create=True)
     special: str | None = None
     if len(args) > 1 and isinstance(args[1], list) and len(args[1]) == 2:
         key, value = args[1]
@@ -121,19 +188,24 @@ def cmd_CREATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 
 def cmd_DELETE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
-    name = s.mailbox_name(cmd, s.args(cmd, 1)[0])
+    token = s.args(cmd, 1)[0]
+    if token in ("", b""):
+        raise s.no(s.replies.delete_root)
+    name = s.mailbox_name(cmd, token)
     if name == "INBOX":
         raise s.no(s.replies.inbox_delete)
     if s.view is not None and s.view.mailbox.name == name:
-        # Dovecot lets a session delete its own selected mailbox and unselects it.
+        # Dovecot closes the selected mailbox, deletes it, answers, then says BYE
+        # and disconnects (cmd-delete.c), whether the delete worked or not.
         s.unselect()
         s.transition(Transition.CLOSED)
+        bye = UntaggedStatus(Status.BYE, s.replies.bye_mailbox_deleted).to_bytes()
+        after.append(Disconnect(farewell=bye))
     try:
+        # As Dovecot with Maildir++: a mailbox with children is deleted, they stay.
         s.user().delete(name)
     except NoSuchMailbox:
         raise s.nonexistent(name) from None
-    except StoreError:
-        raise s.no(s.replies.has_children) from None
     return s.ok(cmd, s.replies.delete_ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
@@ -141,15 +213,26 @@ def cmd_DELETE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 def cmd_RENAME(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 2)
     old = s.mailbox_name(cmd, args[0])
-    new = s.mailbox_name(cmd, args[1])
+    new = wire_name(s, cmd, args[1], new=True)
+    if new.startswith(old + DELIMITER):
+        raise s.no(s.replies.rename_own_child)
+    if old == INBOX:
+        raise s.no(s.replies.rename_inbox)
+    selected = s.view.mailbox if s.view is not None else None
+    was = selected.name if selected is not None else None
     try:
         s.user().rename(old, new)
     except NoSuchMailbox:
         raise s.nonexistent(old) from None
     except MailboxExists:
-        raise s.no(s.replies.already_exists) from None
-    except StoreError as exc:
-        raise Fail(Status.NO, str(exc)) from None
+        raise s.no(s.replies.target_exists) from None
+    if selected is not None and selected.name != was:
+        # The selected mailbox moved: Dovecot (Maildir++) answers, then finds its
+        # session inconsistent and disconnects.
+        s.unselect()
+        s.transition(Transition.CLOSED)
+        bye = UntaggedStatus(Status.BYE, s.replies.bye_inconsistent).to_bytes()
+        after.append(Disconnect(farewell=bye))
     return s.ok(cmd, s.replies.rename_ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
@@ -163,115 +246,39 @@ def cmd_UNSUBSCRIBE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 
 
 def _subscribe(s: Session, cmd: Command, value: bool, ok: str) -> Handler:
-    name = s.mailbox_name(cmd, s.args(cmd, 1)[0])
-    box = s.mailbox(name)
-    if box is None:
-        raise s.nonexistent(name)
-    box.subscribed = value
+    try:
+        name = s.mailbox_name(cmd, s.args(cmd, 1)[0])
+    except Fail as fail:
+        if not value or fail.code != s.replies.invalid_name_code:
+            raise
+        # Dovecot's SUBSCRIBE checks only that the mailbox exists, not its name's shape.
+        name = mutf7.decode(s.astring(cmd, cmd.args[0]))
+    user = s.user()
+    if not value:
+        user.unsubscribe(name)  # as Dovecot: fine whether it exists or was subscribed
+        return s.ok(cmd, ok)
+    try:
+        user.subscribe(name)
+    except (NoSuchMailbox, InvalidName):
+        raise _missing(s, name) from None
     return s.ok(cmd, ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
 
-def cmd_LIST(s: Session, cmd: Command, after: list[Effect]) -> Handler:
-    args = list(s.args(cmd, 2))
-    select_opts: list[str] = []
-    if isinstance(args[0], list):
-        select_opts = [o.upper() for o in args.pop(0) if isinstance(o, str)]
-    if len(args) < 2:
-        raise s.bad(cmd, s.replies.missing_arguments)
-    reference = s.astring(cmd, args[0])
-    patterns_tok = args[1]
-    patterns = (
-        [s.astring(cmd, p) for p in patterns_tok]
-        if isinstance(patterns_tok, list)
-        else [s.astring(cmd, patterns_tok)]
-    )
-    return_opts: list[str] = []
-    if len(args) >= 4 and isinstance(args[2], str) and args[2].upper() == "RETURN":
-        opts = args[3]
-        if isinstance(opts, list):
-            return_opts = [o.upper() for o in opts if isinstance(o, str)]
-    subscribed_only = "SUBSCRIBED" in select_opts
-    special_only = "SPECIAL-USE" in select_opts
-    show_subscribed = subscribed_only or "SUBSCRIBED" in return_opts
-    if patterns == [""]:
-        yield b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""\r\n'
-        return s.ok(cmd, s.replies.list_ok)
-    lines = []
-    seen: set[str] = set()
-    for pattern in patterns:
-        for box in s.user().list(reference, pattern):
-            if box.name in seen:
-                continue
-            seen.add(box.name)
-            if subscribed_only and not box.subscribed:
-                continue
-            if special_only and box.special_use is None:
-                continue
-            attrs = _attributes(s, box)
-            if show_subscribed and box.subscribed:
-                attrs.append("\\Subscribed")
-            lines.append(_list_line(s, b"LIST", attrs, box.name))
-    yield b"".join(lines)
-    return s.ok(cmd, s.replies.list_ok)
-
-
-def _attributes(s: Session, box: Mailbox) -> list[str]:
-    children = s.user().has_children(box.name)
-    attrs = ["\\HasChildren" if children else "\\HasNoChildren"]
-    if box.special_use is not None:
-        attrs.append(box.special_use)
-    return attrs
-
-
-def _list_line(s: Session, kind: bytes, attrs: list[str], name: str) -> bytes:
-    return b'* %s (%s) "%s" %s\r\n' % (
-        kind,
-        " ".join(attrs).encode(),
-        DELIMITER.encode(),
-        mailbox_wire(name),
-    )
-
-
-def cmd_LSUB(s: Session, cmd: Command, after: list[Effect]) -> Handler:
-    args = s.args(cmd, 2)
-    reference = s.astring(cmd, args[0])
-    pattern = s.astring(cmd, args[1])
-    lines = [
-        _list_line(s, b"LSUB", [], box.name)
-        for box in s.user().list(reference, pattern)
-        if box.subscribed
-    ]
-    yield b"".join(lines)
-    return s.ok(cmd, s.replies.lsub_ok)
-
-
 def cmd_STATUS(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 2)
-    name = s.mailbox_name(cmd, args[0])
-    items = args[1]
-    if not isinstance(items, list) or not items:
+    if not isinstance(args[1], list):
         raise s.bad(cmd, s.replies.invalid_arguments)
+    items = parse_status_items(s, cmd, args[1])
+    name = s.mailbox_name(cmd, args[0])
     box = s.mailbox(name)
     if box is None:
-        raise s.nonexistent(name)
-    status = box.status()
-    values = {
-        "MESSAGES": status.messages,
-        "RECENT": status.recent,
-        "UIDNEXT": status.uidnext,
-        "UIDVALIDITY": status.uidvalidity,
-        "UNSEEN": status.unseen,
-        "HIGHESTMODSEQ": status.highest_modseq,
-        "SIZE": status.size,
-    }
-    out = []
-    for item in items:
-        key = s.astring(cmd, item).upper()
-        if key not in values:
-            raise s.bad(cmd, f"Invalid status item {key}")
-        out.append(f"{key} {values[key]}")
-    yield b"* STATUS %s (%s)\r\n" % (mailbox_wire(box.name), " ".join(out).encode())
+        raise _missing(s, name)
+    # As Dovecot: the name is echoed as the client spelled it.
+    yield status_line(box, mutf7.decode(s.astring(cmd, args[0])), items)
+    if s.view is not None and s.view.mailbox is box:
+        reply = s.replies.status_selected_ok
+        return Tagged(cmd.tag, Status.OK, reply.text, reply.code)
     return s.ok(cmd, s.replies.status_ok)
 
 

@@ -340,19 +340,26 @@ def tokenize(texts: list[bytes], literals: list[bytes]) -> list[Token]:
             else:
                 start = pos
                 depth = 0
+                plain_end = -1  # where the atom ends if its '[' is not a section
                 while pos < end:
                     ch = text[pos]
                     if ch == "[":
                         depth += 1
                     elif ch == "]":
                         depth = max(depth - 1, 0)
-                    elif depth == 0 and ch in _ATOM_STOP:
-                        break
+                    elif ch in _ATOM_STOP:
+                        if depth == 0:
+                            break
+                        if plain_end < 0:
+                            plain_end = pos
                     elif ch < " ":
                         raise ParseError("Unexpected control character")
                     pos += 1
                 if depth:
-                    raise ParseError("Missing ']'")
+                    # An unclosed '[' is an atom character (a mailbox name such as
+                    # "a[b"), as in Dovecot's parser: the atom ends where it would
+                    # without the bracket.
+                    pos = end if plain_end < 0 else plain_end
                 stack[-1].append(text[start:pos])
         if i < len(literals):
             stack[-1].append(literals[i])

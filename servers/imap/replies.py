@@ -50,6 +50,8 @@ class Replies:
     bye_idle_timeout: str = "Disconnected for inactivity."
     bye_mailbox_deleted: str = "Selected mailbox was deleted, have to disconnect."
     bye_uidvalidity: str = "Mailbox UIDVALIDITY changed, have to disconnect."
+    #: After a RENAME of the selected mailbox: Dovecot's Maildir++ loses track of it.
+    bye_inconsistent: str = "IMAP session state is inconsistent, please relogin."
     bye_literal_too_large: str = "Too long argument."
     auth_failed: Reply = Reply("AUTHENTICATIONFAILED", "Authentication failed.")
     # One reply per servers.accounts.AuthOutcome; Dovecot has no text of its own
@@ -119,9 +121,22 @@ class Replies:
     already_logged_in: str = "Already logged in."
     not_logged_in: str = "Please login first."
     nonexistent: Reply = Reply("NONEXISTENT", "Mailbox doesn't exist: {mailbox}")
+    #: SELECT, EXAMINE, STATUS and SUBSCRIBE of a missing mailbox: Dovecot sends no code.
+    mailbox_missing: Reply = Reply(None, "Mailbox doesn't exist: {mailbox}")
+    invalid_mutf7: Reply = Reply(None, "Mailbox name is not valid mUTF-7")
+    #: A name's shape refused (its text comes from the store): Dovecot's code for it.
+    invalid_name_code: str = "CANNOT"
+    name_too_long: Reply = Reply("CANNOT", "Mailbox name too long")
+    control_characters: Reply = Reply(
+        "CANNOT", "Control characters not allowed in new mailbox names"
+    )
+    target_exists: Reply = Reply("ALREADYEXISTS", "Target mailbox already exists")
+    rename_own_child: Reply = Reply(None, "Can't rename mailbox under its own child.")
+    #: Dovecot's Maildir++ layout cannot rename INBOX (RFC 3501 would move its messages).
+    rename_inbox: Reply = Reply("CANNOT", "Renaming INBOX isn't supported")
     already_exists: Reply = Reply("ALREADYEXISTS", "Mailbox already exists")
     inbox_delete: Reply = Reply(None, "INBOX can't be deleted.")
-    has_children: Reply = Reply(None, "Mailbox has children, delete them first")
+    delete_root: Reply = Reply("CANNOT", "Storage root can't be deleted")
     read_only: Reply = Reply(None, "Mailbox is read-only.")
     # Dovecot 2.3 adds its command timing to this tagged NO, as to its OKs.
     over_quota: Reply = Reply(
@@ -151,6 +166,19 @@ class Replies:
     list_ok: str = "List completed (0.001 + 0.000 secs)."
     lsub_ok: str = "Lsub completed (0.001 + 0.000 secs)."
     status_ok: str = "Status completed (0.001 + 0.000 secs)."
+    status_selected_ok: Reply = Reply("CLIENTBUG", "Status on selected mailbox completed.")
+    # LIST's BAD reasons (cmd-list.c, imap-status.c).
+    list_unknown_select: str = "Unknown select options"
+    list_unknown_return: str = "Unknown return options"
+    list_recursivematch_alone: str = "RECURSIVEMATCH must not be the only selection."
+    list_non_atoms: str = "List options contains non-atoms."
+    list_extra_arguments: str = "Extra arguments."
+    list_invalid_reference: str = "Invalid reference."
+    list_invalid_pattern: str = "Invalid pattern."
+    list_invalid_pattern_list: str = "Invalid pattern list."
+    status_empty: str = "Empty status list."
+    status_non_atoms: str = "Status list contains non-atoms."
+    status_invalid_item: str = "Invalid status item {item}"
     append_ok: str = "Append completed (0.001 + 0.000 secs)."
     close_ok: str = "Close completed."
     unselect_ok: str = "Unselect completed."
@@ -177,6 +205,8 @@ class Replies:
     literal_continuation: str = "OK"
     quota_root_name: str = "User quota"
     flags_permitted: str = "Flags permitted."
+    read_only_flags: str = "Read-only mailbox."
+    previous_closed: str = "Previous mailbox closed."
     uids_valid: str = "UIDs valid"
     predicted_uid: str = "Predicted next UID"
     highest_modseq: str = "Highest"

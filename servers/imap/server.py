@@ -489,6 +489,8 @@ class _Connection(asyncio.Protocol):
             self.conn = self._new_parser()
             self.loop.create_task(self._start_tls())
         elif isinstance(item, Disconnect):
+            if item.farewell:
+                self._write(item.farewell)
             self._close()
 
     def _unblock(self) -> None:

@@ -133,6 +133,7 @@ class Session:
             "NAMESPACE",
             "UIDPLUS",
             "LIST-EXTENDED",
+            "LIST-STATUS",
             "CONDSTORE",
             "ESEARCH",
             "MOVE",
@@ -280,10 +281,8 @@ class Session:
         return self.view
 
     def mailbox_name(self, cmd: Command, token: Token) -> str:
-        name = self.astring(cmd, token)
-        if name.upper() == "INBOX":
-            return "INBOX"
-        return name
+        """The UTF-8 name a client's modified UTF-7 names, checked as Dovecot does."""
+        return mailbox_commands.wire_name(self, cmd, token)
 
     def mailbox(self, name: str) -> Mailbox | None:
         return self.user().get(name)

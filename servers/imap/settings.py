@@ -18,6 +18,10 @@ DEFAULT_IDLE_TIMEOUT = 30 * 60.0
 #: full`` and a close, or (``"hang"``) no greeting until a slot frees, as when a
 #: server's process limit is reached and the kernel's listen queue holds it.
 QUEUE_FULL_MODES = ("bye", "hang")
+#: Dovecot's mailbox name limits (lib-storage): see the IMAPSettings fields.
+DEFAULT_MAILBOX_NAME_MAX_BYTES = 4096
+DEFAULT_MAILBOX_LEVEL_MAX_BYTES = 255
+DEFAULT_MAILBOX_MAX_LEVELS = 127
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +74,18 @@ class IMAPSettings:
     fetch_byte_limit: int | None = None
     #: tcpwrap-style allowlist: connections from elsewhere are closed ungreeted.
     allowed_networks: tuple[str, ...] | None = None
+    #: Longest mailbox name CREATE and RENAME accept, in UTF-8 bytes: Dovecot's
+    #: MAILBOX_LIST_NAME_MAX_LENGTH (PATH_MAX, 4096 on Linux). Longer ones get
+    #: ``NO [CANNOT] Mailbox name too long``.
+    mailbox_name_max_bytes: int = DEFAULT_MAILBOX_NAME_MAX_BYTES
+    #: Longest level of a name (between delimiters): Dovecot's
+    #: MAILBOX_MAX_HIERARCHY_NAME_LENGTH, 255 bytes; same refusal.
+    mailbox_level_max_bytes: int = DEFAULT_MAILBOX_LEVEL_MAX_BYTES
+    #: Deepest hierarchy CREATE and RENAME accept; same refusal. Dovecot 2.3 has
+    #: no setting for it: its default Maildir++ layout keeps ``a/b/c`` in one
+    #: directory ``.a.b.c``, which the filesystem caps at 255 bytes (NAME_MAX),
+    #: so no mailbox there is deeper than 127 levels.
+    mailbox_max_levels: int = DEFAULT_MAILBOX_MAX_LEVELS
 
     def __post_init__(self) -> None:
         mechanisms = tuple(m.upper() for m in self.auth_mechanisms)
@@ -93,6 +109,9 @@ class IMAPSettings:
             raise ConfigError(f"max_line_bytes={self.max_line_bytes!r}: expected >= 1024")
         if self.max_literal_bytes < 1:
             raise ConfigError(f"max_literal_bytes={self.max_literal_bytes!r}: expected >= 1")
+        for name in ("mailbox_name_max_bytes", "mailbox_level_max_bytes", "mailbox_max_levels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 1")
         for name in ("max_userip_connections", "max_connections"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -17,6 +17,7 @@ mailbox again for the next.
 """
 
 from servers.imap.store.errors import (
+    InvalidName,
     MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
@@ -29,10 +30,14 @@ from servers.imap.store.folders import (
     INBOX,
     SPECIAL_USES,
     UserMailboxes,
+    check_name,
+    list_matcher,
+    list_order,
 )
 from servers.imap.store.mailbox import Mailbox, MailboxStatus
 from servers.imap.store.mailstore import MailStore
 from servers.imap.store.messages import MAX_UID, RawMessage, StoredMessage, to_message_bytes
+from servers.imap.store.tree import Glob, Tree
 
 __all__ = [
     "DEFAULT_MAILBOXES",
@@ -40,6 +45,8 @@ __all__ = [
     "INBOX",
     "MAX_UID",
     "SPECIAL_USES",
+    "Glob",
+    "InvalidName",
     "MailStore",
     "Mailbox",
     "MailboxExists",
@@ -50,6 +57,10 @@ __all__ = [
     "StoreError",
     "StoredMessage",
     "TooBig",
+    "Tree",
     "UserMailboxes",
+    "check_name",
+    "list_matcher",
+    "list_order",
     "to_message_bytes",
 ]

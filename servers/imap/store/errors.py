@@ -17,6 +17,10 @@ class MailboxExists(StoreError):
         self.name = name
 
 
+class InvalidName(StoreError):
+    """A mailbox name Dovecot refuses; the message is Dovecot's text (sent with [CANNOT])."""
+
+
 class NoSuchMailbox(StoreError):
     def __init__(self, name: str) -> None:
         super().__init__(f"mailbox does not exist: {name!r}")
