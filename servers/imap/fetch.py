@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from servers.imap import message as mime
+from servers.imap.binary import binary_section, binary_size
 from servers.imap.protocol import Token
+from servers.imap.snippet import PreviewError, compile_preview
 from servers.imap.store import StoredMessage
 
 Fetched = StoredMessage
@@ -131,6 +133,28 @@ def _literal(name: bytes, data: bytes) -> bytes:
     return b"%s {%d}\r\n%s" % (name, len(data), data)
 
 
+def _literal8(name: bytes, data: bytes) -> bytes:
+    """RFC 3516 ``~{n}``, which may carry NULs and bare line ends."""
+    return b"%s ~{%d}\r\n%s" % (name, len(data), data)
+
+
+_BINARY_SIZE_RE = re.compile(r"^BINARY\.SIZE\[([1-9][0-9]{0,9}(?:\.[1-9][0-9]{0,9})*)?\]$", re.I)
+
+
+def _binary_size(token: str) -> Render:
+    match = _BINARY_SIZE_RE.match(token)
+    if match is None:
+        raise FetchError(f"Invalid BINARY.SIZE[..] parameter: {token}")
+    spec = match.group(1) or ""
+    part = tuple(int(n) for n in spec.split(".")) if spec else ()
+    name = b"BINARY.SIZE[" + spec.encode() + b"]"
+
+    def render(msg: Fetched) -> bytes:
+        return b"%s %d" % (name, binary_size(msg.raw, part))
+
+    return render
+
+
 def _whole(name: bytes) -> Render:
     def render(msg: Fetched) -> bytes:
         return b"%s {%d}\r\n" % (name, len(msg.raw)) + msg.raw
@@ -207,6 +231,17 @@ def _section(token: str) -> tuple[Render, bool]:
     else:
         start, length = 0, None
 
+    if base == b"BINARY" and kind is None:
+        # Dovecot answers BINARY[n.MIME] and friends like BODY; only whole
+        # parts are decoded (imap_msgpart_open's decode_cte_to_binary).
+        def binary(msg: Fetched) -> bytes:
+            data, literal8 = binary_section(msg.raw, part_t)
+            if start or length is not None:
+                data = data[start : None if length is None else start + length]
+            return _literal8(name, data) if literal8 else _literal(name, data)
+
+        return binary, sets_seen
+
     def render(msg: Fetched) -> bytes:
         if not part_t and kind is None:
             data = msg.raw
@@ -232,12 +267,23 @@ def compile_fetch(spec: Token) -> FetchPlan:
         raise FetchError("Invalid fetch attribute ()")
     renders: list[Render] = []
     sets_seen = has_uid = has_flags = has_modseq = False
-    for item in items:
+    pending = list(items)
+    pending.reverse()
+    while pending:
+        item = pending.pop()
         if not isinstance(item, str):
             raise FetchError("Invalid fetch attribute")
         upper = item.upper()
         simple = _SIMPLE.get(upper)
-        if simple is not None:
+        if upper in ("PREVIEW", "SNIPPET"):
+            modifiers: Token = pending.pop() if pending and isinstance(pending[-1], list) else []
+            try:
+                render = compile_preview(upper, modifiers)
+            except PreviewError as exc:
+                raise FetchError(str(exc)) from None
+        elif upper.startswith("BINARY.SIZE["):
+            render = _binary_size(item)
+        elif simple is not None:
             render, marker = simple
             has_uid = has_uid or marker == "uid"
             has_flags = has_flags or marker == "flags"

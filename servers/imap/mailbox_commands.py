@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
+from servers.imap.binary import binary_to_base64
 from servers.imap.commands import SYSTEM_FLAGS, CommandHandler, Effect, Fail, Handler, mailbox_wire
-from servers.imap.protocol import Command
+from servers.imap.protocol import Command, Literal8
 from servers.imap.responses import Status, Untagged, UntaggedStatus
 from servers.imap.states import State, Transition
 from servers.imap.store import (
@@ -293,8 +294,11 @@ def cmd_APPEND(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     box = s.mailbox(name)
     if box is None:
         raise s.nonexistent(name, trycreate=True)
+    message = args[0]
+    if isinstance(message, Literal8):
+        message = binary_to_base64(message)
     try:
-        uid = box.append(args[0], flags, date)
+        uid = box.append(message, flags, date)
     except QuotaExceeded:
         raise s.no(s.replies.over_quota) from None
     except TooBig:

@@ -44,9 +44,11 @@ MAX_QUOTED = 1000
 #: (BODYSTRUCTURE then BODY[1] then BODY[2.MIME]...). bytes cache their hash.
 _TREE_CACHE_SIZE = 64
 
-#: Nesting beyond this is treated as a leaf, so a hostile message cannot
-#: exhaust the recursion limit.
-MAX_MIME_DEPTH = 50
+#: Dovecot's message-parser limits (MESSAGE_PARSER_DEFAULT_MAX_NESTED_MIME_PARTS
+#: and _MAX_TOTAL_MIME_PARTS): a part this deep becomes a leaf, and after this
+#: many parts no further boundary is looked for. The message is never refused.
+MAX_NESTED_MIME_PARTS = 100
+MAX_TOTAL_MIME_PARTS = 10_000
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTH_NUMBER = {m.lower(): i for i, m in enumerate(_MONTHS, start=1)}
@@ -421,10 +423,17 @@ def envelope(raw: bytes) -> bytes:
 
 @dataclass(slots=True)
 class _Part:
-    """One MIME entity: its header and body slices and what BODYSTRUCTURE needs."""
+    """One MIME entity as offsets into the one normalized message (never a copy per level).
 
-    header: bytes
-    body: bytes
+    ``data[start:body_start]`` is the header block (with its blank line) and
+    ``data[body_start:end]`` the body: a 20 MiB message nested 60 deep costs one
+    20 MiB buffer, not 60.
+    """
+
+    data: bytes
+    start: int
+    body_start: int
+    end: int
     fields: list[_Field]
     mtype: bytes | None = None
     subtype: bytes | None = None
@@ -432,6 +441,22 @@ class _Part:
     multipart: bool = False
     rfc822: bool = False
     children: list[_Part] = field(default_factory=list)
+
+    @property
+    def header(self) -> bytes:
+        return self.data[self.start : self.body_start]
+
+    @property
+    def body(self) -> bytes:
+        return self.data[self.body_start : self.end]
+
+    @property
+    def body_size(self) -> int:
+        return self.end - self.body_start
+
+    @property
+    def body_lines(self) -> int:
+        return self.data.count(b"\n", self.body_start, self.end)
 
     @property
     def text(self) -> bool:
@@ -503,10 +528,29 @@ def _token(value: bytes | None) -> tuple[bytes | None, list[_Tok]]:
     return toks[0].text, toks[1:]
 
 
-def _parse_part(data: bytes, *, mime: bool, digest: bool, depth: int) -> _Part:
-    header, body = _split_message(data)
-    fields = _fields(header)
-    part = _Part(header=header, body=body, fields=fields)
+def _body_start(data: bytes, start: int, end: int) -> int:
+    """Where the body of the entity ``data[start:end]`` begins (after its blank line)."""
+    if data.startswith(b"\r\n", start, end):
+        return start + 2
+    blank = data.find(b"\r\n\r\n", start, end)
+    return end if blank < 0 else blank + 4
+
+
+class _Limits:
+    """Dovecot's message-parser bounds, counted over one parse (message-parser.h)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 1  # the root part
+
+
+def _parse_part(
+    data: bytes, start: int, end: int, *, mime: bool, digest: bool, depth: int, limits: _Limits
+) -> _Part:
+    body_start = _body_start(data, start, end)
+    fields = _fields(data[start:body_start])
+    part = _Part(data, start, body_start, end, fields)
     ctype = part.content("content-type")
     if not mime and ctype is None and part.content("mime-version") is None:
         # Dovecot forgets Content-* headers of a part that is not MIME.
@@ -525,60 +569,100 @@ def _parse_part(data: bytes, *, mime: bool, digest: bool, depth: int) -> _Part:
     elif digest:
         part.mtype, part.subtype = b"message", b"rfc822"
     lower = (part.mtype or b"").lower()
-    if depth >= MAX_MIME_DEPTH:
+    if depth + 1 >= MAX_NESTED_MIME_PARTS:
+        # Dovecot (parse_too_many_nested_mime_parts) keeps parsing the message
+        # but no longer descends: this part becomes a leaf of its own type.
         return part
     if lower == b"multipart":
         boundary = next((v for k, v in part.params if k.lower() == b"boundary"), None)
         if boundary:
             part.multipart = True
             is_digest = (part.subtype or b"").lower() == b"digest"
-            part.children = [
-                _parse_part(chunk, mime=True, digest=is_digest, depth=depth + 1)
-                for chunk in _split_multipart(body, boundary)
-            ]
+            for child_start, child_end in _split_multipart(data, body_start, end, boundary):
+                if limits.total >= MAX_TOTAL_MIME_PARTS:
+                    # Dovecot stops looking for boundaries: the last part runs on.
+                    if part.children:
+                        part.children[-1].end = end
+                    break
+                limits.total += 1
+                part.children.append(
+                    _parse_part(
+                        data,
+                        child_start,
+                        child_end,
+                        mime=True,
+                        digest=is_digest,
+                        depth=depth + 1,
+                        limits=limits,
+                    )
+                )
         else:
             # Without a boundary Dovecot treats it as a leaf of that type.
             pass
-    elif lower == b"message" and (part.subtype or b"").lower() == b"rfc822":
+    elif (
+        lower == b"message"
+        and (part.subtype or b"").lower() == b"rfc822"
+        and limits.total < MAX_TOTAL_MIME_PARTS
+    ):
+        limits.total += 1
         part.rfc822 = True
-        part.children = [_parse_part(body, mime=False, digest=False, depth=depth + 1)]
+        inner = _parse_part(
+            data, body_start, end, mime=False, digest=False, depth=depth + 1, limits=limits
+        )
+        part.children = [inner]
     return part
 
 
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """Bodies between ``--boundary`` lines; the CRLF before a delimiter belongs to it.
+def _split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """Spans of the bodies between ``--boundary`` lines of ``data[start:end]``.
 
-    Like Dovecot, a line only has to start with the delimiter; a missing close
-    delimiter ends the last part at the end of the body.
+    The CRLF before a delimiter belongs to it. Like Dovecot, a line only has
+    to start with the delimiter; a missing close delimiter ends the last part
+    at the end of the body.
     """
     delim = b"--" + boundary
     marks: list[tuple[int, int, bool]] = []  # (part end before it, content start, close)
-    if body.startswith(delim):
-        pos, at = 0, 0
+    if data.startswith(delim, start, end):
+        pos, at = start, start
     else:
-        pos = body.find(b"\r\n" + delim)
+        pos = data.find(b"\r\n" + delim, start, end)
         at = pos + 2
     while pos >= 0:
-        line_end = body.find(b"\r\n", at)
-        content = len(body) if line_end < 0 else line_end + 2
-        close = body.startswith(b"--", at + len(delim))
+        line_end = data.find(b"\r\n", at, end)
+        content = end if line_end < 0 else line_end + 2
+        close = data.startswith(b"--", at + len(delim), end)
         marks.append((pos, content, close))
         if close or line_end < 0:
             break
-        pos = body.find(b"\r\n" + delim, line_end)
+        pos = data.find(b"\r\n" + delim, line_end, end)
         at = pos + 2
-    chunks: list[bytes] = []
+    spans: list[tuple[int, int]] = []
     for k, (_, content, close) in enumerate(marks):
         if close:
             break
-        end = marks[k + 1][0] if k + 1 < len(marks) else len(body)
-        chunks.append(body[content:end] if end >= content else b"")
-    return chunks
+        stop = marks[k + 1][0] if k + 1 < len(marks) else end
+        spans.append((content, stop) if stop >= content else (content, content))
+    return spans
 
 
-@lru_cache(maxsize=_TREE_CACHE_SIZE)
+#: Messages up to this size keep their parsed tree in the small LRU cache; a
+#: bigger one is parsed again when needed (linear), so the cache never holds
+#: big messages alive after EXPUNGE.
+_TREE_CACHE_MAX_BYTES = 1024 * 1024
+
+
+def _parse(raw: bytes) -> _Part:
+    data = _normalize(raw)
+    return _parse_part(data, 0, len(data), mime=False, digest=False, depth=0, limits=_Limits())
+
+
+_cached_tree = lru_cache(maxsize=_TREE_CACHE_SIZE)(_parse)
+
+
 def _tree(raw: bytes) -> _Part:
-    return _parse_part(_normalize(raw), mime=False, digest=False, depth=0)
+    if len(raw) > _TREE_CACHE_MAX_BYTES:
+        return _parse(raw)
+    return _cached_tree(raw)
 
 
 # --------------------------------------------------------------------------- BODYSTRUCTURE
@@ -638,7 +722,7 @@ def _write(part: _Part, extensible: bool) -> bytes:
             _quote_text(part.content("content-id")),
             _quote_text(part.content("content-description")),
             _quote_text(encoding or b"7bit"),
-            b"%d" % len(part.body),
+            b"%d" % part.body_size,
         )
     )
     if part.rfc822:
@@ -648,10 +732,10 @@ def _write(part: _Part, extensible: bool) -> bytes:
             + _envelope(sub.fields)
             + b" ("
             + _write(sub, extensible)
-            + b") %d" % part.body.count(b"\n")
+            + b") %d" % part.body_lines
         )
     elif part.text:
-        out += b" %d" % part.body.count(b"\n")
+        out += b" %d" % part.body_lines
     if extensible:
         out += b" " + b" ".join(
             (
@@ -866,15 +950,20 @@ def header_values(raw: bytes, name: str) -> list[str]:
 
 def _decoded_body(part: _Part) -> bytes:
     encoding, _ = _token(part.content("content-transfer-encoding"))
+    return _decode_transfer(part.body, encoding)
+
+
+def _decode_transfer(body: bytes, encoding: bytes | None) -> bytes:
+    """Undo a transfer encoding leniently (SEARCH, previews); unknown ones stay as sent."""
     enc = (encoding or b"").lower()
     if enc == b"base64":
         try:
-            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", part.body) + b"==")
+            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", body) + b"==")
         except (binascii.Error, ValueError):
-            return part.body
+            return body
     if enc == b"quoted-printable":
-        return quopri.decodestring(part.body)
-    return part.body
+        return quopri.decodestring(body)
+    return body
 
 
 def _collect_text(part: _Part, out: list[str]) -> None:
