@@ -7,14 +7,14 @@ session's dispatch table.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
-from servers.imap.binary import binary_to_base64
+from servers.imap.append import parse_append
 from servers.imap.commands import SYSTEM_FLAGS, CommandHandler, Effect, Fail, Handler, mailbox_wire
-from servers.imap.protocol import Command, Literal8
+from servers.imap.protocol import Command
 from servers.imap.responses import Status, Untagged, UntaggedStatus
+from servers.imap.sequence import format_sequence_set
 from servers.imap.states import State, Transition
 from servers.imap.store import (
     DELIMITER,
@@ -279,26 +279,15 @@ def cmd_STATUS(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 def cmd_APPEND(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = list(s.args(cmd, 2))
     name = s.mailbox_name(cmd, args.pop(0))
-    flags: list[str] = []
-    date: datetime | None = None
-    if args and isinstance(args[0], list):
-        flags = s.parse_flags(cmd, args.pop(0))
-    if len(args) > 1 and isinstance(args[0], bytes | str):
-        text = s.astring(cmd, args.pop(0))
-        try:
-            date = mime.parse_internaldate(text)
-        except ValueError:
-            raise s.bad(cmd, s.replies.invalid_internaldate) from None
-    if len(args) != 1 or not isinstance(args[0], bytes):
-        raise s.bad(cmd, s.replies.invalid_arguments)
     box = s.mailbox(name)
     if box is None:
+        # Dovecot checks the mailbox before reading any message or CATENATE URL.
         raise s.nonexistent(name, trycreate=True)
-    message = args[0]
-    if isinstance(message, Literal8):
-        message = binary_to_base64(message)
+    messages = parse_append(s, cmd, args)
+    uids: list[int] = []
     try:
-        uid = box.append(message, flags, date)
+        for pending in messages:
+            uids.append(box.append(pending.data, pending.flags, pending.date))
     except QuotaExceeded:
         raise s.no(s.replies.over_quota) from None
     except TooBig:
@@ -310,7 +299,8 @@ def cmd_APPEND(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         # One response code per reply: the warning takes the place of APPENDUID.
         warning = s.replies.over_soft_quota
         return s.ok(cmd, warning.text, warning.code)
-    return s.ok(cmd, s.replies.append_ok, f"APPENDUID {box.uidvalidity} {uid}")
+    uid_set = format_sequence_set(uids)
+    return s.ok(cmd, s.replies.append_ok, f"APPENDUID {box.uidvalidity} {uid_set}")
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
 
