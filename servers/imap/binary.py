@@ -56,7 +56,7 @@ def _cte(part: mime._Part) -> bytes:
     encoding raises UNKNOWN-CTE; no header at all is 7bit.
     """
     value: bytes | None = None
-    for f in part.fields:
+    for f in _raw_fields(part):
         if f.name == "content-transfer-encoding":
             value = f.value
     if value is None:
@@ -77,8 +77,14 @@ class _Output:
         self.nuls = False
 
 
+def _raw_fields(part: mime._Part) -> list[mime._Field]:
+    """Every header field of the part, Content-* ones too where BODYSTRUCTURE ignores them
+    (a message without MIME-Version): Dovecot's decoder reads them all."""
+    return mime._fields(part.header)
+
+
 def _header_without_cte(part: mime._Part) -> bytes:
-    lines = [f.lines for f in part.fields if f.name != "content-transfer-encoding"]
+    lines = [f.lines for f in _raw_fields(part) if f.name != "content-transfer-encoding"]
     header = part.header
     blank = b"\r\n" if header.endswith(b"\r\n\r\n") or header == b"\r\n" else b""
     return b"".join(lines) + _BINARY_CTE_LINE + blank
@@ -117,13 +123,10 @@ def _add_part(part: mime._Part, include_header: bool, out: _Output) -> None:
 
 def _find(raw: bytes, section: tuple[int, ...]) -> tuple[mime._Part | None, bool]:
     """The part a BINARY section number names (None if absent) and whether it is the message."""
-    node, is_message = mime._tree(raw), True
-    for n in section:
-        subs = mime._subparts(node, is_message)
-        if n < 1 or n > len(subs):
-            return None, False
-        node, is_message = subs[n - 1]
-    return node, not section
+    tree = mime._tree(raw)
+    if not section:
+        return tree, True
+    return mime.find_part(tree, section), False
 
 
 def _render(raw: bytes, section: tuple[int, ...]) -> _Output:

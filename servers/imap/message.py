@@ -762,15 +762,27 @@ def bodystructure(raw: bytes, *, extensible: bool = True) -> bytes:
 _SECTION_KINDS = frozenset(("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"))
 
 
-def _subparts(node: _Part, is_message: bool) -> list[tuple[_Part, bool]]:
-    """Numbered children of a node (RFC 3501 §6.4.5), with whether each is a message."""
-    if node.multipart:
-        return [(c, False) for c in node.children]
-    if node.rfc822 and not is_message:
-        return _subparts(node.children[0], True)
-    if is_message:
-        return [(node, False)]
-    return []
+def find_part(tree: _Part, numbers: tuple[int, ...]) -> _Part | None:
+    """The part a section number names, by Dovecot's imap_msgpart_find; None if none.
+
+    A leaf's only sub-part is ``1``, itself (``BODY[2.1]`` is part 2), and
+    only at the end of the path; a path going on through a message/rfc822
+    part continues in the message it holds.
+    """
+    part: _Part | None = tree
+    for i, num in enumerate(numbers):
+        assert part is not None
+        more = i + 1 < len(numbers)
+        if part.multipart:
+            index = max(num, 1) - 1
+            part = part.children[index] if index < len(part.children) else None
+        elif num != 1 or (more and not part.rfc822):
+            part = None
+        if part is None:
+            return None
+        if part.rfc822 and more:
+            part = part.children[0]
+    return part
 
 
 def _filter_header(header: bytes, names: tuple[str, ...], keep: bool) -> bytes:
@@ -804,12 +816,9 @@ def section(
             return _normalize(raw)
         message: _Part | None = _tree(raw)
     else:
-        node, is_message = _tree(raw), True
-        for n in part:
-            subs = _subparts(node, is_message)
-            if n > len(subs):
-                return b""
-            node, is_message = subs[n - 1]
+        node = find_part(_tree(raw), part)
+        if node is None:
+            return b""
         if kind is None:
             return node.body
         if kind == "MIME":
