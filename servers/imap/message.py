@@ -569,9 +569,14 @@ def _parse_part(
     elif digest:
         part.mtype, part.subtype = b"message", b"rfc822"
     lower = (part.mtype or b"").lower()
-    if depth + 1 >= MAX_NESTED_MIME_PARTS:
+    is_rfc822 = lower == b"message" and (part.subtype or b"").lower() == b"rfc822"
+    if (lower == b"multipart" or is_rfc822) and (
+        depth + 1 >= MAX_NESTED_MIME_PARTS or (is_rfc822 and limits.total >= MAX_TOTAL_MIME_PARTS)
+    ):
         # Dovecot (parse_too_many_nested_mime_parts) keeps parsing the message
-        # but no longer descends: this part becomes a leaf of its own type.
+        # but no longer descends, and imap-bodystructure's part_is_truncated
+        # shows such a part as application/octet-stream (its parameters kept).
+        part.mtype, part.subtype = b"application", b"octet-stream"
         return part
     if lower == b"multipart":
         boundary = next((v for k, v in part.params if k.lower() == b"boundary"), None)
@@ -599,11 +604,7 @@ def _parse_part(
         else:
             # Without a boundary Dovecot treats it as a leaf of that type.
             pass
-    elif (
-        lower == b"message"
-        and (part.subtype or b"").lower() == b"rfc822"
-        and limits.total < MAX_TOTAL_MIME_PARTS
-    ):
+    elif is_rfc822:
         limits.total += 1
         part.rfc822 = True
         inner = _parse_part(

@@ -189,3 +189,62 @@ def test_binary_and_preview_answers_match_dovecot(
         if a != b
     ]
     assert not differences, "\n".join(differences)
+
+
+def _nested(levels: int, rfc822_every_other: bool = False) -> bytes:
+    inner = b"Content-Type: text/plain\r\n\r\nx"
+    for i in range(levels):
+        boundary = b"b%d" % i
+        if rfc822_every_other and i % 2:
+            head = b"Content-Type: message/rfc822\r\n\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+            inner = head + inner
+        else:
+            inner = (
+                b"Content-Type: multipart/mixed; boundary="
+                + boundary
+                + b"\r\n\r\n--"
+                + boundary
+                + b"\r\n"
+                + inner
+                + b"\r\n--"
+                + boundary
+                + b"--\r\n"
+            )
+    return b"From: a@example.test\r\nMIME-Version: 1.0\r\n" + inner
+
+
+def _many_parts(count: int) -> bytes:
+    parts = b"".join(b"--B\r\nContent-Type: text/plain\r\n\r\np%d\r\n" % i for i in range(count))
+    return (
+        b"From: a@example.test\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n" + parts + b"--B--\r\n"
+    )
+
+
+#: Over Dovecot's nesting (100) and part (10,000) limits: parsed, never refused.
+LIMITS = [_nested(120), _nested(120, rfc822_every_other=True), _many_parts(10_005)]
+
+
+def _limit_answers(endpoint: Endpoint) -> list[bytes]:
+    wire = _Wire(endpoint)
+    wire.run(b"CREATE limits")
+    for message in LIMITS:
+        assert b" OK " in wire.run(b"APPEND limits", message)
+    wire.run(b"SELECT limits")
+    out = [
+        wire.run(b"FETCH %d (BODYSTRUCTURE BODY.PEEK[10000] BINARY.SIZE[1.1.1.1])" % n)
+        for n in range(1, len(LIMITS) + 1)
+    ]
+    wire.close()
+    return out
+
+
+def test_mime_nesting_and_part_limits_match_dovecot(
+    dovecot: DovecotProcess, make_imap: MakeIMAP
+) -> None:
+    """Past 100 levels a part is a leaf (application/octet-stream); past 10,000 parts
+    no more boundaries are looked for: the same BODYSTRUCTURE as Dovecot's."""
+    ours = _limit_answers(make_imap().plain)
+    theirs = _limit_answers(dovecot.endpoint("starttls"))
+    for number, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
+        assert a == b, f"message {number}:\n ours:    {a[-600:]!r}\n dovecot: {b[-600:]!r}"
