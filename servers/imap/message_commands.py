@@ -169,7 +169,7 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     ranges = _ranges(s, cmd, args[0])
     if _preview_modifiers(args):
         # FETCH 1 PREVIEW (LAZY): the list belongs to the attribute.
-        args = ([args[1], args[2]], *args[3:])
+        args = (args[0], [args[1], args[2]], *args[3:])
     try:
         plan = compile_fetch(args[1])
     except FetchError as exc:
