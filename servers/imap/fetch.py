@@ -138,19 +138,16 @@ def _literal8(name: bytes, data: bytes) -> bytes:
     return b"%s ~{%d}\r\n%s" % (name, len(data), data)
 
 
-_BINARY_SIZE_RE = re.compile(r"^BINARY\.SIZE\[([1-9][0-9]{0,9}(?:\.[1-9][0-9]{0,9})*)?\]$", re.I)
-
-
-def _binary_size(token: str) -> Render:
-    match = _BINARY_SIZE_RE.match(token)
-    if match is None:
-        raise FetchError(f"Invalid BINARY.SIZE[..] parameter: {token}")
-    spec = match.group(1) or ""
-    part = tuple(int(n) for n in spec.split(".")) if spec else ()
+def _binary_size(
+    spec: str, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...]
+) -> Render:
+    """``BINARY.SIZE[section]``; Dovecot ignores a ``<partial>`` after it."""
     name = b"BINARY.SIZE[" + spec.encode() + b"]"
 
     def render(msg: Fetched) -> bytes:
-        return b"%s %d" % (name, binary_size(msg.raw, part))
+        if kind is None:
+            return b"%s %d" % (name, binary_size(msg.raw, part))
+        return b"%s %d" % (name, len(mime.section(msg.raw, part, kind, fields)))
 
     return render
 
@@ -180,7 +177,8 @@ _MACROS: dict[str, tuple[str, ...]] = {
 }
 
 _SECTION_RE = re.compile(
-    r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.I
+    r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$",
+    re.I,
 )
 _KINDS = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
 
@@ -192,6 +190,9 @@ def _section(token: str) -> tuple[Render, bool]:
     verb, spec, start_text, length_text = match.groups()
     verb = verb.upper()
     spec_upper = spec.upper()
+    base = b"BINARY" if verb.startswith("BINARY") else b"BODY"
+    # Dovecot's imap_fetch_body_init / imap_fetch_binary_init wording.
+    invalid = f"Invalid {base.decode()}[..] section"
     part: list[int] = []
     kind: str | None = None
     fields: tuple[str, ...] = ()
@@ -208,20 +209,21 @@ def _section(token: str) -> tuple[Render, bool]:
                 fields_text = rest[len(candidate) :].strip()
                 break
         else:
-            raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+            raise FetchError(invalid)
         if kind.startswith("HEADER.FIELDS"):
             if not (fields_text.startswith("(") and fields_text.endswith(")")):
-                raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+                raise FetchError(invalid)
             fields = tuple(f.strip('"') for f in fields_text[1:-1].split())
             if not fields:
-                raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+                raise FetchError(invalid)
         elif fields_text:
-            raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+            raise FetchError(invalid)
         if kind == "MIME" and not part:
-            raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+            raise FetchError(invalid)
         break
     part_t = tuple(part)
-    base = b"BINARY" if verb.startswith("BINARY") else b"BODY"
+    if verb == "BINARY.SIZE":
+        return _binary_size(spec_upper, part_t, kind, fields), False
     name = base + b"[" + spec_upper.encode() + b"]"
     sets_seen = not verb.endswith("PEEK")
     if start_text is not None:
@@ -281,8 +283,6 @@ def compile_fetch(spec: Token) -> FetchPlan:
                 render = compile_preview(upper, modifiers)
             except PreviewError as exc:
                 raise FetchError(str(exc)) from None
-        elif upper.startswith("BINARY.SIZE["):
-            render = _binary_size(item)
         elif simple is not None:
             render, marker = simple
             has_uid = has_uid or marker == "uid"
@@ -294,7 +294,7 @@ def compile_fetch(spec: Token) -> FetchPlan:
             render = _named_section(b"RFC822.HEADER", "HEADER")
         elif upper == "RFC822.TEXT":
             render, sets_seen = _named_section(b"RFC822.TEXT", "TEXT"), True
-        elif upper.startswith(("BODY[", "BODY.PEEK[", "BINARY[", "BINARY.PEEK[")):
+        elif upper.startswith(("BODY[", "BODY.PEEK[", "BINARY[", "BINARY.PEEK[", "BINARY.SIZE[")):
             if upper in ("BODY[]", "BODY.PEEK[]"):
                 render = _whole(b"BODY[]")
                 seen = upper == "BODY[]"

@@ -9,8 +9,9 @@ quoted gets ``>`` and the quoted text instead.
 
 ``PREVIEW`` answers ``PREVIEW "text"`` (RFC 8970); ``SNIPPET`` and any
 request naming ``FUZZY`` get the older ``(FUZZY "text")`` form. ``LAZY``
-asks for a stored preview only: Dovecot answers ``NIL`` until the preview
-is in its cache, then the text; so do we (computing it for next time).
+asks for a stored preview only: Dovecot answers ``NIL`` until a FETCH
+without LAZY has made it (it is then in Dovecot's cache, here in the
+message's), and the text after that.
 """
 
 from __future__ import annotations
@@ -57,13 +58,12 @@ def compile_preview(name: str, modifiers: Any) -> Callable[[Any], bytes]:
     label = name.encode()
 
     def render(msg: Any) -> bytes:
-        cached: bytes | None = msg.cache.get("snippet")
-        if cached is None:
-            value = msg.cache["snippet"] = nstring(snippet(msg.raw))
+        value: bytes | None = msg.cache.get("snippet")
+        if value is None:
             if lazy:
-                value = b"NIL"
-        else:
-            value = cached
+                value = b"NIL"  # Dovecot: not in its cache, and LAZY does not compute it
+            else:
+                value = msg.cache["snippet"] = nstring(snippet(msg.raw))
         if old_standard:
             return label + b" (FUZZY " + value + b")"
         return label + b" " + value

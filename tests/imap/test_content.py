@@ -239,9 +239,14 @@ def test_preview_and_snippet_forms(wire: Wire, imap: RunningIMAP) -> None:
     imap.errors.clear()  # the BAD modifier is a client error, recorded as such
 
 
-def test_preview_lazy_is_nil_until_computed(wire: Wire) -> None:
+def test_preview_lazy_is_nil_until_a_plain_preview_computed_it(wire: Wire) -> None:
     selected(wire, b"Subject: p\r\n\r\nlazy text\r\n")
     assert wire.answer(b"FETCH 1 (PREVIEW (LAZY))").startswith(b"* 1 FETCH (PREVIEW NIL)")
+    assert wire.answer(b"FETCH 1 (PREVIEW (LAZY))").startswith(b"* 1 FETCH (PREVIEW NIL)")
+    assert wire.answer(b"FETCH 1 SNIPPET (LAZY=FUZZY)").startswith(
+        b"* 1 FETCH (SNIPPET (FUZZY NIL))"
+    )
+    assert wire.answer(b"FETCH 1 (PREVIEW)").startswith(b'* 1 FETCH (PREVIEW "lazy text")')
     assert wire.answer(b"FETCH 1 (PREVIEW (LAZY))").startswith(b'* 1 FETCH (PREVIEW "lazy text")')
 
 
@@ -258,3 +263,18 @@ def test_imaplib_fetches_binary_like_any_client(imap: RunningIMAP) -> None:
         )
     finally:
         client.logout()
+
+
+def test_binary_size_of_header_sections_and_bad_sections(wire: Wire, imap: RunningIMAP) -> None:
+    selected(wire, b"Subject: x\r\n\r\nbody\r\n")
+    reply = wire.answer(b"FETCH 1 (BINARY.SIZE[HEADER] BINARY.SIZE[1.MIME] BINARY.SIZE[]<0.2>)")
+    assert reply.startswith(
+        b"* 1 FETCH (BINARY.SIZE[HEADER] 14 BINARY.SIZE[1.MIME] 14 BINARY.SIZE[] 20)"
+    )
+    assert wire.answer(b"FETCH 1 (BINARY.PEEK[x])").startswith(
+        b"TAG BAD Error in IMAP command FETCH: Invalid BINARY[..] section"
+    )
+    assert wire.answer(b"FETCH 1 (BODY.PEEK[x])").startswith(
+        b"TAG BAD Error in IMAP command FETCH: Invalid BODY[..] section"
+    )
+    imap.errors.clear()  # the two BAD sections are client errors, recorded as such
