@@ -7,6 +7,7 @@ session's dispatch table.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
@@ -286,8 +287,16 @@ def cmd_APPEND(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     messages = parse_append(s, cmd, args)
     uids: list[int] = []
     try:
-        for pending in messages:
-            uids.append(box.append(pending.data, pending.flags, pending.date))
+        try:
+            for pending in messages:
+                uids.append(box.append(pending.data, pending.flags, pending.date))
+        except StoreError:
+            # MULTIAPPEND is all or nothing (RFC 3502, Dovecot's one transaction):
+            # the messages saved before the refused one go again.
+            if uids:
+                with contextlib.suppress(StoreError):
+                    box.expunge(uids, only_deleted=False)
+            raise
     except QuotaExceeded:
         raise s.no(s.replies.over_quota) from None
     except TooBig:

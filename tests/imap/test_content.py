@@ -278,3 +278,15 @@ def test_binary_size_of_header_sections_and_bad_sections(wire: Wire, imap: Runni
         b"TAG BAD Error in IMAP command FETCH: Invalid BODY[..] section"
     )
     imap.errors.clear()  # the two BAD sections are client errors, recorded as such
+
+
+def test_multiappend_over_quota_saves_none_of_the_messages(wire: Wire, imap: RunningIMAP) -> None:
+    imap.store.user("alice@example.test").quota_message_limit = 1
+    reply = wire.answer(
+        b"APPEND INBOX %L %L", b"Subject: 1\r\n\r\n1\r\n", b"Subject: 2\r\n\r\n2\r\n"
+    )
+    assert (
+        reply
+        == b"TAG NO [OVERQUOTA] Quota exceeded (mailbox for user is full) (0.001 + 0.000 secs).\r\n"
+    )
+    assert b"* 0 EXISTS" in wire.answer(b"SELECT INBOX")
