@@ -248,3 +248,66 @@ def test_mime_nesting_and_part_limits_match_dovecot(
     theirs = _limit_answers(dovecot.endpoint("starttls"))
     for number, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
         assert a == b, f"message {number}:\n ours:    {a[-600:]!r}\n dovecot: {b[-600:]!r}"
+
+
+def _appends(endpoint: Endpoint) -> list[bytes]:
+    """APPEND forms (literal8, MULTIAPPEND, CATENATE with URL-PARTIAL, refusals) and
+    what the mailbox holds after them."""
+    wire = _Wire(endpoint)
+    wire.run(b"CREATE appends")
+    out = []
+
+    def append(text: bytes, *literals: bytes, literal8: bool = False) -> None:
+        """One APPEND whose ``%L`` marks take ``literals`` in turn."""
+        wire.count += 1
+        tag = b"d%d" % wire.count
+        pieces = text.split(b"%L")
+        wire.sock.sendall(tag + b" " + pieces[0])
+        for literal, rest in zip(literals, pieces[1:], strict=True):
+            wire.sock.sendall(b"%s{%d}\r\n" % (b"~" if literal8 else b"", len(literal)))
+            assert wire._line().startswith(b"+")
+            wire.sock.sendall(literal + rest)
+        wire.sock.sendall(b"\r\n")
+        reply = wire._line()
+        while not reply.startswith(tag + b" "):
+            reply = wire._line()
+        out.append(re.sub(rb"APPENDUID \d+", b"APPENDUID v", _TIMING.sub(b"", reply[len(tag) :])))
+
+    binary_single = (
+        b"From: a@example.test\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: binary\r\n\r\n\x00-\xe4\n\r\n\nend"
+    )
+    binary_multi = _multipart(
+        b"m",
+        b"mixed",
+        _leaf(b"text/plain", None, b"text part"),
+        _leaf(b"application/octet-stream", b"binary", b"\x00\x01\x02" * 40),
+    )
+    append(b"APPEND appends %L", binary_single, literal8=True)
+    append(b"APPEND appends %L", binary_multi, literal8=True)
+    append(
+        b"APPEND appends (\\Seen) %L %L", b"Subject: a\r\n\r\none\r\n", b"Subject: b\r\n\r\ntwo\r\n"
+    )
+    append(
+        b'APPEND appends CATENATE (URL "/appends/;uid=3/;section=header" TEXT %L '
+        b'URL "/appends/;uid=4/;partial=3.6" URL "/appends/;uid=2/;section=2")',
+        b"middle\r\n",
+    )
+    append(b'APPEND appends CATENATE (URL "/appends;uidvalidity=1/;uid=1")')
+    append(b'APPEND appends CATENATE (URL "/appends/;uid=77")')
+    append(b'APPEND appends CATENATE (URL "/nowhere/;uid=1")')
+    append(b"APPEND appends CATENATE (TEXT %L TEXT %L)", b"A: b\r\n\r\n", b"x", literal8=True)
+    wire.run(b"SELECT appends")
+    # FLAGS left out: \Recent is not this comparison's concern.
+    out.append(wire.run(b"FETCH 1:* (BODY.PEEK[] BINARY.PEEK[1] BINARY.PEEK[2])"))
+    wire.close()
+    return out
+
+
+def test_append_forms_store_what_dovecot_stores(
+    dovecot: DovecotProcess, make_imap: MakeIMAP
+) -> None:
+    ours = _appends(make_imap().plain)
+    theirs = _appends(dovecot.endpoint("starttls"))
+    for number, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
+        assert a == b, f"step {number}:\n ours:    {a!r}\n dovecot: {b!r}"
