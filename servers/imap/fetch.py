@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from servers.imap import message as mime
+from servers.imap.binary import binary_section, binary_size
 from servers.imap.protocol import Token
+from servers.imap.snippet import PreviewError, compile_preview
 from servers.imap.store import StoredMessage
 
 Fetched = StoredMessage
@@ -131,6 +133,25 @@ def _literal(name: bytes, data: bytes) -> bytes:
     return b"%s {%d}\r\n%s" % (name, len(data), data)
 
 
+def _literal8(name: bytes, data: bytes) -> bytes:
+    """RFC 3516 ``~{n}``, which may carry NULs and bare line ends."""
+    return b"%s ~{%d}\r\n%s" % (name, len(data), data)
+
+
+def _binary_size(
+    spec: str, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...]
+) -> Render:
+    """``BINARY.SIZE[section]``; Dovecot ignores a ``<partial>`` after it."""
+    name = b"BINARY.SIZE[" + spec.encode() + b"]"
+
+    def render(msg: Fetched) -> bytes:
+        if kind is None:
+            return b"%s %d" % (name, binary_size(msg.raw, part))
+        return b"%s %d" % (name, len(mime.section(msg.raw, part, kind, fields)))
+
+    return render
+
+
 def _whole(name: bytes) -> Render:
     def render(msg: Fetched) -> bytes:
         return b"%s {%d}\r\n" % (name, len(msg.raw)) + msg.raw
@@ -156,7 +177,8 @@ _MACROS: dict[str, tuple[str, ...]] = {
 }
 
 _SECTION_RE = re.compile(
-    r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.I
+    r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$",
+    re.I,
 )
 _KINDS = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
 
@@ -168,6 +190,9 @@ def _section(token: str) -> tuple[Render, bool]:
     verb, spec, start_text, length_text = match.groups()
     verb = verb.upper()
     spec_upper = spec.upper()
+    base = b"BINARY" if verb.startswith("BINARY") else b"BODY"
+    # Dovecot's imap_fetch_body_init / imap_fetch_binary_init wording.
+    invalid = f"Invalid {base.decode()}[..] section"
     part: list[int] = []
     kind: str | None = None
     fields: tuple[str, ...] = ()
@@ -184,20 +209,21 @@ def _section(token: str) -> tuple[Render, bool]:
                 fields_text = rest[len(candidate) :].strip()
                 break
         else:
-            raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+            raise FetchError(invalid)
         if kind.startswith("HEADER.FIELDS"):
             if not (fields_text.startswith("(") and fields_text.endswith(")")):
-                raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+                raise FetchError(invalid)
             fields = tuple(f.strip('"') for f in fields_text[1:-1].split())
             if not fields:
-                raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+                raise FetchError(invalid)
         elif fields_text:
-            raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+            raise FetchError(invalid)
         if kind == "MIME" and not part:
-            raise FetchError(f"Invalid BODY[..] parameter: {spec}")
+            raise FetchError(invalid)
         break
     part_t = tuple(part)
-    base = b"BINARY" if verb.startswith("BINARY") else b"BODY"
+    if verb == "BINARY.SIZE":
+        return _binary_size(spec_upper, part_t, kind, fields), False
     name = base + b"[" + spec_upper.encode() + b"]"
     sets_seen = not verb.endswith("PEEK")
     if start_text is not None:
@@ -206,6 +232,17 @@ def _section(token: str) -> tuple[Render, bool]:
         name += b"<%d>" % start
     else:
         start, length = 0, None
+
+    if base == b"BINARY" and kind is None:
+        # Dovecot answers BINARY[n.MIME] and friends like BODY; only whole
+        # parts are decoded (imap_msgpart_open's decode_cte_to_binary).
+        def binary(msg: Fetched) -> bytes:
+            data, literal8 = binary_section(msg.raw, part_t)
+            if start or length is not None:
+                data = data[start : None if length is None else start + length]
+            return _literal8(name, data) if literal8 else _literal(name, data)
+
+        return binary, sets_seen
 
     def render(msg: Fetched) -> bytes:
         if not part_t and kind is None:
@@ -232,12 +269,21 @@ def compile_fetch(spec: Token) -> FetchPlan:
         raise FetchError("Invalid fetch attribute ()")
     renders: list[Render] = []
     sets_seen = has_uid = has_flags = has_modseq = False
-    for item in items:
+    pending = list(items)
+    pending.reverse()
+    while pending:
+        item = pending.pop()
         if not isinstance(item, str):
             raise FetchError("Invalid fetch attribute")
         upper = item.upper()
         simple = _SIMPLE.get(upper)
-        if simple is not None:
+        if upper in ("PREVIEW", "SNIPPET"):
+            modifiers: Token = pending.pop() if pending and isinstance(pending[-1], list) else []
+            try:
+                render = compile_preview(upper, modifiers)
+            except PreviewError as exc:
+                raise FetchError(str(exc)) from None
+        elif simple is not None:
             render, marker = simple
             has_uid = has_uid or marker == "uid"
             has_flags = has_flags or marker == "flags"
@@ -248,7 +294,7 @@ def compile_fetch(spec: Token) -> FetchPlan:
             render = _named_section(b"RFC822.HEADER", "HEADER")
         elif upper == "RFC822.TEXT":
             render, sets_seen = _named_section(b"RFC822.TEXT", "TEXT"), True
-        elif upper.startswith(("BODY[", "BODY.PEEK[", "BINARY[", "BINARY.PEEK[")):
+        elif upper.startswith(("BODY[", "BODY.PEEK[", "BINARY[", "BINARY.PEEK[", "BINARY.SIZE[")):
             if upper in ("BODY[]", "BODY.PEEK[]"):
                 render = _whole(b"BODY[]")
                 seen = upper == "BODY[]"

@@ -7,11 +7,12 @@ session's dispatch table.
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
 from servers.imap import mutf7
+from servers.imap.append import parse_append
 from servers.imap.commands import (
     SYSTEM_FLAGS,
     CommandHandler,
@@ -24,6 +25,7 @@ from servers.imap.commands import (
 from servers.imap.listing import cmd_LIST, cmd_LSUB, parse_status_items, status_line
 from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, Tagged, Untagged, UntaggedStatus
+from servers.imap.sequence import format_sequence_set
 from servers.imap.states import Transition
 from servers.imap.store import (
     DELIMITER,
@@ -285,23 +287,23 @@ def cmd_STATUS(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 def cmd_APPEND(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = list(s.args(cmd, 2))
     name = s.mailbox_name(cmd, args.pop(0))
-    flags: list[str] = []
-    date: datetime | None = None
-    if args and isinstance(args[0], list):
-        flags = s.parse_flags(cmd, args.pop(0))
-    if len(args) > 1 and isinstance(args[0], bytes | str):
-        text = s.astring(cmd, args.pop(0))
-        try:
-            date = mime.parse_internaldate(text)
-        except ValueError:
-            raise s.bad(cmd, s.replies.invalid_internaldate) from None
-    if len(args) != 1 or not isinstance(args[0], bytes):
-        raise s.bad(cmd, s.replies.invalid_arguments)
     box = s.mailbox(name)
     if box is None:
+        # Dovecot checks the mailbox before reading any message or CATENATE URL.
         raise s.nonexistent(name, trycreate=True)
+    messages = parse_append(s, cmd, args)
+    uids: list[int] = []
     try:
-        uid = box.append(args[0], flags, date)
+        try:
+            for pending in messages:
+                uids.append(box.append(pending.data, pending.flags, pending.date))
+        except StoreError:
+            # MULTIAPPEND is all or nothing (RFC 3502, Dovecot's one transaction):
+            # the messages saved before the refused one go again.
+            if uids:
+                with contextlib.suppress(StoreError):
+                    box.expunge(uids, only_deleted=False)
+            raise
     except QuotaExceeded:
         raise s.no(s.replies.over_quota) from None
     except TooBig:
@@ -313,7 +315,8 @@ def cmd_APPEND(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         # One response code per reply: the warning takes the place of APPENDUID.
         warning = s.replies.over_soft_quota
         return s.ok(cmd, warning.text, warning.code)
-    return s.ok(cmd, s.replies.append_ok, f"APPENDUID {box.uidvalidity} {uid}")
+    uid_set = format_sequence_set(uids)
+    return s.ok(cmd, s.replies.append_ok, f"APPENDUID {box.uidvalidity} {uid_set}")
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
 

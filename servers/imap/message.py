@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = [
     "bodystructure",
@@ -44,9 +45,19 @@ MAX_QUOTED = 1000
 #: (BODYSTRUCTURE then BODY[1] then BODY[2.MIME]...). bytes cache their hash.
 _TREE_CACHE_SIZE = 64
 
-#: Nesting beyond this is treated as a leaf, so a hostile message cannot
-#: exhaust the recursion limit.
-MAX_MIME_DEPTH = 50
+#: Dovecot's message-parser limits (MESSAGE_PARSER_DEFAULT_MAX_NESTED_MIME_PARTS
+#: and _MAX_TOTAL_MIME_PARTS): a part this deep becomes a leaf, and after this
+#: many parts no further boundary is looked for. The message is never refused.
+MAX_NESTED_MIME_PARTS = 100
+MAX_TOTAL_MIME_PARTS = 10_000
+
+#: How much of one structured header value (addresses, Content-Type,
+#: Content-Disposition, Content-Language) is parsed for ENVELOPE and
+#: BODYSTRUCTURE: Dovecot's own imap_max_line_length. Parsing is linear but
+#: costs about a microsecond per token in Python; a hostile 2 MiB ``From:``
+#: of commas would otherwise hold the event loop (and every session) for
+#: seconds. Real address lists (a thousand recipients is ~40 KiB) fit.
+MAX_STRUCTURED_HEADER_BYTES = 64 * 1024
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTH_NUMBER = {m.lower(): i for i, m in enumerate(_MONTHS, start=1)}
@@ -159,8 +170,7 @@ _SPECIALS = b'()<>@,;:\\"[]'
 _TSPECIALS = b'()<>@,;:\\"/[]?='
 
 
-@dataclass(frozen=True, slots=True)
-class _Tok:
+class _Tok(NamedTuple):
     """A lexical token of a structured header.
 
     ``kind`` is ``"atom"``, ``"quoted"``, ``"comment"``, ``"literal"`` (a
@@ -171,6 +181,9 @@ class _Tok:
     kind: str
     text: bytes
     space: bool
+
+    # A NamedTuple, not a frozen dataclass: a 2 MiB address header is a
+    # million tokens, and a tuple is built three times faster.
 
 
 _WS_RE = re.compile(rb"[ \t\r\n]+")
@@ -202,7 +215,11 @@ def _comment(value: bytes, i: int) -> tuple[bytes, int]:
 
 
 def _tokenize(value: bytes, specials: bytes = _SPECIALS) -> list[_Tok]:
-    """Tokenize leniently: an unterminated quote or comment runs to the end."""
+    """Tokenize leniently: an unterminated quote or comment runs to the end.
+
+    Only the first :data:`MAX_STRUCTURED_HEADER_BYTES` of a value are read.
+    """
+    value = value[:MAX_STRUCTURED_HEADER_BYTES]
     toks: list[_Tok] = []
     atom_re = _ATOM_RE if specials is _SPECIALS else _MIME_ATOM_RE
     i, n = 0, len(value)
@@ -421,10 +438,17 @@ def envelope(raw: bytes) -> bytes:
 
 @dataclass(slots=True)
 class _Part:
-    """One MIME entity: its header and body slices and what BODYSTRUCTURE needs."""
+    """One MIME entity as offsets into the one normalized message (never a copy per level).
 
-    header: bytes
-    body: bytes
+    ``data[start:body_start]`` is the header block (with its blank line) and
+    ``data[body_start:end]`` the body: a 20 MiB message nested 60 deep costs one
+    20 MiB buffer, not 60.
+    """
+
+    data: bytes
+    start: int
+    body_start: int
+    end: int
     fields: list[_Field]
     mtype: bytes | None = None
     subtype: bytes | None = None
@@ -432,6 +456,22 @@ class _Part:
     multipart: bool = False
     rfc822: bool = False
     children: list[_Part] = field(default_factory=list)
+
+    @property
+    def header(self) -> bytes:
+        return self.data[self.start : self.body_start]
+
+    @property
+    def body(self) -> bytes:
+        return self.data[self.body_start : self.end]
+
+    @property
+    def body_size(self) -> int:
+        return self.end - self.body_start
+
+    @property
+    def body_lines(self) -> int:
+        return self.data.count(b"\n", self.body_start, self.end)
 
     @property
     def text(self) -> bool:
@@ -503,10 +543,29 @@ def _token(value: bytes | None) -> tuple[bytes | None, list[_Tok]]:
     return toks[0].text, toks[1:]
 
 
-def _parse_part(data: bytes, *, mime: bool, digest: bool, depth: int) -> _Part:
-    header, body = _split_message(data)
-    fields = _fields(header)
-    part = _Part(header=header, body=body, fields=fields)
+def _body_start(data: bytes, start: int, end: int) -> int:
+    """Where the body of the entity ``data[start:end]`` begins (after its blank line)."""
+    if data.startswith(b"\r\n", start, end):
+        return start + 2
+    blank = data.find(b"\r\n\r\n", start, end)
+    return end if blank < 0 else blank + 4
+
+
+class _Limits:
+    """Dovecot's message-parser bounds, counted over one parse (message-parser.h)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 1  # the root part
+
+
+def _parse_part(
+    data: bytes, start: int, end: int, *, mime: bool, digest: bool, depth: int, limits: _Limits
+) -> _Part:
+    body_start = _body_start(data, start, end)
+    fields = _fields(data[start:body_start])
+    part = _Part(data, start, body_start, end, fields)
     ctype = part.content("content-type")
     if not mime and ctype is None and part.content("mime-version") is None:
         # Dovecot forgets Content-* headers of a part that is not MIME.
@@ -525,60 +584,101 @@ def _parse_part(data: bytes, *, mime: bool, digest: bool, depth: int) -> _Part:
     elif digest:
         part.mtype, part.subtype = b"message", b"rfc822"
     lower = (part.mtype or b"").lower()
-    if depth >= MAX_MIME_DEPTH:
+    is_rfc822 = lower == b"message" and (part.subtype or b"").lower() == b"rfc822"
+    if (lower == b"multipart" or is_rfc822) and (
+        depth + 1 >= MAX_NESTED_MIME_PARTS or (is_rfc822 and limits.total >= MAX_TOTAL_MIME_PARTS)
+    ):
+        # Dovecot (parse_too_many_nested_mime_parts) keeps parsing the message
+        # but no longer descends, and imap-bodystructure's part_is_truncated
+        # shows such a part as application/octet-stream (its parameters kept).
+        part.mtype, part.subtype = b"application", b"octet-stream"
         return part
     if lower == b"multipart":
         boundary = next((v for k, v in part.params if k.lower() == b"boundary"), None)
         if boundary:
             part.multipart = True
             is_digest = (part.subtype or b"").lower() == b"digest"
-            part.children = [
-                _parse_part(chunk, mime=True, digest=is_digest, depth=depth + 1)
-                for chunk in _split_multipart(body, boundary)
-            ]
+            for child_start, child_end in _split_multipart(data, body_start, end, boundary):
+                if limits.total >= MAX_TOTAL_MIME_PARTS:
+                    # Dovecot stops looking for boundaries: the last part runs on.
+                    if part.children:
+                        part.children[-1].end = end
+                    break
+                limits.total += 1
+                part.children.append(
+                    _parse_part(
+                        data,
+                        child_start,
+                        child_end,
+                        mime=True,
+                        digest=is_digest,
+                        depth=depth + 1,
+                        limits=limits,
+                    )
+                )
         else:
             # Without a boundary Dovecot treats it as a leaf of that type.
             pass
-    elif lower == b"message" and (part.subtype or b"").lower() == b"rfc822":
+    elif is_rfc822:
+        limits.total += 1
         part.rfc822 = True
-        part.children = [_parse_part(body, mime=False, digest=False, depth=depth + 1)]
+        inner = _parse_part(
+            data, body_start, end, mime=False, digest=False, depth=depth + 1, limits=limits
+        )
+        part.children = [inner]
     return part
 
 
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """Bodies between ``--boundary`` lines; the CRLF before a delimiter belongs to it.
+def _split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """Spans of the bodies between ``--boundary`` lines of ``data[start:end]``.
 
-    Like Dovecot, a line only has to start with the delimiter; a missing close
-    delimiter ends the last part at the end of the body.
+    The CRLF before a delimiter belongs to it. Like Dovecot, a line only has
+    to start with the delimiter; a missing close delimiter ends the last part
+    at the end of the body.
     """
     delim = b"--" + boundary
     marks: list[tuple[int, int, bool]] = []  # (part end before it, content start, close)
-    if body.startswith(delim):
-        pos, at = 0, 0
+    if data.startswith(delim, start, end):
+        pos, at = start, start
     else:
-        pos = body.find(b"\r\n" + delim)
+        pos = data.find(b"\r\n" + delim, start, end)
         at = pos + 2
     while pos >= 0:
-        line_end = body.find(b"\r\n", at)
-        content = len(body) if line_end < 0 else line_end + 2
-        close = body.startswith(b"--", at + len(delim))
+        line_end = data.find(b"\r\n", at, end)
+        content = end if line_end < 0 else line_end + 2
+        close = data.startswith(b"--", at + len(delim), end)
         marks.append((pos, content, close))
         if close or line_end < 0:
             break
-        pos = body.find(b"\r\n" + delim, line_end)
+        pos = data.find(b"\r\n" + delim, line_end, end)
         at = pos + 2
-    chunks: list[bytes] = []
+    spans: list[tuple[int, int]] = []
     for k, (_, content, close) in enumerate(marks):
         if close:
             break
-        end = marks[k + 1][0] if k + 1 < len(marks) else len(body)
-        chunks.append(body[content:end] if end >= content else b"")
-    return chunks
+        stop = marks[k + 1][0] if k + 1 < len(marks) else end
+        spans.append((content, stop) if stop >= content else (content, content))
+    return spans
 
 
-@lru_cache(maxsize=_TREE_CACHE_SIZE)
+#: Messages up to this size keep their parsed tree in the small LRU cache; a
+#: bigger one is parsed again when needed (linear), so the cache never holds
+#: big messages alive after EXPUNGE.
+_TREE_CACHE_MAX_BYTES = 1024 * 1024
+
+
+def _parse(raw: bytes) -> _Part:
+    data = _normalize(raw)
+    return _parse_part(data, 0, len(data), mime=False, digest=False, depth=0, limits=_Limits())
+
+
+_cached_tree = lru_cache(maxsize=_TREE_CACHE_SIZE)(_parse)
+
+
 def _tree(raw: bytes) -> _Part:
-    return _parse_part(_normalize(raw), mime=False, digest=False, depth=0)
+    if len(raw) > _TREE_CACHE_MAX_BYTES:
+        return _parse(raw)
+    return _cached_tree(raw)
 
 
 # --------------------------------------------------------------------------- BODYSTRUCTURE
@@ -638,7 +738,7 @@ def _write(part: _Part, extensible: bool) -> bytes:
             _quote_text(part.content("content-id")),
             _quote_text(part.content("content-description")),
             _quote_text(encoding or b"7bit"),
-            b"%d" % len(part.body),
+            b"%d" % part.body_size,
         )
     )
     if part.rfc822:
@@ -648,10 +748,10 @@ def _write(part: _Part, extensible: bool) -> bytes:
             + _envelope(sub.fields)
             + b" ("
             + _write(sub, extensible)
-            + b") %d" % part.body.count(b"\n")
+            + b") %d" % part.body_lines
         )
     elif part.text:
-        out += b" %d" % part.body.count(b"\n")
+        out += b" %d" % part.body_lines
     if extensible:
         out += b" " + b" ".join(
             (
@@ -678,15 +778,27 @@ def bodystructure(raw: bytes, *, extensible: bool = True) -> bytes:
 _SECTION_KINDS = frozenset(("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"))
 
 
-def _subparts(node: _Part, is_message: bool) -> list[tuple[_Part, bool]]:
-    """Numbered children of a node (RFC 3501 §6.4.5), with whether each is a message."""
-    if node.multipart:
-        return [(c, False) for c in node.children]
-    if node.rfc822 and not is_message:
-        return _subparts(node.children[0], True)
-    if is_message:
-        return [(node, False)]
-    return []
+def find_part(tree: _Part, numbers: tuple[int, ...]) -> _Part | None:
+    """The part a section number names, by Dovecot's imap_msgpart_find; None if none.
+
+    A leaf's only sub-part is ``1``, itself (``BODY[2.1]`` is part 2), and
+    only at the end of the path; a path going on through a message/rfc822
+    part continues in the message it holds.
+    """
+    part: _Part | None = tree
+    for i, num in enumerate(numbers):
+        assert part is not None
+        more = i + 1 < len(numbers)
+        if part.multipart:
+            index = max(num, 1) - 1
+            part = part.children[index] if index < len(part.children) else None
+        elif num != 1 or (more and not part.rfc822):
+            part = None
+        if part is None:
+            return None
+        if part.rfc822 and more:
+            part = part.children[0]
+    return part
 
 
 def _filter_header(header: bytes, names: tuple[str, ...], keep: bool) -> bytes:
@@ -720,12 +832,9 @@ def section(
             return _normalize(raw)
         message: _Part | None = _tree(raw)
     else:
-        node, is_message = _tree(raw), True
-        for n in part:
-            subs = _subparts(node, is_message)
-            if n > len(subs):
-                return b""
-            node, is_message = subs[n - 1]
+        node = find_part(_tree(raw), part)
+        if node is None:
+            return b""
         if kind is None:
             return node.body
         if kind == "MIME":
@@ -843,14 +952,14 @@ def _first_value(header: bytes, want: bytes) -> bytes | None:
     end = header.find(b"\r\n", start)
     if end < 0:
         return header[start:].lstrip(b" \t")
-    value = header[start:end]
+    pieces = [header[start:end]]
     while header[end + 2 : end + 3] in (b" ", b"\t"):  # folded lines
         stop = header.find(b"\r\n", end + 2)
         if stop < 0:
             stop = len(header)
-        value += header[end + 2 : stop]
+        pieces.append(header[end + 2 : stop])  # joined once: linear in the fold count
         end = stop
-    return value.lstrip(b" \t")
+    return b"".join(pieces).lstrip(b" \t")
 
 
 def header_values(raw: bytes, name: str) -> list[str]:
@@ -866,15 +975,20 @@ def header_values(raw: bytes, name: str) -> list[str]:
 
 def _decoded_body(part: _Part) -> bytes:
     encoding, _ = _token(part.content("content-transfer-encoding"))
+    return _decode_transfer(part.body, encoding)
+
+
+def _decode_transfer(body: bytes, encoding: bytes | None) -> bytes:
+    """Undo a transfer encoding leniently (SEARCH, previews); unknown ones stay as sent."""
     enc = (encoding or b"").lower()
     if enc == b"base64":
         try:
-            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", part.body) + b"==")
+            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", body) + b"==")
         except (binascii.Error, ValueError):
-            return part.body
+            return body
     if enc == b"quoted-printable":
-        return quopri.decodestring(part.body)
-    return part.body
+        return quopri.decodestring(body)
+    return body
 
 
 def _collect_text(part: _Part, out: list[str]) -> None:

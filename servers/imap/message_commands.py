@@ -14,9 +14,11 @@ import contextlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from servers.imap.commands import CommandHandler, Effect, Fail, Handler
+from servers.imap.binary import BinaryError, BinaryFailure
+from servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
 from servers.imap.fetch import FetchError, FetchPlan, compile_fetch, flags_bytes
 from servers.imap.ordering import Sorter, SortError, thread_references
 from servers.imap.protocol import Command, Token
@@ -165,6 +167,9 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = s.args(cmd, 2)
     view = s.selected()
     ranges = _ranges(s, cmd, args[0])
+    if _preview_modifiers(args):
+        # FETCH 1 PREVIEW (LAZY): the list belongs to the attribute.
+        args = (args[0], [args[1], args[2]], *args[3:])
     try:
         plan = compile_fetch(args[1])
     except FetchError as exc:
@@ -192,6 +197,16 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     if missing:
         raise s.no(s.replies.expunged_fetch)
     return s.ok(cmd, s.replies.fetch_ok)
+
+
+def _preview_modifiers(args: tuple[Token, ...]) -> bool:
+    """Whether ``args`` is ``seqset PREVIEW (modifiers) ...`` rather than a CHANGEDSINCE list."""
+    if len(args) < 3 or not isinstance(args[1], str) or not isinstance(args[2], list):
+        return False
+    first = args[2][0] if args[2] else None
+    return args[1].upper() in ("PREVIEW", "SNIPPET") and not (
+        isinstance(first, str) and first.upper() == "CHANGEDSINCE"
+    )
 
 
 def _changedsince(s: Session, cmd: Command, token: Token) -> int:
@@ -248,14 +263,21 @@ def _fetch_rows(
                 if changed_since is not None and msg.modseq <= changed_since:
                     continue
                 seq = start + i + 1 if whole else bisect_left(view_uids, uid) + 1
-                if uid in seen_now:
-                    body = b" ".join([render(msg) for render in flagged_plan.renders])
-                    if msg.modseq > floor:
-                        reported[uid] = msg.modseq
-                else:
-                    body = b" ".join([render(msg) for render in renders])
-                    if report_flags and msg.modseq > floor:
-                        reported[uid] = msg.modseq
+                try:
+                    if uid in seen_now:
+                        body = b" ".join([render(msg) for render in flagged_plan.renders])
+                        if msg.modseq > floor:
+                            reported[uid] = msg.modseq
+                    else:
+                        body = b" ".join([render(msg) for render in renders])
+                        if report_flags and msg.modseq > floor:
+                            reported[uid] = msg.modseq
+                except BinaryError as exc:
+                    # Dovecot ends the FETCH at this message with only its UID.
+                    chunk.append(b"* %d FETCH (UID %d)\r\n" % (seq, uid))
+                    yield b"".join(chunk)
+                    yield from _binary_failure(s, exc)
+                    return missing
                 line = b"* %d FETCH (%s)\r\n" % (seq, body)
                 chunk.append(line)
                 size += len(line)
@@ -268,6 +290,19 @@ def _fetch_rows(
         s.fetched_bytes += size
         yield b"".join(chunk)
     return missing
+
+
+def _binary_failure(s: Session, exc: BinaryError) -> Generator[bytes | Effect, bytes | None, None]:
+    """Dovecot's replies to a part BINARY cannot decode (cmd-fetch.c, cmd_fetch_finish)."""
+    if exc.failure is BinaryFailure.UNKNOWN_CTE:
+        raise Fail(Status.NO, s.replies.unknown_cte.text, s.replies.unknown_cte.code)
+    if exc.failure is BinaryFailure.INVALID:
+        raise Fail(Status.NO, s.replies.invalid_mime_data.text, s.replies.invalid_mime_data.code)
+    # A stream error that is not EINVAL: Dovecot says BYE and disconnects.
+    text = s.replies.fetch_failed.format(time=datetime.now().strftime("%Y-%m-%d %H:%M:%S"))
+    yield UntaggedStatus(Status.BYE, text).to_bytes()
+    yield Disconnect()
+    raise Fail(Status.NO, text)
 
 
 def cmd_STORE(s: Session, cmd: Command, after: list[Effect]) -> Handler:

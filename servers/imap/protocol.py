@@ -36,6 +36,7 @@ __all__ = [
     "Event",
     "IMAPConnection",
     "InputMode",
+    "Literal8",
     "NeedData",
     "Token",
     "tokenize",
@@ -51,8 +52,13 @@ MAX_LINE_BYTES = 64 * 1024
 #: mail (providers cap at 25-50 MB) while refusing a hostile ``{99999999999}``.
 MAX_LITERAL_BYTES = 64 * 1024 * 1024
 #: Literals shown in the transcript are summarised, never dumped.
-_LITERAL_RE = re.compile(rb"\{(\d{1,20})(\+?)\}\r?$")
+#: ``~{n}`` is RFC 3516's literal8 (APPEND of binary data); it is read like a literal.
+_LITERAL_RE = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?$")
 _TAG_FORBIDDEN = frozenset('(){ %*"\\+]')
+
+
+class Literal8(bytes):
+    """A literal sent as RFC 3516 ``~{n}``: binary data (APPEND converts its binary parts)."""
 
 
 class NeedData(enum.Enum):
@@ -144,6 +150,7 @@ class IMAPConnection:
         self._literals: list[bytes] = []
         self._literal_size: int | None = None
         self._literal_sync = False
+        self._literal8 = False
         self._continuation_sent = False
         self._pending_length = 0
         self._discard_line = False
@@ -182,7 +189,8 @@ class IMAPConnection:
                             self._pending_tag() or "*", size, self._pending_command()
                         )
                     return NEED_DATA
-                self._literals.append(bytes(buf[:size]))
+                literal = bytes(buf[:size])
+                self._literals.append(Literal8(literal) if self._literal8 else literal)
                 del buf[:size]
                 self._literal_size = None
                 continue
@@ -226,6 +234,7 @@ class IMAPConnection:
                     return BadInput(tag, None, "Literal too large", fatal=True)
                 self._literal_size = size
                 self._literal_sync = sync
+                self._literal8 = line.startswith(b"~", match.start())
                 self._continuation_sent = False
                 continue
             if not self._texts and not line.strip():

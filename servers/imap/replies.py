@@ -146,6 +146,14 @@ class Replies:
     server_bug: Reply = Reply(
         "SERVERBUG", "Internal error occurred. Refer to server log for more information."
     )
+    # BINARY (RFC 3516), as Dovecot's cmd-fetch.c words its failures.
+    unknown_cte: Reply = Reply(
+        "UNKNOWN-CTE", "Unknown Content-Transfer-Encoding (0.001 + 0.000 secs)."
+    )
+    invalid_mime_data: Reply = Reply("PARSE", "Invalid data in MIME part (0.001 + 0.000 secs).")
+    fetch_failed: str = (
+        "FETCH failed: Internal error occurred. Refer to server log for more information. [{time}]"
+    )
     invalid_internaldate: str = "Invalid internal date."
     invalid_flags: str = "Invalid system flag {flag}"
     expunged_fetch: Reply = Reply(

@@ -280,7 +280,9 @@ NESTED = crlf(
         ((4, 1), "HEADER", b"Subject: digested\r\n\r\n"),
         ((4, 1, 1), None, b"digest body"),
         ((5,), None, b""),
-        ((1, 1), None, b""),
+        # Dovecot (imap_msgpart_find): a leaf's part 1 is itself, at the path's end only.
+        ((1, 1), None, b"part one"),
+        ((1, 1, 1), None, b""),
         ((1,), "HEADER", b""),
         ((0,), None, b""),
         ((), "MIME", b""),
