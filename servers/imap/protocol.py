@@ -26,8 +26,12 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_APPEND_BYTES",
     "MAX_LINE_BYTES",
     "MAX_LITERAL_BYTES",
+    "MAX_LOGIN_COMMAND_BYTES",
+    "MAX_NUMBER_DIGITS",
+    "MAX_TAG_BYTES",
     "NEED_DATA",
     "BadInput",
     "ClientLine",
@@ -50,6 +54,29 @@ MAX_LINE_BYTES = 64 * 1024
 #: Largest literal accepted (APPEND of a big message). 64 MiB covers any real
 #: mail (providers cap at 25-50 MB) while refusing a hostile ``{99999999999}``.
 MAX_LITERAL_BYTES = 64 * 1024 * 1024
+#: All APPEND message literals of one command together (MULTIAPPEND, RFC 3502).
+#: Dovecot streams each message to disk and needs no such cap; we hold a command's
+#: literals in memory until it is complete, so this bounds that memory.
+MAX_APPEND_BYTES = 2 * MAX_LITERAL_BYTES
+#: Dovecot's ``IMAP_LOGIN_MAX_LINE_LENGTH`` (imap-login): before login the whole
+#: command, literals included, must fit in 8 KiB. Past it Dovecot says
+#: ``* BYE Literal size too large`` (a literal) or ``* BYE Input buffer full,
+#: aborting`` (a line) and closes; so do we. (Dovecot's login input buffer is
+#: ~1 KiB for other lines; we allow 8 KiB for every line so SASL-IR tokens fit.)
+MAX_LOGIN_COMMAND_BYTES = 8192
+#: Dovecot's ``IMAP_TAG_MAX_LEN`` (imap-login): a longer tag before login is
+#: answered ``* BAD Error in IMAP command received by server.`` and never echoed.
+#: After login Dovecot's only bound is the line length; we never echo a guessed
+#: tag longer than this in an error reply either.
+MAX_TAG_BYTES = 126
+#: Longest digit run in an atom. Python's ``int()`` refuses more than 4,300
+#: digits (``sys.int_info.default_max_str_digits``); Dovecot answers such numbers
+#: BAD (they overflow its 32/64-bit parsers), so the command is refused here
+#: before any handler tries to parse it.
+MAX_NUMBER_DIGITS = 4300
+#: Dovecot's replies when a command outgrows its limit (verified on 2.3.19).
+BYE_LITERAL_SIZE_TOO_LARGE = "Literal size too large"
+BYE_INPUT_BUFFER_FULL = "Input buffer full, aborting"
 #: Literals shown in the transcript are summarised, never dumped.
 _LITERAL_RE = re.compile(rb"\{(\d{1,20})(\+?)\}\r?$")
 _TAG_FORBIDDEN = frozenset('(){ %*"\\+]')
@@ -113,13 +140,16 @@ class BadInput:
     """The peer broke the protocol; answer ``BAD`` (tag or ``*``) and go on.
 
     ``fatal`` means the stream cannot be resynchronised (a LITERAL+ too big
-    to skip safely): the session must send ``BYE`` and close.
+    to skip safely): the session must send ``BYE`` and close. ``bye`` is the
+    text of that ``BYE`` when it is Dovecot's limit wording rather than the
+    session's default.
     """
 
     tag: str | None
     command: str | None
     reason: str
     fatal: bool = False
+    bye: str | None = None
 
 
 Event = Command | ContinuationRequest | ClientLine | BadInput | NeedData
@@ -130,13 +160,31 @@ class ParseError(ValueError):
 
 
 class IMAPConnection:
-    """Framing and tokenising of client input for one connection."""
+    """Framing and tokenising of client input for one connection.
+
+    Limits, as Dovecot applies them: before login (``prelogin``, the shell
+    clears it once the session is authenticated) a whole command, literals
+    included, is at most ``max_login_command`` bytes. After login a command's
+    lines and literals together are at most ``max_line`` (Dovecot's
+    ``imap_max_line_length``), except APPEND's messages, each at most
+    ``max_literal`` and all of one command at most ``max_append``.
+    """
 
     def __init__(
-        self, *, max_line: int = MAX_LINE_BYTES, max_literal: int = MAX_LITERAL_BYTES
+        self,
+        *,
+        max_line: int = MAX_LINE_BYTES,
+        max_literal: int = MAX_LITERAL_BYTES,
+        max_append: int = MAX_APPEND_BYTES,
+        max_login_command: int = MAX_LOGIN_COMMAND_BYTES,
+        prelogin: bool = False,
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal
+        self.max_append = max_append
+        self.max_login_command = max_login_command
+        self.prelogin = prelogin
+        self._append_total = 0
         self.mode = InputMode.COMMAND
         self._buf = bytearray()
         self._scan_from = 0
@@ -187,6 +235,10 @@ class IMAPConnection:
                 self._literal_size = None
                 continue
             idx = buf.find(b"\n", self._scan_from)
+            if self.prelogin and self.mode is InputMode.COMMAND:
+                pending = self._pending_length + (idx if idx >= 0 else len(buf))
+                if pending > self.max_login_command:
+                    return self._fatal(BYE_INPUT_BUFFER_FULL)
             if idx < 0:
                 if len(buf) > self.max_line:
                     tag = self._pending_tag() if self._texts else _guess_tag(bytes(buf))
@@ -208,7 +260,7 @@ class IMAPConnection:
                     return BadInput(None, None, "Too long argument.")
                 return ClientLine(line)
             self._pending_length += len(line)
-            if self._pending_length > self.max_line:
+            if self._pending_length > self.max_line and not self.prelogin:
                 tag = self._pending_tag() if self._texts else _guess_tag(line)
                 self._reset_command()
                 return BadInput(tag, None, "Too long argument.")
@@ -217,13 +269,22 @@ class IMAPConnection:
                 size = int(match.group(1))
                 sync = not match.group(2)
                 self._texts.append(line[: match.start()])
-                if size > self.max_literal:
+                if self.prelogin or self._pending_command() != "APPEND":
+                    # Dovecot counts these literals into the command's length and
+                    # says BYE when one would overflow it, synchronizing or not.
+                    limit = self.max_login_command if self.prelogin else self.max_line
+                    if self._pending_length + size > limit:
+                        return self._fatal(BYE_LITERAL_SIZE_TOO_LARGE)
+                    self._pending_length += size
+                elif size > self.max_literal or self._append_total + size > self.max_append:
                     tag = self._pending_tag()
                     self._reset_command()
                     if sync:
                         # The client waits for "+", so nothing of it follows.
                         return BadInput(tag, None, "Literal too large")
                     return BadInput(tag, None, "Literal too large", fatal=True)
+                else:
+                    self._append_total += size
                 self._literal_size = size
                 self._literal_sync = sync
                 self._continuation_sent = False
@@ -233,7 +294,22 @@ class IMAPConnection:
             self._texts.append(line)
             texts, literals = self._texts, self._literals
             self._reset_command()
-            return _build_command(texts, literals)
+            built = _build_command(texts, literals)
+            if (
+                self.prelogin
+                and isinstance(built, Command)
+                and len(built.tag.encode("utf-8", "surrogateescape")) > MAX_TAG_BYTES
+            ):
+                return BadInput(None, None, "Error in IMAP command received by server.")
+            return built
+
+    def _fatal(self, bye: str) -> BadInput:
+        """A limit Dovecot answers with BYE: forget everything, the shell closes."""
+        tag = self._pending_tag()
+        self._buf.clear()
+        self._scan_from = 0
+        self._reset_command()
+        return BadInput(tag, None, bye, fatal=True, bye=bye)
 
     def reject_literal(self) -> None:
         """Forget the command whose synchronizing literal the session refused.
@@ -257,11 +333,16 @@ class IMAPConnection:
         self._literals = []
         self._literal_size = None
         self._pending_length = 0
+        self._append_total = 0
 
 
 def _guess_tag(line: bytes) -> str | None:
-    word = line.split(b" ", 1)[0].decode("utf-8", "replace")
-    return word if _valid_tag(word) else None
+    """The tag of a line we refuse, if it is one we may echo (short and valid)."""
+    word = line[: MAX_TAG_BYTES + 1].split(b" ", 1)[0]
+    if len(word) > MAX_TAG_BYTES:
+        return None
+    text = word.decode("utf-8", "replace")
+    return text if _valid_tag(text) else None
 
 
 def _valid_tag(tag: str) -> bool:
@@ -298,7 +379,34 @@ def _build_command(texts: list[bytes], literals: list[bytes]) -> Command | BadIn
         uid = True
         name = args[0].upper()
         args = args[1:]
+    if _has_huge_number(args):
+        return BadInput(tag, f"UID {name}" if uid else name, _huge_number_reason(name, uid))
     return Command(tag=tag, name=name, args=tuple(args), uid=uid, transcript=transcript)
+
+
+_HUGE_NUMBER = re.compile(rf"\d{{{MAX_NUMBER_DIGITS + 1}}}")
+_SEQUENCE_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "EXPUNGE"})
+
+
+def _has_huge_number(tokens: list[Token]) -> bool:
+    """Does an atom hold a number longer than Python (or Dovecot) can parse?"""
+    for token in tokens:
+        if isinstance(token, list):
+            if _has_huge_number(token):
+                return True
+        elif (
+            isinstance(token, str) and len(token) > MAX_NUMBER_DIGITS and _HUGE_NUMBER.search(token)
+        ):
+            return True
+    return False
+
+
+def _huge_number_reason(name: str, uid: bool) -> str:
+    """Dovecot's text for the common case; its others (``Invalid search size
+    parameter``, ``Invalid MODSEQ value``...) depend on which argument it was."""
+    if name in _SEQUENCE_COMMANDS:
+        return "Invalid uidset" if uid else "Invalid messageset"
+    return "Invalid arguments."
 
 
 _ATOM_STOP = frozenset(' ()"{')

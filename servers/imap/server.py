@@ -42,8 +42,9 @@ from servers.imap.protocol import (
 from servers.imap.responses import Continuation, Status, UntaggedStatus
 from servers.imap.session import Session
 from servers.imap.settings import IMAPSettings
+from servers.imap.states import State
 from servers.imap.store import MailStore
-from servers.listeners import Endpoint, Security
+from servers.listeners import Endpoint, Security, default_connection_cap
 from servers.transcript import Transcript, TranscriptLog
 
 __all__ = ["IMAPServer"]
@@ -99,6 +100,7 @@ class IMAPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[_Connection] = set()
         self._greeted = 0  # connections counted against max_connections
+        self._default_cap = default_connection_cap()
         self._queue: deque[_Connection] = deque()
 
     @property
@@ -217,7 +219,9 @@ class IMAPServer:
         if self.maintenance or settings.maintenance:
             return _Admission.MAINTENANCE
         cap = settings.max_connections
-        if cap is not None and (self._greeted >= cap or self._queue):
+        if cap is None:
+            cap = self._default_cap
+        if self._greeted >= cap or self._queue:
             if settings.queue_full_mode == "hang":
                 return _Admission.QUEUE
             return _Admission.QUEUE_FULL
@@ -227,7 +231,9 @@ class IMAPServer:
         """Greet waiting connections while there is room (a slot freed, a limit raised)."""
         while self._queue:
             cap = self._settings.max_connections
-            if cap is not None and self._greeted >= cap:
+            if cap is None:
+                cap = self._default_cap
+            if self._greeted >= cap:
                 return
             conn = self._queue.popleft()
             if not conn.closed:
@@ -262,8 +268,8 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.transcript: Transcript | None = None
-        self.conn = self._new_parser()
         self.session: Session | None = None
+        self.conn = self._new_parser()
         self.gen: Output | None = None
         self.send_value: bytes | None = None
         self.want_line = False
@@ -274,11 +280,23 @@ class _Connection(asyncio.Protocol):
         self.change_pending = False
         self.last_activity = self.loop.time()
         self.idle_handle: asyncio.TimerHandle | None = None
+        self.login_handle: asyncio.TimerHandle | None = None
 
     def _new_parser(self) -> IMAPConnection:
+        settings = self.settings
         return IMAPConnection(
-            max_line=self.settings.max_line_bytes, max_literal=self.settings.max_literal_bytes
+            max_line=settings.max_line_bytes,
+            max_literal=settings.max_literal_bytes,
+            max_append=settings.max_append_bytes,
+            max_login_command=settings.max_login_command_bytes,
+            prelogin=self.session is None or self.session.state is State.NOT_AUTHENTICATED,
         )
+
+    def _set_limits(self, settings: IMAPSettings) -> None:
+        self.conn.max_line = settings.max_line_bytes
+        self.conn.max_literal = settings.max_literal_bytes
+        self.conn.max_append = settings.max_append_bytes
+        self.conn.max_login_command = settings.max_login_command_bytes
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -327,8 +345,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return  # the client left before its greeting
         self.settings = self.server.settings
-        self.conn.max_line = self.settings.max_line_bytes
-        self.conn.max_literal = self.settings.max_literal_bytes
+        self._set_limits(self.settings)
         peer_ip = self.peer_ip
         self.session = Session(
             accounts=self.server.accounts,
@@ -346,6 +363,7 @@ class _Connection(asyncio.Protocol):
         self.last_activity = self.loop.time()
         self._write(self.session.greeting())
         self.idle_handle = self.loop.call_later(self.settings.idle_timeout, self._idle_check)
+        self.login_handle = self.loop.call_later(self.settings.login_timeout, self._login_check)
         if self.conn.buffered:
             self._process()  # the client spoke before its greeting
 
@@ -356,8 +374,7 @@ class _Connection(asyncio.Protocol):
             return
         session.use_settings(live)  # checks them: nothing changes if they are bad
         self.settings = live
-        self.conn.max_line = live.max_line_bytes
-        self.conn.max_literal = live.max_literal_bytes
+        self._set_limits(live)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -397,6 +414,7 @@ class _Connection(asyncio.Protocol):
                 if self.gen is not None and not self.want_line:
                     self._step()
                     continue
+                self.conn.prelogin = session.state is State.NOT_AUTHENTICATED
                 event = self.conn.next_event()
                 if event is NEED_DATA:
                     if self.reading_paused and self.transport is not None:
@@ -434,7 +452,10 @@ class _Connection(asyncio.Protocol):
                     self.server.record_error(
                         f"client protocol error: {event.reason} (tag={event.tag!r})"
                     )
-                    self._write(session.bad_input(event))
+                    if event.bye is not None:  # a command over Dovecot's limits
+                        self._write(UntaggedStatus(Status.BYE, event.bye).to_bytes())
+                    else:
+                        self._write(session.bad_input(event))
                     if event.fatal:
                         self._close()
             if (
@@ -534,6 +555,16 @@ class _Connection(asyncio.Protocol):
         self._write(UntaggedStatus(Status.BYE, text).to_bytes())
         self._close()
 
+    def _login_check(self) -> None:
+        """Dovecot's login timeout: counted from connect, not from the last command."""
+        self.login_handle = None
+        session = self.session
+        if self.closed or session is None or session.state is not State.NOT_AUTHENTICATED:
+            return
+        text = self.server.settings.texts.bye_idle_timeout
+        self._write(UntaggedStatus(Status.BYE, text).to_bytes())
+        self._close()
+
     def recheck_idle(self) -> None:
         """The idle timeout may have changed: compute the remaining time anew."""
         if self.idle_handle is None or self.closed:
@@ -596,6 +627,9 @@ class _Connection(asyncio.Protocol):
         self.gen = None
         if self.idle_handle is not None:
             self.idle_handle.cancel()
+        if self.login_handle is not None:
+            self.login_handle.cancel()
+            self.login_handle = None
         if self.transcript is not None:
             self.transcript.event(why)
         if self.session is not None:
