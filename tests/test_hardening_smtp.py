@@ -1,0 +1,89 @@
+"""Hostile SMTP clients (issue 14): each test is named after the attack, with real
+clients over real sockets, and asserts the reply Postfix or Dovecot sends."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+
+import pytest
+
+from harness import MailServer, SMTPSettings
+from harness.plugin import MailServerFactory
+
+ALICE = ("alice@example.test", "alice-password")
+
+
+def test_10000_recipients_capped_at_postfix_limit(mail_server_factory: MailServerFactory) -> None:
+    server = mail_server_factory(smtp=SMTPSettings(max_recipients=5))
+    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        client.login(*ALICE)
+        client.mail(ALICE[0])
+        codes = [client.rcpt(f"r{i}@example.test")[0] for i in range(8)]
+        assert codes == [250] * 5 + [452] * 3
+        assert client.rcpt("r9@example.test") == (452, b"4.5.3 Error: too many recipients")
+        assert client.data(b"Subject: capped\r\n\r\nx\r\n")[0] == 250
+    [captured] = server.wait_for_messages(1)
+    assert len(captured.rcpt_tos) == 5
+
+
+def test_default_recipient_limit_is_postfixs_1000() -> None:
+    assert SMTPSettings().max_recipients == 1000
+
+
+def test_200_duplicate_recipients_store_one_copy(smtp_server: MailServer) -> None:
+    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+        client.login(*ALICE)
+        client.mail(ALICE[0])
+        for i in range(200):
+            rcpt = "bob@example.test" if i % 2 else "BOB@example.test"
+            assert client.rcpt(rcpt)[0] == 250  # Postfix accepts and drops duplicates
+        assert client.data(b"Subject: dup\r\n\r\n" + (b"x" * 998 + b"\r\n") * 100)[0] == 250
+    [captured] = smtp_server.wait_for_messages(1)
+    assert captured.rcpt_tos == ("BOB@example.test",)
+
+
+def test_second_starttls_inside_tls_is_refused(smtp_server: MailServer) -> None:
+    with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as client:
+        client.starttls(context=smtp_server.ca.client_context())
+        client.ehlo()
+        assert client.docmd("STARTTLS") == (554, b"5.5.1 Error: TLS already active")
+        assert client.noop()[0] == 250
+    assert smtp_server.errors == []
+
+
+def test_auth_continuation_over_64kib_is_line_too_long(smtp_server: MailServer) -> None:
+    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "PLAIN")[0] == 334
+        assert client.docmd("A" * 70_000) == (500, b"5.5.2 Line too long")
+        assert client.noop()[0] == 250  # the rest of the long line was not a command
+        client.login(*ALICE)
+    assert smtp_server.errors == []
+
+
+def test_rejected_certificate_at_starttls_is_a_client_event(smtp_server: MailServer) -> None:
+    """The client refuses our certificate (no CA): a transcript event, not a harness error."""
+    with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as client:
+        client.ehlo()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client.starttls(context=ssl.create_default_context())
+    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as other:
+        assert other.noop()[0] == 250
+    assert smtp_server.errors == []
+
+
+def test_connection_flood_refused_with_postfix_text(mail_server_factory: MailServerFactory) -> None:
+    server = mail_server_factory(smtp=SMTPSettings(max_connections=3))
+    held = [socket.create_connection(server.smtp.plain.address, timeout=5) for _ in range(3)]
+    try:
+        for sock in held:
+            assert sock.makefile("rb").readline().startswith(b"220 ")
+        with pytest.raises(smtplib.SMTPConnectError) as caught:
+            smtplib.SMTP(*server.smtp.plain.address, timeout=5)
+        assert caught.value.smtp_code == 421
+        assert b"Error: too many connections from 127.0.0.1" in caught.value.smtp_error
+    finally:
+        for sock in held:
+            sock.close()
