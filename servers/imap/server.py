@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import cast
 
 from servers.accounts import Accounts
-from servers.errors import ConfigError
+from servers.errors import ConfigError, forget_traceback
 from servers.imap.commands import Delay, Disconnect, Output, ReadLine, StartTLS
 from servers.imap.protocol import (
     NEED_DATA,
@@ -154,11 +154,9 @@ class IMAPServer:
         def factory() -> asyncio.Protocol:
             return _Connection(self, security, ssl_context, listener)
 
-        server = await loop.create_server(
-            factory,
-            sock=sock,
-            ssl=ssl_context if security is Security.IMPLICIT else None,
-        )
+        # Implicit TLS is started by the connection itself (``loop.start_tls``), so a
+        # failed handshake reaches our code and its reference cycles can be broken.
+        server = await loop.create_server(factory, sock=sock)
         self._servers.append(server)
         return endpoint
 
@@ -301,6 +299,29 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.security is Security.IMPLICIT and self.transport is None:
+            plain = cast(asyncio.Transport, transport)
+            plain.pause_reading()  # the ClientHello is for the TLS layer, not for us
+            self.transport = plain
+            self.loop.create_task(self._implicit_tls(plain))
+            return
+        self._established(transport)
+
+    async def _implicit_tls(self, plain: asyncio.Transport) -> None:
+        assert self.ssl_context is not None
+        try:
+            transport = await self.loop.start_tls(plain, self, self.ssl_context, server_side=True)
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+            forget_traceback(exc)
+            plain.close()
+            self.transport = None
+            return
+        if transport is None:
+            plain.close()
+            return
+        self._established(transport)
+
+    def _established(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         peer = transport.get_extra_info("peername") or ("?", 0)
@@ -512,6 +533,7 @@ class _Connection(asyncio.Protocol):
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             if self.transcript is not None:
                 self.transcript.event(f"STARTTLS handshake failed: {exc!r}")
+            forget_traceback(exc)
             self._close()
             return
         if transport is None:

@@ -35,7 +35,7 @@ from aiosmtpd.smtp import (
 )
 
 from servers.accounts import Accounts, Mechanism
-from servers.errors import ConfigError, choice_error
+from servers.errors import ConfigError, choice_error, forget_traceback
 from servers.listeners import Endpoint, Security, default_connection_cap
 from servers.ratelimit import RateLimit, TokenBuckets
 from servers.smtp import replies
@@ -357,9 +357,8 @@ class _HarnessSMTP(SMTP):
             self._client_event("AUTH response line too long")
             return self.service.replies.line_too_long
         if isinstance(error, TLSSetupException):
-            cause = error.__cause__
-            self._client_event(f"STARTTLS handshake failed: {cause!r}")
-            error.__cause__ = None  # the traceback would keep the handshake's frames alive
+            self._client_event(f"STARTTLS handshake failed: {error.__cause__!r}")
+            forget_traceback(error)
             return self.service.replies.tls_handshake_failed
         status: str = await super().handle_exception(error)
         return status

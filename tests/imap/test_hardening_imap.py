@@ -1,0 +1,230 @@
+"""Hostile IMAP clients (issue 14): each test is named after the attack, talks over
+real sockets and asserts what Dovecot 2.3.19 answers (measured on this machine)."""
+
+from __future__ import annotations
+
+import gc
+import imaplib
+import json
+import logging
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from servers.imap.settings import IMAPSettings
+from servers.listeners import ACCEPT_ERRORS, default_connection_cap
+from servers.transcript import TranscriptLog
+from tests.imap.conftest import MakeIMAP, RawClient, RunningIMAP
+
+MIB = 1024 * 1024
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes: no sampling, no timing."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    """`mailharness serve` in its own process, so its memory can be measured alone."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "serve", "--scenario", "plaintext-only", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        facts = json.loads(proc.stdout.readline())
+        imap = next(e for e in facts["endpoints"] if e["protocol"] == "imap")
+        yield proc, (imap["host"], imap["port"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_login_with_58_literals_of_64mib_refused_memory_bounded(
+    served: tuple[subprocess.Popen[str], tuple[str, int]],
+) -> None:
+    proc, address = served
+    before = _peak_rss(proc.pid)
+    chunk = b"x" * MIB
+    with socket.create_connection(address, timeout=30) as evil:
+        evil.recv(4096)  # greeting
+        sent = 0
+        with pytest.raises(OSError):
+            evil.sendall(b"a LOGIN {62914560+}\r\n")
+            # Another client is served while the attacker is still sending.
+            with imaplib.IMAP4(*address, timeout=30) as good:
+                good.login("alice@example.test", "alice-password")
+                assert good.noop()[0] == "OK"
+            for _ in range(58):
+                for _ in range(64):
+                    evil.sendall(chunk)
+                    sent += len(chunk)
+            evil.sendall(b"\r\n")
+            raise OSError("the server read all of it")  # pragma: no cover
+        answer = evil.recv(4096)
+        assert answer in (b"", b"* BYE Literal size too large\r\n")
+    assert sent < 58 * 64 * MIB
+    assert _peak_rss(proc.pid) - before < 64 * MIB
+
+
+def test_literal_over_8kib_before_login_is_bye_literal_size_too_large(imap: RunningIMAP) -> None:
+    with RawClient(imap.plain) as raw:
+        raw.send(b"a LOGIN {9000}\r\n")
+        assert raw.line() == b"* BYE Literal size too large\r\n"
+        with pytest.raises((EOFError, ConnectionError)):
+            raw.line()
+    imap.errors.clear()
+
+
+def test_long_line_before_login_is_bye_input_buffer_full(imap: RunningIMAP) -> None:
+    with RawClient(imap.plain) as raw:
+        raw.send(b"a NOOP " + b"x" * 10_000 + b"\r\n")
+        assert raw.line() == b"* BYE Input buffer full, aborting\r\n"
+    imap.errors.clear()
+
+
+def test_literals_over_64kib_in_one_command_after_login_are_bye(imap: RunningIMAP) -> None:
+    with RawClient(imap.plain) as raw:
+        raw.login()
+        raw.send(b"a SEARCH TEXT {40000+}\r\n" + b"x" * 40_000 + b" TEXT {40000+}\r\n")
+        assert raw.line() == b"* BYE Literal size too large\r\n"
+    imap.errors.clear()
+
+
+def test_multiappend_over_its_total_is_refused(make_imap: MakeIMAP) -> None:
+    imap = make_imap(IMAPSettings(max_append_bytes=4096))
+    with RawClient(imap.plain) as raw:
+        raw.login()
+        raw.send(b"a APPEND INBOX {3000}\r\n")
+        assert raw.line().startswith(b"+ ")
+        raw.send(b"x" * 3000 + b" {3000}\r\n")
+        assert raw.line() == b"a BAD Literal too large\r\n"
+        [ok] = raw.command(b"b", b"NOOP")
+        assert ok.startswith(b"b OK")
+    imap.errors.clear()
+
+
+def test_tag_over_126_bytes_before_login_is_not_echoed(imap: RunningIMAP) -> None:
+    with RawClient(imap.plain) as raw:
+        raw.send(b"t" * 200 + b" NOOP\r\n")
+        assert raw.line() == b"* BAD Error in IMAP command received by server.\r\n"
+        [ok] = raw.command(b"b", b"NOOP")
+        assert ok.startswith(b"b OK")
+        [ok] = raw.command(b"t" * 126, b"NOOP")  # Dovecot's IMAP_TAG_MAX_LEN still fits
+        assert ok.startswith(b"t" * 126 + b" OK")
+    imap.errors.clear()
+
+
+def test_tagless_100kb_line_is_not_the_echoed_tag(imap: RunningIMAP) -> None:
+    with RawClient(imap.plain) as raw:
+        raw.login()
+        raw.send(b"x" * 100_000 + b"\r\nb NOOP\r\n")
+        assert raw.line() == b"* BAD Error in IMAP command received by server.\r\n"
+        assert raw.until(b"b")[-1].startswith(b"b OK")
+    assert imap.errors and all(len(error) < 1000 for error in imap.errors)
+    imap.errors.clear()
+
+
+HUGE = b"9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (b"FETCH " + HUGE + b" FLAGS", b"BAD Error in IMAP command FETCH: Invalid messageset"),
+        (
+            b"UID FETCH 1:" + HUGE + b" FLAGS",
+            b"BAD Error in IMAP command UID FETCH: Invalid uidset",
+        ),
+        (b"SEARCH LARGER " + HUGE, b"BAD Error in IMAP command SEARCH: "),
+        (b"SEARCH MODSEQ " + HUGE, b"BAD Error in IMAP command SEARCH: "),
+        (b"UID SEARCH UID " + HUGE, b"BAD Error in IMAP command UID SEARCH: "),
+        (b"FETCH 1 BODY[" + HUGE + b"]", b"BAD Error in IMAP command FETCH: "),
+        (b"FETCH 1 BODY[]<" + HUGE + b".1>", b"BAD Error in IMAP command FETCH: "),
+        (b"FETCH 1 (FLAGS) (CHANGEDSINCE " + HUGE + b")", b"BAD Error in IMAP command FETCH: "),
+        (b"STORE 1 (UNCHANGEDSINCE " + HUGE + b") +FLAGS (x)", b"BAD Error in IMAP command STORE:"),
+    ],
+)
+def test_numbers_over_4300_digits_are_bad_not_serverbug(
+    imap: RunningIMAP, command: bytes, reply: bytes
+) -> None:
+    with RawClient(imap.plain) as raw:
+        raw.login()
+        raw.command(b"s", b"SELECT INBOX")
+        [bad] = raw.command(b"a", command)[-1:]
+        assert bad.startswith(b"a " + reply)
+    assert not [e for e in imap.errors if "server error" in e or "exception" in e]
+    imap.errors.clear()
+
+
+def test_login_timeout_disconnects_for_inactivity(make_imap: MakeIMAP) -> None:
+    imap = make_imap(IMAPSettings(login_timeout=0.2))
+    with RawClient(imap.plain) as raw:
+        assert raw.line() == b"* BYE Disconnected for inactivity.\r\n"
+
+
+def test_login_timeout_default_is_dovecots_3_minutes() -> None:
+    assert IMAPSettings().login_timeout == 180.0
+
+
+def test_connection_flood_is_refused_with_queue_full(make_imap: MakeIMAP) -> None:
+    imap = make_imap(IMAPSettings(max_connections=2))
+    with RawClient(imap.plain), RawClient(imap.plain), RawClient(imap.plain) as third:
+        assert third.greeting == b"* BYE Connection queue full\r\n"
+    assert imap.server._default_cap == default_connection_cap()
+    imap.server.settings = replace(imap.server.settings, max_connections=None)
+
+
+def test_accept_out_of_fds_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("asyncio")
+    before = ACCEPT_ERRORS.suppressed
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for _ in range(3):
+            logger.error("socket.accept() out of system resource\nsocket: <...>")
+    assert len([r for r in caplog.records if "accept()" in r.getMessage()]) <= 1
+    assert ACCEPT_ERRORS.suppressed >= before + 2
+
+
+def test_transcripts_are_a_ring_buffer() -> None:
+    log = TranscriptLog(max_items=3)
+    for i in range(5):
+        log.open("imap", f"peer{i}", "x")
+    assert [t.peer for t in log] == ["peer2", "peer3", "peer4"]
+    assert log.dropped == 2
+
+
+def test_aborted_tls_handshakes_leave_no_reference_cycles(imap: RunningIMAP) -> None:
+    """A client refusing our certificate: nothing is left for the cycle collector."""
+    refusing = ssl.create_default_context()  # does not trust the harness CA
+
+    def handshakes(count: int) -> None:
+        for _ in range(count):
+            with socket.create_connection(imap.implicit.address, timeout=5) as sock:
+                with pytest.raises(ssl.SSLError):
+                    refusing.wrap_socket(sock, server_hostname="localhost")
+        with RawClient(imap.plain) as raw:  # the loop has handled every abort by now
+            raw.login()
+
+    handshakes(3)
+    gc.collect()
+    gc.disable()
+    try:
+        handshakes(20)
+        found = gc.collect()
+    finally:
+        gc.enable()
+    # 779 objects (39 a handshake) before the fix, 159 after (the transports of asyncio).
+    assert found < 20 * 20, f"{found} objects in cycles after 20 aborted handshakes"
