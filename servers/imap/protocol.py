@@ -379,6 +379,8 @@ def _build_command(texts: list[bytes], literals: list[bytes]) -> Command | BadIn
         uid = True
         name = args[0].upper()
         args = args[1:]
+    if not (name.isascii() and name.isprintable()):  # found by fuzzing: b"t0 \x80"
+        return BadInput(tag, None, "Error in IMAP command received by server.")
     if _has_huge_number(args):
         return BadInput(tag, f"UID {name}" if uid else name, _huge_number_reason(name, uid))
     return Command(tag=tag, name=name, args=tuple(args), uid=uid, transcript=transcript)

@@ -228,3 +228,15 @@ def test_aborted_tls_handshakes_leave_no_reference_cycles(imap: RunningIMAP) -> 
         gc.enable()
     # 779 objects (39 a handshake) before the fix, 159 after (the transports of asyncio).
     assert found < 20 * 20, f"{found} objects in cycles after 20 aborted handshakes"
+
+
+def test_non_ascii_command_name_is_bad_not_serverbug(imap: RunningIMAP) -> None:
+    """Found by tests/test_hardening_fuzz.py: the BAD reply itself raised UnicodeEncodeError."""
+    with RawClient(imap.plain) as raw:
+        raw.login()
+        [bad] = raw.command(b"t0", b"\x80")
+        assert bad == b"t0 BAD Error in IMAP command received by server.\r\n"
+        [bad] = raw.command(b"t1", b"UID \xff\xfe")
+        assert bad == b"t1 BAD Error in IMAP command received by server.\r\n"
+    assert not [e for e in imap.errors if "exception" in e or "server error" in e]
+    imap.errors.clear()
