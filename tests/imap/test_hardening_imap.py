@@ -240,3 +240,15 @@ def test_non_ascii_command_name_is_bad_not_serverbug(imap: RunningIMAP) -> None:
         assert bad == b"t1 BAD Error in IMAP command received by server.\r\n"
     assert not [e for e in imap.errors if "exception" in e or "server error" in e]
     imap.errors.clear()
+
+
+def test_long_id_before_login_is_served_as_dovecot_does(imap: RunningIMAP) -> None:
+    """Dovecot's imap-login reads ID element by element (imaptest's `id` group sends 31 KB
+    before login); we allow it the 64 KiB line limit, and BYE past it."""
+    params = b" ".join(b'"k%d" "%s"' % (i, b"v" * 1000) for i in range(30))
+    with RawClient(imap.plain) as raw:
+        reply = raw.command(b"a", b"ID (" + params + b")")
+        assert reply[-1].startswith(b"a OK")
+        raw.send(b"b ID (" + params * 3 + b")\r\n")
+        assert raw.line() == b"* BYE Input buffer full, aborting\r\n"
+    imap.errors.clear()
