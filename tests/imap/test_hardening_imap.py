@@ -7,6 +7,7 @@ import gc
 import imaplib
 import json
 import logging
+import resource
 import socket
 import ssl
 import subprocess
@@ -252,3 +253,41 @@ def test_long_id_before_login_is_served_as_dovecot_does(imap: RunningIMAP) -> No
         raw.send(b"b ID (" + params * 3 + b")\r\n")
         assert raw.line() == b"* BYE Input buffer full, aborting\r\n"
     imap.errors.clear()
+
+
+def test_fd_exhaustion_logs_accept_error_once_and_serving_resumes(tmp_path: Path) -> None:
+    """20,000 idle connections once made asyncio log `socket.accept() out of system
+    resource` 1.9 million times. Here the server process gets 64 fds and no cap."""
+    scenario = tmp_path / "no-cap.toml"
+    scenario.write_text('base = "plaintext-only"\n[imap]\nmax_connections = 100000\n')
+
+    def few_fds() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "serve", "--scenario", str(scenario), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=few_fds,
+    )
+    hogs: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        facts = json.loads(proc.stdout.readline())
+        imap = next(e for e in facts["endpoints"] if e["protocol"] == "imap")
+        address = (imap["host"], imap["port"])
+        for _ in range(100):
+            hogs.append(socket.create_connection(address, timeout=30))
+        first = proc.stderr.readline()  # blocks until the server has run out of fds
+        assert b"socket.accept() out of system resource" in first
+        for hog in hogs:
+            hog.close()
+        hogs.clear()
+        with imaplib.IMAP4(*address, timeout=30) as good:  # accepting resumed
+            good.login("alice@example.test", "alice-password")
+    finally:
+        for hog in hogs:
+            hog.close()
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    assert err.count(b"out of system resource") == 0  # only the first line, read above
