@@ -415,6 +415,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish(f"connection lost: {exc!r}" if exc else "closed")
+        self.transport = None  # no protocol <-> transport cycle left behind
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -649,6 +650,7 @@ class _Connection(asyncio.Protocol):
         self.gen = None
         if self.idle_handle is not None:
             self.idle_handle.cancel()
+            self.idle_handle = None
         if self.login_handle is not None:
             self.login_handle.cancel()
             self.login_handle = None
@@ -656,6 +658,9 @@ class _Connection(asyncio.Protocol):
             self.transcript.event(why)
         if self.session is not None:
             self.session.shutdown()
+            # The session holds callbacks bound to this connection: dropping it here
+            # leaves no cycle for the collector (issue 14: none per session).
+            self.session = None
         self.server._connections.discard(self)
         if self.greeted:
             self.server._greeted -= 1
