@@ -7,14 +7,17 @@ race with another xdist worker, and no readiness sleep.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import ipaddress
 import logging
 import resource
 import socket
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from servers.errors import ConfigError, parse_choice
+from servers.errors import ConfigError, forget_traceback, parse_choice
 
 DEFAULT_HOST = "127.0.0.1"
 # Connections the kernel queues before we accept them. 128 lost 0.3 % of greetings
@@ -139,3 +142,38 @@ def bind_loopback(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class ImplicitTLS(asyncio.Protocol):
+    """Accepts a connection, does the TLS handshake with ``loop.start_tls``, then hands
+    the TLS transport to the real protocol (``make()``).
+
+    Used instead of ``create_server(ssl=...)`` for implicit TLS (993/465): there a
+    failed handshake (a client refusing our certificate) ends inside asyncio, and
+    its error's traceback kept the protocol, buffers and frames in a reference cycle
+    (~140 KB each, until the collector ran). Here it ends in our ``except``.
+    """
+
+    def __init__(self, make: Callable[[], asyncio.Protocol], context: ssl.SSLContext) -> None:
+        self._make = make
+        self._context = context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the ClientHello is for the TLS layer, not for us
+        asyncio.get_running_loop().create_task(self._handshake(transport))
+
+    async def _handshake(self, plain: asyncio.Transport) -> None:
+        app = self._make()
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                plain, app, self._context, server_side=True
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            forget_traceback(exc)
+            plain.close()
+            return
+        if tls is None:  # pragma: no cover - start_tls returns None only on a closed loop
+            plain.close()
+            return
+        app.connection_made(tls)

@@ -11,6 +11,7 @@ import pytest
 
 from harness import MailServer, SMTPSettings
 from harness.plugin import MailServerFactory
+from tests.helpers import cycles_after
 
 ALICE = ("alice@example.test", "alice-password")
 
@@ -87,3 +88,23 @@ def test_connection_flood_refused_with_postfix_text(mail_server_factory: MailSer
     finally:
         for sock in held:
             sock.close()
+
+
+def test_sessions_and_refused_handshakes_leave_no_reference_cycles(smtp_server: MailServer) -> None:
+    refusing = ssl.create_default_context()  # does not trust the harness CA
+
+    def run() -> None:
+        for _ in range(5):
+            with socket.create_connection(smtp_server.smtp.implicit.address, timeout=5) as sock:
+                with pytest.raises(ssl.SSLError):
+                    refusing.wrap_socket(sock, server_hostname="localhost")
+            with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as client:
+                client.ehlo()
+                with pytest.raises(ssl.SSLError):
+                    client.starttls(context=refusing)
+            with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+                client.login(*ALICE)
+        with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+            client.noop()  # the loop has closed every earlier session by now
+
+    assert cycles_after(run) == {}

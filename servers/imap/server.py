@@ -44,7 +44,7 @@ from servers.imap.session import Session
 from servers.imap.settings import IMAPSettings
 from servers.imap.states import State
 from servers.imap.store import MailStore
-from servers.listeners import Endpoint, Security, default_connection_cap
+from servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
 from servers.transcript import Transcript, TranscriptLog
 
 __all__ = ["IMAPServer"]
@@ -154,9 +154,13 @@ class IMAPServer:
         def factory() -> asyncio.Protocol:
             return _Connection(self, security, ssl_context, listener)
 
-        # Implicit TLS is started by the connection itself (``loop.start_tls``), so a
-        # failed handshake reaches our code and its reference cycles can be broken.
-        server = await loop.create_server(factory, sock=sock)
+        if security is Security.IMPLICIT:
+            assert ssl_context is not None
+            context = ssl_context
+            # Our handshake, not asyncio's: a refused one leaves no reference cycle.
+            server = await loop.create_server(lambda: ImplicitTLS(factory, context), sock=sock)
+        else:
+            server = await loop.create_server(factory, sock=sock)
         self._servers.append(server)
         return endpoint
 
@@ -299,29 +303,6 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.security is Security.IMPLICIT and self.transport is None:
-            plain = cast(asyncio.Transport, transport)
-            plain.pause_reading()  # the ClientHello is for the TLS layer, not for us
-            self.transport = plain
-            self.loop.create_task(self._implicit_tls(plain))
-            return
-        self._established(transport)
-
-    async def _implicit_tls(self, plain: asyncio.Transport) -> None:
-        assert self.ssl_context is not None
-        try:
-            transport = await self.loop.start_tls(plain, self, self.ssl_context, server_side=True)
-        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-            forget_traceback(exc)
-            plain.close()
-            self.transport = None
-            return
-        if transport is None:
-            plain.close()
-            return
-        self._established(transport)
-
-    def _established(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         peer = transport.get_extra_info("peername") or ("?", 0)

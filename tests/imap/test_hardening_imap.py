@@ -3,7 +3,6 @@ real sockets and asserts what Dovecot 2.3.19 answers (measured on this machine).
 
 from __future__ import annotations
 
-import gc
 import imaplib
 import json
 import logging
@@ -12,8 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 from servers.imap.settings import IMAPSettings
 from servers.listeners import ACCEPT_ERRORS, default_connection_cap
 from servers.transcript import TranscriptLog
+from tests.helpers import cycles_after
 from tests.imap.conftest import MakeIMAP, RawClient, RunningIMAP
 
 MIB = 1024 * 1024
@@ -208,37 +207,6 @@ def test_transcripts_are_a_ring_buffer() -> None:
     assert log.dropped == 2
 
 
-#: What a session or a TLS handshake must not leave to the cycle collector. The
-#: stdlib's own transport still holds itself through a bound method (CPython 3.11
-#: ``_SelectorSocketTransport._read_ready_cb``): ~7 small objects, not ours to break.
-OURS = {
-    "_Connection",
-    "Session",
-    "IMAPConnection",
-    "SSLProtocol",
-    "SSLObject",
-    "frame",
-    "MemoryBIO",
-}
-
-
-def _cycles_after(run: Callable[[], None]) -> dict[str, int]:
-    """Types of the objects `run` leaves in reference cycles (gc.DEBUG_SAVEALL)."""
-    run()  # warm up: caches and first-use allocations are not leaks
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        run()
-        gc.collect()
-        found = Counter(type(o).__name__ for o in gc.garbage)
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-    return {name: count for name, count in found.items() if name in OURS}
-
-
 def test_aborted_tls_handshakes_leave_no_reference_cycles(imap: RunningIMAP) -> None:
     """A client refusing our certificate: its handshake was ~140 KB for the collector."""
     refusing = ssl.create_default_context()  # does not trust the harness CA
@@ -251,7 +219,7 @@ def test_aborted_tls_handshakes_leave_no_reference_cycles(imap: RunningIMAP) -> 
         with RawClient(imap.plain) as raw:  # the loop has handled every abort by now
             raw.login()
 
-    assert _cycles_after(handshakes) == {}
+    assert cycles_after(handshakes) == {}
 
 
 def test_sessions_leave_no_reference_cycles(imap: RunningIMAP) -> None:
@@ -264,7 +232,7 @@ def test_sessions_leave_no_reference_cycles(imap: RunningIMAP) -> None:
         with RawClient(imap.plain) as raw:  # the loop has closed every one by now
             raw.login()
 
-    assert _cycles_after(sessions) == {}
+    assert cycles_after(sessions) == {}
 
 
 def test_non_ascii_command_name_is_bad_not_serverbug(imap: RunningIMAP) -> None:
