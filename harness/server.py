@@ -35,7 +35,7 @@ from servers.imap.store import MailStore, RawMessage, StoredMessage
 from servers.imap.store.messages import to_message_bytes
 from servers.listeners import DEFAULT_HOST, Endpoint, Security, bind_loopback, require_loopback
 from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
-from servers.transcript import TranscriptLog
+from servers.transcript import MAX_TRANSCRIPTS, TranscriptLog
 
 if TYPE_CHECKING:
     from servers.dovecot.backend import DovecotBackend
@@ -80,9 +80,14 @@ class MailConfig:
     faults: dict[str, tuple[Fault, ...]] = field(default_factory=dict)
     # Who serves the mail: see BACKENDS. Faults (fronts) work before any of them.
     backend: str = "fake"
+    # Transcripts kept, oldest forgotten first (a ring buffer), so a `serve` running for
+    # days stays flat; `server.transcripts.dropped` counts the forgotten ones.
+    max_transcripts: int = MAX_TRANSCRIPTS
 
     def __post_init__(self) -> None:
         require_loopback(self.host)
+        if self.max_transcripts < 1:
+            raise ConfigError(f"max_transcripts={self.max_transcripts!r}: expected >= 1")
         if self.backend not in BACKENDS:
             raise choice_error("backend", self.backend, BACKENDS)
         object.__setattr__(self, "users", tuple(self.users))
@@ -183,7 +188,7 @@ class MailServer:
         self.clock = clock
         self.users = Accounts.of(self.config.users)
         self.users.clock = clock
-        self.transcripts = TranscriptLog()
+        self.transcripts = TranscriptLog(max_items=self.config.max_transcripts)
         self.messages = MessageLog()
         self.errors: list[str] = []
         self.store = MailStore()

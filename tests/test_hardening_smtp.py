@@ -157,3 +157,14 @@ def test_recipient_1001_gets_452_by_default(smtp_server: MailServer) -> None:
         replies = [client.getreply()[0] for _ in range(1001)]
         assert replies == [250] * 1000 + [452]
         client.rset()
+
+
+def test_transcripts_of_a_long_serve_are_a_ring_buffer(
+    mail_server_factory: MailServerFactory,
+) -> None:
+    server = mail_server_factory(max_transcripts=3)
+    for _ in range(5):
+        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+            client.noop()
+    assert len(server.transcripts) <= 3
+    assert server.transcripts.dropped >= 2
