@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +82,26 @@ def cycles_after(run: Callable[[], None]) -> dict[str, int]:
         gc.garbage.clear()
         gc.enable()
     return {name: count for name, count in found.items() if name in OURS}
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes: no sampling, no timing."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+@contextlib.contextmanager
+def served(scenario: str, **popen: Any) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
+    """`mailharness serve --json` in its own process (its memory and fds measured alone):
+    yields the process and the endpoint of each protocol by name."""
+    command = [sys.executable, "-m", "harness.cli", "serve", "--scenario", scenario, "--json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, **popen)
+    try:
+        assert proc.stdout is not None
+        facts = json.loads(proc.stdout.readline())
+        yield proc, {e["protocol"]: (e["host"], e["port"]) for e in facts["endpoints"]}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -3,19 +3,15 @@ clients over real sockets, and asserts the reply Postfix or Dovecot sends."""
 
 from __future__ import annotations
 
-import json
 import smtplib
 import socket
 import ssl
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from harness import MailServer, SMTPSettings
 from harness.plugin import MailServerFactory
-from tests.helpers import cycles_after
+from tests.helpers import cycles_after, peak_rss, served
 
 ALICE = ("alice@example.test", "alice-password")
 
@@ -114,37 +110,16 @@ def test_sessions_and_refused_handshakes_leave_no_reference_cycles(smtp_server: 
     assert cycles_after(run) == {}
 
 
-def _peak_rss(pid: int) -> int:
-    """The process's peak resident set (VmHWM), in bytes: no sampling, no timing."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
-
-
 def test_200_copies_of_one_recipient_with_5mib_data_memory_bounded() -> None:
     """Once stored 200 messages (+1 GB); Postfix delivers a duplicate recipient once."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "serve", "--scenario", "plaintext-only", "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        facts = json.loads(proc.stdout.readline())
-        smtp = next(e for e in facts["endpoints"] if e["protocol"] == "smtp")
-        before = _peak_rss(proc.pid)
+    with served("plaintext-only") as (proc, endpoints):
+        before = peak_rss(proc.pid)
         body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 5243  # 5 MiB
-        with smtplib.SMTP(smtp["host"], smtp["port"], timeout=60) as client:
+        with smtplib.SMTP(*endpoints["smtp"], timeout=60) as client:
             client.login(*ALICE)
             refused = client.sendmail(ALICE[0], ["bob@example.test"] * 200, body)
             assert refused == {}
-        assert _peak_rss(proc.pid) - before < 100 * 1024 * 1024
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        assert peak_rss(proc.pid) - before < 100 * 1024 * 1024
 
 
 def test_recipient_1001_gets_452_by_default(smtp_server: MailServer) -> None:

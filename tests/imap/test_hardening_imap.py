@@ -4,14 +4,11 @@ real sockets and asserts what Dovecot 2.3.19 answers (measured on this machine).
 from __future__ import annotations
 
 import imaplib
-import json
 import logging
 import resource
 import socket
 import ssl
 import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,45 +17,19 @@ import pytest
 from servers.imap.settings import IMAPSettings
 from servers.listeners import ACCEPT_ERRORS, default_connection_cap
 from servers.transcript import TranscriptLog
-from tests.helpers import cycles_after
+from tests.helpers import cycles_after, peak_rss, served
 from tests.imap.conftest import MakeIMAP, RawClient, RunningIMAP
 
 MIB = 1024 * 1024
 
 
-def _peak_rss(pid: int) -> int:
-    """The process's peak resident set (VmHWM), in bytes: no sampling, no timing."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
+def test_login_with_58_literals_of_64mib_refused_memory_bounded() -> None:
+    with served("plaintext-only") as (proc, endpoints):
+        _attack_with_58_literals(proc, endpoints["imap"])
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
-    """`mailharness serve` in its own process, so its memory can be measured alone."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "serve", "--scenario", "plaintext-only", "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        facts = json.loads(proc.stdout.readline())
-        imap = next(e for e in facts["endpoints"] if e["protocol"] == "imap")
-        yield proc, (imap["host"], imap["port"])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def test_login_with_58_literals_of_64mib_refused_memory_bounded(
-    served: tuple[subprocess.Popen[str], tuple[str, int]],
-) -> None:
-    proc, address = served
-    before = _peak_rss(proc.pid)
+def _attack_with_58_literals(proc: subprocess.Popen[bytes], address: tuple[str, int]) -> None:
+    before = peak_rss(proc.pid)
     chunk = b"x" * MIB
     with socket.create_connection(address, timeout=30) as evil:
         evil.recv(4096)  # greeting
@@ -74,11 +45,11 @@ def test_login_with_58_literals_of_64mib_refused_memory_bounded(
                     evil.sendall(chunk)
                     sent += len(chunk)
             evil.sendall(b"\r\n")
-            raise OSError("the server read all of it")  # pragma: no cover
+            pytest.fail("the server read every literal")  # pragma: no cover
         answer = evil.recv(4096)
         assert answer in (b"", b"* BYE Literal size too large\r\n")
     assert sent < 58 * 64 * MIB
-    assert _peak_rss(proc.pid) - before < 64 * MIB
+    assert peak_rss(proc.pid) - before < 64 * MIB
 
 
 def test_literal_over_8kib_before_login_is_bye_literal_size_too_large(imap: RunningIMAP) -> None:
@@ -268,30 +239,20 @@ def test_fd_exhaustion_logs_accept_error_once_and_serving_resumes(tmp_path: Path
     def few_fds() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "serve", "--scenario", str(scenario), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=few_fds,
-    )
     hogs: list[socket.socket] = []
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        facts = json.loads(proc.stdout.readline())
-        imap = next(e for e in facts["endpoints"] if e["protocol"] == "imap")
-        address = (imap["host"], imap["port"])
-        for _ in range(100):
-            hogs.append(socket.create_connection(address, timeout=30))
-        first = proc.stderr.readline()  # blocks until the server has run out of fds
-        assert b"socket.accept() out of system resource" in first
-        for hog in hogs:
-            hog.close()
-        hogs.clear()
+    with served(str(scenario), stderr=subprocess.PIPE, preexec_fn=few_fds) as (proc, endpoints):
+        assert proc.stderr is not None
+        address = endpoints["imap"]
+        try:
+            for _ in range(100):
+                hogs.append(socket.create_connection(address, timeout=30))
+            first = proc.stderr.readline()  # blocks until the server has run out of fds
+            assert b"socket.accept() out of system resource" in first
+        finally:
+            for hog in hogs:
+                hog.close()
         with imaplib.IMAP4(*address, timeout=30) as good:  # accepting resumed
             good.login("alice@example.test", "alice-password")
-    finally:
-        for hog in hogs:
-            hog.close()
         proc.terminate()
-        _out, err = proc.communicate(timeout=30)
+        err = proc.stderr.read()
     assert err.count(b"out of system resource") == 0  # only the first line, read above
