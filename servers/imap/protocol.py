@@ -177,12 +177,14 @@ class IMAPConnection:
         max_literal: int = MAX_LITERAL_BYTES,
         max_append: int = MAX_APPEND_BYTES,
         max_login_command: int = MAX_LOGIN_COMMAND_BYTES,
+        max_tag: int = MAX_TAG_BYTES,
         prelogin: bool = False,
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_append = max_append
         self.max_login_command = max_login_command
+        self.max_tag = max_tag
         self.prelogin = prelogin
         self._append_total = 0
         self.mode = InputMode.COMMAND
@@ -241,7 +243,8 @@ class IMAPConnection:
                     return self._fatal(BYE_INPUT_BUFFER_FULL)
             if idx < 0:
                 if len(buf) > self.max_line:
-                    tag = self._pending_tag() if self._texts else _guess_tag(bytes(buf))
+                    first = self._texts[0] if self._texts else bytes(buf)
+                    tag = _guess_tag(first, self.max_tag)
                     buf.clear()
                     self._reset_command()
                     self._discard_line = True
@@ -261,7 +264,7 @@ class IMAPConnection:
                 return ClientLine(line)
             self._pending_length += len(line)
             if self._pending_length > self.max_line and not self.prelogin:
-                tag = self._pending_tag() if self._texts else _guess_tag(line)
+                tag = self._pending_tag() if self._texts else _guess_tag(line, self.max_tag)
                 self._reset_command()
                 return BadInput(tag, None, "Too long argument.")
             match = _LITERAL_RE.search(line)
@@ -298,7 +301,7 @@ class IMAPConnection:
             if (
                 self.prelogin
                 and isinstance(built, Command)
-                and len(built.tag.encode("utf-8", "surrogateescape")) > MAX_TAG_BYTES
+                and len(built.tag.encode("utf-8", "surrogateescape")) > self.max_tag
             ):
                 return BadInput(None, None, "Error in IMAP command received by server.")
             return built
@@ -339,7 +342,7 @@ class IMAPConnection:
         return words[1].decode("ascii", "replace").upper() if len(words) > 1 else None
 
     def _pending_tag(self) -> str | None:
-        return _guess_tag(self._texts[0]) if self._texts else None
+        return _guess_tag(self._texts[0], self.max_tag) if self._texts else None
 
     def _reset_command(self) -> None:
         self._texts = []
@@ -349,10 +352,10 @@ class IMAPConnection:
         self._append_total = 0
 
 
-def _guess_tag(line: bytes) -> str | None:
+def _guess_tag(line: bytes, max_tag: int = MAX_TAG_BYTES) -> str | None:
     """The tag of a line we refuse, if it is one we may echo (short and valid)."""
-    word = line[: MAX_TAG_BYTES + 1].split(b" ", 1)[0]
-    if len(word) > MAX_TAG_BYTES:
+    word = line[: max_tag + 1].split(b" ", 1)[0]
+    if len(word) > max_tag:
         return None
     text = word.decode("utf-8", "replace")
     return text if _valid_tag(text) else None

@@ -291,6 +291,7 @@ class _Connection(asyncio.Protocol):
             max_literal=settings.max_literal_bytes,
             max_append=settings.max_append_bytes,
             max_login_command=settings.max_login_command_bytes,
+            max_tag=settings.max_tag_bytes,
             prelogin=self.session is None or self.session.state is State.NOT_AUTHENTICATED,
         )
 
@@ -299,6 +300,7 @@ class _Connection(asyncio.Protocol):
         self.conn.max_literal = settings.max_literal_bytes
         self.conn.max_append = settings.max_append_bytes
         self.conn.max_login_command = settings.max_login_command_bytes
+        self.conn.max_tag = settings.max_tag_bytes
 
     # -- asyncio.Protocol ------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from servers.imap.protocol import (
     MAX_LINE_BYTES,
     MAX_LITERAL_BYTES,
     MAX_LOGIN_COMMAND_BYTES,
+    MAX_TAG_BYTES,
 )
 from servers.imap.replies import PERSONALITIES, Replies, for_personality
 
@@ -70,6 +71,10 @@ class IMAPSettings:
     #: login, literals included; past it ``* BYE Literal size too large`` /
     #: ``* BYE Input buffer full, aborting`` and the connection is closed.
     max_login_command_bytes: int = MAX_LOGIN_COMMAND_BYTES
+    #: Dovecot's ``IMAP_TAG_MAX_LEN`` (126): a longer tag before login is answered
+    #: ``* BAD Error in IMAP command received by server.``; no guessed tag longer
+    #: than this is ever echoed in an error reply.
+    max_tag_bytes: int = MAX_TAG_BYTES
     #: Advertise ACL (RFC 4314) with owner-only rights, as Dovecot's acl plugin does.
     acl: bool = False
     #: New connections are greeted ``* BYE [UNAVAILABLE] Server down for maintenance``.
@@ -117,6 +122,8 @@ class IMAPSettings:
         for name in ("max_append_bytes", "max_login_command_bytes"):
             if getattr(self, name) < 1024:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 1024")
+        if self.max_tag_bytes < 1:
+            raise ConfigError(f"max_tag_bytes={self.max_tag_bytes!r}: expected >= 1")
         if self.max_line_bytes < 1024:
             raise ConfigError(f"max_line_bytes={self.max_line_bytes!r}: expected >= 1024")
         if self.max_literal_bytes < 1:

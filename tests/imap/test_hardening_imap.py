@@ -256,3 +256,14 @@ def test_fd_exhaustion_logs_accept_error_once_and_serving_resumes(tmp_path: Path
         proc.terminate()
         err = proc.stderr.read()
     assert err.count(b"out of system resource") == 0  # only the first line, read above
+
+
+def test_non_utf8_argument_quoted_in_bad_is_sent_back_as_is(imap: RunningIMAP) -> None:
+    """Found by tests/test_hardening_fuzz.py: `THREAD \\x80` made the BAD text unencodable."""
+    with RawClient(imap.plain) as raw:
+        raw.login()
+        raw.command(b"s", b"SELECT INBOX")
+        [bad] = raw.command(b"t0", b"THREAD \x80 UTF-8 ALL")
+        assert bad.startswith(b"t0 BAD ") and b"\x80" in bad
+    assert not [e for e in imap.errors if "exception" in e or "server error" in e]
+    imap.errors.clear()
