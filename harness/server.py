@@ -36,8 +36,8 @@ from servers.imap.store.messages import to_message_bytes
 from servers.listeners import DEFAULT_HOST, Endpoint, Security, bind_loopback, require_loopback
 from servers.settle import unsettled
 from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
-from servers.smtp.capture import DEFAULT_RETAINED_MESSAGES
-from servers.transcript import TranscriptLog
+from servers.smtp.capture import MAX_MESSAGES
+from servers.transcript import MAX_TRANSCRIPTS, TranscriptLog
 
 if TYPE_CHECKING:
     from servers.dovecot.backend import DovecotBackend
@@ -89,12 +89,21 @@ class MailConfig:
     faults: dict[str, tuple[Fault, ...]] = field(default_factory=dict)
     # Who serves the mail: see BACKENDS. Faults (fronts) work before any of them.
     backend: str = "fake"
-    # Captured SMTP messages kept in `server.messages` (the newest; None keeps all): a
-    # long `serve` stays flat. Waits count every arrival, kept or not.
-    retained_messages: int | None = DEFAULT_RETAINED_MESSAGES
+    # Captured SMTP messages kept in `server.messages` (the newest; None keeps all) and
+    # transcripts kept (oldest forgotten first): a `serve` running for days stays flat.
+    # Waits count every arrival, kept or not; `server.transcripts.dropped` counts the
+    # forgotten transcripts.
+    max_messages: int | None = MAX_MESSAGES
+    max_transcripts: int = MAX_TRANSCRIPTS
 
     def __post_init__(self) -> None:
         require_loopback(self.host)
+        if self.max_transcripts < 1:
+            raise ConfigError(f"max_transcripts={self.max_transcripts!r}: expected >= 1")
+        if self.max_messages is not None and (
+            not isinstance(self.max_messages, int) or self.max_messages < 1
+        ):
+            raise ConfigError(f"max_messages={self.max_messages!r}: expected >= 1 or None")
         if self.backend not in BACKENDS:
             raise choice_error("backend", self.backend, BACKENDS)
         object.__setattr__(self, "users", tuple(self.users))
@@ -192,15 +201,13 @@ class MailServer:
         self.config = config or MailConfig()
         # The scenario (or purpose) this server serves; shown in reprs and reports.
         self.label = label
-        self._owns_ca = ca is None
-        self.ca = ca if ca is not None else MailCA()
         # What lockouts and rate limits count time with: a test may pass a fake clock
         # to prove "recovers when the window passes" without waiting for it.
         self.clock = clock
         self.users = Accounts.of(self.config.users)
         self.users.clock = clock
-        self.transcripts = TranscriptLog()
-        self.messages = MessageLog(self.config.retained_messages)
+        self.transcripts = TranscriptLog(max_items=self.config.max_transcripts)
+        self.messages = MessageLog(max_items=self.config.max_messages)
         # Faults of the harness itself (a handler exception): fail the test that met them.
         self.errors: list[str] = []
         # What clients did or the scenario provoked (a refused handshake, a protocol
@@ -219,6 +226,9 @@ class MailServer:
         self._dovecot: DovecotBackend | None = None
         self._relay: SMTPServer | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        # Last: a CA of our own owns a private temp dir, and nothing above may fail after it.
+        self._owns_ca = ca is None
+        self.ca = ca if ca is not None else MailCA()
 
     # --- async face -----------------------------------------------------------
     async def astart(self) -> MailServer:

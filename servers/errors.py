@@ -51,3 +51,18 @@ def parse_choice(cls: type[_E], value: str | _E, field: str) -> _E:
 
 class ServerStartError(MailharnessError, RuntimeError):
     """A server could not be started; raised in the caller's thread."""
+
+
+def forget_traceback(exc: BaseException | None) -> None:
+    """Break ``exception -> traceback -> frame -> exception`` cycles.
+
+    asyncio's ``sslproto`` re-raises a failed handshake's error from a frame that
+    holds it, so every aborted TLS handshake (a client refusing our certificate)
+    left its protocol, buffers and frames for the cycle collector. Without the
+    traceback, reference counting frees them at once.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__

@@ -14,7 +14,8 @@ import pytest
 
 from tests.helpers import in_ci
 
-pytest_plugins = ["pytester"]
+# tests.leakcheck: threads, sockets, children, containers, temp dirs left at the end fail.
+pytest_plugins = ["pytester", "tests.leakcheck"]
 
 ALLOWED_SKIP_PREFIX = "not applicable:"
 

@@ -384,8 +384,8 @@ async def test_async_api_with_aiosmtplib() -> None:
 def test_captured_messages_are_a_ring_of_the_newest(
     mail_server_factory: MailServerFactory,
 ) -> None:
-    """A long `serve` keeps the newest `retained_messages`; waits count every arrival."""
-    server = mail_server_factory(retained_messages=3)
+    """A long `serve` keeps the newest `max_messages`; waits count every arrival."""
+    server = mail_server_factory(max_messages=3)
     with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
         client.login(*ALICE)
         for number in range(5):
@@ -395,6 +395,6 @@ def test_captured_messages_are_a_ring_of_the_newest(
     assert (len(server.messages), server.messages.arrived) == (3, 5)
 
 
-def test_retained_messages_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match=r"retained_messages=0: expected an integer >= 1 or None"):
-        MailServer(MailConfig(retained_messages=0))
+def test_max_messages_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"max_messages=0: expected >= 1 or None"):
+        MailConfig(max_messages=0)

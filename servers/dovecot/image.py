@@ -260,20 +260,14 @@ def _run(command: list[str]) -> None:
 
 
 def _ensure_debootstrap() -> str:
+    """The debootstrap binary; library code never installs packages, it names the fix."""
     found = shutil.which("debootstrap", path=os.pathsep.join(["/usr/sbin", "/usr/bin", "/sbin"]))
     if found is not None:
         return found
-    if os.geteuid() != 0:
-        raise ImageBuildError(
-            "no registry answers and debootstrap is missing: `apt-get install -y debootstrap`"
-        )
-    log.info("installing debootstrap with apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "debootstrap"]):
-        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        if result.returncode != 0:
-            raise ImageBuildError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
-    return "/usr/sbin/debootstrap"
+    raise ImageBuildError(
+        "no registry answers and the package debootstrap is missing: install it with "
+        "`sudo apt-get install -y debootstrap` (or run scripts/install-system-deps)"
+    )
 
 
 _ONE_LINE = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)")

@@ -26,8 +26,12 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_APPEND_BYTES",
     "MAX_LINE_BYTES",
     "MAX_LITERAL_BYTES",
+    "MAX_LOGIN_COMMAND_BYTES",
+    "MAX_NUMBER_DIGITS",
+    "MAX_TAG_BYTES",
     "NEED_DATA",
     "BadInput",
     "ClientLine",
@@ -51,6 +55,29 @@ MAX_LINE_BYTES = 64 * 1024
 #: Largest literal accepted (APPEND of a big message). 64 MiB covers any real
 #: mail (providers cap at 25-50 MB) while refusing a hostile ``{99999999999}``.
 MAX_LITERAL_BYTES = 64 * 1024 * 1024
+#: All APPEND message literals of one command together (MULTIAPPEND, RFC 3502).
+#: Dovecot streams each message to disk and needs no such cap; we hold a command's
+#: literals in memory until it is complete, so this bounds that memory.
+MAX_APPEND_BYTES = 2 * MAX_LITERAL_BYTES
+#: Dovecot's ``IMAP_LOGIN_MAX_LINE_LENGTH`` (imap-login): before login the whole
+#: command, literals included, must fit in 8 KiB. Past it Dovecot says
+#: ``* BYE Literal size too large`` (a literal) or ``* BYE Input buffer full,
+#: aborting`` (a line) and closes; so do we. (Dovecot's login input buffer is
+#: ~1 KiB for other lines; we allow 8 KiB for every line so SASL-IR tokens fit.)
+MAX_LOGIN_COMMAND_BYTES = 8192
+#: Dovecot's ``IMAP_TAG_MAX_LEN`` (imap-login): a longer tag before login is
+#: answered ``* BAD Error in IMAP command received by server.`` and never echoed.
+#: After login Dovecot's only bound is the line length; we never echo a guessed
+#: tag longer than this in an error reply either.
+MAX_TAG_BYTES = 126
+#: Longest digit run in an atom. Python's ``int()`` refuses more than 4,300
+#: digits (``sys.int_info.default_max_str_digits``); Dovecot answers such numbers
+#: BAD (they overflow its 32/64-bit parsers), so the command is refused here
+#: before any handler tries to parse it.
+MAX_NUMBER_DIGITS = 4300
+#: Dovecot's replies when a command outgrows its limit (verified on 2.3.19).
+BYE_LITERAL_SIZE_TOO_LARGE = "Literal size too large"
+BYE_INPUT_BUFFER_FULL = "Input buffer full, aborting"
 #: Literals shown in the transcript are summarised, never dumped.
 #: ``~{n}`` is RFC 3516's literal8 (APPEND of binary data); it is read like a literal.
 _LITERAL_RE = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?$")
@@ -119,13 +146,16 @@ class BadInput:
     """The peer broke the protocol; answer ``BAD`` (tag or ``*``) and go on.
 
     ``fatal`` means the stream cannot be resynchronised (a LITERAL+ too big
-    to skip safely): the session must send ``BYE`` and close.
+    to skip safely): the session must send ``BYE`` and close. ``bye`` is the
+    text of that ``BYE`` when it is Dovecot's limit wording rather than the
+    session's default.
     """
 
     tag: str | None
     command: str | None
     reason: str
     fatal: bool = False
+    bye: str | None = None
 
 
 Event = Command | ContinuationRequest | ClientLine | BadInput | NeedData
@@ -136,13 +166,33 @@ class ParseError(ValueError):
 
 
 class IMAPConnection:
-    """Framing and tokenising of client input for one connection."""
+    """Framing and tokenising of client input for one connection.
+
+    Limits, as Dovecot applies them: before login (``prelogin``, the shell
+    clears it once the session is authenticated) a whole command, literals
+    included, is at most ``max_login_command`` bytes. After login a command's
+    lines and literals together are at most ``max_line`` (Dovecot's
+    ``imap_max_line_length``), except APPEND's messages, each at most
+    ``max_literal`` and all of one command at most ``max_append``.
+    """
 
     def __init__(
-        self, *, max_line: int = MAX_LINE_BYTES, max_literal: int = MAX_LITERAL_BYTES
+        self,
+        *,
+        max_line: int = MAX_LINE_BYTES,
+        max_literal: int = MAX_LITERAL_BYTES,
+        max_append: int = MAX_APPEND_BYTES,
+        max_login_command: int = MAX_LOGIN_COMMAND_BYTES,
+        max_tag: int = MAX_TAG_BYTES,
+        prelogin: bool = False,
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal
+        self.max_append = max_append
+        self.max_login_command = max_login_command
+        self.max_tag = max_tag
+        self.prelogin = prelogin
+        self._append_total = 0
         self.mode = InputMode.COMMAND
         self._buf = bytearray()
         self._scan_from = 0
@@ -195,9 +245,14 @@ class IMAPConnection:
                 self._literal_size = None
                 continue
             idx = buf.find(b"\n", self._scan_from)
+            if self.prelogin and self.mode is InputMode.COMMAND:
+                pending = self._pending_length + (idx if idx >= 0 else len(buf))
+                if pending > self._login_limit():
+                    return self._fatal(BYE_INPUT_BUFFER_FULL)
             if idx < 0:
                 if len(buf) > self.max_line:
-                    tag = self._pending_tag() if self._texts else _guess_tag(bytes(buf))
+                    first = self._texts[0] if self._texts else bytes(buf)
+                    tag = _guess_tag(first, self.max_tag)
                     buf.clear()
                     self._reset_command()
                     self._discard_line = True
@@ -216,8 +271,8 @@ class IMAPConnection:
                     return BadInput(None, None, "Too long argument.")
                 return ClientLine(line)
             self._pending_length += len(line)
-            if self._pending_length > self.max_line:
-                tag = self._pending_tag() if self._texts else _guess_tag(line)
+            if self._pending_length > self.max_line and not self.prelogin:
+                tag = self._pending_tag() if self._texts else _guess_tag(line, self.max_tag)
                 self._reset_command()
                 return BadInput(tag, None, "Too long argument.")
             match = _LITERAL_RE.search(line)
@@ -225,13 +280,22 @@ class IMAPConnection:
                 size = int(match.group(1))
                 sync = not match.group(2)
                 self._texts.append(line[: match.start()])
-                if size > self.max_literal:
+                if self.prelogin or self._pending_command() != "APPEND":
+                    # Dovecot counts these literals into the command's length and
+                    # says BYE when one would overflow it, synchronizing or not.
+                    limit = self._login_limit() if self.prelogin else self.max_line
+                    if self._pending_length + size > limit:
+                        return self._fatal(BYE_LITERAL_SIZE_TOO_LARGE)
+                    self._pending_length += size
+                elif size > self.max_literal or self._append_total + size > self.max_append:
                     tag = self._pending_tag()
                     self._reset_command()
                     if sync:
                         # The client waits for "+", so nothing of it follows.
                         return BadInput(tag, None, "Literal too large")
                     return BadInput(tag, None, "Literal too large", fatal=True)
+                else:
+                    self._append_total += size
                 self._literal_size = size
                 self._literal_sync = sync
                 self._literal8 = line.startswith(b"~", match.start())
@@ -242,7 +306,35 @@ class IMAPConnection:
             self._texts.append(line)
             texts, literals = self._texts, self._literals
             self._reset_command()
-            return _build_command(texts, literals)
+            built = _build_command(texts, literals)
+            if (
+                self.prelogin
+                and isinstance(built, Command)
+                and len(built.tag.encode("utf-8", "surrogateescape")) > self.max_tag
+            ):
+                return BadInput(None, None, "Error in IMAP command received by server.")
+            return built
+
+    def _login_limit(self) -> int:
+        """Before login: ``max_login_command``, but ID gets the line limit of later.
+
+        Dovecot's imap-login parses ID one element at a time (imaptest's ``id``
+        group sends 31 KB before login); we hold the command, so it gets the
+        64 KiB of ``max_line`` instead of no limit at all.
+        """
+        first = self._texts[0] if self._texts else bytes(self._buf[:64])
+        words = first.split(b" ", 2)
+        if len(words) > 1 and words[1].upper() == b"ID":
+            return max(self.max_line, self.max_login_command)
+        return self.max_login_command
+
+    def _fatal(self, bye: str) -> BadInput:
+        """A limit Dovecot answers with BYE: forget everything, the shell closes."""
+        tag = self._pending_tag()
+        self._buf.clear()
+        self._scan_from = 0
+        self._reset_command()
+        return BadInput(tag, None, bye, fatal=True, bye=bye)
 
     def reject_literal(self) -> None:
         """Forget the command whose synchronizing literal the session refused.
@@ -259,18 +351,23 @@ class IMAPConnection:
         return words[1].decode("ascii", "replace").upper() if len(words) > 1 else None
 
     def _pending_tag(self) -> str | None:
-        return _guess_tag(self._texts[0]) if self._texts else None
+        return _guess_tag(self._texts[0], self.max_tag) if self._texts else None
 
     def _reset_command(self) -> None:
         self._texts = []
         self._literals = []
         self._literal_size = None
         self._pending_length = 0
+        self._append_total = 0
 
 
-def _guess_tag(line: bytes) -> str | None:
-    word = line.split(b" ", 1)[0].decode("utf-8", "replace")
-    return word if _valid_tag(word) else None
+def _guess_tag(line: bytes, max_tag: int = MAX_TAG_BYTES) -> str | None:
+    """The tag of a line we refuse, if it is one we may echo (short and valid)."""
+    word = line[: max_tag + 1].split(b" ", 1)[0]
+    if len(word) > max_tag:
+        return None
+    text = word.decode("utf-8", "replace")
+    return text if _valid_tag(text) else None
 
 
 def _valid_tag(tag: str) -> bool:
@@ -307,7 +404,36 @@ def _build_command(texts: list[bytes], literals: list[bytes]) -> Command | BadIn
         uid = True
         name = args[0].upper()
         args = args[1:]
+    if not (name.isascii() and name.isprintable()):  # found by fuzzing: b"t0 \x80"
+        return BadInput(tag, None, "Error in IMAP command received by server.")
+    if _has_huge_number(args):
+        return BadInput(tag, f"UID {name}" if uid else name, _huge_number_reason(name, uid))
     return Command(tag=tag, name=name, args=tuple(args), uid=uid, transcript=transcript)
+
+
+_HUGE_NUMBER = re.compile(rf"\d{{{MAX_NUMBER_DIGITS + 1}}}")
+_SEQUENCE_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "EXPUNGE"})
+
+
+def _has_huge_number(tokens: list[Token]) -> bool:
+    """Does an atom hold a number longer than Python (or Dovecot) can parse?"""
+    for token in tokens:
+        if isinstance(token, list):
+            if _has_huge_number(token):
+                return True
+        elif (
+            isinstance(token, str) and len(token) > MAX_NUMBER_DIGITS and _HUGE_NUMBER.search(token)
+        ):
+            return True
+    return False
+
+
+def _huge_number_reason(name: str, uid: bool) -> str:
+    """Dovecot's text for the common case; its others (``Invalid search size
+    parameter``, ``Invalid MODSEQ value``...) depend on which argument it was."""
+    if name in _SEQUENCE_COMMANDS:
+        return "Invalid uidset" if uid else "Invalid messageset"
+    return "Invalid arguments."
 
 
 _ATOM_STOP = frozenset(' ()"{')

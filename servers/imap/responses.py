@@ -24,8 +24,12 @@ class Status(enum.Enum):
 
 
 def _status_line(status: Status, code: str | None, text: str) -> bytes:
+    """``surrogateescape``: a reply may quote the client's own non-UTF-8 bytes (an
+    unknown THREAD algorithm ``\x80``), which come back as they were sent (found by
+    fuzzing: plain ``.encode()`` raised and the client got ``NO [SERVERBUG]``)."""
     head = status.value if code is None else f"{status.value} [{code}]"
-    return f"{head} {text}".encode() if text else head.encode()
+    line = f"{head} {text}" if text else head
+    return line.encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import cast
 
 from servers.accounts import Accounts
-from servers.errors import ConfigError
+from servers.errors import ConfigError, forget_traceback
 from servers.imap.commands import Delay, Disconnect, Output, ReadLine, StartTLS
 from servers.imap.protocol import (
     NEED_DATA,
@@ -42,8 +42,9 @@ from servers.imap.protocol import (
 from servers.imap.responses import Continuation, Status, UntaggedStatus
 from servers.imap.session import Session
 from servers.imap.settings import IMAPSettings
+from servers.imap.states import State
 from servers.imap.store import MailStore
-from servers.listeners import Endpoint, Security
+from servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
 from servers.transcript import Transcript, TranscriptLog
 
 __all__ = ["IMAPServer"]
@@ -101,6 +102,7 @@ class IMAPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[_Connection] = set()
         self._greeted = 0  # connections counted against max_connections
+        self._default_cap = default_connection_cap()
         self._queue: deque[_Connection] = deque()
 
     @property
@@ -160,11 +162,13 @@ class IMAPServer:
         def factory() -> asyncio.Protocol:
             return _Connection(self, security, ssl_context, listener)
 
-        server = await loop.create_server(
-            factory,
-            sock=sock,
-            ssl=ssl_context if security is Security.IMPLICIT else None,
-        )
+        if security is Security.IMPLICIT:
+            assert ssl_context is not None
+            context = ssl_context
+            # Our handshake, not asyncio's: a refused one leaves no reference cycle.
+            server = await loop.create_server(lambda: ImplicitTLS(factory, context), sock=sock)
+        else:
+            server = await loop.create_server(factory, sock=sock)
         self._servers.append(server)
         return endpoint
 
@@ -229,7 +233,9 @@ class IMAPServer:
         if self.maintenance or settings.maintenance:
             return _Admission.MAINTENANCE
         cap = settings.max_connections
-        if cap is not None and (self._greeted >= cap or self._queue):
+        if cap is None:
+            cap = self._default_cap
+        if self._greeted >= cap or self._queue:
             if settings.queue_full_mode == "hang":
                 return _Admission.QUEUE
             return _Admission.QUEUE_FULL
@@ -239,7 +245,9 @@ class IMAPServer:
         """Greet waiting connections while there is room (a slot freed, a limit raised)."""
         while self._queue:
             cap = self._settings.max_connections
-            if cap is not None and self._greeted >= cap:
+            if cap is None:
+                cap = self._default_cap
+            if self._greeted >= cap:
                 return
             conn = self._queue.popleft()
             if not conn.closed:
@@ -274,8 +282,8 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.transcript: Transcript | None = None
-        self.conn = self._new_parser()
         self.session: Session | None = None
+        self.conn = self._new_parser()
         self.gen: Output | None = None
         self.send_value: bytes | None = None
         self.want_line = False
@@ -286,11 +294,25 @@ class _Connection(asyncio.Protocol):
         self.change_pending = False
         self.last_activity = self.loop.time()
         self.idle_handle: asyncio.TimerHandle | None = None
+        self.login_handle: asyncio.TimerHandle | None = None
 
     def _new_parser(self) -> IMAPConnection:
+        settings = self.settings
         return IMAPConnection(
-            max_line=self.settings.max_line_bytes, max_literal=self.settings.max_literal_bytes
+            max_line=settings.max_line_bytes,
+            max_literal=settings.max_literal_bytes,
+            max_append=settings.max_append_bytes,
+            max_login_command=settings.max_login_command_bytes,
+            max_tag=settings.max_tag_bytes,
+            prelogin=self.session is None or self.session.state is State.NOT_AUTHENTICATED,
         )
+
+    def _set_limits(self, settings: IMAPSettings) -> None:
+        self.conn.max_line = settings.max_line_bytes
+        self.conn.max_literal = settings.max_literal_bytes
+        self.conn.max_append = settings.max_append_bytes
+        self.conn.max_login_command = settings.max_login_command_bytes
+        self.conn.max_tag = settings.max_tag_bytes
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -339,8 +361,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return  # the client left before its greeting
         self.settings = self.server.settings
-        self.conn.max_line = self.settings.max_line_bytes
-        self.conn.max_literal = self.settings.max_literal_bytes
+        self._set_limits(self.settings)
         peer_ip = self.peer_ip
         self.session = Session(
             accounts=self.server.accounts,
@@ -359,6 +380,7 @@ class _Connection(asyncio.Protocol):
         self.last_activity = self.loop.time()
         self._write(self.session.greeting())
         self.idle_handle = self.loop.call_later(self.settings.idle_timeout, self._idle_check)
+        self.login_handle = self.loop.call_later(self.settings.login_timeout, self._login_check)
         if self.conn.buffered:
             self._process()  # the client spoke before its greeting
 
@@ -369,8 +391,7 @@ class _Connection(asyncio.Protocol):
             return
         session.use_settings(live)  # checks them: nothing changes if they are bad
         self.settings = live
-        self.conn.max_line = live.max_line_bytes
-        self.conn.max_literal = live.max_literal_bytes
+        self._set_limits(live)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -390,6 +411,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish(f"connection lost: {exc!r}" if exc else "closed")
+        self.transport = None  # no protocol <-> transport cycle left behind
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -410,6 +432,7 @@ class _Connection(asyncio.Protocol):
                 if self.gen is not None and not self.want_line:
                     self._step()
                     continue
+                self.conn.prelogin = session.state is State.NOT_AUTHENTICATED
                 event = self.conn.next_event()
                 if event is NEED_DATA:
                     if self.reading_paused and self.transport is not None:
@@ -447,7 +470,10 @@ class _Connection(asyncio.Protocol):
                     self.server.record_client_error(
                         f"client protocol error: {event.reason} (tag={event.tag!r})"
                     )
-                    self._write(session.bad_input(event))
+                    if event.bye is not None:  # a command over Dovecot's limits
+                        self._write(UntaggedStatus(Status.BYE, event.bye).to_bytes())
+                    else:
+                        self._write(session.bad_input(event))
                     if event.fatal:
                         self._close()
             if (
@@ -506,6 +532,7 @@ class _Connection(asyncio.Protocol):
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             if self.transcript is not None:
                 self.transcript.event(f"STARTTLS handshake failed: {exc!r}")
+            forget_traceback(exc)
             self._close()
             return
         if transport is None:
@@ -546,6 +573,16 @@ class _Connection(asyncio.Protocol):
             self.idle_handle = self.loop.call_later(remaining, self._idle_check)
             return
         text = settings.texts.bye_idle_timeout
+        self._write(UntaggedStatus(Status.BYE, text).to_bytes())
+        self._close()
+
+    def _login_check(self) -> None:
+        """Dovecot's login timeout: counted from connect, not from the last command."""
+        self.login_handle = None
+        session = self.session
+        if self.closed or session is None or session.state is not State.NOT_AUTHENTICATED:
+            return
+        text = self.server.settings.texts.bye_idle_timeout
         self._write(UntaggedStatus(Status.BYE, text).to_bytes())
         self._close()
 
@@ -611,10 +648,17 @@ class _Connection(asyncio.Protocol):
         self.gen = None
         if self.idle_handle is not None:
             self.idle_handle.cancel()
+            self.idle_handle = None
+        if self.login_handle is not None:
+            self.login_handle.cancel()
+            self.login_handle = None
         if self.transcript is not None:
             self.transcript.event(why)
         if self.session is not None:
             self.session.shutdown()
+            # The session holds callbacks bound to this connection: dropping it here
+            # leaves no cycle for the collector (issue 14: none per session).
+            self.session = None
         self.server._connections.discard(self)
         if self.greeted:
             self.server._greeted -= 1

@@ -6,7 +6,13 @@ import ipaddress
 from dataclasses import dataclass
 
 from servers.errors import ConfigError, choice_error
-from servers.imap.protocol import MAX_LINE_BYTES, MAX_LITERAL_BYTES
+from servers.imap.protocol import (
+    MAX_APPEND_BYTES,
+    MAX_LINE_BYTES,
+    MAX_LITERAL_BYTES,
+    MAX_LOGIN_COMMAND_BYTES,
+    MAX_TAG_BYTES,
+)
 from servers.imap.replies import PERSONALITIES, Replies, for_personality
 
 __all__ = ["KNOWN_MECHANISMS", "PERSONALITIES", "QUEUE_FULL_MODES", "IMAPSettings"]
@@ -14,6 +20,11 @@ __all__ = ["KNOWN_MECHANISMS", "PERSONALITIES", "QUEUE_FULL_MODES", "IMAPSetting
 KNOWN_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
 #: Dovecot's imap "autologout" is 30 minutes; tests shorten it when they need to.
 DEFAULT_IDLE_TIMEOUT = 30 * 60.0
+#: Dovecot's login process drops a client that has not logged in within
+#: ``CLIENT_LOGIN_TIMEOUT_MSECS`` (``MASTER_LOGIN_TIMEOUT_SECS``, 3 minutes,
+#: counted from connect, not from the last command): ``* BYE Disconnected for
+#: inactivity.``
+DEFAULT_LOGIN_TIMEOUT = 3 * 60.0
 #: What a connection beyond ``max_connections`` meets: ``* BYE Connection queue
 #: full`` and a close, or (``"hang"``) no greeting until a slot frees, as when a
 #: server's process limit is reached and the kernel's listen queue holds it.
@@ -51,8 +62,23 @@ class IMAPSettings:
     #: and greets in ~5 ms (0.005 mimics it); our default answers at once.
     greeting_delay: float = 0.0
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Seconds from connect to a successful login (see ``DEFAULT_LOGIN_TIMEOUT``).
+    login_timeout: float = DEFAULT_LOGIN_TIMEOUT
+    #: Dovecot's ``imap_max_line_length`` (64 KiB): a whole command after login,
+    #: literals included, except APPEND's messages.
     max_line_bytes: int = MAX_LINE_BYTES
+    #: One APPEND message (Dovecot has no default cap; 64 MiB here).
     max_literal_bytes: int = MAX_LITERAL_BYTES
+    #: All APPEND messages of one MULTIAPPEND command together (held in memory).
+    max_append_bytes: int = MAX_APPEND_BYTES
+    #: Dovecot's ``IMAP_LOGIN_MAX_LINE_LENGTH`` (8 KiB): a whole command before
+    #: login, literals included; past it ``* BYE Literal size too large`` /
+    #: ``* BYE Input buffer full, aborting`` and the connection is closed.
+    max_login_command_bytes: int = MAX_LOGIN_COMMAND_BYTES
+    #: Dovecot's ``IMAP_TAG_MAX_LEN`` (126): a longer tag before login is answered
+    #: ``* BAD Error in IMAP command received by server.``; no guessed tag longer
+    #: than this is ever echoed in an error reply.
+    max_tag_bytes: int = MAX_TAG_BYTES
     #: Advertise ACL (RFC 4314) with owner-only rights, as Dovecot's acl plugin does.
     acl: bool = False
     #: New connections are greeted ``* BYE [UNAVAILABLE] Server down for maintenance``.
@@ -63,7 +89,9 @@ class IMAPSettings:
     #: address, checked after login (the personality's real value is
     #: ``texts.userip_connection_limit``). None: no limit.
     max_userip_connections: int | None = None
-    #: Greeted connections at once, server-wide; see ``QUEUE_FULL_MODES``.
+    #: Greeted connections at once, server-wide; see ``QUEUE_FULL_MODES``. None:
+    #: a quarter of the process's open-file limit (``listeners.default_connection_cap``),
+    #: as Dovecot's ``default_client_limit`` keeps a login process inside its fds.
     max_connections: int | None = None
     queue_full_mode: str = "bye"
     #: A soft storage quota in bytes: an APPEND that leaves the user above it
@@ -105,6 +133,13 @@ class IMAPSettings:
             raise ConfigError(f"greeting_delay={self.greeting_delay!r}: expected >= 0 seconds")
         if self.idle_timeout <= 0:
             raise ConfigError(f"idle_timeout={self.idle_timeout!r}: expected > 0 seconds")
+        if self.login_timeout <= 0:
+            raise ConfigError(f"login_timeout={self.login_timeout!r}: expected > 0 seconds")
+        for name in ("max_append_bytes", "max_login_command_bytes"):
+            if getattr(self, name) < 1024:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 1024")
+        if self.max_tag_bytes < 1:
+            raise ConfigError(f"max_tag_bytes={self.max_tag_bytes!r}: expected >= 1")
         if self.max_line_bytes < 1024:
             raise ConfigError(f"max_line_bytes={self.max_line_bytes!r}: expected >= 1024")
         if self.max_literal_bytes < 1:

@@ -4,7 +4,7 @@ The server's loop thread appends; the test's thread (or its event loop) waits.
 Waiting is on a condition, never a polling sleep, so `wait_for_messages`
 returns the moment the message lands.
 
-The log keeps the newest `retain` messages (a ring), so a `serve` that takes mail
+The log keeps the newest `max_items` messages (a ring), so a `serve` that takes mail
 all week stays flat; waits count every arrival since the last `clear()`, kept or not.
 """
 
@@ -26,7 +26,7 @@ _parser = BytesParser(policy=policy.default)
 
 #: Captured messages kept by default: far more than a test sends, and at about 2 KiB
 #: each for a 1 KiB message a bounded few tens of MiB for a long `serve`.
-DEFAULT_RETAINED_MESSAGES = 10_000
+MAX_MESSAGES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +60,10 @@ class CapturedMessage:
 class MessageLog:
     """Captured messages in arrival order; thread-safe; waitable from threads and coroutines.
 
-    Keeps the newest ``retain`` messages (None: all); :attr:`arrived` counts every one.
+    Keeps the newest ``max_items`` messages (None: all); :attr:`arrived` counts every one.
     """
 
-    retain: int | None = DEFAULT_RETAINED_MESSAGES
+    max_items: int | None = MAX_MESSAGES
     _items: deque[CapturedMessage] = field(init=False)
     _arrived: int = field(default=0, init=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
@@ -72,11 +72,10 @@ class MessageLog:
     )
 
     def __post_init__(self) -> None:
-        if self.retain is not None and (not isinstance(self.retain, int) or self.retain < 1):
-            raise ConfigError(
-                f"retained_messages={self.retain!r}: expected an integer >= 1 or None"
-            )
-        self._items = deque(maxlen=self.retain)
+        limit = self.max_items
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"max_messages={limit!r}: expected an integer >= 1 or None")
+        self._items = deque(maxlen=limit)
 
     @property
     def arrived(self) -> int:

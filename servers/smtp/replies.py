@@ -63,6 +63,15 @@ class SMTPReplies:
     idle_timeout: str = "421 4.4.2 {hostname} Error: timeout exceeded"
     starttls_broken: str = "454 4.7.0 TLS not available due to local problem"
     starttls_missing: str = COMMAND_NOT_IMPLEMENTED
+    # STARTTLS inside TLS (Postfix's smtpd).
+    tls_already_active: str = "554 5.5.1 Error: TLS already active"
+    # The client aborted the STARTTLS handshake (a rejected certificate): the connection
+    # is closed, so nobody reads this; Postfix logs "SSL_accept error" and drops it.
+    tls_handshake_failed: str = "454 4.7.0 TLS not available due to local problem"
+    # A line over the limit in an AUTH exchange (Dovecot's submission, measured on 2.3.19).
+    line_too_long: str = "500 5.5.2 Line too long"
+    # RCPT TO past smtpd_recipient_limit (Postfix).
+    too_many_recipients: str = "452 4.5.3 Error: too many recipients"
     # MAIL before AUTH where AUTH is required.
     auth_required: str = AUTH_REQUIRED
     # With STARTTLS required: None answers as Dovecot's submission service does (AUTH

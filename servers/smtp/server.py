@@ -35,8 +35,8 @@ from aiosmtpd.smtp import (
 )
 
 from servers.accounts import Accounts, Mechanism
-from servers.errors import ConfigError, choice_error
-from servers.listeners import Endpoint, Security
+from servers.errors import ConfigError, choice_error, forget_traceback
+from servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
 from servers.ratelimit import RateLimit, TokenBuckets
 from servers.smtp import replies
 from servers.smtp.capture import CapturedMessage, MessageLog
@@ -48,6 +48,8 @@ AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
 DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
 # A client idle this long is dropped, as Postfix does after 300 s.
 DEFAULT_TIMEOUT = 300.0
+# Postfix's smtpd_recipient_limit: RCPT TO beyond it gets 452 4.5.3 Error: too many recipients.
+DEFAULT_MAX_RECIPIENTS = 1000
 
 _queue_ids = itertools.count(1)
 
@@ -91,8 +93,17 @@ class SMTPSettings:
     quota_temporary: bool = False
     # Messages per login (or per client address when not logged in) per window.
     send_rate: RateLimit | None = None
-    # Concurrent connections from one address (Postfix's smtpd_client_connection_count_limit).
+    # Concurrent connections from one address (Postfix's smtpd_client_connection_count_limit,
+    # 50 there, but loopback is exempt through smtpd_client_event_limit_exceptions =
+    # $mynetworks, so None here: every client of the harness is on loopback).
     max_connections_per_ip: int | None = None
+    # Connections at once, server-wide; past it the per-IP refusal text. None: a quarter
+    # of the process's open-file limit (listeners.default_connection_cap), as Postfix's
+    # master.cf process limit keeps smtpd inside its resources.
+    max_connections: int | None = None
+    # Recipients of one message (Postfix's smtpd_recipient_limit); duplicates of an
+    # address already given are answered 250 and dropped, as Postfix's cleanup does.
+    max_recipients: int = DEFAULT_MAX_RECIPIENTS
     # Source networks allowed to send; others get 554 at RCPT, or as the greeting.
     allowed_networks: tuple[str, ...] | None = None
     reject_unlisted_at: str = "rcpt"
@@ -115,10 +126,12 @@ class SMTPSettings:
                 raise ConfigError(
                     f"allowed_networks entry {net!r}: expected a network like '127.0.0.1/32'"
                 ) from None
-        if self.max_connections_per_ip is not None and self.max_connections_per_ip < 1:
-            raise ConfigError(
-                f"max_connections_per_ip={self.max_connections_per_ip!r}: expected >= 1"
-            )
+        for name in ("max_connections_per_ip", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}={value!r}: expected >= 1 or None")
+        if self.max_recipients < 1:
+            raise ConfigError(f"max_recipients={self.max_recipients!r}: expected >= 1")
         if self.size_limit is not None and self.size_limit <= 0:
             raise ConfigError(f"size_limit={self.size_limit!r}: expected a positive int or None")
         if self.timeout <= 0:
@@ -263,6 +276,25 @@ class _HarnessSMTP(SMTP):
         if self.transcript is not None:
             self.transcript.event("connection closed" + (f": {error}" if error else ""))
         super().connection_lost(error)
+        task = self._handler_coroutine
+        if task is not None and not self._forgetting:
+            self._forgetting = True
+            task.add_done_callback(self._forget)
+
+    _forgetting = False
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        """Drop what ties this finished session into cycles (aiosmtpd's tables of bound
+        methods, its streams, the handler task's traceback), so reference counting frees
+        a session at once instead of the cycle collector, sessions later."""
+        if not task.cancelled() and task.exception() is not None:
+            forget_traceback(task.exception())
+        self._smtp_methods = {}
+        self._auth_methods = {}
+        self._client_connected_cb = None
+        self._handler_coroutine = None
+        for stream in ("_reader", "_writer"):
+            vars(self).pop(stream, None)
 
     def _cb_client_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -307,12 +339,54 @@ class _HarnessSMTP(SMTP):
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         settings = self.service.settings
-        if self.tls_context is None:
+        if _is_secure(self.transport):
+            await self.push(self.service.replies.tls_already_active)
+        elif self.tls_context is None:
             await self.push(self.service.replies.starttls_missing)
         elif settings.starttls_broken and not self._tls_protocol:
             await self.push(self.service.replies.starttls_broken)
         else:
             await super().smtp_STARTTLS(arg)
+
+    async def challenge_auth(
+        self, challenge: str | bytes, encode_to_b64: bool = True, log_client_response: bool = False
+    ) -> Any:
+        """aiosmtpd's, but a response line over the reader's limit is the client's error."""
+        try:
+            return await super().challenge_auth(challenge, encode_to_b64, log_client_response)
+        except ValueError as exc:  # StreamReader.readline: the line outgrew its limit
+            if "not found" in str(exc):
+                await self._discard_rest_of_line()
+            raise _ClientLineTooLong from None
+
+    async def _discard_rest_of_line(self) -> None:
+        reader = getattr(self._reader, "_inner", self._reader)
+        while True:
+            try:
+                await reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as exc:
+                await reader.read(exc.consumed)
+            except asyncio.IncompleteReadError:
+                return
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Client mistakes are transcript events; only our own faults are recorded errors."""
+        if isinstance(error, _ClientLineTooLong):
+            self._client_event("AUTH response line too long")
+            return self.service.replies.line_too_long
+        if isinstance(error, TLSSetupException):
+            self._client_event(f"STARTTLS handshake failed: {error.__cause__!r}")
+            forget_traceback(error)
+            return self.service.replies.tls_handshake_failed
+        status: str = await super().handle_exception(error)
+        return status
+
+    def _client_event(self, text: str) -> None:
+        """A client's mistake: in its transcript and in `client_errors` (fails nothing)."""
+        if self.transcript is not None:
+            self.transcript.event(f"client error: {text}")
+        self.service.client_errors.append(f"SMTP {text}")
 
     def close_with(self, text: str) -> None:
         """Send a final reply and close (a shutdown announced to open sessions)."""
@@ -323,6 +397,10 @@ class _HarnessSMTP(SMTP):
     def abort(self) -> None:
         if isinstance(self.transport, asyncio.WriteTransport):
             self.transport.abort()
+
+
+class _ClientLineTooLong(Exception):
+    """An AUTH response longer than the line limit: answered, not recorded as ours."""
 
 
 def _describe(endpoint: Endpoint) -> str:
@@ -461,6 +539,10 @@ class _Handler:
             temporary = service.settings.quota_temporary
             text = service.replies.over_quota_temporary if temporary else service.replies.over_quota
             return service.reply(text, rcpt=address)
+        if any(address.lower() == known.lower() for known in envelope.rcpt_tos):
+            return "250 2.1.5 Ok"  # Postfix accepts a duplicate and delivers once
+        if len(envelope.rcpt_tos) >= service.settings.max_recipients:
+            return service.replies.too_many_recipients
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
@@ -492,13 +574,8 @@ class _Handler:
         return replies.DATA_ACCEPTED.format(queue_id=queue_id)
 
     async def handle_exception(self, error: Exception) -> str:
-        if isinstance(error, TLSSetupException):
-            # The client refused the handshake (a bad certificate, a pinned version):
-            # what the scenario provokes, not a fault of ours.
-            cause = error.__cause__
-            self.service.client_errors.append(f"SMTP STARTTLS handshake failed: {cause!r}")
-        else:
-            self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
+        # Client mistakes were taken apart in _HarnessSMTP.handle_exception: this is ours.
+        self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
         return replies.INTERNAL_ERROR
 
 
@@ -537,6 +614,7 @@ class SMTPServer:
 
     def __post_init__(self) -> None:
         self.handler = _Handler(self)
+        self._default_cap = default_connection_cap()
 
     @property
     def replies(self) -> SMTPReplies:
@@ -555,6 +633,9 @@ class SMTPServer:
             return self.reply(settings.greeting_refusal, ip=ip)
         cap = settings.max_connections_per_ip
         if cap is not None and self.per_ip[ip] > cap:
+            return self.reply(self.replies.too_many_connections, ip=ip)
+        total = settings.max_connections
+        if len(self.connections) > (total if total is not None else self._default_cap):
             return self.reply(self.replies.too_many_connections, ip=ip)
         networks = settings.allowed_networks
         if (
@@ -596,9 +677,13 @@ class SMTPServer:
                 loop=loop,
             )
 
-        server = await loop.create_server(
-            factory, sock=sock, ssl=ssl_context if security is Security.IMPLICIT else None
-        )
+        if security is Security.IMPLICIT:
+            assert ssl_context is not None
+            context = ssl_context
+            # Our handshake, not asyncio's: a refused one leaves no reference cycle.
+            server = await loop.create_server(lambda: ImplicitTLS(factory, context), sock=sock)
+        else:
+            server = await loop.create_server(factory, sock=sock)
         self._servers.append(server)
         self.endpoints.append(endpoint)
         return endpoint

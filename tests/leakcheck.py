@@ -1,0 +1,122 @@
+"""A leak check at the end of our own test session (issue 14).
+
+Threads, sockets, child processes, Docker containers and temporary directories
+started during the session and still there at its end fail the run with a list:
+a harness that leaks in its own suite leaks in its users' suites too. Loaded by
+``tests/conftest.py``; each xdist worker checks its own process.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: Seconds a thread or child started by the session gets to finish after the last test.
+GRACE = 5.0
+
+
+def _sockets() -> set[str]:
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(f"fd {fd.name} -> {target}")
+    return found
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids |= {int(p) for p in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return pids
+
+
+def _containers() -> set[str]:
+    """Our Dovecot containers owned by this process (labelled by servers.dovecot)."""
+    try:
+        import docker
+
+        from servers.dovecot.container import LABEL
+    except ImportError:
+        return set()
+    try:
+        client = docker.from_env(timeout=5)
+        found = client.containers.list(filters={"label": f"{LABEL}.owner-pid={os.getpid()}"})
+    except Exception:  # no engine here: nothing can have leaked there
+        return set()
+    return {c.name for c in found}
+
+
+class _TempDirs:
+    """Records directories made with ``tempfile.mkdtemp`` (and so ``TemporaryDirectory``)."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+        self._original: Callable[..., str] = tempfile.mkdtemp
+
+    def install(self) -> None:
+        original = self._original
+
+        def mkdtemp(*args: Any, **kwargs: Any) -> str:
+            path = original(*args, **kwargs)
+            self.made.append(path)
+            return path
+
+        tempfile.mkdtemp = mkdtemp
+
+    def uninstall(self) -> None:
+        tempfile.mkdtemp = self._original
+
+    def left(self, keep_under: str) -> set[str]:
+        return {p for p in self.made if os.path.exists(p) and not p.startswith(keep_under)}
+
+
+def leaks(
+    threads: set[threading.Thread], sockets: set[str], children: set[int], containers: set[str]
+) -> list[str]:
+    """What the session started and left, after a short grace for things stopping."""
+    for thread in set(threading.enumerate()) - threads:
+        thread.join(GRACE)
+    gc.collect()
+    found = [f"thread {t.name!r}" for t in set(threading.enumerate()) - threads if t.is_alive()]
+    found += [f"socket {s}" for s in sorted(_sockets() - sockets)]
+    for pid in _children() - children:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if Path(f"/proc/{pid}").exists():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            found.append(f"child process {pid}: {cmdline.decode(errors='replace')[:200]}")
+    found += [f"container {c}" for c in sorted(_containers() - containers)]
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_leak_check(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Set up before any other session fixture, so it is torn down after all of them."""
+    threads = set(threading.enumerate())
+    sockets, children, containers = _sockets(), _children(), _containers()
+    dirs = _TempDirs()
+    dirs.install()
+    try:
+        yield
+    finally:
+        dirs.uninstall()
+    found = leaks(threads, sockets, children, containers)
+    found += [f"temp dir {d}" for d in sorted(dirs.left(str(tmp_path_factory.getbasetemp())))]
+    if found:
+        pytest.fail("the test session left these behind:\n  " + "\n  ".join(found), pytrace=False)

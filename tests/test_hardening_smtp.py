@@ -1,0 +1,145 @@
+"""Hostile SMTP clients (issue 14): each test is named after the attack, with real
+clients over real sockets, and asserts the reply Postfix or Dovecot sends."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+
+import pytest
+
+from harness import MailServer, SMTPSettings
+from harness.plugin import MailServerFactory
+from tests.helpers import cycles_after, peak_rss, served
+
+ALICE = ("alice@example.test", "alice-password")
+
+
+def test_10000_recipients_capped_at_postfix_limit(mail_server_factory: MailServerFactory) -> None:
+    server = mail_server_factory(smtp=SMTPSettings(max_recipients=5))
+    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        client.login(*ALICE)
+        client.mail(ALICE[0])
+        codes = [client.rcpt(f"r{i}@example.test")[0] for i in range(8)]
+        assert codes == [250] * 5 + [452] * 3
+        assert client.rcpt("r9@example.test") == (452, b"4.5.3 Error: too many recipients")
+        assert client.data(b"Subject: capped\r\n\r\nx\r\n")[0] == 250
+    [captured] = server.wait_for_messages(1)
+    assert len(captured.rcpt_tos) == 5
+
+
+def test_default_recipient_limit_is_postfixs_1000() -> None:
+    assert SMTPSettings().max_recipients == 1000
+
+
+def test_200_duplicate_recipients_store_one_copy(smtp_server: MailServer) -> None:
+    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+        client.login(*ALICE)
+        client.mail(ALICE[0])
+        for i in range(200):
+            rcpt = "bob@example.test" if i % 2 else "BOB@example.test"
+            assert client.rcpt(rcpt)[0] == 250  # Postfix accepts and drops duplicates
+        assert client.data(b"Subject: dup\r\n\r\n" + (b"x" * 998 + b"\r\n") * 100)[0] == 250
+    [captured] = smtp_server.wait_for_messages(1)
+    assert captured.rcpt_tos == ("BOB@example.test",)
+
+
+def test_second_starttls_inside_tls_is_refused(smtp_server: MailServer) -> None:
+    with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as client:
+        client.starttls(context=smtp_server.ca.client_context())
+        client.ehlo()
+        assert client.docmd("STARTTLS") == (554, b"5.5.1 Error: TLS already active")
+        assert client.noop()[0] == 250
+    assert smtp_server.errors == []
+
+
+def test_auth_continuation_over_64kib_is_line_too_long(smtp_server: MailServer) -> None:
+    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "PLAIN")[0] == 334
+        assert client.docmd("A" * 70_000) == (500, b"5.5.2 Line too long")
+        assert client.noop()[0] == 250  # the rest of the long line was not a command
+        client.login(*ALICE)
+    assert smtp_server.errors == []
+
+
+def test_rejected_certificate_at_starttls_is_a_client_event(smtp_server: MailServer) -> None:
+    """The client refuses our certificate (no CA): a transcript event, not a harness error."""
+    with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as client:
+        client.ehlo()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client.starttls(context=ssl.create_default_context())
+    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as other:
+        assert other.noop()[0] == 250
+    assert smtp_server.errors == []
+
+
+def test_connection_flood_refused_with_postfix_text(mail_server_factory: MailServerFactory) -> None:
+    server = mail_server_factory(smtp=SMTPSettings(max_connections=3))
+    held = [socket.create_connection(server.smtp.plain.address, timeout=5) for _ in range(3)]
+    try:
+        for sock in held:
+            assert sock.makefile("rb").readline().startswith(b"220 ")
+        with pytest.raises(smtplib.SMTPConnectError) as caught:
+            smtplib.SMTP(*server.smtp.plain.address, timeout=5)
+        assert caught.value.smtp_code == 421
+        assert b"Error: too many connections from 127.0.0.1" in caught.value.smtp_error
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_sessions_and_refused_handshakes_leave_no_reference_cycles(smtp_server: MailServer) -> None:
+    refusing = ssl.create_default_context()  # does not trust the harness CA
+
+    def run() -> None:
+        for _ in range(5):
+            with socket.create_connection(smtp_server.smtp.implicit.address, timeout=5) as sock:
+                with pytest.raises(ssl.SSLError):
+                    refusing.wrap_socket(sock, server_hostname="localhost")
+            with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as client:
+                client.ehlo()
+                with pytest.raises(ssl.SSLError):
+                    client.starttls(context=refusing)
+            with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+                client.login(*ALICE)
+        with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+            client.noop()  # the loop has closed every earlier session by now
+
+    assert cycles_after(run) == {}
+
+
+def test_200_copies_of_one_recipient_with_5mib_data_memory_bounded() -> None:
+    """Once stored 200 messages (+1 GB); Postfix delivers a duplicate recipient once."""
+    with served("plaintext-only") as (proc, endpoints):
+        before = peak_rss(proc.pid)
+        body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 5243  # 5 MiB
+        with smtplib.SMTP(*endpoints["smtp"], timeout=60) as client:
+            client.login(*ALICE)
+            refused = client.sendmail(ALICE[0], ["bob@example.test"] * 200, body)
+            assert refused == {}
+        assert peak_rss(proc.pid) - before < 100 * 1024 * 1024
+
+
+def test_recipient_1001_gets_452_by_default(smtp_server: MailServer) -> None:
+    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=30) as client:
+        client.login(*ALICE)
+        client.mail(ALICE[0])
+        rcpts = b"".join(b"RCPT TO:<r%d@example.test>\r\n" % i for i in range(1001))
+        assert client.sock is not None
+        client.sock.sendall(rcpts)  # pipelined (RFC 2920), as a bulk sender does
+        replies = [client.getreply()[0] for _ in range(1001)]
+        assert replies == [250] * 1000 + [452]
+        client.rset()
+
+
+def test_transcripts_of_a_long_serve_are_a_ring_buffer(
+    mail_server_factory: MailServerFactory,
+) -> None:
+    server = mail_server_factory(max_transcripts=3)
+    for _ in range(5):
+        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+            client.noop()
+    assert len(server.transcripts) <= 3
+    assert server.transcripts.dropped >= 2
