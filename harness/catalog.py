@@ -106,7 +106,7 @@ BASELINE = [
         name="healthy",
         family=Family.BASELINE,
         requirement="IMAP on 993 (implicit TLS) and 143 (STARTTLS), SMTP on 465 and 587",
-        server="every listener up, CA-signed certificate for localhost/127.0.0.1/::1, "
+        server="every listener up, CA-signed certificate for localhost/127.0.0.1/127.0.0.2/::1, "
         "AUTH PLAIN and LOGIN",
         client_sees="everything works",
         expect=both(OK),
