@@ -5,6 +5,10 @@ our fake IMAP server, and Dovecot's submission service instead of our fake
 SMTP server. Submission relays every accepted message to one of our fake SMTP
 servers (plain, no AUTH: it plays the MTA), so `server.messages` captures
 what was submitted, and a local recipient's mail lands in their maildir.
+The relay is trusted (`submission_relay_trusted`), so Dovecot names who logged
+in by XCLIENT LOGIN= and `CapturedMessage.login` is filled as on the fake;
+`tls_version` stays None: Dovecot's login process ends TLS, and neither the
+submission process nor its `Received:` header ("with ESMTPSA") knows the version.
 
 What maps (the rest makes the config *not applicable* on Dovecot, with the
 reason; `not_applicable(config)` lists them):
@@ -167,6 +171,8 @@ def dovecot_config(
         submission=smtp is not None,
         submissions=smtp is not None and ssl is not SSLMode.NO,
         submission_relay_port=relay_port if smtp is not None else None,
+        # The relay (our fake SMTP server) records the login Dovecot passes by XCLIENT.
+        submission_relay_trusted=True,
         hostname=smtp.hostname if smtp is not None else imap.hostname,
         ssl=ssl,
         cert=None if ssl is SSLMode.NO else ca.server_cert(variant),

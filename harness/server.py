@@ -292,6 +292,9 @@ class MailServer:
                     plaintext_auth=False,
                     size_limit=config.smtp.size_limit or RELAY_SIZE_LIMIT,
                     quota_temporary=config.smtp.quota_temporary,
+                    # Dovecot passes who logged in by XCLIENT LOGIN= (submission_relay_trusted);
+                    # it never sees TLS (its login process ends it), so tls_version stays None.
+                    xclient_login=True,
                 ),
                 messages=self.messages,
                 errors=self.errors,
