@@ -27,10 +27,10 @@ reason; `not_applicable(config)` lists them):
 | User.allow_nets                       | passwd-file `allow_nets=`                      |
 | `server.set_quota(...)`               | quota plugin, userdb `quota_rule`              |
 
-Listeners: Dovecot's plain ports always offer STARTTLS unless `ssl = no`, so
-they are reported as `starttls`; a `none` listener is served only when no
-listener of either protocol wants TLS (then `ssl = no`). A `none` listener
-requested alongside TLS ones is *not served* (absent from `server.imap`).
+Listeners: Dovecot's plain ports always offer STARTTLS unless `ssl = no`. A
+`none` listener beside TLS ones is that same plain port: a client set to no
+security never sends STARTTLS and talks plaintext there, as it would to a
+real server's 143 or 587 (Dovecot has no plain-only listener while `ssl = yes`).
 
 Loopback is "secured" to Dovecot when the client's address equals the
 server's, so `disable_plaintext_auth` alone changes nothing for a client on
@@ -135,7 +135,7 @@ def served_securities(config: Any, protocol: str) -> tuple[Security, ...]:
     listeners: tuple[Security, ...] = getattr(config, f"{protocol}_listeners")
     if ssl_mode(config) is SSLMode.NO:
         return tuple(s for s in listeners if s is Security.NONE)
-    return tuple(s for s in listeners if s is not Security.NONE)
+    return listeners
 
 
 def ssl_mode(config: Any) -> SSLMode:

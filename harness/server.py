@@ -323,8 +323,8 @@ class MailServer:
         return bind
 
     def _dovecot_binder(self, protocol: str) -> Callable[[Security], Awaitable[Endpoint]]:
-        """Dovecot's listener for a security; "none" (a front's plaintext side) is its plain
-        port, which offers STARTTLS unless ssl = no."""
+        """Dovecot's listener for a security; "none" (a front's plaintext side, or a client
+        that never sends STARTTLS) is its plain port, which offers STARTTLS unless ssl = no."""
         dovecot = self._dovecot
         assert dovecot is not None
 
@@ -335,7 +335,7 @@ class MailServer:
                     for e in dovecot.endpoints
                     if e.protocol == protocol and e.security is not Security.IMPLICIT
                 ]
-                return plain[0]
+                return dataclasses.replace(plain[0], security=Security.NONE)
             return dovecot.endpoint(security, protocol)
 
         return bind
