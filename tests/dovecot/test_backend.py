@@ -296,7 +296,10 @@ def test_plugin_serves_dovecot_when_asked(
     )
     result.assert_outcomes(passed=3, skipped=1)
     result.stdout.fnmatch_lines(
-        ["*not applicable: scenario 'maintenance' is not proven on backend 'dovecot'*"]
+        [
+            "*not applicable: scenario 'maintenance' is not proven on backend 'dovecot' "
+            "(its backends: fake): Dovecot has no maintenance switch*"
+        ]
     )
 
 
