@@ -433,6 +433,8 @@ class MailServer:
         dovecot = self._dovecot
         if dovecot is None:
             return
+        if change.backend_down is not None:
+            dovecot.set_passdb_failing(change.backend_down)
         for user in change.removed:
             dovecot.remove_user(user.login, flush=False)
         for user in change.added:

@@ -151,6 +151,26 @@ def test_run_time_user_changes_reach_dovecot_at_once(server: MailServer) -> None
     assert inbox_count(server, carol) == 0
 
 
+def test_backend_down_is_dovecots_own_temporary_failure(server: MailServer) -> None:
+    """Its passdb really fails (passwd-files made unreadable), so the reply is Dovecot's."""
+    server.users.backend_down = True
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\] Temporary authentication"):
+        imap_login(server, ALICE.login, ALICE.password)
+    with smtplib.SMTP_SSL(
+        "localhost", server.smtp.implicit.port, context=server.ca.client_context(), timeout=5
+    ) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
+            client.login(ALICE.login, ALICE.password)
+    assert caught.value.smtp_code == 454
+    # Dovecot adds "[host:time]", the key to find the failure in its log.
+    assert caught.value.smtp_error.startswith(b"4.7.0 Temporary authentication failure. [")
+    server.users.backend_down = False
+    imap_login(server, ALICE.login, ALICE.password).logout()
+    server.users.backend_down = True
+    server.reset()  # back up, like every other switch
+    imap_login(server, ALICE.login, ALICE.password).logout()
+
+
 def test_reset_restores_users_and_empties_mailboxes(server: MailServer) -> None:
     server.deliver(ALICE.login, b"Subject: old\r\n\r\nold\r\n")
     server.users.set_password(ALICE.login, "changed-password")
