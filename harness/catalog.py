@@ -1191,7 +1191,8 @@ ACCESS = [
         name="ip-not-allowed-postfix",
         family=Family.ACCESS,
         requirement="IP allowlists (Postfix smtpd_client_restrictions)",
-        server="SMTP refuses recipients for clients outside 127.0.0.1",
+        server="SMTP refuses recipients for clients outside 127.0.0.1 (on Dovecot: the MTA "
+        "behind its submission, told the client's address by XCLIENT)",
         client_sees="SMTPRecipientsRefused 554 5.7.1 <unknown[<ip>]>: Client host rejected: "
         "Access denied",
         config=MailConfig(smtp=SMTPSettings(allowed_networks=ALLOW_LOCAL)),
@@ -1208,9 +1209,7 @@ ACCESS = [
                 client=FROM_ELSEWHERE,
             ),
         ),
-        fake_only_reason=(
-            "Postfix's client restrictions (554 at RCPT); Dovecot's submission has none"
-        ),
+        backends=EVERYWHERE,
     ),
     Scenario(
         name="ip-not-allowed-greeting",
@@ -1236,7 +1235,8 @@ ACCESS = [
             ),
         ),
         fake_only_reason=(
-            "Postfix's client restrictions (554 greeting); Dovecot's submission has none"
+            "Postfix's 554 greeting: behind Dovecot's submission the MTA learns the client's "
+            "address only after Dovecot has greeted it"
         ),
     ),
     Scenario(

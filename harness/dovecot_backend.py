@@ -6,7 +6,8 @@ SMTP server. Submission relays every accepted message to one of our fake SMTP
 servers (plain, no AUTH: it plays the MTA), so `server.messages` captures
 what was submitted, and a local recipient's mail lands in their maildir.
 The relay is trusted (`submission_relay_trusted`), so Dovecot names who logged
-in by XCLIENT LOGIN= and `CapturedMessage.login` is filled as on the fake;
+in, and from where, by XCLIENT LOGIN= and ADDR=: `CapturedMessage.login` is
+filled as on the fake, and the relay's allowlist sees the client's address;
 `tls_version` stays None: Dovecot's login process ends TLS, and neither the
 submission process nor its `Received:` header ("with ESMTPSA") knows the version.
 
@@ -23,6 +24,8 @@ reason; `not_applicable(config)` lists them):
 | imap.max_userip_connections           | `mail_max_userip_connections`                  |
 | imap/smtp.auth_mechanisms (PLAIN/LOGIN)| `auth_mechanisms`                             |
 | smtp.size_limit                       | `submission_max_mail_size`                     |
+| smtp.allowed_networks (at RCPT)       | the relay, as Postfix behind Dovecot, by the   |
+|                                       | client address Dovecot passes (XCLIENT ADDR=)  |
 | User.disabled                         | passwd-file `nologin=y`                        |
 | User.allow_nets                       | passwd-file `allow_nets=`                      |
 | `server.set_quota(...)`               | quota plugin, userdb `quota_rule`              |
@@ -57,7 +60,9 @@ UNSECURED_LOOPBACK = "127.0.0.2"
 _IMAP_MAPPED = frozenset(
     {"hostname", "plaintext_auth_requires_tls", "failure_delay", "max_userip_connections"}
 )
-_SMTP_MAPPED = frozenset({"hostname", "starttls_required", "size_limit", "quota_temporary"})
+_SMTP_MAPPED = frozenset(
+    {"hostname", "starttls_required", "size_limit", "quota_temporary", "allowed_networks"}
+)
 _USER_UNSUPPORTED = (
     ("app_password", "an app password (Dovecot's passwd-file holds one password)"),
     ("require_app_password", "require_app_password"),

@@ -292,9 +292,12 @@ class MailServer:
                     plaintext_auth=False,
                     size_limit=config.smtp.size_limit or RELAY_SIZE_LIMIT,
                     quota_temporary=config.smtp.quota_temporary,
-                    # Dovecot passes who logged in by XCLIENT LOGIN= (submission_relay_trusted);
-                    # it never sees TLS (its login process ends it), so tls_version stays None.
-                    xclient_login=True,
+                    # Dovecot passes who logged in, and from where, by XCLIENT LOGIN= and ADDR=
+                    # (submission_relay_trusted); it never sees TLS (its login process ends
+                    # it), so tls_version stays None.
+                    xclient=True,
+                    # Postfix's client restrictions, as the MTA behind Dovecot applies them.
+                    allowed_networks=config.smtp.allowed_networks,
                 ),
                 messages=self.messages,
                 errors=self.errors,

@@ -45,7 +45,7 @@ def check(scenario: Scenario, backend: str, ca: MailCA) -> tuple[int, list[str]]
 
 
 def test_some_scenarios_are_proven_on_dovecot() -> None:
-    assert len(ON_DOVECOT) >= 35
+    assert len(ON_DOVECOT) >= 36
 
 
 def test_every_static_scenario_dovecot_does_not_serve_says_why() -> None:

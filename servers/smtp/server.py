@@ -97,10 +97,10 @@ class SMTPSettings:
     # Source networks allowed to send; others get 554 at RCPT, or as the greeting.
     allowed_networks: tuple[str, ...] | None = None
     reject_unlisted_at: str = "rcpt"
-    # Take the submitter's login from Postfix's XCLIENT LOGIN= (as Postfix does for
-    # smtpd_authorized_xclient_hosts): the relay behind Dovecot's submission learns who
-    # logged in that way, since it never sees the AUTH itself.
-    xclient_login: bool = False
+    # Take the submitter's login and address from Postfix's XCLIENT LOGIN= and ADDR= (as
+    # Postfix does for smtpd_authorized_xclient_hosts): the relay behind Dovecot's
+    # submission learns who logged in, and from where, that way.
+    xclient: bool = False
 
     def __post_init__(self) -> None:
         for mechanism in self.auth_mechanisms:
@@ -322,15 +322,20 @@ class _HarnessSMTP(SMTP):
             await super().smtp_STARTTLS(arg)
 
     async def smtp_XCLIENT(self, arg: str) -> None:
-        """Postfix's XCLIENT, LOGIN= only: answered, as Postfix does, with a new greeting."""
-        if not self.service.settings.xclient_login:
+        """Postfix's XCLIENT, LOGIN= and ADDR= only: the session then acts for that login and
+        address (allowlists check it); answered, as Postfix does, with a new greeting."""
+        if not self.service.settings.xclient:
             await self.push('500 Error: command "XCLIENT" not recognized')
             return
         for attribute in (arg or "").split():
-            name, _, value = attribute.partition("=")
+            name, _, raw = attribute.partition("=")
+            value = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), raw)
+            if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+                continue
             if name.upper() == "LOGIN":
-                login = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
-                self.xclient_login = None if login == "[UNAVAILABLE]" else login
+                self.xclient_login = value
+            elif name.upper() == "ADDR":
+                self.peer_ip = value.removeprefix("IPV6:")
         assert self.session is not None
         self.session.host_name = None
         self.session.extended_smtp = False
@@ -427,8 +432,8 @@ class _Handler:
             responses = ["250-AUTH" if r.startswith("250-AUTH") else r for r in responses]
         elif not self._auth_allowed(server):
             responses = [r for r in responses if not r.startswith("250-AUTH")]
-        if self.service.settings.xclient_login:
-            responses.insert(1, "250-XCLIENT LOGIN")
+        if self.service.settings.xclient:
+            responses.insert(1, "250-XCLIENT ADDR LOGIN")
         return responses
 
     async def handle_AUTH(
