@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 NONE, STARTTLS, IMPLICIT = Security.NONE, Security.STARTTLS, Security.IMPLICIT
 # `backends=`: where a scenario is proven to meet its expectations. "dovecot" (native) and
 # "docker" (the same Dovecot in a container) are proven by tests/test_differential.py,
-# which runs every scenario marked so on both (expectations on `none` listeners, which
-# Dovecot does not serve beside TLS ones, are skipped there).
+# which runs every scenario marked so on both. Every other static scenario gives its
+# `fake_only_reason`: why Dovecot does not serve it.
 EVERYWHERE = ("fake", "dovecot", "docker")
 OK = Outcome.success()
 DEFAULT_CLIENT = ClientProfile()
