@@ -29,6 +29,9 @@ reason; `not_applicable(config)` lists them):
 | User.disabled                         | passwd-file `nologin=y`                        |
 | User.allow_nets                       | passwd-file `allow_nets=`                      |
 | `server.set_quota(...)`               | quota plugin, userdb `quota_rule`              |
+| `server.users.backend_down = True`    | the passdb really fails (passwd-files become   |
+|                                       | symlink loops): "Temporary authentication      |
+|                                       | failure", Dovecot's own text                   |
 
 Listeners: Dovecot's plain ports always offer STARTTLS unless `ssl = no`. A
 `none` listener beside TLS ones is that same plain port: a client set to no
@@ -39,7 +42,8 @@ Loopback is "secured" to Dovecot when the client's address equals the
 server's, so `disable_plaintext_auth` alone changes nothing for a client on
 127.0.0.1. With `plaintext_auth_requires_tls` Dovecot listens on 127.0.0.2:
 a client connecting there from the default source (127.0.0.1) is not on the
-server's own address, and sees LOGINDISABLED and `[PRIVACYREQUIRED]`.
+server's own address, and sees LOGINDISABLED and `[PRIVACYREQUIRED]`. Every
+certificate variant but `wrong-host` names 127.0.0.2 too (`SERVER_IDENTITIES`).
 """
 
 from __future__ import annotations
