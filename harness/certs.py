@@ -32,8 +32,10 @@ from cryptography.x509.oid import NameOID
 
 from servers.errors import parse_choice
 
-# Names a connector is configured with on this machine; the leaf covers all three.
-SERVER_IDENTITIES = ("localhost", "127.0.0.1", "::1")
+# Every name and address the harness serves on: a connector may be configured with any.
+# 127.0.0.2 is where Dovecot listens when loopback must not count as secured
+# (harness/dovecot_backend.py), so every leaf but `wrong-host` covers it too.
+SERVER_IDENTITIES = ("localhost", "127.0.0.1", "127.0.0.2", "::1")
 # A name that is never any of ours: the `wrong-host` leaf is valid only for it.
 WRONG_HOST = "mail.wrong-host.invalid"
 # OpenSSL's security level 2 (Debian's default) refuses RSA keys under 2048 bits.
@@ -111,7 +113,7 @@ def _custom_leaf(
             raise TypeError(f"unsupported CA key type {type(loaded).__name__}")
         signing_key = loaded
     sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1")]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IDENTITIES[1:]]
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -23,7 +23,9 @@ def scenarios_markdown() -> str:
         "Serve one with `mailharness serve --scenario NAME`, use one in pytest with",
         '`@pytest.mark.mail_scenario("NAME")`. "checked" scenarios are met by real clients in',
         '`tests/test_catalog.py`; "dynamic" ones by dedicated tests in',
-        "`tests/test_catalog_dynamic.py`.",
+        "`tests/test_catalog_dynamic.py`. Scenarios with `dovecot` and `docker` among their",
+        "backends meet the same expectations on real Dovecot (`tests/test_differential.py`);",
+        "every other static scenario says why Dovecot does not serve it.",
         "",
     ]
     for family in Family:
@@ -34,14 +36,15 @@ def scenarios_markdown() -> str:
             f"## {family.value}",
             "",
             "| name | requirement | server | a correct client sees "
-            "| personality | backends | test |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| personality | backends | test | why not on Dovecot |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for s in members:
             kind = "dynamic" if s.dynamic else f"checked ({len(s.expect)})"
             lines.append(
                 f"| `{s.name}` | {_cell(s.requirement)} | {_cell(s.server)} | "
-                f"{_cell(s.client_sees)} | {s.personality} | {', '.join(s.backends)} | {kind} |"
+                f"{_cell(s.client_sees)} | {s.personality} | {', '.join(s.backends)} | {kind} | "
+                f"{_cell(s.fake_only_reason)} |"
             )
         lines.append("")
     lines += _cases_markdown() + _codes_markdown()

@@ -5,6 +5,11 @@ our fake IMAP server, and Dovecot's submission service instead of our fake
 SMTP server. Submission relays every accepted message to one of our fake SMTP
 servers (plain, no AUTH: it plays the MTA), so `server.messages` captures
 what was submitted, and a local recipient's mail lands in their maildir.
+The relay is trusted (`submission_relay_trusted`), so Dovecot names who logged
+in, and from where, by XCLIENT LOGIN= and ADDR=: `CapturedMessage.login` is
+filled as on the fake, and the relay's allowlist sees the client's address;
+`tls_version` stays None: Dovecot's login process ends TLS, and neither the
+submission process nor its `Received:` header ("with ESMTPSA") knows the version.
 
 What maps (the rest makes the config *not applicable* on Dovecot, with the
 reason; `not_applicable(config)` lists them):
@@ -19,20 +24,26 @@ reason; `not_applicable(config)` lists them):
 | imap.max_userip_connections           | `mail_max_userip_connections`                  |
 | imap/smtp.auth_mechanisms (PLAIN/LOGIN)| `auth_mechanisms`                             |
 | smtp.size_limit                       | `submission_max_mail_size`                     |
+| smtp.allowed_networks (at RCPT)       | the relay, as Postfix behind Dovecot, by the   |
+|                                       | client address Dovecot passes (XCLIENT ADDR=)  |
 | User.disabled                         | passwd-file `nologin=y`                        |
 | User.allow_nets                       | passwd-file `allow_nets=`                      |
 | `server.set_quota(...)`               | quota plugin, userdb `quota_rule`              |
+| `server.users.backend_down = True`    | the passdb really fails (passwd-files become   |
+|                                       | symlink loops): "Temporary authentication      |
+|                                       | failure", Dovecot's own text                   |
 
-Listeners: Dovecot's plain ports always offer STARTTLS unless `ssl = no`, so
-they are reported as `starttls`; a `none` listener is served only when no
-listener of either protocol wants TLS (then `ssl = no`). A `none` listener
-requested alongside TLS ones is *not served* (absent from `server.imap`).
+Listeners: Dovecot's plain ports always offer STARTTLS unless `ssl = no`. A
+`none` listener beside TLS ones is that same plain port: a client set to no
+security never sends STARTTLS and talks plaintext there, as it would to a
+real server's 143 or 587 (Dovecot has no plain-only listener while `ssl = yes`).
 
 Loopback is "secured" to Dovecot when the client's address equals the
 server's, so `disable_plaintext_auth` alone changes nothing for a client on
 127.0.0.1. With `plaintext_auth_requires_tls` Dovecot listens on 127.0.0.2:
 a client connecting there from the default source (127.0.0.1) is not on the
-server's own address, and sees LOGINDISABLED and `[PRIVACYREQUIRED]`.
+server's own address, and sees LOGINDISABLED and `[PRIVACYREQUIRED]`. Every
+certificate variant but `wrong-host` names 127.0.0.2 too (`SERVER_IDENTITIES`).
 """
 
 from __future__ import annotations
@@ -53,7 +64,9 @@ UNSECURED_LOOPBACK = "127.0.0.2"
 _IMAP_MAPPED = frozenset(
     {"hostname", "plaintext_auth_requires_tls", "failure_delay", "max_userip_connections"}
 )
-_SMTP_MAPPED = frozenset({"hostname", "starttls_required", "size_limit", "quota_temporary"})
+_SMTP_MAPPED = frozenset(
+    {"hostname", "starttls_required", "size_limit", "quota_temporary", "allowed_networks"}
+)
 _USER_UNSUPPORTED = (
     ("app_password", "an app password (Dovecot's passwd-file holds one password)"),
     ("require_app_password", "require_app_password"),
@@ -131,7 +144,7 @@ def served_securities(config: Any, protocol: str) -> tuple[Security, ...]:
     listeners: tuple[Security, ...] = getattr(config, f"{protocol}_listeners")
     if ssl_mode(config) is SSLMode.NO:
         return tuple(s for s in listeners if s is Security.NONE)
-    return tuple(s for s in listeners if s is not Security.NONE)
+    return listeners
 
 
 def ssl_mode(config: Any) -> SSLMode:
@@ -167,6 +180,8 @@ def dovecot_config(
         submission=smtp is not None,
         submissions=smtp is not None and ssl is not SSLMode.NO,
         submission_relay_port=relay_port if smtp is not None else None,
+        # The relay (our fake SMTP server) records the login Dovecot passes by XCLIENT.
+        submission_relay_trusted=True,
         hostname=smtp.hostname if smtp is not None else imap.hostname,
         ssl=ssl,
         cert=None if ssl is SSLMode.NO else ca.server_cert(variant),

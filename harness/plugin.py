@@ -240,6 +240,7 @@ def _serve_scenario(
         pytest.skip(
             f"{NOT_APPLICABLE} scenario {chosen.name!r} is not proven on backend "
             f"{backend!r} (its backends: {', '.join(chosen.backends)})"
+            + (f": {chosen.fake_only_reason}" if chosen.fake_only_reason else "")
         )
     try:
         server = chosen.serve(ca=ca, backend=backend)

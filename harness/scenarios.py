@@ -89,6 +89,9 @@ class Scenario:
     # Checked by a dedicated test instead of journeys (timing, two sessions, run-time switch).
     dynamic: bool = False
     backends: tuple[str, ...] = ("fake",)
+    # Why Dovecot does not serve it (one line; the catalog gives one for every static
+    # scenario outside the "dovecot" backend, shown in docs/scenarios.md).
+    fake_only_reason: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip().lower() or " " in self.name:

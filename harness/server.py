@@ -302,6 +302,12 @@ class MailServer:
                     plaintext_auth=False,
                     size_limit=config.smtp.size_limit or RELAY_SIZE_LIMIT,
                     quota_temporary=config.smtp.quota_temporary,
+                    # Dovecot passes who logged in, and from where, by XCLIENT LOGIN= and ADDR=
+                    # (submission_relay_trusted); it never sees TLS (its login process ends
+                    # it), so tls_version stays None.
+                    xclient=True,
+                    # Postfix's client restrictions, as the MTA behind Dovecot applies them.
+                    allowed_networks=config.smtp.allowed_networks,
                 ),
                 messages=self.messages,
                 errors=self.errors,
@@ -330,8 +336,8 @@ class MailServer:
         return bind
 
     def _dovecot_binder(self, protocol: str) -> Callable[[Security], Awaitable[Endpoint]]:
-        """Dovecot's listener for a security; "none" (a front's plaintext side) is its plain
-        port, which offers STARTTLS unless ssl = no."""
+        """Dovecot's listener for a security; "none" (a front's plaintext side, or a client
+        that never sends STARTTLS) is its plain port, which offers STARTTLS unless ssl = no."""
         dovecot = self._dovecot
         assert dovecot is not None
 
@@ -342,7 +348,7 @@ class MailServer:
                     for e in dovecot.endpoints
                     if e.protocol == protocol and e.security is not Security.IMPLICIT
                 ]
-                return plain[0]
+                return dataclasses.replace(plain[0], security=Security.NONE)
             return dovecot.endpoint(security, protocol)
 
         return bind
@@ -440,6 +446,8 @@ class MailServer:
         dovecot = self._dovecot
         if dovecot is None:
             return
+        if change.backend_down is not None:
+            dovecot.set_passdb_failing(change.backend_down)
         for user in change.removed:
             dovecot.remove_user(user.login, flush=False)
         for user in change.added:

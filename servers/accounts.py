@@ -126,6 +126,8 @@ class AccountChange:
 
     added: tuple[User, ...] = ()
     removed: tuple[User, ...] = ()
+    # The new `backend_down` switch when it was flipped; None: unchanged.
+    backend_down: bool | None = None
 
 
 @dataclass(slots=True)
@@ -139,7 +141,7 @@ class Accounts:
 
     _users: dict[str, User] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    backend_down: bool = False
+    _backend_down: bool = False
     lockout: Lockout | None = None
     login_rate: RateLimit | None = None
     clock: Callable[[], float] = time.monotonic
@@ -173,6 +175,20 @@ class Accounts:
         for callback in listeners:
             callback(change)
 
+    @property
+    def backend_down(self) -> bool:
+        """Every login fails temporarily (the provider's auth backend is down)."""
+        return self._backend_down
+
+    @backend_down.setter
+    def backend_down(self, down: bool) -> None:
+        with self._change_lock:
+            with self._lock:
+                changed = self._backend_down != down
+                self._backend_down = down
+            if changed:
+                self._notify(AccountChange(backend_down=down))
+
     @classmethod
     def of(cls, users: Iterable[User]) -> Accounts:
         accounts = cls()
@@ -199,11 +215,15 @@ class Accounts:
                 self._users = fresh
                 self._failures.clear()
                 self._login_buckets.clear()
-                self.backend_down = False
+                was_down, self._backend_down = self._backend_down, False
             changed = tuple(u for k, u in fresh.items() if old.get(k) != u)
             removed = tuple(u for k, u in old.items() if k not in fresh)
-            if changed or removed:
-                self._notify(AccountChange(added=changed, removed=removed))
+            if changed or removed or was_down:
+                self._notify(
+                    AccountChange(
+                        added=changed, removed=removed, backend_down=False if was_down else None
+                    )
+                )
 
     def update(self, login: str, **changes: object) -> User:
         """Change a user at run time: `accounts.update("alice@example.test", disabled=True)`."""
@@ -271,7 +291,7 @@ class Accounts:
         key = login.lower()
         now = self.clock()
         with self._lock:
-            if self.backend_down:
+            if self._backend_down:
                 return AuthResult(AuthOutcome.BACKEND_DOWN)
             if self.login_rate is not None and not self._login_buckets.take(
                 (key, source or ""), self.login_rate, now

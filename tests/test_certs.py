@@ -8,8 +8,10 @@ import stat
 import subprocess
 
 import pytest
+from cryptography import x509
 
 from harness import CertVariant, ConfigError, MailCA
+from harness.certs import SERVER_IDENTITIES
 from harness.plugin import MailServerFactory
 from tests.helpers import require_executable
 
@@ -70,6 +72,21 @@ def test_trusted_leaf_verifies_by_name_and_by_ip(mail_server_factory: MailServer
     for host in ("localhost", "127.0.0.1"):
         with smtplib.SMTP_SSL(host, port, context=server.ca.client_context(), timeout=5) as c:
             assert c.noop()[0] == 250
+
+
+@pytest.mark.parametrize(
+    "variant", [v for v in CertVariant if v is not CertVariant.WRONG_HOST], ids=lambda v: v.value
+)
+def test_every_leaf_but_wrong_host_names_every_served_address(
+    mail_ca: MailCA, variant: CertVariant
+) -> None:
+    """A leaf fails only for the reason its variant names: 127.0.0.2 (where Dovecot serves
+    `starttls-required`) is as covered as localhost."""
+    leaf = x509.load_pem_x509_certificate(mail_ca.server_cert(variant).chain_pem)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = sans.get_values_for_type(x509.DNSName)
+    addresses = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert set(names + addresses) == set(SERVER_IDENTITIES)
 
 
 def _s_client(port: int, ca_path: str) -> subprocess.CompletedProcess[str]:

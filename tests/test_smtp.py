@@ -108,6 +108,31 @@ def test_auth_optional_when_configured(mail_server_factory: MailServerFactory) -
     assert captured.login is None
 
 
+def test_xclient_login_names_the_submitter(mail_server_factory: MailServerFactory) -> None:
+    """As the relay behind Dovecot's submission: XCLIENT LOGIN= (xtext) fills `login`."""
+    server = mail_server_factory(smtp=SMTPSettings(auth_required=False, xclient=True))
+    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        client.ehlo()
+        assert client.has_extn("xclient")
+        assert client.docmd("XCLIENT LOGIN=alice+2Bx@example.test")[0] == 220
+        client.ehlo()  # a new session, as after Postfix's XCLIENT
+        client.send_message(_message())
+    [captured] = server.wait_for_messages(1)
+    assert captured.login == "alice+x@example.test"
+    # ADDR= is the address allowlists check, as Postfix's smtpd_client_restrictions do.
+    listed = mail_server_factory(
+        smtp=SMTPSettings(auth_required=False, xclient=True, allowed_networks=("127.0.0.1/32",))
+    )
+    with smtplib.SMTP(*listed.smtp.plain.address, timeout=5) as client:
+        client.docmd("XCLIENT ADDR=127.0.0.2")
+        client.ehlo()
+        with pytest.raises(smtplib.SMTPRecipientsRefused, match=r"127\.0\.0\.2"):
+            client.send_message(_message())
+    plain = mail_server_factory(smtp=SMTPSettings(auth_required=False))
+    with smtplib.SMTP(*plain.smtp.plain.address, timeout=5) as client:
+        assert client.docmd("XCLIENT LOGIN=alice@example.test")[0] == 500
+
+
 def test_app_password_works_beside_the_password(mail_server_factory: MailServerFactory) -> None:
     carol = User(address="carol@example.test", password="carol-pw", app_password="abcdefghijklmnop")
     server = mail_server_factory(users=(carol,))

@@ -85,6 +85,9 @@ class DovecotConfig:
     submissions: bool = False
     submission_relay_host: str = DEFAULT_HOST
     submission_relay_port: int | None = None
+    # `submission_relay_trusted`: Dovecot then tells the relay who logged in (Postfix's
+    # XCLIENT LOGIN=, when the relay advertises it), as a trusted MTA would want.
+    submission_relay_trusted: bool = False
     # The name submission greets with and EHLO answers (Dovecot's `hostname`).
     hostname: str = "localhost"
     ssl: SSLMode = SSLMode.YES
@@ -437,6 +440,7 @@ def render_config(
         lines += [
             f"submission_relay_host = {config.submission_relay_host}",
             f"submission_relay_port = {config.submission_relay_port}",
+            f"submission_relay_trusted = {yes_no[config.submission_relay_trusted]}",
             "service submission-login {",
             "  inet_listener submission {",
             f"    port = {ports.get('submission', 0)}",

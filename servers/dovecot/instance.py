@@ -441,6 +441,24 @@ class DovecotInstance:
                 os.close(fd)
         return len(pids)
 
+    def set_passdb_failing(self, failing: bool) -> None:
+        """Make every passdb lookup fail, as when Dovecot's LDAP or SQL is down: logins get
+        Dovecot's own "Temporary authentication failure". Each passwd-file becomes a
+        symlink to itself, which stat() refuses (ELOOP: an internal passdb error, where a
+        missing file would mean "no such user"); False writes them back."""
+        assert self.paths is not None
+        for user in self._users.values():
+            if failing:
+                path = self.paths.passwd(user.login)
+                loop = path.with_name(path.name + ".loop")
+                with contextlib.suppress(FileNotFoundError):
+                    loop.unlink()
+                os.symlink(path.name, loop)
+                os.replace(loop, path)
+            else:
+                self._write_passwd(user)
+        self.flush_auth()
+
     def flush_auth(self) -> None:
         """End Dovecot's auth process: the next login starts a fresh one that reads every
         passwd-file anew (the running one checks each at most once per second)."""

@@ -14,6 +14,7 @@ import datetime as dt
 import ipaddress
 import itertools
 import logging
+import re
 import secrets
 import socket
 import ssl
@@ -107,6 +108,10 @@ class SMTPSettings:
     # Source networks allowed to send; others get 554 at RCPT, or as the greeting.
     allowed_networks: tuple[str, ...] | None = None
     reject_unlisted_at: str = "rcpt"
+    # Take the submitter's login and address from Postfix's XCLIENT LOGIN= and ADDR= (as
+    # Postfix does for smtpd_authorized_xclient_hosts): the relay behind Dovecot's
+    # submission learns who logged in, and from where, that way.
+    xclient: bool = False
 
     def __post_init__(self) -> None:
         for mechanism in self.auth_mechanisms:
@@ -224,6 +229,8 @@ class _HarnessSMTP(SMTP):
         self.transcript: Transcript | None = None
         self.peer_ip = ""
         self._counted = False
+        # Who the client (Dovecot's submission) says logged in, by XCLIENT LOGIN=.
+        self.xclient_login: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transcript is None:
@@ -388,6 +395,27 @@ class _HarnessSMTP(SMTP):
             self.transcript.event(f"client error: {text}")
         self.service.client_errors.append(f"SMTP {text}")
 
+    async def smtp_XCLIENT(self, arg: str) -> None:
+        """Postfix's XCLIENT, LOGIN= and ADDR= only: the session then acts for that login and
+        address (allowlists check it); answered, as Postfix does, with a new greeting."""
+        if not self.service.settings.xclient:
+            await self.push('500 Error: command "XCLIENT" not recognized')
+            return
+        for attribute in (arg or "").split():
+            name, _, raw = attribute.partition("=")
+            value = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), raw)
+            if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+                continue
+            if name.upper() == "LOGIN":
+                self.xclient_login = value
+            elif name.upper() == "ADDR":
+                self.peer_ip = value.removeprefix("IPV6:")
+        assert self.session is not None
+        self.session.host_name = None
+        self.session.extended_smtp = False
+        self.envelope = self._create_envelope()
+        await self.push(f"220 {self.hostname} ESMTP")
+
     def close_with(self, text: str) -> None:
         """Send a final reply and close (a shutdown announced to open sessions)."""
         self.write_now(text)
@@ -401,6 +429,10 @@ class _HarnessSMTP(SMTP):
 
 class _ClientLineTooLong(Exception):
     """An AUTH response longer than the line limit: answered, not recorded as ours."""
+
+
+# RFC 3461 xtext, which XCLIENT values are encoded in: "+" and two hex digits per byte.
+_XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
 def _describe(endpoint: Endpoint) -> str:
@@ -478,6 +510,8 @@ class _Handler:
             responses = ["250-AUTH" if r.startswith("250-AUTH") else r for r in responses]
         elif not self._auth_allowed(server):
             responses = [r for r in responses if not r.startswith("250-AUTH")]
+        if self.service.settings.xclient:
+            responses.insert(1, "250-XCLIENT ADDR LOGIN")
         return responses
 
     async def handle_AUTH(
@@ -555,6 +589,8 @@ class _Handler:
         peer = session.peer
         auth_data = session.auth_data
         login = auth_data.login if isinstance(auth_data, LoginPassword) else None
+        if login is None and server.xclient_login is not None:
+            login = server.xclient_login.encode("utf-8")
         captured = CapturedMessage(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),

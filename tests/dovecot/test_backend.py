@@ -72,11 +72,12 @@ def test_backend_must_be_known() -> None:
         MailConfig(backend="podman")
 
 
-def test_endpoints_are_dovecots_and_none_is_not_served_beside_tls(server: MailServer) -> None:
-    assert [e.security for e in server.imap] == [Security.STARTTLS, Security.IMPLICIT]
-    assert [e.security for e in server.smtp] == [Security.STARTTLS, Security.IMPLICIT]
-    with pytest.raises(ConfigError, match="no such listener; it has: starttls, implicit"):
-        _ = server.imap.plain
+def test_every_listener_the_fake_has_and_none_is_the_plain_port(server: MailServer) -> None:
+    every = [Security.NONE, Security.STARTTLS, Security.IMPLICIT]
+    assert [e.security for e in server.imap] == every
+    assert [e.security for e in server.smtp] == every
+    # Dovecot has no plain-only port beside TLS: a client that never sends STARTTLS uses 143's.
+    assert server.imap.plain.port == server.imap.starttls.port
     assert server.describe()["backend"] == server.config.backend
 
 
@@ -95,6 +96,8 @@ def test_submitted_mail_is_captured_and_delivered_locally(server: MailServer) ->
     [captured] = server.wait_for_messages(1)
     assert captured.rcpt_tos == (BOB.address,)
     assert b"Subject: relayed" in captured.data
+    # Dovecot names who logged in by XCLIENT LOGIN=; the TLS it never sees stays unknown.
+    assert (captured.login, captured.tls_version) == (ALICE.login, None)
     [stored] = server.wait_for_appends(BOB.login, 1)
     assert b"Subject: relayed" in stored.raw
 
@@ -146,6 +149,26 @@ def test_run_time_user_changes_reach_dovecot_at_once(server: MailServer) -> None
         imap_login(server, BOB.login, BOB.password)
     carol = server.users.add(User(address="carol@example.test", password="carol-password"))
     assert inbox_count(server, carol) == 0
+
+
+def test_backend_down_is_dovecots_own_temporary_failure(server: MailServer) -> None:
+    """Its passdb really fails (passwd-files made unreadable), so the reply is Dovecot's."""
+    server.users.backend_down = True
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\] Temporary authentication"):
+        imap_login(server, ALICE.login, ALICE.password)
+    with smtplib.SMTP_SSL(
+        "localhost", server.smtp.implicit.port, context=server.ca.client_context(), timeout=5
+    ) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
+            client.login(ALICE.login, ALICE.password)
+    assert caught.value.smtp_code == 454
+    # Dovecot adds "[host:time]", the key to find the failure in its log.
+    assert caught.value.smtp_error.startswith(b"4.7.0 Temporary authentication failure. [")
+    server.users.backend_down = False
+    imap_login(server, ALICE.login, ALICE.password).logout()
+    server.users.backend_down = True
+    server.reset()  # back up, like every other switch
+    imap_login(server, ALICE.login, ALICE.password).logout()
 
 
 def test_reset_restores_users_and_empties_mailboxes(server: MailServer) -> None:
@@ -293,7 +316,10 @@ def test_plugin_serves_dovecot_when_asked(
     )
     result.assert_outcomes(passed=3, skipped=1)
     result.stdout.fnmatch_lines(
-        ["*not applicable: scenario 'maintenance' is not proven on backend 'dovecot'*"]
+        [
+            "*not applicable: scenario 'maintenance' is not proven on backend 'dovecot' "
+            "(its backends: fake): Dovecot has no maintenance switch*"
+        ]
     )
 
 
