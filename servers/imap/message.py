@@ -22,11 +22,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 
 __all__ = [
+    "Address",
+    "address_texts",
+    "addresses",
     "bodystructure",
     "decode_header_text",
     "decoded_headers",
     "envelope",
     "format_internaldate",
+    "header_bytes",
     "header_value",
     "header_values",
     "parse_internaldate",
@@ -251,6 +255,9 @@ _MISSING_MAILBOX = b"MISSING_MAILBOX"
 _MISSING_DOMAIN = b"MISSING_DOMAIN"
 
 _Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+#: ``(name, adl, mailbox, host)`` as in ENVELOPE; a group starts with
+#: ``(None, None, group name, None)`` and ends with four ``None``.
+Address = _Address
 
 
 def _phrase(toks: list[_Tok]) -> bytes | None:
@@ -336,6 +343,72 @@ def _addresses(value: bytes) -> list[_Address]:
             out.append(_mailbox(element))
         i = j + 1
     return out
+
+
+def addresses(value: bytes) -> list[Address]:
+    """The address list of a From/To/Cc/Bcc value, as ENVELOPE has it (SORT and SEARCH use it)."""
+    return _addresses(value)
+
+
+_ATEXT = frozenset(b"!#$%&'*+-/=?^_`{|}~" + bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)))
+_ATEXT |= frozenset(bytes(range(0x61, 0x7B)) + bytes(range(0x80, 0x100)))
+
+
+def _maybe_quoted(text: bytes, dot: bool) -> bytes:
+    """Dovecot's str_append_maybe_escape: as is when atext (and dots unless ``dot``)."""
+    if all(c in _ATEXT or (c == 0x2E and not dot) for c in text):
+        return text
+    for c in b"\\\"'":
+        text = text.replace(bytes((c,)), b"\\" + bytes((c,)))
+    return b'"' + text + b'"'
+
+
+def _written(addrs: list[Address]) -> bytes:
+    """Dovecot's message_address_write: ``name <mailbox@domain>, group: a@b;``."""
+    out = bytearray()
+    first, in_group = True, False
+    for name, adl, mailbox, host in addrs:
+        if not first:
+            out += b", "
+        first = False
+        if host is None:
+            if not in_group:  # a group's start: its name
+                if mailbox:
+                    out += mailbox if b"=?" in mailbox else _maybe_quoted(mailbox, True)
+                else:
+                    out += b'""'
+                out += b": "
+                first = True
+            else:  # its end
+                del out[-1 if out.endswith(b": ") else -2 :]
+                out += b";"
+            in_group = not in_group
+            continue
+        if name is not None:
+            out += name if b"=?" in name else _maybe_quoted(name, True)
+        if adl is not None or mailbox or host:
+            if name:
+                out += b" "
+            out += b"<"
+            if adl is not None:
+                out += adl + b":"
+            out += _maybe_quoted(mailbox, False) if mailbox else b'""'
+            if host:
+                out += b"@" + host
+            out += b">"
+    return bytes(out)
+
+
+def address_texts(raw: bytes, name: str) -> list[str]:
+    """Each field ``name``'s address list as Dovecot matches SEARCH FROM/TO/CC/BCC against it:
+    parsed (comments and groups understood), written back, then MIME words decoded."""
+    header, _ = _split_message(_normalize(raw))
+    wanted = name.lower()
+    return [
+        decode_header_text(_written(_addresses(f.value)))
+        for f in _fields(header)
+        if f.name == wanted
+    ]
 
 
 #: Mail sets repeat the same From/To values, so formatted lists are memoized.
@@ -815,11 +888,16 @@ def header_field(raw: bytes, name: str) -> str | None:
 
     ``raw`` may be just the header block (through the blank line) of CRLF data.
     """
-    header, _ = _split_message(_normalize(raw))
-    value = _first_value(header, name.lower().encode("latin-1"))
+    value = header_bytes(raw, name)
     if value is None:
         return None
     return decode_header_text(value).strip()
+
+
+def header_bytes(raw: bytes, name: str) -> bytes | None:
+    """The first field ``name``'s value as sent, unfolded; ``raw`` as for `header_field`."""
+    header, _ = _split_message(_normalize(raw))
+    return _first_value(header, name.lower().encode("latin-1"))
 
 
 def _first_value(header: bytes, want: bytes) -> bytes | None:

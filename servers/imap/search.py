@@ -21,7 +21,7 @@ from datetime import date, datetime
 from email.utils import parsedate_tz
 from typing import Protocol
 
-from servers.imap.message import decoded_headers, text_content
+from servers.imap.message import address_texts, decoded_headers, text_content
 from servers.imap.sequence import SequenceSet, SequenceSetError
 
 __all__ = [
@@ -85,26 +85,42 @@ class MessageView(Protocol):
 class _Context:
     """One message under test, with decoded headers and text computed at most once."""
 
-    __slots__ = ("_headers", "_text", "max_seq", "max_uid", "msg")
+    __slots__ = ("_addresses", "_headers", "_raw", "_text", "max_seq", "max_uid", "msg")
 
     def __init__(self, msg: MessageView, max_seq: int, max_uid: int) -> None:
         self.msg = msg
         self.max_seq = max_seq
         self.max_uid = max_uid
+        self._raw: bytes | None = None
         self._headers: list[tuple[str, str]] | None = None
         self._text: str | None = None
+        self._addresses: dict[str, list[str]] = {}
+
+    @property
+    def raw(self) -> bytes:
+        """The message, read once however many keys look at it (a synthetic one renders)."""
+        if self._raw is None:
+            self._raw = self.msg.raw
+        return self._raw
 
     @property
     def headers(self) -> list[tuple[str, str]]:
         if self._headers is None:
-            self._headers = [(n, v.casefold()) for n, v in decoded_headers(self.msg.raw)]
+            self._headers = [(n, v.casefold()) for n, v in decoded_headers(self.raw)]
         return self._headers
 
     @property
     def text(self) -> str:
         if self._text is None:
-            self._text = text_content(self.msg.raw).casefold()
+            self._text = text_content(self.raw).casefold()
         return self._text
+
+    def addresses(self, name: str) -> list[str]:
+        """Each field ``name``'s address list as Dovecot searches it, casefolded."""
+        found = self._addresses.get(name)
+        if found is None:
+            found = self._addresses[name] = [t.casefold() for t in address_texts(self.raw, name)]
+        return found
 
 
 _Test = Callable[[_Context], bool]
@@ -206,6 +222,17 @@ def _header_contains(name: str, needle: str) -> _Test:
     return test
 
 
+def _address_contains(name: str, needle: str) -> _Test:
+    """FROM/TO/CC/BCC as Dovecot: against the parsed and rewritten address list, so comments
+    and groups match as Dovecot matches them (``a (c)@ (c) b.org`` is ``<a@b.org>``)."""
+    needle = needle.casefold()
+
+    def test(ctx: _Context) -> bool:
+        return any(needle in text for text in ctx.addresses(name))
+
+    return test
+
+
 def _sent_date(ctx: _Context) -> date:
     value = next((v for n, v in ctx.headers if n == "date"), None)
     parsed = parsedate_tz(value) if value else None
@@ -297,6 +324,8 @@ class _Compiler:
             return _Node(test if name == "KEYWORD" else _not(test), False)
         if name in _HEADER_KEYS:
             needle = _as_text(self.take(name), name, self.charset)
+            if name != "SUBJECT" and needle:
+                return _Node(_address_contains(_HEADER_KEYS[name], needle), True)
             return _Node(_header_contains(_HEADER_KEYS[name], needle), True)
         if name == "HEADER":
             field = _as_text(self.take(name), name, self.charset)
