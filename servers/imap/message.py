@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 
+from servers.imap.addresses import Address, parse_addresses, write_addresses
+
 __all__ = [
     "Address",
     "address_texts",
@@ -30,7 +32,6 @@ __all__ = [
     "decoded_headers",
     "envelope",
     "format_internaldate",
-    "header_bytes",
     "header_value",
     "header_values",
     "parse_internaldate",
@@ -251,152 +252,10 @@ def _tokenize(value: bytes, specials: bytes = _SPECIALS) -> list[_Tok]:
 
 # --------------------------------------------------------------------------- addresses
 
-_MISSING_MAILBOX = b"MISSING_MAILBOX"
-_MISSING_DOMAIN = b"MISSING_DOMAIN"
-
-_Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
-#: ``(name, adl, mailbox, host)`` as in ENVELOPE; a group starts with
-#: ``(None, None, group name, None)`` and ends with four ``None``.
-Address = _Address
-
-
-def _phrase(toks: list[_Tok]) -> bytes | None:
-    words = [t.text for t in toks if t.kind in ("atom", "quoted", "literal") or t.kind == "."]
-    return b" ".join(words) if words else None
-
-
-def _mailbox(toks: list[_Tok]) -> _Address:
-    """One mailbox: ``name <route:local@domain>`` or ``local@domain (comment)``."""
-    lt = next((i for i, t in enumerate(toks) if t.kind == "<"), -1)
-    if lt >= 0:
-        name = _phrase(toks[:lt])
-        gt = next((i for i, t in enumerate(toks) if t.kind == ">" and i > lt), len(toks))
-        inner = [t for t in toks[lt + 1 : gt] if t.kind != "comment"]
-        adl: bytes | None = None
-        colon = next((i for i, t in enumerate(inner) if t.kind == ":"), -1)
-        if colon >= 0 and inner and inner[0].kind == "@":
-            adl = b"".join(t.text for t in inner[:colon])
-            inner = inner[colon + 1 :]
-    else:
-        comments = [t.text for t in toks if t.kind == "comment"]
-        name = comments[-1] if comments else None
-        adl = None
-        inner = [t for t in toks if t.kind != "comment"]
-    at = next((i for i, t in enumerate(inner) if t.kind == "@"), -1)
-    local_toks = inner if at < 0 else inner[:at]
-    local = b"".join(t.text for t in local_toks) or None
-    domain = b"".join(t.text for t in inner[at + 1 :]) if at >= 0 else b""
-    if lt >= 0 and local is None and not domain:
-        # "<>" is the null return path; Dovecot sends it as empty strings.
-        return (name, adl, b"", b"")
-    return (name, adl, local or _MISSING_MAILBOX, domain or _MISSING_DOMAIN)
-
-
-def _split_top(toks: list[_Tok], seps: str) -> list[list[_Tok]]:
-    """Split on separator tokens outside ``<...>``."""
-    groups: list[list[_Tok]] = [[]]
-    depth = 0
-    for t in toks:
-        if t.kind == "<":
-            depth += 1
-        elif t.kind == ">":
-            depth = max(depth - 1, 0)
-        if depth == 0 and t.kind in seps:
-            groups.append([])
-        else:
-            groups[-1].append(t)
-    return groups
-
-
-def _addresses(value: bytes) -> list[_Address]:
-    """Parse an address list into IMAP address tuples, group markers included."""
-    out: list[_Address] = []
-    toks = _tokenize(value)
-    i = 0
-    while i < len(toks):
-        # one element ends at a top-level "," ; a group runs from ":" to ";"
-        j, depth = i, 0
-        colon = -1
-        while j < len(toks):
-            kind = toks[j].kind
-            if kind == "<":
-                depth += 1
-            elif kind == ">":
-                depth = max(depth - 1, 0)
-            elif depth == 0 and kind == ":" and colon < 0:
-                colon = j
-                break
-            elif depth == 0 and kind == ",":
-                break
-            j += 1
-        if colon >= 0:
-            end = next((k for k in range(colon, len(toks)) if toks[k].kind == ";"), len(toks))
-            out.append((None, None, _phrase(toks[i:colon]) or b"", None))
-            for member in _split_top(toks[colon + 1 : end], ","):
-                if any(t.kind != "comment" for t in member):
-                    out.append(_mailbox(member))
-            out.append((None, None, None, None))
-            i = end + 1
-            continue
-        element = toks[i:j]
-        if any(t.kind != "comment" for t in element):
-            out.append(_mailbox(element))
-        i = j + 1
-    return out
-
 
 def addresses(value: bytes) -> list[Address]:
-    """The address list of a From/To/Cc/Bcc value, as ENVELOPE has it (SORT and SEARCH use it)."""
-    return _addresses(value)
-
-
-_ATEXT = frozenset(b"!#$%&'*+-/=?^_`{|}~" + bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)))
-_ATEXT |= frozenset(bytes(range(0x61, 0x7B)) + bytes(range(0x80, 0x100)))
-
-
-def _maybe_quoted(text: bytes, dot: bool) -> bytes:
-    """Dovecot's str_append_maybe_escape: as is when atext (and dots unless ``dot``)."""
-    if all(c in _ATEXT or (c == 0x2E and not dot) for c in text):
-        return text
-    for c in b"\\\"'":
-        text = text.replace(bytes((c,)), b"\\" + bytes((c,)))
-    return b'"' + text + b'"'
-
-
-def _written(addrs: list[Address]) -> bytes:
-    """Dovecot's message_address_write: ``name <mailbox@domain>, group: a@b;``."""
-    out = bytearray()
-    first, in_group = True, False
-    for name, adl, mailbox, host in addrs:
-        if not first:
-            out += b", "
-        first = False
-        if host is None:
-            if not in_group:  # a group's start: its name
-                if mailbox:
-                    out += mailbox if b"=?" in mailbox else _maybe_quoted(mailbox, True)
-                else:
-                    out += b'""'
-                out += b": "
-                first = True
-            else:  # its end
-                del out[-1 if out.endswith(b": ") else -2 :]
-                out += b";"
-            in_group = not in_group
-            continue
-        if name is not None:
-            out += name if b"=?" in name else _maybe_quoted(name, True)
-        if adl is not None or mailbox or host:
-            if name:
-                out += b" "
-            out += b"<"
-            if adl is not None:
-                out += adl + b":"
-            out += _maybe_quoted(mailbox, False) if mailbox else b'""'
-            if host:
-                out += b"@" + host
-            out += b">"
-    return bytes(out)
+    """The address list of a From/To/Cc/Bcc value, as Dovecot parses it (ENVELOPE, SORT)."""
+    return parse_addresses(value)
 
 
 def address_texts(raw: bytes, name: str) -> list[str]:
@@ -405,7 +264,7 @@ def address_texts(raw: bytes, name: str) -> list[str]:
     header, _ = _split_message(_normalize(raw))
     wanted = name.lower()
     return [
-        decode_header_text(_written(_addresses(f.value)))
+        decode_header_text(write_addresses(parse_addresses(f.value)))
         for f in _fields(header)
         if f.name == wanted
     ]
@@ -419,7 +278,7 @@ _ADDRESS_CACHE_SIZE = 4096
 def _address_list(value: bytes | None) -> bytes:
     if value is None:
         return b"NIL"
-    addrs = _addresses(value)
+    addrs = parse_addresses(value)
     if not addrs:
         return b"NIL"
     parts = [b"(" + b" ".join(_quote_env(x) for x in a) + b")" for a in addrs]
@@ -855,6 +714,8 @@ def _plain(data: bytes) -> str:
 
 def decode_header_text(value: bytes) -> str:
     """Decode RFC 2047 encoded words; white space between two of them is dropped."""
+    if b"=?" not in value:
+        return _plain(value)
     out: list[str] = []
     pos = 0
     last_end = -1
@@ -888,16 +749,11 @@ def header_field(raw: bytes, name: str) -> str | None:
 
     ``raw`` may be just the header block (through the blank line) of CRLF data.
     """
-    value = header_bytes(raw, name)
+    header, _ = _split_message(_normalize(raw))
+    value = _first_value(header, name.lower().encode("latin-1"))
     if value is None:
         return None
     return decode_header_text(value).strip()
-
-
-def header_bytes(raw: bytes, name: str) -> bytes | None:
-    """The first field ``name``'s value as sent, unfolded; ``raw`` as for `header_field`."""
-    header, _ = _split_message(_normalize(raw))
-    return _first_value(header, name.lower().encode("latin-1"))
 
 
 def _first_value(header: bytes, want: bytes) -> bytes | None:

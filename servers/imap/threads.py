@@ -22,13 +22,24 @@ gone), to get the exact Message-ID or subject.
 from __future__ import annotations
 
 import heapq
+import itertools
 import re
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
+from operator import le
 
-from servers.imap.message import decode_header_text, header_bytes
-from servers.imap.ordering import Sorter, base_subject, date_key, head_of, header_of, stable_sort
+from servers.imap.message import decode_header_text
+from servers.imap.ordering import (
+    Sorter,
+    base_subject,
+    date_key,
+    head_of,
+    header_fields,
+    header_of,
+    stable_sort,
+)
 from servers.imap.store import StoredMessage
 
 __all__ = ["THREAD_ALGORITHMS", "Hits", "Reread"]
@@ -43,12 +54,21 @@ _SUBJECT_BITS = 1 << 25
 _MSGID = re.compile(rb"<([^>]*)>")
 _COMMENT = re.compile(rb"\([^()]*\)")
 _WSP = re.compile(rb"[ \t\r\n]+")
+_UNUSUAL = re.compile(rb'[ \t\r\n("]')
+_FIELDS = (b"date", b"subject", b"message-id", b"references", b"in-reply-to")
 
 
 def _message_ids(value: bytes | None) -> list[str]:
     """Dovecot's message_id_get_next, in turn: each ``<...@...>``, white space and comments out."""
     if not value:
         return []
+    if (
+        value[:1] == b"<"
+        and value.find(b">") == len(value) - 1
+        and b"@" in value
+        and _UNUSUAL.search(value) is None
+    ):
+        return [value[1:-1].decode("latin-1")]  # the usual single <id@host>
     found: list[str] = []
     for match in _MSGID.finditer(value):
         text = match[1]
@@ -78,23 +98,28 @@ class _Hits:
 
     def __init__(self, hits: Hits) -> None:
         self.numbers = array("I")
-        self.dates = array("q")
+        self.dates: array[int] = array("I")  # seconds; "q" when one does not fit
         self.subjects = array("I")
         self.ids = array("I")
         self.refs: dict[int, list[str]] = {}  # hit -> its references, oldest first
         referenced: dict[str, str] = {}  # each referenced Message-ID, kept once
         for h, (number, msg) in enumerate(hits):
-            head = head_of(msg)
+            fields = header_fields(head_of(msg), _FIELDS)
             self.numbers.append(number)
-            self.dates.append(date_key(msg, head))
-            subject = header_bytes(head, "subject")
+            date = date_key(msg, fields.get(b"date", b""))
+            try:
+                self.dates.append(date)
+            except OverflowError:  # before 1970 or after 2106
+                self.dates = array("q", self.dates)
+                self.dates.append(date)
+            subject = fields.get(b"subject")
             base = base_subject(decode_header_text(subject))[0] if subject is not None else ""
             self.subjects.append(_hash(base) if base else 0)
-            own = _message_ids(header_bytes(head, "message-id"))
+            own = _message_ids(fields.get(b"message-id"))
             self.ids.append(_hash(own[0]) if own else 0)
-            refs = _message_ids(header_bytes(head, "references"))
+            refs = _message_ids(fields.get(b"references"))
             if not refs:
-                refs = _message_ids(header_bytes(head, "in-reply-to"))[:1]
+                refs = _message_ids(fields.get(b"in-reply-to"))[:1]
             if refs:
                 self.refs[h] = [referenced.setdefault(ref, ref) for ref in refs]
         self.referenced = referenced
@@ -208,14 +233,16 @@ def _settle(forest: _Forest, root: _Root) -> None:
         root.key = forest.hits.key(kids[0])
 
 
-def _plain_roots(forest: _Forest, special: set[int]) -> Iterator[int]:
+def _plain_roots(forest: _Forest, special: set[int]) -> Sequence[int]:
     """Hits without a parent, not in ``special``, in (date, UID) order."""
-    parents = forest.parents
+    parents, dates = forest.parents, forest.hits.dates
     if not parents and not special:
-        order: object = range(forest.n)
+        if all(map(le, dates, islice(dates, 1, None))):
+            return range(forest.n)  # already in date order (arrival order usually is)
+        order: Sequence[int] = range(forest.n)
     else:
         order = array("I", (h for h in range(forest.n) if h not in parents and h not in special))
-    return iter(stable_sort(order, forest.hits.key))  # type: ignore[arg-type]
+    return stable_sort(order, forest.hits.key)
 
 
 def _references(forest: _Forest, reread: Reread) -> Iterator[tuple[int, bool]]:
@@ -224,20 +251,16 @@ def _references(forest: _Forest, reread: Reread) -> Iterator[tuple[int, bool]]:
     specials = [_Root(d, True) for d in forest.dummy_roots()]
     for root in specials:
         _settle(forest, root)
-    specials = sorted((r for r in specials if not r.ignore), key=lambda r: r.key)
-
-    def ordered(exclude: set[int]) -> Iterator[tuple[tuple[int, int], int | _Root]]:
-        plain = ((hits.key(h), h) for h in _plain_roots(forest, exclude))
-        rest = ((r.key, r) for r in specials if not r.ignore)
-        return heapq.merge(plain, rest, key=lambda item: item[0])
-
-    def representative(item: int | _Root) -> int:
-        return item if isinstance(item, int) else item.key[1]
-
-    # (5)(B): only roots whose subject hash another root shares can be merged.
+    specials = [r for r in specials if not r.ignore]
+    parents = forest.parents
+    plain = range(forest.n) if not parents else [h for h in range(forest.n) if h not in parents]
+    subjects = hits.subjects
+    # (5)(B): only roots whose subject hash another root shares can be merged; two
+    # bitmaps of subject hashes find them without a table of every subject.
     seen, twice = bytearray(_SUBJECT_BITS // 8), bytearray(_SUBJECT_BITS // 8)
-    for _, item in ordered(set()):
-        value = hits.subjects[representative(item)]
+    for value in itertools.chain(
+        map(subjects.__getitem__, plain), (subjects[r.key[1]] for r in specials)
+    ):
         if value:
             bit = value % _SUBJECT_BITS
             byte, mask = bit >> 3, 1 << (bit & 7)
@@ -245,57 +268,73 @@ def _references(forest: _Forest, reread: Reread) -> Iterator[tuple[int, bool]]:
                 twice[byte] |= mask
             seen[byte] |= mask
     del seen
-    candidates: list[int | _Root] = []
-    for _, item in ordered(set()):
-        value = hits.subjects[representative(item)]
+
+    def shared(h: int) -> bool:
+        value = subjects[h]
         bit = value % _SUBJECT_BITS
-        if value and twice[bit >> 3] & (1 << (bit & 7)):
-            candidates.append(item)
-    del twice
+        return bool(value and twice[bit >> 3] & (1 << (bit & 7)))
+
+    # The bitmaps leave a few percent of a million distinct subjects; of those, keep
+    # the roots whose whole hash another one shares.
+    maybe = [h for h in plain if shared(h)]
+    counts = Counter(subjects[h] for h in maybe)
+    counts.update(subjects[r.key[1]] for r in specials if shared(r.key[1]))
+    candidates: list[_Root] = [r for r in specials if counts[subjects[r.key[1]]] > 1]
+    for h in maybe:
+        if counts[subjects[h]] > 1:
+            root = _Root(h, False)
+            root.key = hits.key(h)
+            candidates.append(root)
+            specials.append(root)
+    del maybe, counts
+    exclude = {r.node for r in candidates if not r.dummy}
     if candidates:
-        reps = [representative(item) for item in candidates]
-        wanted = sorted(set(reps))
-        by_hit = dict(zip(wanted, _reread_some(reread, hits.numbers, wanted), strict=True))
-        roots: list[_Root] = []
-        table: dict[str, _Root] = {}
-        for item, rep in zip(candidates, reps, strict=True):
-            if isinstance(item, int):
-                root = _Root(item, False)
-                root.key = hits.key(item)
-                specials.append(root)
-            else:
-                root = item
-            roots.append(root)
-            subject = _subject_of(by_hit[rep])
-            if subject is None or not subject[0]:
-                continue
-            text, root.reply = subject
-            held = table.get(text)
-            if held is None:
-                table[text] = root
-            elif not held.dummy and (root.dummy or (held.reply and not root.reply)):
-                held.parent = root
-                table[text] = root
-            else:
-                root.parent = held
-        changed = False
-        for root in roots:
-            if root.parent is not None and not root.ignore:
-                _merge(forest, root, specials)
-                changed = True
-        if changed:
-            for root in specials:
-                if not root.ignore:
-                    _settle(forest, root)
-        specials = sorted((r for r in specials if not r.ignore), key=lambda r: r.key)
-        exclude = {item for item in candidates if isinstance(item, int)}
-    else:
-        exclude = set()
-    for _, item in ordered(exclude):
-        if isinstance(item, int):
-            yield item, False
+        candidates.sort(key=lambda r: r.key)
+        _gather(forest, candidates, reread, specials)
+    specials = sorted((r for r in specials if not r.ignore), key=lambda r: r.key)
+    order = _plain_roots(forest, exclude)
+    if not specials:
+        for h in order:
+            yield h, False
+        return
+    merged = heapq.merge(
+        ((hits.key(h), h, False) for h in order),
+        ((r.key, r.node, r.dummy) for r in specials),
+        key=lambda item: item[0],
+    )
+    for _, node, dummy in merged:
+        yield node, dummy
+
+
+def _gather(forest: _Forest, roots: list[_Root], reread: Reread, specials: list[_Root]) -> None:
+    """RFC 5256 §2.2 (5)(B) and (C) over the roots (in order) that may share a subject,
+    as Dovecot's gather_base_subjects and merge_subject_threads."""
+    hits = forest.hits
+    reps = sorted({r.key[1] for r in roots})
+    by_hit = dict(zip(reps, _reread_some(reread, hits.numbers, reps), strict=True))
+    table: dict[str, _Root] = {}
+    for root in roots:
+        subject = _subject_of(by_hit[root.key[1]])
+        if subject is None or not subject[0]:
+            continue
+        text, root.reply = subject
+        held = table.get(text)
+        if held is None:
+            table[text] = root
+        elif not held.dummy and (root.dummy or (held.reply and not root.reply)):
+            held.parent = root
+            table[text] = root
         else:
-            yield item.node, item.dummy
+            root.parent = held
+    changed = False
+    for root in roots:
+        if root.parent is not None and not root.ignore:
+            _merge(forest, root, specials)
+            changed = True
+    if changed:  # root order may have changed: settle them again
+        for root in specials:
+            if not root.ignore:
+                _settle(forest, root)
 
 
 def _merge(forest: _Forest, cur: _Root, roots: list[_Root]) -> None:
@@ -351,7 +390,14 @@ def _write(forest: _Forest, roots: Iterator[tuple[int, bool]]) -> Iterator[bytes
     numbers = forest.hits.numbers
     out = bytearray()
     # Stack items: a node to write alone in a sibling list, or bytes to append.
+    children = forest.children
     for root, dummy in roots:
+        if not dummy and root not in children:
+            out += b"(%d)" % numbers[root]
+            if len(out) >= PIECE:
+                yield bytes(out)
+                out.clear()
+            continue
         out += b"("
         if not dummy:
             out += b"%d" % numbers[root]
@@ -429,7 +475,7 @@ def thread_orderedsubject(hits: Hits, reread: Reread) -> Iterator[bytes]:
 
     out = bytearray()
     for t in stable_sort(threads, thread_key):
-        members = [numbers[i] for i in islice(order, starts[t], starts[t + 1])]
+        members = [numbers[i] for i in order[starts[t] : starts[t + 1]]]
         if len(members) == 1:
             out += b"(%d)" % members[0]
         elif len(members) == 2:
