@@ -64,63 +64,97 @@ CORPUS: list[Message] = [
     (_at(37), 'From: "q" a@b\nTo: a b c\nCc: g: a@b, (c) d <e@f>;, h@i'),
     (_at(38), "From: <@r1,@r2:u@d>\nTo: a.@b, .c@d, e..f@g\nCc: ,a@b"),
     (_at(39), 'From: x <>, b@c\nTo: "" <a@b>\nCc: a@b,'),
+    # i;unicode-casemap: simple titlecase, canonical decomposition only.
+    (_at(40), "Subject: Stra\u00dfe\nContent-Type: text/plain; charset=utf-8"),
+    (_at(41), "Subject: caf\u00e9 \u01c6emal\nContent-Type: text/plain; charset=utf-8"),
+    (_at(42), "Subject: \ufb01ne \u03a3\u0391\u03a3 \u03c3\u03b1\u03c2\nContent-Type: text/plain"),
+    (_at(43), "Subject: \u01c4 stra\u00dfe\nContent-Type: text/plain; charset=utf-8"),
 ]
 
+
+def _literal(text: str) -> str:
+    """A LITERAL+ argument, for 8-bit search strings."""
+    return f"{{{len(text.encode())}+}}\r\n{text}"
+
+
 #: Commands whose untagged replies must be the same on our server and on Dovecot.
-COMMANDS: list[str] = [
-    f"{uid}SORT ({program}) UTF-8 ALL"
-    for uid in ("", "UID ")
-    for program in (
-        "SUBJECT",
-        "REVERSE SUBJECT",
-        "FROM",
-        "TO",
-        "CC",
-        "REVERSE CC",
-        "DISPLAYFROM",
-        "DISPLAYTO",
-        "REVERSE DISPLAYTO",
-        "DATE",
-        "REVERSE DATE",
-        "ARRIVAL",
-        "SIZE",
-        "SUBJECT REVERSE DATE",
-        "REVERSE REVERSE FROM SIZE",
-        "CC DISPLAYFROM ARRIVAL",
-    )
-] + [
-    "SORT (SUBJECT) UTF-8 SUBJECT plan",
-    "SORT (DATE) US-ASCII NOT SUBJECT plan",
-    "SORT RETURN (MIN MAX COUNT) (SUBJECT) UTF-8 ALL",
-    "SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL",
-    "SORT RETURN (ALL) (SUBJECT) UTF-8 1:10",
-    "SORT RETURN (PARTIAL 3:7) (REVERSE DATE) UTF-8 ALL",
-    "UID SORT RETURN (PARTIAL 7:3 COUNT) (FROM) UTF-8 ALL",
-    "SORT RETURN (COUNT MIN) (SIZE) UTF-8 SUBJECT nothing-matches",
-    "THREAD REFERENCES UTF-8 ALL",
-    "UID THREAD REFERENCES UTF-8 ALL",
-    "THREAD REFERENCES UTF-8 SUBJECT plan",
-    "THREAD REFERENCES UTF-8 NOT SUBJECT plan",
-    "THREAD REFS UTF-8 ALL",
-    "UID THREAD REFS UTF-8 ALL",
-    "THREAD ORDEREDSUBJECT UTF-8 ALL",
-    "UID THREAD ORDEREDSUBJECT UTF-8 ALL",
-    "SEARCH FROM eve",
-    'SEARCH FROM "Eve Ever"',
-    'SEARCH FROM "<dan@"',
-    "SEARCH TO team",
-    'SEARCH TO "team: "',
-    "SEARCH TO x@example.test",
-    "SEARCH CC undisclosed",
-    'SEARCH TO "bob brown"',
-    'SEARCH FROM "cy, jr"',
-    "SEARCH FROM emile",
-    "SEARCH CHARSET UTF-8 TO {6+}\r\nÄrger",
-    "SORT (DISPLAYTO) UTF-8 TO {6+}\r\nÄrger",
-    "FETCH 35:38 (ENVELOPE)",
-    'SEARCH CC "bea <"',
-    "SEARCH TO missing_domain",
-]
+COMMANDS: list[str] = (
+    [
+        f"{uid}SORT ({program}) UTF-8 ALL"
+        for uid in ("", "UID ")
+        for program in (
+            "SUBJECT",
+            "REVERSE SUBJECT",
+            "FROM",
+            "TO",
+            "CC",
+            "REVERSE CC",
+            "DISPLAYFROM",
+            "DISPLAYTO",
+            "REVERSE DISPLAYTO",
+            "DATE",
+            "REVERSE DATE",
+            "ARRIVAL",
+            "SIZE",
+            "SUBJECT REVERSE DATE",
+            "REVERSE REVERSE FROM SIZE",
+            "CC DISPLAYFROM ARRIVAL",
+        )
+    ]
+    + [
+        "SORT (SUBJECT) UTF-8 SUBJECT plan",
+        "SORT (DATE) US-ASCII NOT SUBJECT plan",
+        "SORT RETURN (MIN MAX COUNT) (SUBJECT) UTF-8 ALL",
+        "SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL",
+        "SORT RETURN (ALL) (SUBJECT) UTF-8 1:10",
+        "SORT RETURN (PARTIAL 3:7) (REVERSE DATE) UTF-8 ALL",
+        "UID SORT RETURN (PARTIAL 7:3 COUNT) (FROM) UTF-8 ALL",
+        "SORT RETURN (COUNT MIN) (SIZE) UTF-8 SUBJECT nothing-matches",
+        "THREAD REFERENCES UTF-8 ALL",
+        "UID THREAD REFERENCES UTF-8 ALL",
+        "THREAD REFERENCES UTF-8 SUBJECT plan",
+        "THREAD REFERENCES UTF-8 NOT SUBJECT plan",
+        "THREAD REFS UTF-8 ALL",
+        "UID THREAD REFS UTF-8 ALL",
+        "THREAD ORDEREDSUBJECT UTF-8 ALL",
+        "UID THREAD ORDEREDSUBJECT UTF-8 ALL",
+        "SEARCH FROM eve",
+        'SEARCH FROM "Eve Ever"',
+        'SEARCH FROM "<dan@"',
+        "SEARCH TO team",
+        'SEARCH TO "team: "',
+        "SEARCH TO x@example.test",
+        "SEARCH CC undisclosed",
+        'SEARCH TO "bob brown"',
+        'SEARCH FROM "cy, jr"',
+        "SEARCH FROM emile",
+        "SEARCH CHARSET UTF-8 TO " + _literal("Ärger"),
+        "SORT (DISPLAYTO) UTF-8 TO " + _literal("Ärger"),
+        "SORT (SUBJECT) UTF-8 39:*",
+        "SORT (REVERSE SUBJECT) UTF-8 39:*",
+    ]
+    + [
+        "SEARCH CHARSET UTF-8 SUBJECT " + _literal(needle)
+        for needle in (
+            "strasse",
+            "STRASSE",
+            "\u00df",
+            "cafe",
+            "CAF\u00c9",
+            "fine",
+            "\ufb01",
+            "\u01c5",
+            "\u03c3\u03b1\u03c3",
+            "\u03a3\u0391\u03c2",
+        )
+    ]
+    + [
+        "SEARCH CHARSET UTF-8 BODY " + _literal("X" * 3),
+        "FETCH 35:38 (ENVELOPE)",
+        'SEARCH CC "bea <"',
+        "SEARCH TO missing_domain",
+    ]
+)
 
 
 def message_bytes(headers: str, number: int) -> bytes:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import heapq
 import re
-import unicodedata
 from array import array
 from calendar import timegm
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from functools import lru_cache
 from itertools import islice
 from operator import ge, le
 
+from servers.imap.casemap import casemap
 from servers.imap.message import Address, addresses, decode_header_text
 from servers.imap.store import StoredMessage
 
@@ -39,7 +39,6 @@ __all__ = [
     "SortReturn",
     "Sorter",
     "base_subject",
-    "casemap",
     "date_key",
     "head_of",
     "header_fields",
@@ -56,30 +55,6 @@ _SPACES = re.compile(r"[ \t\r\n]+")
 
 class SortError(ValueError):
     """A wrong sort program or RETURN option; the session answers BAD with the text."""
-
-
-# --------------------------------------------------------------------------- comparator
-
-
-def _title(char: str) -> str:
-    """The simple titlecase mapping (one code point), as Dovecot's Unicode tables have it."""
-    title = char.title()
-    return title if len(title) == 1 else char
-
-
-@lru_cache(maxsize=4096)
-def _casemap_char(char: str) -> str:
-    return unicodedata.normalize("NFKD", _title(char))
-
-
-def casemap(text: str) -> str:
-    """i;unicode-casemap (RFC 5051): each character titlecased, then decomposed (NFKD).
-
-    Dovecot's ``uni_utf8_to_decomposed_titlecase``; for ASCII this is upper case.
-    """
-    if text.isascii():
-        return text.upper()
-    return "".join(map(_casemap_char, text))
 
 
 # --------------------------------------------------------------------------- base subject

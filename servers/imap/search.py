@@ -21,6 +21,7 @@ from datetime import date, datetime
 from email.utils import parsedate_tz
 from typing import Protocol
 
+from servers.imap.casemap import casemap
 from servers.imap.message import address_texts, decoded_headers, text_content
 from servers.imap.sequence import SequenceSet, SequenceSetError
 
@@ -106,20 +107,20 @@ class _Context:
     @property
     def headers(self) -> list[tuple[str, str]]:
         if self._headers is None:
-            self._headers = [(n, v.casefold()) for n, v in decoded_headers(self.raw)]
+            self._headers = [(n, casemap(v)) for n, v in decoded_headers(self.raw)]
         return self._headers
 
     @property
     def text(self) -> str:
         if self._text is None:
-            self._text = text_content(self.raw).casefold()
+            self._text = casemap(text_content(self.raw))
         return self._text
 
     def addresses(self, name: str) -> list[str]:
-        """Each field ``name``'s address list as Dovecot searches it, casefolded."""
+        """Each field ``name``'s address list as Dovecot searches it, casemapped."""
         found = self._addresses.get(name)
         if found is None:
-            found = self._addresses[name] = [t.casefold() for t in address_texts(self.raw, name)]
+            found = self._addresses[name] = [casemap(t) for t in address_texts(self.raw, name)]
         return found
 
 
@@ -214,7 +215,7 @@ def _not(test: _Test) -> _Test:
 
 def _header_contains(name: str, needle: str) -> _Test:
     name = name.lower()
-    needle = needle.casefold()
+    needle = casemap(needle)
 
     def test(ctx: _Context) -> bool:
         return any(n == name and needle in v for n, v in ctx.headers)
@@ -225,7 +226,7 @@ def _header_contains(name: str, needle: str) -> _Test:
 def _address_contains(name: str, needle: str) -> _Test:
     """FROM/TO/CC/BCC as Dovecot: against the parsed and rewritten address list, so comments
     and groups match as Dovecot matches them (``a (c)@ (c) b.org`` is ``<a@b.org>``)."""
-    needle = needle.casefold()
+    needle = casemap(needle)
 
     def test(ctx: _Context) -> bool:
         return any(needle in text for text in ctx.addresses(name))
@@ -332,10 +333,10 @@ class _Compiler:
             needle = _as_text(self.take(name), name, self.charset)
             return _Node(_header_contains(field, needle), True)
         if name == "BODY":
-            needle = _as_text(self.take(name), name, self.charset).casefold()
+            needle = casemap(_as_text(self.take(name), name, self.charset))
             return _Node(lambda ctx: needle in ctx.text, True)
         if name == "TEXT":
-            needle = _as_text(self.take(name), name, self.charset).casefold()
+            needle = casemap(_as_text(self.take(name), name, self.charset))
             return _Node(
                 lambda ctx: needle in ctx.text or any(needle in v for _, v in ctx.headers), True
             )
