@@ -26,6 +26,7 @@ _ATEXT = frozenset(
     + bytes(range(0x61, 0x7B))
     + bytes(range(0x80, 0x100))
 )
+_ATEXT_DOT = _ATEXT | {0x2E}
 _LWSP = frozenset(b" \t\r\n")
 _DOT, _AT, _QUOTE, _BACKSLASH = 0x2E, 0x40, 0x22, 0x5C
 _MISSING_MAILBOX = b"MISSING_MAILBOX"
@@ -73,9 +74,7 @@ class _Parser:
                     self.pos += 1
                     return 1 if self.pos < end else 0
             elif c == 0x0A:  # folding: drop the (CR)LF
-                stop = self.pos - 1 if self.pos > start and data[self.pos - 1] == 0x0D else self.pos
-                self.comment += data[start:stop]
-                start = self.pos + 1
+                start = self._unfold(self.comment, start)
             elif c == _BACKSLASH:
                 self.pos += 1
                 if self.pos >= end:
@@ -101,34 +100,34 @@ class _Parser:
                 break
         return 1 if self.pos < end else 0
 
+    def _run(self, chars: frozenset[int]) -> bytes:
+        """The bytes from here that are all in ``chars`` (moving past them)."""
+        data, end, start = self.data, self.end, self.pos
+        while self.pos < end and data[self.pos] in chars:
+            self.pos += 1
+        return data[start : self.pos]
+
+    def _unfold(self, out: bytearray, start: int) -> int:
+        """At a LF inside a quoted string, comment or literal: keep the text before the
+        (CR)LF, and say where the text goes on."""
+        stop = self.pos
+        if stop > start and self.data[stop - 1] == 0x0D:
+            stop -= 1
+        out += self.data[start:stop]
+        return self.pos + 1
+
     def parse_atom(self, out: bytearray) -> int:
-        data, end = self.data, self.end
-        if self.pos >= end or data[self.pos] not in _ATEXT:
+        if self.pos >= self.end or self.data[self.pos] not in _ATEXT:
             return -1
-        start = self.pos
-        self.pos += 1
-        while self.pos < end:
-            if data[self.pos] in _ATEXT:
-                self.pos += 1
-                continue
-            out += data[start : self.pos]
-            return self.skip_lwsp()
-        out += data[start : self.pos]
-        return 0
+        out += self._run(_ATEXT)
+        return self.skip_lwsp()  # 0 at the end of the input, as Dovecot returns there
 
     def parse_dot_atom(self, out: bytearray) -> int:
-        data, end = self.data, self.end
-        if self.pos >= end or data[self.pos] not in _ATEXT:
+        data = self.data
+        if self.pos >= self.end or data[self.pos] not in _ATEXT:
             return -1
-        start = self.pos
-        self.pos += 1
-        while self.pos < end:
-            if data[self.pos] in _ATEXT:
-                self.pos += 1
-                continue
-            if start == self.pos:
-                return -1
-            out += data[start : self.pos]
+        while True:
+            out += self._run(_ATEXT)
             ret = self.skip_lwsp()
             if ret <= 0:
                 return ret
@@ -136,11 +135,8 @@ class _Parser:
                 return 1
             self.pos += 1
             out.append(_DOT)
-            if self.skip_lwsp() <= 0:
+            if self.skip_lwsp() <= 0 or data[self.pos] not in _ATEXT:
                 return -1
-            start = self.pos
-        out += data[start : self.pos]
-        return 0
 
     def parse_quoted_string(self, out: bytearray) -> int:
         data, end = self.data, self.end
@@ -153,9 +149,7 @@ class _Parser:
                 self.pos += 1
                 return self.skip_lwsp()
             if c == 0x0A:
-                stop = self.pos - 1 if self.pos > start and data[self.pos - 1] == 0x0D else self.pos
-                out += data[start:stop]
-                start = self.pos + 1
+                start = self._unfold(out, start)
             elif c == _BACKSLASH:
                 self.pos += 1
                 if self.pos >= end:
@@ -169,17 +163,8 @@ class _Parser:
         return -1  # missing '"'
 
     def parse_atom_or_dot(self, out: bytearray) -> int:
-        data, end = self.data, self.end
-        start = self.pos
-        while self.pos < end:
-            c = data[self.pos]
-            if c in _ATEXT or c == _DOT:
-                self.pos += 1
-                continue
-            out += data[start : self.pos]
-            return self.skip_lwsp()
-        out += data[start : self.pos]
-        return 0
+        out += self._run(_ATEXT_DOT)
+        return self.skip_lwsp()
 
     def parse_phrase(self, out: bytearray) -> int:
         data = self.data
@@ -213,9 +198,7 @@ class _Parser:
                 self.pos += 1
                 return self.skip_lwsp()
             if c == 0x0A:
-                stop = self.pos - 1 if self.pos > start and data[self.pos - 1] == 0x0D else self.pos
-                out += data[start:stop]
-                start = self.pos + 1
+                start = self._unfold(out, start)
             elif c == _BACKSLASH:  # the backslash stays in the output
                 self.pos += 1
                 if self.pos >= end:
