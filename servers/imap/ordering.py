@@ -178,17 +178,18 @@ def header_fields(head: bytes, names: Sequence[bytes]) -> dict[bytes, bytes]:
     million messages; ``head`` is a header block (`head_of`).
     """
     low = b"\n" + head.lower()
+    size = len(low)
     found: dict[bytes, bytes] = {}
     for name in names:
-        want = b"\n" + name
+        want = _LINE_START.get(name) or _LINE_START.setdefault(name, b"\n" + name)
         at = low.find(want)
         while at >= 0:
             colon = at + len(want)  # in `low`; `head` is one byte behind
-            while low[colon : colon + 1] in (b" ", b"\t"):
+            while colon < size and low[colon] in _BLANK:
                 colon += 1
-            if low[colon : colon + 1] == b":":
+            if colon < size and low[colon] == 0x3A:
                 end = low.find(b"\n", colon)
-                while end >= 0 and low[end + 1 : end + 2] in (b" ", b"\t"):
+                while 0 <= end < size - 1 and low[end + 1] in _BLANK:
                     end = low.find(b"\n", end + 1)  # a folded line
                 value = head[colon : len(head) if end < 0 else end - 1]
                 if b"\n" in value:
@@ -199,6 +200,8 @@ def header_fields(head: bytes, names: Sequence[bytes]) -> dict[bytes, bytes]:
     return found
 
 
+_LINE_START: dict[bytes, bytes] = {}
+_BLANK = (0x20, 0x09)
 _FOLD = re.compile(rb"\r?\n")
 
 

@@ -103,9 +103,10 @@ class _Hits:
         self.ids = array("I")
         self.refs: dict[int, list[str]] = {}  # hit -> its references, oldest first
         referenced: dict[str, str] = {}  # each referenced Message-ID, kept once
+        numbers, subjects, ids = self.numbers, self.subjects, self.ids
         for h, (number, msg) in enumerate(hits):
             fields = header_fields(head_of(msg), _FIELDS)
-            self.numbers.append(number)
+            numbers.append(number)
             date = date_key(msg, fields.get(b"date", b""))
             try:
                 self.dates.append(date)
@@ -114,14 +115,16 @@ class _Hits:
                 self.dates.append(date)
             subject = fields.get(b"subject")
             base = base_subject(decode_header_text(subject))[0] if subject is not None else ""
-            self.subjects.append(_hash(base) if base else 0)
-            own = _message_ids(fields.get(b"message-id"))
-            self.ids.append(_hash(own[0]) if own else 0)
-            refs = _message_ids(fields.get(b"references"))
-            if not refs:
-                refs = _message_ids(fields.get(b"in-reply-to"))[:1]
-            if refs:
-                self.refs[h] = [referenced.setdefault(ref, ref) for ref in refs]
+            subjects.append(_hash(base) if base else 0)
+            own = fields.get(b"message-id")
+            own_ids = _message_ids(own) if own else None
+            ids.append(_hash(own_ids[0]) if own_ids else 0)
+            if b"references" in fields or b"in-reply-to" in fields:
+                refs = _message_ids(fields.get(b"references"))
+                if not refs:
+                    refs = _message_ids(fields.get(b"in-reply-to"))[:1]
+                if refs:
+                    self.refs[h] = [referenced.setdefault(ref, ref) for ref in refs]
         self.referenced = referenced
 
     def key(self, h: int) -> tuple[int, int]:
