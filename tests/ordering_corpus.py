@@ -8,6 +8,7 @@ the wire tests in tests/imap/test_ordering.py pin a few of the answers.
 from __future__ import annotations
 
 import imaplib
+import random
 from datetime import UTC, datetime, timedelta
 
 #: (internal date, header lines); each message gets a short body after them.
@@ -157,6 +158,55 @@ COMMANDS: list[str] = (
 )
 
 
+#: Commands run over each random corpus.
+THREAD_COMMANDS = [
+    "THREAD REFERENCES UTF-8 ALL",
+    "THREAD REFS UTF-8 ALL",
+    "THREAD ORDEREDSUBJECT UTF-8 ALL",
+    "SORT (SUBJECT DATE) UTF-8 ALL",
+    "THREAD REFERENCES UTF-8 NOT SUBJECT lunch",
+]
+_SUBJECTS = (
+    "plan",
+    "Re: plan",
+    "Fwd: plan",
+    "Re: Re: plan",
+    "lunch",
+    "Re: lunch",
+    "[x] lunch",
+    "report",
+    "Re: [y] report (fwd)",
+    "",
+)
+
+
+def random_corpus(seed: int, count: int) -> list[Message]:
+    """Messages whose References, In-Reply-To, Message-IDs (some repeated or missing),
+    subjects and dates are drawn at random: threads with loops, dummies and merges."""
+    rng = random.Random(seed)
+    ids = [f"<m{i}@x>" for i in range(count + 10)]
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    out: list[Message] = []
+    for i in range(count):
+        lines = []
+        if rng.random() < 0.85:
+            own = rng.choice(ids[: count + 3]) if rng.random() < 0.1 else ids[i]
+            lines.append(f"Message-ID: {own}")
+        draw = rng.random()
+        if draw < 0.5:
+            lines.append("References: " + " ".join(rng.sample(ids, rng.randint(1, 4))))
+        elif draw < 0.65:
+            lines.append("In-Reply-To: " + rng.choice(ids))
+        subject = rng.choice(_SUBJECTS)
+        if subject or rng.random() < 0.5:
+            lines.append(f"Subject: {subject}")
+        if rng.random() < 0.7:
+            sent = start + timedelta(minutes=rng.randint(0, 30))
+            lines.append(sent.strftime("Date: %a, %d %b %Y %H:%M:%S +0000"))
+        out.append((start + timedelta(minutes=rng.randint(0, 30)), "\n".join(lines)))
+    return out
+
+
 def message_bytes(headers: str, number: int) -> bytes:
     """The message: its header lines, CRLF-terminated, then a body of growing size."""
     lines = headers.split("\n")
@@ -164,8 +214,10 @@ def message_bytes(headers: str, number: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
 
 
-def append_corpus(client: imaplib.IMAP4, mailbox: str = "INBOX") -> None:
-    for number, (when, headers) in enumerate(CORPUS, start=1):
+def append_corpus(
+    client: imaplib.IMAP4, mailbox: str = "INBOX", corpus: list[Message] = CORPUS
+) -> None:
+    for number, (when, headers) in enumerate(corpus, start=1):
         typ, data = client.append(
             mailbox, "", imaplib.Time2Internaldate(when), message_bytes(headers, number)
         )

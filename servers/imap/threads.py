@@ -177,10 +177,9 @@ class _Forest:
             if parent is not None:
                 self._link(parent, h)
         # Dovecot's shadow tree: below the roots, dummies are skipped.
-        for h in range(n):
-            if h not in self.parents:
-                continue
-            parent = self.parents[h]
+        for h, parent in self.parents.items():
+            if h >= n:
+                continue  # a dummy: never a child below the roots
             while parent >= n and parent in self.parents:
                 parent = self.parents[parent]
             self.children.setdefault(parent, []).append(h)
@@ -354,7 +353,7 @@ def _merge(forest: _Forest, cur: _Root, roots: list[_Root]) -> None:
         children.setdefault(top.node, []).append(cur.node)
         cur.ignore = True
     else:
-        dummy = _Root(forest.n + forest.dummies + len(roots), True)
+        dummy = _Root(forest.n + forest.dummies, True)  # a node number no one has
         forest.dummies += 1
         children[dummy.node] = [top.node, cur.node]
         top.parent = dummy

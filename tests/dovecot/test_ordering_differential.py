@@ -3,7 +3,9 @@
 The same corpus (tests/ordering_corpus.py: RFC 5256 subjects, groups and comments
 in addresses, dates in several zones or none, reference chains, loops, dummies and
 duplicate Message-IDs) is appended to both over IMAP with the same internal dates,
-and every command's untagged replies are compared line by line.
+and every command's untagged replies are compared line by line. Seeded random
+corpora (threads with loops, dummies, duplicate IDs and subject merges) follow, each
+in a mailbox of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from harness.certs import MailCA
 from harness.server import MailConfig, MailServer
 from servers.dovecot import DovecotConfig, DovecotProcess
 from tests.helpers import require_backend
-from tests.ordering_corpus import COMMANDS, append_corpus, untagged
+from tests.ordering_corpus import (
+    COMMANDS,
+    THREAD_COMMANDS,
+    append_corpus,
+    random_corpus,
+    untagged,
+)
 
 ALICE = ("alice@example.test", "alice-password")
 
@@ -68,3 +76,22 @@ def test_same_replies_as_dovecot(
     expected = untagged(dovecot_client, command)
     assert expected[-1] == b"OK", (command, expected)
     assert untagged(fake_client, command) == expected
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_threads_as_dovecot(
+    seed: int, dovecot_client: imaplib.IMAP4, fake_client: imaplib.IMAP4
+) -> None:
+    mailbox = f"Random{seed}"
+    corpus = random_corpus(seed, 80)
+    replies = []
+    for client in (dovecot_client, fake_client):
+        assert client.create(mailbox)[0] == "OK"
+        append_corpus(client, mailbox, corpus)
+        assert client.select(mailbox)[0] == "OK"
+        replies.append([untagged(client, command) for command in THREAD_COMMANDS])
+        assert client.select("INBOX")[0] == "OK"
+    expected, got = replies
+    assert all(lines[-1] == b"OK" for lines in expected)
+    for command, want, have in zip(THREAD_COMMANDS, expected, got, strict=True):
+        assert have == want, command
