@@ -207,6 +207,33 @@ def random_corpus(seed: int, count: int) -> list[Message]:
     return out
 
 
+#: Pieces of random address fields: names, quoting, comments, routes, groups, stray marks.
+_ADDRESS_PIECES = (
+    "a", "bob", "Zed", "x.y", "@", "<", ">", ",", ";", ":", " ", "\t", '"q r"', '"a\\"b"',
+    "(c)", "(n (m))", "[1.2.3.4]", ".", "d.org", "=?utf-8?q?=C3=89mi?=", "grp:", "<a@b>", "u@h",
+)  # fmt: skip
+#: Commands run over each random address corpus.
+ADDRESS_COMMANDS = [f"SORT ({key}) UTF-8 ALL" for key in ("FROM", "TO", "CC")] + [
+    "SORT (DISPLAYFROM) UTF-8 ALL",
+    "SORT (DISPLAYTO) UTF-8 ALL",
+] + [
+    f"SEARCH {field} {needle}"
+    for field in ("FROM", "TO", "CC")
+    for needle in ("a", "missing", '"@"', '"<"', '","', '";"', "q", "syntax", '": "')
+]  # fmt: skip
+
+
+def random_addresses(seed: int, count: int) -> list[Message]:
+    """Messages whose From, To and Cc are random runs of address pieces."""
+    rng = random.Random(seed)
+
+    def field() -> str:
+        return "".join(rng.choice(_ADDRESS_PIECES) for _ in range(rng.randint(1, 9)))
+
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    return [(when, f"From: {field()}\nTo: {field()}\nCc: {field()}") for _ in range(count)]
+
+
 def message_bytes(headers: str, number: int) -> bytes:
     """The message: its header lines, CRLF-terminated, then a body of growing size."""
     lines = headers.split("\n")

@@ -194,7 +194,9 @@ def header_fields(head: bytes, names: Sequence[bytes]) -> dict[bytes, bytes]:
                 value = head[colon : len(head) if end < 0 else end - 1]
                 if b"\n" in value:
                     value = _FOLD.sub(b"", value)
-                found[name] = value.strip(b" \t\r")
+                if value.endswith(b"\r"):
+                    value = value[:-1]
+                found[name] = value.lstrip(b" \t")  # trailing blanks stay, as in Dovecot
                 break
             at = low.find(want, at + 1)
     return found

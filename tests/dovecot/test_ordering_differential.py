@@ -20,9 +20,12 @@ from harness.server import MailConfig, MailServer
 from servers.dovecot import DovecotConfig, DovecotProcess
 from tests.helpers import require_backend
 from tests.ordering_corpus import (
+    ADDRESS_COMMANDS,
     COMMANDS,
     THREAD_COMMANDS,
+    Message,
     append_corpus,
+    random_addresses,
     random_corpus,
     untagged,
 )
@@ -78,20 +81,36 @@ def test_same_replies_as_dovecot(
     assert untagged(fake_client, command) == expected
 
 
+def _same_in_new_mailbox(
+    name: str,
+    corpus: list[Message],
+    commands: list[str],
+    clients: tuple[imaplib.IMAP4, imaplib.IMAP4],
+) -> None:
+    replies = []
+    for client in clients:
+        assert client.create(name)[0] == "OK"
+        append_corpus(client, name, corpus)
+        assert client.select(name)[0] == "OK"
+        replies.append([untagged(client, command) for command in commands])
+        assert client.select("INBOX")[0] == "OK"
+    expected, got = replies
+    assert all(lines[-1] == b"OK" for lines in expected)
+    for command, want, have in zip(commands, expected, got, strict=True):
+        assert have == want, command
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_threads_as_dovecot(
     seed: int, dovecot_client: imaplib.IMAP4, fake_client: imaplib.IMAP4
 ) -> None:
-    mailbox = f"Random{seed}"
-    corpus = random_corpus(seed, 80)
-    replies = []
-    for client in (dovecot_client, fake_client):
-        assert client.create(mailbox)[0] == "OK"
-        append_corpus(client, mailbox, corpus)
-        assert client.select(mailbox)[0] == "OK"
-        replies.append([untagged(client, command) for command in THREAD_COMMANDS])
-        assert client.select("INBOX")[0] == "OK"
-    expected, got = replies
-    assert all(lines[-1] == b"OK" for lines in expected)
-    for command, want, have in zip(THREAD_COMMANDS, expected, got, strict=True):
-        assert have == want, command
+    clients = (dovecot_client, fake_client)
+    _same_in_new_mailbox(f"Threads{seed}", random_corpus(seed, 80), THREAD_COMMANDS, clients)
+
+
+@pytest.mark.parametrize("seed", [14, 18, 44])
+def test_random_addresses_as_dovecot(
+    seed: int, dovecot_client: imaplib.IMAP4, fake_client: imaplib.IMAP4
+) -> None:
+    clients = (dovecot_client, fake_client)
+    _same_in_new_mailbox(f"Addresses{seed}", random_addresses(seed, 30), ADDRESS_COMMANDS, clients)
