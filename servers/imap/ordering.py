@@ -4,14 +4,14 @@ Sort keys are Dovecot's (lib-storage/index/index-sort.c): the base subject of
 RFC 5256 §2.1 (`base_subject`), the first address's mailbox (local part; a
 group's name for a group), the display name or else ``mailbox@domain``, dates
 in whole seconds (the sent date falling back to the arrival date), and every
-string key put through the i;unicode-casemap comparator of RFC 5051 (titlecase,
-then decomposed) and compared as UTF-8 bytes, which is I18NLEVEL=1 (RFC 5255).
+string key put through the i;unicode-casemap comparator as Dovecot applies it
+(`casemap`) and compared as UTF-8 bytes, which is I18NLEVEL=1 (RFC 5255).
 Ties fall back to the next criterion and finally to the sequence number, never
 reversed.
 
 Memory stays flat per hit, so a SORT of a million messages is cheap: no
 message is kept, each criterion's keys go into one compact column while the
-mailbox is scanned (times as seconds in ``array('q')``, sizes in ``array('q')``,
+mailbox is scanned (times in seconds and sizes in ``array('q')``,
 strings as UTF-8 in one ``bytearray``), and hits are ordered as an
 ``array('I')`` of indices, sorted a chunk at a time and merged.
 """
@@ -261,26 +261,8 @@ def _seconds(when: datetime) -> int:
     return int(when.timestamp())
 
 
-_MONTH = {
-    m: i
-    for i, m in enumerate(
-        (
-            b"jan",
-            b"feb",
-            b"mar",
-            b"apr",
-            b"may",
-            b"jun",
-            b"jul",
-            b"aug",
-            b"sep",
-            b"oct",
-            b"nov",
-            b"dec",
-        ),
-        start=1,
-    )
-}
+_MONTHS = b"janfebmaraprmayjunjulaugsepoctnovdec"
+_MONTH = {_MONTHS[at : at + 3]: at // 3 + 1 for at in range(0, len(_MONTHS), 3)}
 #: The usual RFC 5322 date, read without email.utils (SORT and THREAD read a million).
 _DATE = re.compile(
     rb"[ \t]*(?:[A-Za-z]{3},[ \t]*)?([0-9]{1,2})[ \t]+([A-Za-z]{3})[ \t]+([0-9]{4})[ \t]+"
