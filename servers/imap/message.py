@@ -22,7 +22,17 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import NamedTuple
 
+from servers.imap.addresses import (
+    MAX_STRUCTURED_HEADER_BYTES,
+    Address,
+    parse_addresses,
+    write_addresses,
+)
+
 __all__ = [
+    "Address",
+    "address_texts",
+    "addresses",
     "bodystructure",
     "decode_header_text",
     "decoded_headers",
@@ -51,13 +61,6 @@ _TREE_CACHE_SIZE = 64
 MAX_NESTED_MIME_PARTS = 100
 MAX_TOTAL_MIME_PARTS = 10_000
 
-#: How much of one structured header value (addresses, Content-Type,
-#: Content-Disposition, Content-Language) is parsed for ENVELOPE and
-#: BODYSTRUCTURE: Dovecot's own imap_max_line_length. Parsing is linear but
-#: costs about a microsecond per token in Python; a hostile 2 MiB ``From:``
-#: of commas would otherwise hold the event loop (and every session) for
-#: seconds. Real address lists (a thousand recipients is ~40 KiB) fit.
-MAX_STRUCTURED_HEADER_BYTES = 64 * 1024
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTH_NUMBER = {m.lower(): i for i, m in enumerate(_MONTHS, start=1)}
@@ -264,95 +267,22 @@ def _tokenize(value: bytes, specials: bytes = _SPECIALS) -> list[_Tok]:
 
 # --------------------------------------------------------------------------- addresses
 
-_MISSING_MAILBOX = b"MISSING_MAILBOX"
-_MISSING_DOMAIN = b"MISSING_DOMAIN"
 
-_Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
-
-
-def _phrase(toks: list[_Tok]) -> bytes | None:
-    words = [t.text for t in toks if t.kind in ("atom", "quoted", "literal") or t.kind == "."]
-    return b" ".join(words) if words else None
+def addresses(value: bytes) -> list[Address]:
+    """The address list of a From/To/Cc/Bcc value, as Dovecot parses it (ENVELOPE, SORT)."""
+    return parse_addresses(value)
 
 
-def _mailbox(toks: list[_Tok]) -> _Address:
-    """One mailbox: ``name <route:local@domain>`` or ``local@domain (comment)``."""
-    lt = next((i for i, t in enumerate(toks) if t.kind == "<"), -1)
-    if lt >= 0:
-        name = _phrase(toks[:lt])
-        gt = next((i for i, t in enumerate(toks) if t.kind == ">" and i > lt), len(toks))
-        inner = [t for t in toks[lt + 1 : gt] if t.kind != "comment"]
-        adl: bytes | None = None
-        colon = next((i for i, t in enumerate(inner) if t.kind == ":"), -1)
-        if colon >= 0 and inner and inner[0].kind == "@":
-            adl = b"".join(t.text for t in inner[:colon])
-            inner = inner[colon + 1 :]
-    else:
-        comments = [t.text for t in toks if t.kind == "comment"]
-        name = comments[-1] if comments else None
-        adl = None
-        inner = [t for t in toks if t.kind != "comment"]
-    at = next((i for i, t in enumerate(inner) if t.kind == "@"), -1)
-    local_toks = inner if at < 0 else inner[:at]
-    local = b"".join(t.text for t in local_toks) or None
-    domain = b"".join(t.text for t in inner[at + 1 :]) if at >= 0 else b""
-    if lt >= 0 and local is None and not domain:
-        # "<>" is the null return path; Dovecot sends it as empty strings.
-        return (name, adl, b"", b"")
-    return (name, adl, local or _MISSING_MAILBOX, domain or _MISSING_DOMAIN)
-
-
-def _split_top(toks: list[_Tok], seps: str) -> list[list[_Tok]]:
-    """Split on separator tokens outside ``<...>``."""
-    groups: list[list[_Tok]] = [[]]
-    depth = 0
-    for t in toks:
-        if t.kind == "<":
-            depth += 1
-        elif t.kind == ">":
-            depth = max(depth - 1, 0)
-        if depth == 0 and t.kind in seps:
-            groups.append([])
-        else:
-            groups[-1].append(t)
-    return groups
-
-
-def _addresses(value: bytes) -> list[_Address]:
-    """Parse an address list into IMAP address tuples, group markers included."""
-    out: list[_Address] = []
-    toks = _tokenize(value)
-    i = 0
-    while i < len(toks):
-        # one element ends at a top-level "," ; a group runs from ":" to ";"
-        j, depth = i, 0
-        colon = -1
-        while j < len(toks):
-            kind = toks[j].kind
-            if kind == "<":
-                depth += 1
-            elif kind == ">":
-                depth = max(depth - 1, 0)
-            elif depth == 0 and kind == ":" and colon < 0:
-                colon = j
-                break
-            elif depth == 0 and kind == ",":
-                break
-            j += 1
-        if colon >= 0:
-            end = next((k for k in range(colon, len(toks)) if toks[k].kind == ";"), len(toks))
-            out.append((None, None, _phrase(toks[i:colon]) or b"", None))
-            for member in _split_top(toks[colon + 1 : end], ","):
-                if any(t.kind != "comment" for t in member):
-                    out.append(_mailbox(member))
-            out.append((None, None, None, None))
-            i = end + 1
-            continue
-        element = toks[i:j]
-        if any(t.kind != "comment" for t in element):
-            out.append(_mailbox(element))
-        i = j + 1
-    return out
+def address_texts(raw: bytes, name: str) -> list[str]:
+    """Each field ``name``'s address list as Dovecot matches SEARCH FROM/TO/CC/BCC against it:
+    parsed (comments and groups understood), written back, then MIME words decoded."""
+    header, _ = _split_message(_normalize(raw))
+    wanted = name.lower()
+    return [
+        decode_header_text(write_addresses(parse_addresses(f.value)))
+        for f in _fields(header)
+        if f.name == wanted
+    ]
 
 
 #: Mail sets repeat the same From/To values, so formatted lists are memoized.
@@ -363,7 +293,7 @@ _ADDRESS_CACHE_SIZE = 4096
 def _address_list(value: bytes | None) -> bytes:
     if value is None:
         return b"NIL"
-    addrs = _addresses(value)
+    addrs = parse_addresses(value)
     if not addrs:
         return b"NIL"
     parts = [b"(" + b" ".join(_quote_env(x) for x in a) + b")" for a in addrs]
@@ -891,6 +821,8 @@ def _plain(data: bytes) -> str:
 
 def decode_header_text(value: bytes) -> str:
     """Decode RFC 2047 encoded words; white space between two of them is dropped."""
+    if b"=?" not in value:
+        return _plain(value)
     out: list[str] = []
     pos = 0
     last_end = -1

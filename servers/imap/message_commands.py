@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from servers.imap.binary import BinaryError, BinaryFailure
 from servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
 from servers.imap.fetch import FetchError, FetchPlan, compile_fetch, flags_bytes
-from servers.imap.ordering import Sorter, SortError, thread_references
+from servers.imap.ordering import Sorter, SortError, parse_sort_return
 from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, UntaggedStatus
 from servers.imap.search import SearchError, SearchProgram, compile_search
@@ -32,6 +32,7 @@ from servers.imap.sequence import (
 )
 from servers.imap.states import Transition
 from servers.imap.store import NoSuchMailbox, QuotaExceeded, StoredMessage, TooBig
+from servers.imap.threads import THREAD_ALGORITHMS
 from servers.imap.view import SelectedView
 
 if TYPE_CHECKING:
@@ -483,7 +484,19 @@ def _matches(view: SelectedView, program: SearchProgram) -> Iterator[tuple[int, 
 
 
 def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
-    args = list(s.args(cmd, 3))
+    args = list(cmd.args)
+    returning = None
+    if len(args) >= 2 and isinstance(args[0], str) and args[0].upper() == "RETURN":
+        options = args[1]  # ESORT (RFC 5267)
+        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+            raise s.bad(cmd, s.replies.invalid_arguments)
+        try:
+            returning = parse_sort_return([str(o) for o in options])
+        except SortError as exc:
+            raise s.bad(cmd, str(exc)) from None
+        args = args[2:]
+    if len(args) < 3:
+        raise s.bad(cmd, s.replies.missing_arguments)
     criteria = args.pop(0)
     if not isinstance(criteria, list) or not all(isinstance(c, str) for c in criteria):
         raise s.bad(cmd, s.replies.invalid_arguments)
@@ -502,22 +515,26 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     del sorter
     ordered = array("I", map(numbers.__getitem__, order))
     del numbers, order
-    yield from _number_line(b"* SORT", ordered)
+    if returning is not None:
+        yield returning.line(cmd.tag, cmd.uid, ordered)
+    else:
+        yield from _number_line(b"* SORT", ordered)
     return s.ok(cmd, s.replies.sort_ok)
 
 
 def cmd_THREAD(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = list(s.args(cmd, 3))
     algorithm = s.astring(cmd, args.pop(0)).upper()
-    if algorithm != "REFERENCES":
-        raise s.bad(cmd, f"Unknown thread algorithm {algorithm}")
+    threader = THREAD_ALGORITHMS.get(algorithm)
+    if threader is None:
+        raise s.bad(cmd, "Unknown thread algorithm.")
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
     view = s.selected()
     hits = _matches(view, program)
     numbered = ((msg.uid if cmd.uid else seq, msg) for seq, msg in hits)
     head = b"* THREAD "
-    for piece in thread_references(numbered, lambda numbers: _reread(view, numbers, cmd.uid)):
+    for piece in threader(numbered, lambda numbers: _reread(view, numbers, cmd.uid)):
         yield head + piece
         head = b""
     yield b"\r\n"

@@ -1,16 +1,19 @@
-"""SORT and THREAD (RFC 5256), simplified to what connectors and imapclient use.
+"""SORT (RFC 5256, RFC 5957 DISPLAYFROM/DISPLAYTO, RFC 5267 ESORT) as Dovecot 2.3 does it.
 
-Sort keys follow RFC 5256 §2 loosely: base subjects drop ``Re:``/``Fwd:`` and
-case, addresses compare by the first mailbox's local part, ties fall back to
-sequence order. THREAD=REFERENCES links messages by ``In-Reply-To`` and
-``References`` only (no subject merging), which is exact for mail that carries
-proper headers and what the tests exercise.
+Sort keys are Dovecot's (lib-storage/index/index-sort.c): the base subject of
+RFC 5256 §2.1 (`base_subject`), the first address's mailbox (local part; a
+group's name for a group), the display name or else ``mailbox@domain``, dates
+in whole seconds (the sent date falling back to the arrival date), and every
+string key put through the i;unicode-casemap comparator as Dovecot applies it
+(`casemap`) and compared as UTF-8 bytes, which is I18NLEVEL=1 (RFC 5255).
+Ties fall back to the next criterion and finally to the sequence number, never
+reversed.
 
 Memory stays flat per hit, so a SORT of a million messages is cheap: no
 message is kept, each criterion's keys go into one compact column while the
-mailbox is scanned (times as microseconds in ``array('q')``, sizes in
-``array('Q')``, strings as UTF-8 in one ``bytearray``), and hits are ordered as
-an ``array('I')`` of indices, sorted a chunk at a time and merged.
+mailbox is scanned (times in seconds and sizes in ``array('q')``,
+strings as UTF-8 in one ``bytearray``), and hits are ordered as an
+``array('I')`` of indices, sorted a chunk at a time and merged.
 """
 
 from __future__ import annotations
@@ -18,78 +21,295 @@ from __future__ import annotations
 import heapq
 import re
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
-from email.utils import getaddresses, parsedate_to_datetime
+from calendar import timegm
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from email.utils import mktime_tz, parsedate_tz
+from functools import lru_cache
 from itertools import islice
 from operator import ge, le
 
-from servers.imap.message import header_field
+from servers.imap.casemap import casemap
+from servers.imap.message import Address, addresses, decode_header_text
 from servers.imap.store import StoredMessage
 
-__all__ = ["SORT_KEYS", "SortError", "Sorter", "thread_references"]
+__all__ = [
+    "SORT_KEYS",
+    "SortError",
+    "SortReturn",
+    "Sorter",
+    "base_subject",
+    "date_key",
+    "head_of",
+    "header_fields",
+    "header_of",
+    "parse_sort_return",
+    "sent_date",
+]
 
-_SUBJECT_PREFIX = re.compile(r"^\s*((re|fwd?|aw|sv)\s*(\[\d+\])?\s*:\s*)+", re.I)
-_MSGID = re.compile(r"<[^>]*>")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 #: Indices sorted at a time before the merge (bounds the temporary key objects).
 CHUNK = 1 << 16
-#: THREAD output is given in pieces of about this many bytes.
-PIECE = 1 << 16
+
+_SPACES = re.compile(r"[ \t\r\n]+")
 
 
 class SortError(ValueError):
-    """An unknown sort criterion; the session answers BAD."""
+    """A wrong sort program or RETURN option; the session answers BAD with the text."""
 
 
-def _header(msg: StoredMessage, name: str) -> str | None:
-    """``header_value(msg.raw, name)``; a synthetic message renders only its header."""
+# --------------------------------------------------------------------------- base subject
+
+
+def _blob_end(text: str, pos: int, end: int) -> int:
+    """After a ``[blob]`` at ``pos`` and one space; -1 when there is none."""
+    pos += 1
+    while pos < end and text[pos] not in "[]":
+        pos += 1
+    if pos >= end or text[pos] != "]":
+        return -1
+    pos += 1
+    if pos < end and text[pos] == " ":
+        pos += 1
+    return pos
+
+
+def _leader_end(text: str, start: int, end: int) -> int:
+    """After a subj-leader's ``*subj-blob subj-refwd`` at ``start``; -1 when there is none."""
+    pos = start
+    while pos < end and text[pos] == "[":
+        pos = _blob_end(text, pos, end)
+        if pos < 0:
+            return -1
+    for word in ("RE", "FWD", "FW"):
+        if text.startswith(word, pos, end):
+            pos += len(word)
+            break
+    else:
+        return -1
+    if pos < end and text[pos] == " ":
+        pos += 1
+    if pos < end and text[pos] == "[":
+        pos = _blob_end(text, pos, end)
+        if pos < 0:
+            return -1
+    if pos < end and text[pos] == ":":
+        return pos + 1
+    return -1
+
+
+def base_subject(subject: str) -> tuple[str, bool]:
+    """RFC 5256 §2.1 base subject, casemapped, and whether it was a reply or forward.
+
+    ``subject`` is the decoded header text. The steps are Dovecot's
+    (lib-imap/imap-base-subject.c): white space runs become one space, the
+    comparator applies before matching, so ``Re:`` is matched as ``RE:``; a
+    leader allows one space before ``:`` and blobs before ``Re``.
+    """
+    text = _SPACES.sub(" ", casemap(subject))
+    if "[" not in text and ":" not in text and not text.endswith(("(FWD)", " ")):
+        return text.lstrip(" "), False  # nothing but a leading space to remove
+    start, end = 0, len(text)
+    reply = False
+    while True:
+        # (2) subj-trailer: "(fwd)" / WSP, repeatedly.
+        while end > start:
+            if text[end - 1] == " ":
+                end -= 1
+            elif end >= 5 and text.startswith("(FWD)", end - 5, end):
+                reply = True
+                end -= 5
+            else:
+                break
+        while True:
+            found = False
+            # (3) subj-leader; a leading space always goes.
+            if start < end and text[start] == " ":
+                start += 1
+                found = True
+            after = _leader_end(text, start, end)
+            if after >= 0:
+                start = after
+                reply = found = True
+            # (4) a subj-blob, when something is left after it.
+            if start < end and text[start] == "[":
+                after = _blob_end(text, start, end)
+                if 0 <= after < end:
+                    start = after
+                    found = True
+            if not found:  # (5)
+                break
+        # (6) "[fwd:" ... "]" around the rest: strip and repeat from (2).
+        if text.startswith("[FWD:", start, end) and text[end - 1] == "]":
+            reply = True
+            start += 5
+            end -= 1
+            continue
+        return text[start:end], reply
+
+
+# --------------------------------------------------------------------------- sort keys
+
+
+def head_of(msg: StoredMessage) -> bytes:
+    """The header block (through the empty line); a synthetic message renders only that."""
     head = msg.synthetic_header
-    return header_field(msg.raw if head is None else head, name)
+    if head is not None:
+        return head
+    raw = msg.raw
+    if raw.startswith((b"\r\n", b"\n")):
+        return raw[: raw.find(b"\n") + 1]
+    crlf = raw.find(b"\n\r\n")
+    lf = raw.find(b"\n\n", 0, len(raw) if crlf < 0 else crlf)
+    if lf >= 0:
+        return raw[: lf + 2]
+    return raw if crlf < 0 else raw[: crlf + 3]
 
 
-def _base_subject(msg: StoredMessage) -> str:
-    subject = _header(msg, "subject") or ""
-    subject = _SUBJECT_PREFIX.sub("", subject)
-    return subject.strip().casefold()
+def header_of(msg: StoredMessage, name: str) -> bytes | None:
+    """The first field ``name`` (lower case) as sent, unfolded."""
+    key = name.encode()
+    return header_fields(head_of(msg), (key,)).get(key)
 
 
-def _address(name: str, display: bool) -> Callable[[StoredMessage], str]:
+def header_fields(head: bytes, names: Sequence[bytes]) -> dict[bytes, bytes]:
+    """The first field of each lower-case name in ``names``, as sent, unfolded.
+
+    Found by ``bytes.find`` on the lower-cased block, as THREAD reads five fields of a
+    million messages; ``head`` is a header block (`head_of`).
+    """
+    low = b"\n" + head.lower()
+    size = len(low)
+    found: dict[bytes, bytes] = {}
+    for name in names:
+        want = _LINE_START.get(name) or _LINE_START.setdefault(name, b"\n" + name)
+        at = low.find(want)
+        while at >= 0:
+            colon = at + len(want)  # in `low`; `head` is one byte behind
+            while colon < size and low[colon] in _BLANK:
+                colon += 1
+            if colon < size and low[colon] == 0x3A:
+                end = low.find(b"\n", colon)
+                while 0 <= end < size - 1 and low[end + 1] in _BLANK:
+                    end = low.find(b"\n", end + 1)  # a folded line
+                value = head[colon : len(head) if end < 0 else end - 1]
+                if b"\n" in value:
+                    value = _FOLD.sub(b"", value)
+                if value.endswith(b"\r"):
+                    value = value[:-1]
+                found[name] = value.lstrip(b" \t")  # trailing blanks stay, as in Dovecot
+                break
+            at = low.find(want, at + 1)
+    return found
+
+
+_LINE_START: dict[bytes, bytes] = {}
+_BLANK = (0x20, 0x09)
+_FOLD = re.compile(rb"\r?\n")
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _subject(msg: StoredMessage) -> str:
+    value = header_of(msg, "subject")
+    if value is None:
+        return ""
+    return base_subject(decode_header_text(value))[0]
+
+
+@lru_cache(maxsize=4096)
+def _first_address(value: bytes) -> Address | None:
+    found = addresses(value)
+    return found[0] if found else None
+
+
+def _mailbox(name: str) -> Callable[[StoredMessage], str]:
+    """The first address's mailbox (a group's name for a group), as Dovecot sorts FROM/TO/CC."""
+
     def key(msg: StoredMessage) -> str:
-        value = _header(msg, name) or ""
-        pairs = getaddresses([value])
-        if not pairs:
+        value = header_of(msg, name)
+        first = None if value is None else _first_address(value)
+        if first is None or first[2] is None:
             return ""
-        real, addr = pairs[0]
-        if display and real:
-            return real.casefold()
-        return addr.split("@", 1)[0].casefold()
+        return casemap(_text(first[2]))
 
     return key
 
 
-def _micros(when: datetime) -> int:
-    """Microseconds since the epoch, ordered as the (UTC if naive) datetimes are."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - _EPOCH) // _MICROSECOND
+def _display(name: str) -> Callable[[StoredMessage], str]:
+    """RFC 5957: the decoded display name, else ``mailbox@domain`` (a group's name)."""
+
+    def key(msg: StoredMessage) -> str:
+        value = header_of(msg, name)
+        first = None if value is None else _first_address(value)
+        if first is None:
+            return ""
+        display, _, mailbox, host = first
+        if display:
+            decoded = decode_header_text(display)
+            if decoded:
+                return casemap(decoded)
+        if mailbox is not None and host is not None:
+            return casemap(_text(mailbox + b"@" + host))
+        return casemap(_text(mailbox)) if mailbox is not None else ""
+
+    return key
 
 
-def _date(msg: StoredMessage) -> int:
-    value = _header(msg, "date")
-    if value:
-        try:
-            parsed = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            parsed = None
-        if parsed is not None:
-            return _micros(parsed)
-    return _arrival(msg)
+def _seconds(when: datetime) -> int:
+    return int(when.timestamp())
+
+
+_MONTHS = b"janfebmaraprmayjunjulaugsepoctnovdec"
+_MONTH = {_MONTHS[at : at + 3]: at // 3 + 1 for at in range(0, len(_MONTHS), 3)}
+#: The usual RFC 5322 date, read without email.utils (SORT and THREAD read a million).
+_DATE = re.compile(
+    rb"[ \t]*(?:[A-Za-z]{3},[ \t]*)?([0-9]{1,2})[ \t]+([A-Za-z]{3})[ \t]+([0-9]{4})[ \t]+"
+    rb"([0-9]{2}):([0-9]{2}):([0-9]{2})[ \t]+([+-])([0-9]{2})([0-9]{2})[ \t]*"
+)
+
+
+@lru_cache(maxsize=1024)
+def _month_start(year: int, month: int) -> int:
+    return timegm((year, month, 1, 0, 0, 0))
+
+
+def sent_date(value: bytes | None) -> int:
+    """A Date field's time in seconds since the epoch; 0 when there is none or it is invalid."""
+    if not value:
+        return 0
+    found = _DATE.fullmatch(value)
+    month = _MONTH.get(found[2].lower()) if found else None
+    if found and month:
+        zone = (int(found[8]) * 60 + int(found[9])) * 60
+        seconds = (
+            _month_start(int(found[3]), month)
+            + (int(found[1]) - 1) * 86400
+            + int(found[4]) * 3600
+            + int(found[5]) * 60
+            + int(found[6])
+        )
+        return seconds - zone if found[7] == b"+" else seconds + zone
+    parsed = parsedate_tz(value.decode("latin-1"))
+    if parsed is None:
+        return 0
+    try:
+        return mktime_tz(parsed)
+    except (OverflowError, ValueError):
+        return 0
+
+
+def date_key(msg: StoredMessage, value: bytes | None = None) -> int:
+    """The sent date in seconds; the arrival date when there is none (or it is 0), as Dovecot.
+
+    ``value`` is the Date field when the caller has read it already."""
+    seconds = sent_date(header_of(msg, "date") if value is None else value)
+    return seconds or _seconds(msg.internaldate)
 
 
 def _arrival(msg: StoredMessage) -> int:
-    return _micros(msg.internaldate)
+    return _seconds(msg.internaldate)
 
 
 def _size(msg: StoredMessage) -> int:
@@ -99,14 +319,14 @@ def _size(msg: StoredMessage) -> int:
 #: Sort criterion -> (key of a message, whether the key is a string).
 SORT_KEYS: dict[str, tuple[Callable[[StoredMessage], int | str], bool]] = {
     "ARRIVAL": (_arrival, False),
-    "DATE": (_date, False),
+    "DATE": (date_key, False),
     "SIZE": (_size, False),
-    "SUBJECT": (_base_subject, True),
-    "FROM": (_address("from", False), True),
-    "TO": (_address("to", False), True),
-    "CC": (_address("cc", False), True),
-    "DISPLAYFROM": (_address("from", True), True),
-    "DISPLAYTO": (_address("to", True), True),
+    "SUBJECT": (_subject, True),
+    "FROM": (_mailbox("from"), True),
+    "TO": (_mailbox("to"), True),
+    "CC": (_mailbox("cc"), True),
+    "DISPLAYFROM": (_display("from"), True),
+    "DISPLAYTO": (_display("to"), True),
 }
 
 
@@ -147,23 +367,33 @@ class _Column:
 
 
 class Sorter:
-    """Collects sort keys hit by hit, then gives the order of the hits."""
+    """Collects sort keys hit by hit, then gives the order of the hits.
+
+    The program is read as Dovecot's cmd-sort.c reads it: ``REVERSE`` toggles
+    and applies to the next criterion, a repeated criterion is ignored, and a
+    program that is empty or ends with ``REVERSE`` is an error.
+    """
 
     def __init__(self, criteria: Sequence[str]) -> None:
         self.columns: list[_Column] = []
+        self.names: list[str] = []
         reverse = False
         for word in criteria:
             upper = word.upper()
             if upper == "REVERSE":
-                reverse = True
+                reverse = not reverse
                 continue
             found = SORT_KEYS.get(upper)
             if found is None:
                 raise SortError(f"Unknown sort argument: {word}")
-            self.columns.append(_Column(*found, reverse))
+            if upper not in self.names:
+                self.names.append(upper)
+                self.columns.append(_Column(*found, reverse))
             reverse = False
-        if not self.columns:
-            raise SortError("Sort criteria missing")
+        if not criteria:
+            raise SortError("Empty sort program.")
+        if reverse:
+            raise SortError("Sort list ends with REVERSE.")
         self.count = 0
 
     def add(self, msg: StoredMessage) -> None:
@@ -177,125 +407,107 @@ class Sorter:
         order: Sequence[int] = range(self.count)
         # As list.sort would: stable sorts from the last criterion to the first.
         for column in reversed(self.columns):
-            order = _stable_sort(order, column.getter(), column.reverse)
+            order = stable_sort(order, column.getter(), column.reverse)
         return order if isinstance(order, array) else array("I", order)
 
 
-def _stable_sort(
-    order: Sequence[int], key: Callable[[int], int | bytearray], reverse: bool
+def stable_sort(
+    order: Sequence[int], key: Callable[[int], object], reverse: bool = False
 ) -> Sequence[int]:
     """``sorted(order, key=key, reverse=reverse)`` as an array, a chunk at a time."""
     keys = map(key, order)
-    if all(map(ge if reverse else le, keys, map(key, islice(order, 1, None)))):
+    if all(map(ge if reverse else le, keys, map(key, islice(order, 1, None)))):  # type: ignore[arg-type]
         return order  # already in order (ARRIVAL usually is): nothing to do
     runs = [
-        array("I", sorted(order[start : start + CHUNK], key=key, reverse=reverse))
+        array("I", sorted(order[start : start + CHUNK], key=key, reverse=reverse))  # type: ignore[arg-type]
         for start in range(0, len(order), CHUNK)
     ]
     # heapq.merge breaks ties by run order, so the merge is stable too.
-    return array("I", heapq.merge(*runs, key=key, reverse=reverse))
+    return array("I", heapq.merge(*runs, key=key, reverse=reverse))  # type: ignore[arg-type]
 
 
-def thread_references(
-    hits: Iterable[tuple[int, StoredMessage]],
-    reread: Callable[[array[int]], Iterable[StoredMessage | None]],
-) -> Iterator[bytes]:
-    """THREAD REFERENCES output body, in pieces, for the given ``(number, message)`` pairs.
-
-    Two passes keep memory to the messages that take part in threads. The first
-    keeps every hit's number and the references of the messages that have any;
-    the second reads again, through ``reread(numbers)`` (the hits' messages in
-    that order, None for one that has gone), the Message-IDs of the hits, and
-    indexes only those that some hit references.
-    """
-    numbers = array("I")
-    referenced: dict[str, str] = {}  # each referenced Message-ID, kept once
-    wanted: dict[int, list[str]] = {}  # number -> its references, nearest last
-    for number, msg in hits:
-        numbers.append(number)
-        refs = _ids(msg, "references", "in-reply-to")  # nearest last
-        if refs:
-            wanted[number] = [referenced.setdefault(ref, ref) for ref in refs]
-    by_id: dict[str, int] = {}
-    if referenced:
-        for number, again in zip(numbers, reread(numbers), strict=True):
-            if again is None:
-                continue
-            found = _ids(again, "message-id")
-            if found and found[0] in referenced and found[0] not in by_id:
-                by_id[found[0]] = number
-    del referenced
-    parents: dict[int, int] = {}
-    for number, refs in wanted.items():  # in hit order, as dicts keep it
-        for ref in reversed(refs):
-            parent = by_id.get(ref)
-            if (
-                parent is not None
-                and parent != number
-                and not _is_ancestor(parents, number, parent)
-            ):
-                parents[number] = parent
-                break
-    del wanted, by_id
-    children: dict[int, list[int]] = {}
-    for number in numbers:
-        parent = parents.get(number)
-        if parent is not None:
-            children.setdefault(parent, []).append(number)
-    out = bytearray()
-    for number in numbers:
-        if number not in parents:
-            out += b"("
-            _render(children, number, out)
-            out += b")"
-            if len(out) >= PIECE:
-                yield bytes(out)
-                out.clear()
-    yield bytes(out)
+# --------------------------------------------------------------------------- ESORT
 
 
-def _ids(msg: StoredMessage, *names: str) -> list[str]:
-    """The ``<...>`` ids in the first field of each of `names` (lower case), in turn."""
-    head = msg.synthetic_header
-    raw = msg.raw if head is None else head
-    low = raw.lower()
-    found: list[str] = []
-    for name in names:
-        # Without the name anywhere, header_field finds no such field: skip it,
-        # as a million synthetic messages have no References or In-Reply-To.
-        if name.encode() in low:
-            found += _MSGID.findall(header_field(raw, name) or "")
-    return found
+class SortReturn:
+    """``SORT RETURN (...)`` options (RFC 5267 ESORT, PARTIAL of RFC 9394), read as Dovecot does."""
+
+    __slots__ = ("options", "partial")
+
+    def __init__(self, options: frozenset[str], partial: tuple[int, int] | None) -> None:
+        self.options = options
+        self.partial = partial
+
+    def line(self, tag: str, uid: bool, ordered: Sequence[int]) -> bytes:
+        """The ``* ESEARCH`` reply for the hits in sorted order.
+
+        MIN and MAX are the first and last in sort order; ALL and PARTIAL list the
+        numbers in sort order, joining only ascending runs (``3:4,2,1``), as Dovecot.
+        """
+        escaped = tag.replace("\\", "\\\\").replace('"', '\\"')
+        parts = [b'* ESEARCH (TAG "' + escaped.encode() + b'")']
+        if uid:
+            parts.append(b"UID")
+        options = self.options
+        if ordered:
+            if "MIN" in options:
+                parts.append(b"MIN %d" % ordered[0])
+            if "MAX" in options:
+                parts.append(b"MAX %d" % ordered[-1])
+            if "ALL" in options:
+                parts.append(b"ALL " + _ordered_set(ordered))
+        if self.partial is not None:
+            low, high = self.partial
+            picked = ordered[low - 1 : high]
+            parts.append(b"PARTIAL (%d:%d %s)" % (low, high, _ordered_set(picked) or b"NIL"))
+        if "COUNT" in options:
+            parts.append(b"COUNT %d" % len(ordered))
+        return b" ".join(parts) + b"\r\n"
 
 
-def _render(children: dict[int, list[int]], root: int, out: bytearray) -> None:
-    """Appends one thread: ``n`` alone, ``n child...`` or ``n (child...)(child...)``."""
-    # Numbers are positive: 0 stands for "(" and -1 for ")".
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if node == 0:
-            out += b"("
-        elif node < 0:
-            out += b")"
+def _ordered_set(numbers: Sequence[int]) -> bytes:
+    """Numbers in the given order, ``n:m`` where they ascend by one (Dovecot's seq ranges)."""
+    out: list[bytes] = []
+    first = last = -2
+    for n in numbers:
+        if n == last + 1:
+            last = n
+            continue
+        if last >= 0:
+            out.append(b"%d" % first if first == last else b"%d:%d" % (first, last))
+        first = last = n
+    if last >= 0:
+        out.append(b"%d" % first if first == last else b"%d:%d" % (first, last))
+    return b",".join(out)
+
+
+_PARTIAL = re.compile(r"([0-9]+):([0-9]+)")
+
+
+def parse_sort_return(options: Sequence[str]) -> SortReturn:
+    """``RETURN (MIN MAX ALL COUNT PARTIAL n:m)``; empty means ALL. Texts are Dovecot's."""
+    names: set[str] = set()
+    partial: tuple[int, int] | None = None
+    words = iter(options)
+    for word in words:
+        name = word.upper()
+        if name in ("MIN", "MAX", "ALL", "COUNT"):
+            names.add(name)
+        elif name == "PARTIAL":
+            if partial is not None:
+                raise SortError("PARTIAL can be used only once.")
+            value = next(words, None)
+            if value is None:
+                raise SortError("PARTIAL range missing.")
+            found = _PARTIAL.fullmatch(value)
+            low, high = (int(found[1]), int(found[2])) if found else (0, 0)
+            if not (0 < low < 1 << 32 and 0 < high < 1 << 32):
+                raise SortError("PARTIAL range broken.")
+            partial = (min(low, high), max(low, high))
         else:
-            kids = children.get(node)
-            if not kids:
-                out += b"%d" % node
-                continue
-            out += b"%d " % node
-            if len(kids) == 1:
-                stack.append(kids[0])
-            else:
-                for kid in reversed(kids):
-                    stack += (-1, kid, 0)
-
-
-def _is_ancestor(parents: dict[int, int], node: int, candidate: int) -> bool:
-    """Whether `node` is already above `candidate` (a link would make a loop)."""
-    current: int | None = candidate
-    while current is not None:
-        if current == node:
-            return True
-        current = parents.get(current)
-    return False
+            raise SortError("Unknown SEARCH return option")
+    if partial is not None and "ALL" in names:
+        raise SortError("PARTIAL conflicts with ALL")
+    if not names and partial is None:
+        names.add("ALL")
+    return SortReturn(frozenset(names), partial)

@@ -21,7 +21,8 @@ from datetime import date, datetime
 from email.utils import parsedate_tz
 from typing import Protocol
 
-from servers.imap.message import decoded_headers, text_content
+from servers.imap.casemap import casemap
+from servers.imap.message import address_texts, decoded_headers, text_content
 from servers.imap.sequence import SequenceSet, SequenceSetError
 
 __all__ = [
@@ -85,26 +86,42 @@ class MessageView(Protocol):
 class _Context:
     """One message under test, with decoded headers and text computed at most once."""
 
-    __slots__ = ("_headers", "_text", "max_seq", "max_uid", "msg")
+    __slots__ = ("_addresses", "_headers", "_raw", "_text", "max_seq", "max_uid", "msg")
 
     def __init__(self, msg: MessageView, max_seq: int, max_uid: int) -> None:
         self.msg = msg
         self.max_seq = max_seq
         self.max_uid = max_uid
+        self._raw: bytes | None = None
         self._headers: list[tuple[str, str]] | None = None
         self._text: str | None = None
+        self._addresses: dict[str, list[str]] = {}
+
+    @property
+    def raw(self) -> bytes:
+        """The message, read once however many keys look at it (a synthetic one renders)."""
+        if self._raw is None:
+            self._raw = self.msg.raw
+        return self._raw
 
     @property
     def headers(self) -> list[tuple[str, str]]:
         if self._headers is None:
-            self._headers = [(n, v.casefold()) for n, v in decoded_headers(self.msg.raw)]
+            self._headers = [(n, casemap(v)) for n, v in decoded_headers(self.raw)]
         return self._headers
 
     @property
     def text(self) -> str:
         if self._text is None:
-            self._text = text_content(self.msg.raw).casefold()
+            self._text = casemap(text_content(self.raw))
         return self._text
+
+    def addresses(self, name: str) -> list[str]:
+        """Each field ``name``'s address list as Dovecot searches it, casemapped."""
+        found = self._addresses.get(name)
+        if found is None:
+            found = self._addresses[name] = [casemap(t) for t in address_texts(self.raw, name)]
+        return found
 
 
 _Test = Callable[[_Context], bool]
@@ -198,10 +215,21 @@ def _not(test: _Test) -> _Test:
 
 def _header_contains(name: str, needle: str) -> _Test:
     name = name.lower()
-    needle = needle.casefold()
+    needle = casemap(needle)
 
     def test(ctx: _Context) -> bool:
         return any(n == name and needle in v for n, v in ctx.headers)
+
+    return test
+
+
+def _address_contains(name: str, needle: str) -> _Test:
+    """FROM/TO/CC/BCC as Dovecot: against the parsed and rewritten address list, so comments
+    and groups match as Dovecot matches them (``a (c)@ (c) b.org`` is ``<a@b.org>``)."""
+    needle = casemap(needle)
+
+    def test(ctx: _Context) -> bool:
+        return any(needle in text for text in ctx.addresses(name))
 
     return test
 
@@ -297,16 +325,18 @@ class _Compiler:
             return _Node(test if name == "KEYWORD" else _not(test), False)
         if name in _HEADER_KEYS:
             needle = _as_text(self.take(name), name, self.charset)
+            if name != "SUBJECT" and needle:
+                return _Node(_address_contains(_HEADER_KEYS[name], needle), True)
             return _Node(_header_contains(_HEADER_KEYS[name], needle), True)
         if name == "HEADER":
             field = _as_text(self.take(name), name, self.charset)
             needle = _as_text(self.take(name), name, self.charset)
             return _Node(_header_contains(field, needle), True)
         if name == "BODY":
-            needle = _as_text(self.take(name), name, self.charset).casefold()
+            needle = casemap(_as_text(self.take(name), name, self.charset))
             return _Node(lambda ctx: needle in ctx.text, True)
         if name == "TEXT":
-            needle = _as_text(self.take(name), name, self.charset).casefold()
+            needle = casemap(_as_text(self.take(name), name, self.charset))
             return _Node(
                 lambda ctx: needle in ctx.text or any(needle in v for _, v in ctx.headers), True
             )

@@ -124,10 +124,13 @@ class Session:
                 if mech == "XOAUTH2" or self._plaintext_ok():
                     caps.append("AUTH=" + mech)
             return " ".join(caps)
+        # In Dovecot 2.3's order.
         caps += [
             "SORT",
             "SORT=DISPLAY",
             "THREAD=REFERENCES",
+            "THREAD=REFS",
+            "THREAD=ORDEREDSUBJECT",
             "MULTIAPPEND",
             "URL-PARTIAL",
             "CATENATE",
@@ -136,9 +139,11 @@ class Session:
             "NAMESPACE",
             "UIDPLUS",
             "LIST-EXTENDED",
-            "LIST-STATUS",
+            "I18NLEVEL=1",
             "CONDSTORE",
             "ESEARCH",
+            "ESORT",
+            "LIST-STATUS",
             "BINARY",
             "MOVE",
             "SNIPPET=FUZZY",

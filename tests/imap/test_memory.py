@@ -8,6 +8,9 @@ the end; the server must stay under ``PEAK_LIMIT`` all along. Before FETCH and
 SEARCH streamed, FETCH peaked at 162 MiB and SEARCH at 515 MiB; before SORT kept
 compact keys instead of messages, SORT (ARRIVAL) peaked at 393 MiB; before
 THREAD indexed only the Message-IDs that are referenced, it peaked at 212 MiB.
+THREAD now orders every root by sent date and merges roots by base subject as
+Dovecot does (RFC 5256): a date and two 32-bit hashes per message in arrays,
+about 82 MiB at the peak.
 """
 
 from __future__ import annotations
