@@ -11,10 +11,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
-from servers.imap.commands import SYSTEM_FLAGS, CommandHandler, Effect, Fail, Handler, mailbox_wire
-from servers.imap.protocol import Command
+from servers.imap import message_commands
+from servers.imap.commands import CommandHandler, Effect, Fail, Handler, mailbox_wire
+from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, Untagged, UntaggedStatus
-from servers.imap.states import State, Transition
+from servers.imap.sequence import SequenceSet, SequenceSetError
+from servers.imap.states import Transition
 from servers.imap.store import (
     DELIMITER,
     Mailbox,
@@ -51,30 +53,30 @@ def cmd_EXAMINE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
 def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
     args = s.args(cmd, 1)
     name = s.mailbox_name(cmd, args[0])
-    if len(args) > 1 and isinstance(args[1], list):
-        params = [p.upper() for p in args[1] if isinstance(p, str)]
-        if "CONDSTORE" in params:
-            s.condstore = True
-    if s.view is not None:
-        s.unselect()
+    qresync: tuple[int, int, SequenceSet | None] | None = None
+    condstore = False
+    if len(args) > 1:
+        try:
+            condstore, qresync = _select_params(s, args[1:])
+        except ValueError as exc:
+            yield _close_for_select(s)
+            raise s.bad(cmd, str(exc)) from None
+    yield _close_for_select(s)
     box = s.mailbox(name)
     if box is None:
-        if s.state is State.SELECTED:
-            s.transition(Transition.SELECT_FAILED)
         raise s.nonexistent(name)
+    if condstore:
+        s.condstore = True
     view = SelectedView(box, readonly=readonly)
     s.view = view
     s.watch(box)
     s.transition(Transition.SELECTED)
-    flags = " ".join(SYSTEM_FLAGS)
     lines = [
-        Untagged(f"FLAGS ({flags})".encode()).to_bytes(),
+        Untagged(f"FLAGS {view.select_flags()}".encode()).to_bytes(),
         UntaggedStatus(
-            Status.OK,
-            s.replies.flags_permitted,
-            "PERMANENTFLAGS ()" if readonly else f"PERMANENTFLAGS ({flags} \\*)",
+            Status.OK, s.replies.flags_permitted, f"PERMANENTFLAGS {view.permanent_flags()}"
         ).to_bytes(),
-        b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view), len(view.recent)),
+        b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view), view.recent_count),
     ]
     unseen_uid = box.first_unseen()
     if unseen_uid is not None:
@@ -92,13 +94,72 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
     if s.condstore:  # as Dovecot: only once the client has enabled CONDSTORE
         lines.append(
             UntaggedStatus(
-                Status.OK, s.replies.highest_modseq, f"HIGHESTMODSEQ {box.highest_modseq}"
+                Status.OK, s.replies.highest_modseq, f"HIGHESTMODSEQ {view.modseq}"
             ).to_bytes()
         )
     yield b"".join(lines)
+    if qresync is not None and qresync[0] == box.uidvalidity:
+        yield from message_commands.qresync_changes(s, view, qresync[1], qresync[2])
     if readonly:
         return s.ok(cmd, s.replies.examine_ok, "READ-ONLY")
     return s.ok(cmd, s.replies.select_ok, "READ-WRITE")
+
+
+def _close_for_select(s: Session) -> bytes:
+    """Leave the selected mailbox; Dovecot always says so with ``[CLOSED]`` (RFC 7162)."""
+    if s.view is None:
+        return b""
+    s.unselect()
+    s.transition(Transition.SELECT_FAILED)
+    return UntaggedStatus(Status.OK, s.replies.mailbox_closed, "CLOSED").to_bytes()
+
+
+def _select_params(
+    s: Session, params: tuple[Token, ...]
+) -> tuple[bool, tuple[int, int, SequenceSet | None] | None]:
+    """SELECT's ``(CONDSTORE)`` / ``(QRESYNC (uidvalidity modseq [uids [seq-match]]))``."""
+    if len(params) != 1 or not isinstance(params[0], list):
+        raise ValueError("Invalid arguments.")
+    items = list(params[0])
+    condstore = False
+    qresync: tuple[int, int, SequenceSet | None] | None = None
+    while items:
+        word = items.pop(0)
+        if not isinstance(word, str):
+            raise ValueError("SELECT options contain non-atoms.")
+        if word.upper() == "CONDSTORE":
+            condstore = True
+        elif word.upper() == "QRESYNC":
+            if not s.qresync:
+                raise ValueError("QRESYNC not enabled")
+            value = items.pop(0) if items else None
+            if not isinstance(value, list) or len(value) < 2:
+                raise ValueError("QRESYNC parameters missing")
+            uidvalidity, modseq, *rest = value
+            if not (
+                isinstance(uidvalidity, str)
+                and uidvalidity.isdigit()
+                and isinstance(modseq, str)
+                and modseq.isdigit()
+            ):
+                raise ValueError("Invalid QRESYNC parameters")
+            known: SequenceSet | None = None
+            if rest and isinstance(rest[0], str):
+                text = rest.pop(0)
+                assert isinstance(text, str)
+                try:
+                    known = SequenceSet.parse(text)
+                except SequenceSetError:
+                    raise ValueError("Invalid QRESYNC known-uids") from None
+            if rest and isinstance(rest[0], list):
+                rest.pop(0)  # the sequence match data: an optimisation we may skip
+            if rest:
+                raise ValueError("Invalid QRESYNC parameters")
+            qresync = (int(uidvalidity), int(modseq), known)
+            condstore = True
+        else:
+            raise ValueError("Unknown SELECT option")
+    return condstore, qresync
 
 
 def cmd_CREATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:

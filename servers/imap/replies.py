@@ -180,6 +180,7 @@ class Replies:
     uids_valid: str = "UIDs valid"
     predicted_uid: str = "Predicted next UID"
     highest_modseq: str = "Highest"
+    mailbox_closed: str = "Previous mailbox closed."
     first_unseen: str = "First unseen."
     no_modseq: str = "No permanent modsequences"
     server_id_name: str = "Dovecot"

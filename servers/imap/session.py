@@ -82,6 +82,8 @@ class Session:
         self.mailboxes: UserMailboxes | None = None
         self.view: SelectedView | None = None
         self.condstore = False
+        #: RFC 7162 QRESYNC enabled (implies CONDSTORE): VANISHED instead of EXPUNGE.
+        self.qresync = False
         self.idling = False
         self.in_auth = False
         self._unwatch: Callable[[], None] | None = None
@@ -132,8 +134,14 @@ class Session:
             "UIDPLUS",
             "LIST-EXTENDED",
             "CONDSTORE",
+            "QRESYNC",
             "ESEARCH",
+            "SEARCHRES",
+            "WITHIN",
+            "CONTEXT=SEARCH",
             "MOVE",
+            "STATUS=SIZE",
+            "SAVEDATE",
             "LITERAL+",
             "SPECIAL-USE",
             "QUOTA",
@@ -206,12 +214,20 @@ class Session:
                 yield Disconnect()
                 return
             updates = self.view.sync(
-                expunge=cmd.name not in _NO_EXPUNGE or cmd.uid, condstore=self.condstore
+                expunge=cmd.name not in _NO_EXPUNGE or cmd.uid,
+                condstore=self.condstore,
+                qresync=self.qresync,
             )
             if updates:
                 yield b"".join(updates)
         yield reply.to_bytes()
         yield from after
+
+    def idle_sync(self) -> bytes:
+        assert self.view is not None
+        return b"".join(
+            self.view.sync(expunge=True, condstore=self.condstore, qresync=self.qresync)
+        )
 
     def idle_updates(self) -> bytes:
         """Pending changes while IDLE (called when the store reports a change)."""
@@ -220,7 +236,7 @@ class Session:
         lost = self.view.lost()
         if lost is not None:
             return self._bye_lost(lost)
-        return b"".join(self.view.sync(expunge=True, condstore=self.condstore))
+        return self.idle_sync()
 
     def shutdown(self) -> None:
         """The connection is gone: stop watching the mailbox."""
@@ -452,8 +468,29 @@ class Session:
             if name == "CONDSTORE" and not self.condstore:
                 self.condstore = True
                 enabled.append(name)
+            elif name == "QRESYNC" and not self.qresync:
+                # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                self.qresync = self.condstore = True
+                enabled.append(name)
         yield Untagged(b" ".join([b"ENABLED", *(e.encode() for e in enabled)])).to_bytes()
         return self.ok(cmd, self.replies.enable_ok)
+
+    def enable_condstore(self) -> bytes:
+        """CONDSTORE switched on by a command that uses it (RFC 7162 §3.1).
+
+        In the selected state Dovecot then tells the client the HIGHESTMODSEQ
+        at once, so it has a starting point.
+        """
+        if self.condstore:
+            return b""
+        self.condstore = True
+        if self.view is None:
+            return b""
+        return UntaggedStatus(
+            Status.OK,
+            self.replies.highest_modseq,
+            f"HIGHESTMODSEQ {self.view.mailbox.highest_modseq}",
+        ).to_bytes()
 
     def watch(self, box: Mailbox) -> None:
         """Hear about changes of the selected mailbox (for IDLE)."""
@@ -481,7 +518,7 @@ class Session:
 
     def cmd_IDLE(self, cmd: Command, after: list[Effect]) -> Handler:
         if self.view is not None:
-            yield b"".join(self.view.sync(expunge=True, condstore=self.condstore))
+            yield self.idle_sync()
         yield Continuation(self.replies.idle_continuation).to_bytes()
         self.idling = True
         try:
