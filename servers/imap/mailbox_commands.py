@@ -229,6 +229,7 @@ def _subscribe(s: Session, cmd: Command, value: bool, ok: str) -> Handler:
     if box is None:
         raise s.nonexistent(name)
     box.subscribed = value
+    box.touch()  # NOTIFY SubscriptionChange for the user's other sessions
     return s.ok(cmd, ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 

@@ -563,9 +563,9 @@ def cmd_CANCELUPDATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         tag = token.decode("utf-8", "replace")
         found = [u for u in view.updates if u.tag == tag] if view is not None else []
         if not found or view is None:
-            raise Fail(Status.NO, "Unknown tag.")
+            raise Fail(Status.NO, s.replies.unknown_update_tag)
         view.updates.remove(found[0])
-    return s.ok(cmd, "Updates cancelled.")
+    return s.ok(cmd, s.replies.cancelupdate_ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
 
 

@@ -33,6 +33,7 @@ from servers.imap.commands import (
     ReadLine,
     StartTLS,
 )
+from servers.imap.notify import NotifyError, NotifyState, parse_notify
 from servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
 from servers.imap.replies import Replies, Reply
 from servers.imap.responses import Continuation, Status, Tagged, Untagged, UntaggedStatus
@@ -87,6 +88,9 @@ class Session:
         self.idling = False
         self.in_auth = False
         self._unwatch: Callable[[], None] | None = None
+        #: NOTIFY SET in force (RFC 5465), and how to stop hearing of the user's mailboxes.
+        self.notify: NotifyState | None = None
+        self._unwatch_user: Callable[[], None] | None = None
         self.on_mailbox_change: Callable[[], None] = lambda: None
 
     @property
@@ -142,6 +146,7 @@ class Session:
             "MOVE",
             "STATUS=SIZE",
             "SAVEDATE",
+            "NOTIFY",
             "LITERAL+",
             "SPECIAL-USE",
             "QUOTA",
@@ -196,6 +201,8 @@ class Session:
         elif self.state not in allowed:
             reply = Tagged(cmd.tag, Status.BAD, self._wrong_state_text(cmd.name))
         else:
+            if self.notify is not None:
+                yield self.notify_updates()
             try:
                 reply = yield from handler(self, cmd, after)
             except Fail as fail:
@@ -213,34 +220,60 @@ class Session:
                 yield self._bye_lost(lost)
                 yield Disconnect()
                 return
-            updates = self.view.sync(
-                expunge=cmd.name not in _NO_EXPUNGE or cmd.uid,
-                condstore=self.condstore,
-                qresync=self.qresync,
-            )
+            updates = self._sync(expunge=cmd.name not in _NO_EXPUNGE or cmd.uid)
             if updates:
-                yield b"".join(updates)
+                yield updates
+        if self.notify is not None and self.mailboxes is not None:
+            self.notify.refresh(self.mailboxes)  # our own changes are not news to us
         yield reply.to_bytes()
         yield from after
 
-    def idle_sync(self) -> bytes:
+    def _sync(self, *, expunge: bool) -> bytes:
+        """The selected mailbox's news, as far as NOTIFY (if set) asks for them."""
         assert self.view is not None
+        events = self.notify.spec.selected_events if self.notify is not None else None
         return b"".join(
-            self.view.sync(expunge=True, condstore=self.condstore, qresync=self.qresync)
+            self.view.sync(
+                expunge=expunge,
+                condstore=self.condstore,
+                qresync=self.qresync,
+                counts=events is None or "MessageNew" in events,
+                flag_changes=events is None or "FlagChange" in events,
+            )
         )
+
+    def idle_sync(self) -> bytes:
+        return self._sync(expunge=True)
+
+    def notify_updates(self) -> bytes:
+        """NOTIFY's news of the user's other mailboxes (any time the client is not mid-command)."""
+        if self.notify is None or self.mailboxes is None:
+            return b""
+        selected = self.view.mailbox if self.view is not None else None
+        return b"".join(self.notify.updates(self.mailboxes, selected, self.condstore))
 
     def idle_updates(self) -> bytes:
         """Pending changes while IDLE (called when the store reports a change)."""
-        if not self.idling or self.view is None:
+        if not self.idling:
             return b""
+        news = self.notify_updates()
+        if self.view is None:
+            return news
         lost = self.view.lost()
         if lost is not None:
-            return self._bye_lost(lost)
-        return self.idle_sync()
+            return news + self._bye_lost(lost)
+        return news + self.idle_sync()
 
     def shutdown(self) -> None:
         """The connection is gone: stop watching the mailbox."""
         self.unselect()
+        self._stop_notify()
+
+    def _stop_notify(self) -> None:
+        if self._unwatch_user is not None:
+            self._unwatch_user()
+            self._unwatch_user = None
+        self.notify = None
 
     # -- helpers -----------------------------------------------------------------
 
@@ -492,6 +525,29 @@ class Session:
             f"HIGHESTMODSEQ {self.view.mailbox.highest_modseq}",
         ).to_bytes()
 
+    def cmd_NOTIFY(self, cmd: Command, after: list[Effect]) -> Handler:
+        """RFC 5465, as Dovecot 2.3: STATUS/LIST news of the user's other mailboxes."""
+        try:
+            spec = parse_notify(cmd.args)
+        except NotifyError as exc:
+            if exc.code is not None:
+                text = (
+                    self.replies.bad_notify_events if exc.code.startswith("BADEVENT") else str(exc)
+                )
+                raise Fail(Status.NO, text, exc.code) from None
+            raise self.bad(cmd, str(exc)) from None
+        self._stop_notify()
+        if spec is not None:
+            user = self.user()
+            state = NotifyState(spec)
+            if spec.status:
+                selected = self.view.mailbox if self.view is not None else None
+                yield b"".join(state.initial_status(user, selected))
+            state.refresh(user)
+            self.notify = state
+            self._unwatch_user = user.watch(self._changed)
+        return self.ok(cmd, self.replies.notify_ok)
+
     def watch(self, box: Mailbox) -> None:
         """Hear about changes of the selected mailbox (for IDLE)."""
         self._unwatch = box.watch(self._changed)
@@ -519,6 +575,7 @@ class Session:
     def cmd_IDLE(self, cmd: Command, after: list[Effect]) -> Handler:
         if self.view is not None:
             yield self.idle_sync()
+        yield self.notify_updates()
         yield Continuation(self.replies.idle_continuation).to_bytes()
         self.idling = True
         try:

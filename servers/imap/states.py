@@ -103,4 +103,5 @@ COMMAND_STATES: dict[str, frozenset[State]] = {
     "COPY": _SELECTED,
     "MOVE": _SELECTED,
     "CANCELUPDATE": _SELECTED,
+    "NOTIFY": _AUTH,
 }

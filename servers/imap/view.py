@@ -172,12 +172,22 @@ class SelectedView:
 
     # -- sync ----------------------------------------------------------------------
 
-    def sync(self, *, expunge: bool, condstore: bool, qresync: bool = False) -> list[bytes]:
+    def sync(
+        self,
+        *,
+        expunge: bool,
+        condstore: bool,
+        qresync: bool = False,
+        counts: bool = True,
+        flag_changes: bool = True,
+    ) -> list[bytes]:
         """Untagged lines bringing the view up to date, in Dovecot's order.
 
         FLAGS for new keywords, search REMOVEFROM for expunged messages, flag
         FETCHes, EXPUNGE (or VANISHED under QRESYNC), EXISTS and RECENT, then
-        the other search updates.
+        the other search updates. ``counts`` / ``flag_changes`` False: NOTIFY
+        left those events out for the selected mailbox, and Dovecot then sends
+        neither (nor takes the new messages into the view).
         """
         box = self.mailbox
         out: list[bytes] = []
@@ -189,6 +199,8 @@ class SelectedView:
         # Flag changes first, numbered as the client still numbers them (Dovecot's order).
         changed: list[StoredMessage] = []
         highest = box.highest_modseq
+        if highest > self.modseq and not flag_changes:
+            self.modseq = highest
         if highest > self.modseq:
             for msg in box.changed_since(self.modseq):
                 if msg.uid > last_known:
@@ -206,7 +218,7 @@ class SelectedView:
             self.modseq = highest
         new_uids: array[int] = array("I")
         gone_uids: list[int] = []
-        if not box.uids_equal(old):
+        if counts and not box.uids_equal(old):
             current = box.uids()
             if expunge:
                 alive = set(current)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from servers.imap.store.errors import MailboxExists, NoSuchMailbox, QuotaExceeded, StoreError
-from servers.imap.store.mailbox import Core, Mailbox
+from servers.imap.store.mailbox import Core, Mailbox, watch
 
 DELIMITER = "/"
 INBOX = "INBOX"
@@ -34,11 +35,17 @@ class UserMailboxes:
         self.quota_message_limit: int | None = None
         self.append_limit: int | None = None
         self._boxes: dict[str, Mailbox] = {}
+        #: Told of any change to any of these mailboxes or to the list (NOTIFY).
+        self.watchers: dict[int, Callable[[], None]] = {}
         for name, use in DEFAULT_MAILBOXES:
             self._boxes[name] = Mailbox(core, self, name, use, subscribed=True)
 
     def __repr__(self) -> str:
         return f"<UserMailboxes {self.login!r} {sorted(self._boxes)}>"
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback()` after any change of this user's mailboxes; returns unwatch."""
+        return watch(self._core, self.watchers, callback)
 
     def get(self, name: str) -> Mailbox | None:
         """The mailbox called `name` ("INBOX" in any case), or None."""
@@ -178,6 +185,7 @@ class UserMailboxes:
     def _make(self, key: str) -> Mailbox:
         self._make_parents(key)
         box = self._boxes[key] = Mailbox(self._core, self, key)
+        box._notify()  # the list changed: NOTIFY MailboxName
         self._core.cond.notify_all()
         return box
 

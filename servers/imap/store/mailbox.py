@@ -285,16 +285,12 @@ class Mailbox:
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback()` after every change, lock released; returns the unwatch function."""
-        with self._core.lock:
-            token = next(self._core.tokens)
-            self._watchers[token] = callback
+        return watch(self._core, self._watchers, callback)
 
-        def unwatch() -> None:
-            with self._core.lock:
-                self._watchers.pop(token, None)
-                self._core.pending.pop(token, None)
-
-        return unwatch
+    def touch(self) -> None:
+        """Tell watchers of a change made outside the store's methods (a subscription)."""
+        with self._core.txn():
+            self._notify()
 
     # -- changing --------------------------------------------------------------
 
@@ -394,6 +390,7 @@ class Mailbox:
 
     def _notify(self) -> None:
         self._core.pending.update(self._watchers)
+        self._core.pending.update(self._owner.watchers)
 
     def _bump(self) -> int:
         self.highest_modseq += 1
@@ -571,6 +568,22 @@ class Mailbox:
         self.uidvalidity = self._core.next_uidvalidity()
         self._bump()
         self._notify()
+
+
+def watch(
+    core: Core, watchers: dict[int, Callable[[], None]], callback: Callable[[], None]
+) -> Callable[[], None]:
+    """Add `callback` to `watchers` under the store's lock; returns the unwatch function."""
+    with core.lock:
+        token = next(core.tokens)
+        watchers[token] = callback
+
+    def unwatch() -> None:
+        with core.lock:
+            watchers.pop(token, None)
+            core.pending.pop(token, None)
+
+    return unwatch
 
 
 def _missing(uids: array[int], uidnext: int) -> list[int]:
