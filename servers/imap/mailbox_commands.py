@@ -68,13 +68,14 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
     if condstore:
         s.condstore = True
     view = SelectedView(box, readonly=readonly)
+    view.permanent_text = s.replies.read_only_mailbox if readonly else s.replies.flags_permitted
     s.view = view
     s.watch(box)
     s.transition(Transition.SELECTED)
     lines = [
         Untagged(f"FLAGS {view.select_flags()}".encode()).to_bytes(),
         UntaggedStatus(
-            Status.OK, s.replies.flags_permitted, f"PERMANENTFLAGS {view.permanent_flags()}"
+            Status.OK, view.permanent_text, f"PERMANENTFLAGS {view.permanent_flags()}"
         ).to_bytes(),
         b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view), view.recent_count),
     ]

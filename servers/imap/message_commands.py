@@ -179,8 +179,8 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         yield s.enable_condstore()
     if cmd.uid:
         plan = plan.with_uid()
-    if s.condstore and plan.has_flags:
-        plan = plan.with_modseq()
+    # As Dovecot: FETCH FLAGS shows no MODSEQ unless asked (RFC 7162 wants it only in
+    # unsolicited FETCHes, which sync adds).
     box = view.mailbox
     if vanished and changed_since is not None and args[0] != "$":
         seqset = _seq_set(s, cmd, args[0])
@@ -348,21 +348,25 @@ def cmd_STORE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     lines = [view.flags_line()]
     report = [m for m in box.get_many(uids) if m.uid not in failed]
     for msg in report:
-        if silent and (msg.uid in changed_uids and unchanged_since is None):
-            view.reported[msg.uid] = msg.modseq
-            continue
         if silent and msg.uid not in changed_uids:
             continue
         seq = view.seq(msg.uid)
         if seq is None:
             continue
-        parts = [view.render_flags(msg)]
-        if cmd.uid:
-            parts.insert(0, b"UID %d" % msg.uid)
+        view.reported[msg.uid] = msg.modseq
+        if silent and not s.condstore:
+            continue
+        # Dovecot's order: UID, MODSEQ, FLAGS; .SILENT under CONDSTORE still says the
+        # new MODSEQ (RFC 7162 §3.1.3).
+        parts = []
+        if cmd.uid or s.qresync:
+            parts.append(b"UID %d" % msg.uid)
         if s.condstore:
             parts.append(b"MODSEQ (%d)" % msg.modseq)
+            view.fetched_modseq = max(view.fetched_modseq, msg.modseq)
+        if not silent:
+            parts.append(view.render_flags(msg))
         lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
-        view.reported[msg.uid] = msg.modseq
     yield b"".join(lines)
     if failed:
         if cmd.uid:

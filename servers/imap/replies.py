@@ -177,6 +177,7 @@ class Replies:
     literal_continuation: str = "OK"
     quota_root_name: str = "User quota"
     flags_permitted: str = "Flags permitted."
+    read_only_mailbox: str = "Read-only mailbox."
     uids_valid: str = "UIDs valid"
     predicted_uid: str = "Predicted next UID"
     highest_modseq: str = "Highest"

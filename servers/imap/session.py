@@ -223,6 +223,14 @@ class Session:
             updates = self._sync(expunge=cmd.name not in _NO_EXPUNGE or cmd.uid)
             if updates:
                 yield updates
+            highest = self.view.highest_modseq_news() if self.qresync else None
+            if highest is not None:
+                if reply.status is Status.OK and reply.code is None:
+                    reply = Tagged(reply.tag, reply.status, reply.text, f"HIGHESTMODSEQ {highest}")
+                else:
+                    yield UntaggedStatus(
+                        Status.OK, self.replies.highest_modseq, f"HIGHESTMODSEQ {highest}"
+                    ).to_bytes()
         if self.notify is not None and self.mailboxes is not None:
             self.notify.refresh(self.mailboxes)  # our own changes are not news to us
         yield reply.to_bytes()
@@ -522,7 +530,7 @@ class Session:
         return UntaggedStatus(
             Status.OK,
             self.replies.highest_modseq,
-            f"HIGHESTMODSEQ {self.view.mailbox.highest_modseq}",
+            f"HIGHESTMODSEQ {self.view.modseq}",  # what this session has seen, as Dovecot
         ).to_bytes()
 
     def cmd_NOTIFY(self, cmd: Command, after: list[Effect]) -> Handler:
@@ -537,6 +545,8 @@ class Session:
                 raise Fail(Status.NO, text, exc.code) from None
             raise self.bad(cmd, str(exc)) from None
         self._stop_notify()
+        if spec is not None and any("FlagChange" in g.events for g in spec.groups):
+            yield self.enable_condstore()  # as Dovecot: FlagChange reports HIGHESTMODSEQ
         if spec is not None:
             user = self.user()
             state = NotifyState(spec)

@@ -90,6 +90,12 @@ class SelectedView:
         self.recent_count = self.count_recent()
         #: How many of the mailbox's keywords this session has announced in FLAGS.
         self.keywords_announced = len(mailbox.keywords)
+        #: The text of ``OK [PERMANENTFLAGS ...]`` (the session's wording).
+        self.permanent_text = ""
+        #: QRESYNC: the HIGHESTMODSEQ the client was last brought up to, and the
+        #: highest MODSEQ a FETCH told it since (Dovecot's imap_sync_send_highestmodseq).
+        self.full_modseq = self.modseq
+        self.fetched_modseq = 0
         #: The saved result ``$`` (RFC 5182), as UIDs; None before any SEARCH SAVE.
         self.saved: array[int] | None = None
         self.updates: list[SearchUpdate] = []
@@ -151,7 +157,12 @@ class SelectedView:
         if len(keywords) == self.keywords_announced:
             return b""
         self.keywords_announced = len(keywords)
-        return b"* FLAGS (%s)\r\n" % " ".join([*SYSTEM_FLAGS, *keywords]).encode()
+        # Dovecot 2.3.19 sends PERMANENTFLAGS again too (newer versions only FLAGS).
+        return b"* FLAGS %s\r\n* OK [PERMANENTFLAGS %s] %s\r\n" % (
+            self.select_flags().encode(),
+            self.permanent_flags().encode(),
+            self.permanent_text.encode(),
+        )
 
     def permanent_flags(self) -> str:
         """PERMANENTFLAGS' list: Dovecot's order, the keywords, then ``\\*``."""
@@ -211,10 +222,14 @@ class SelectedView:
                 seq = self.seq(msg.uid)
                 if seq is None:
                     continue
-                line = b"* %d FETCH (UID %d %s" % (seq, msg.uid, self.render_flags(msg))
+                # Dovecot's order; UID only under QRESYNC (RFC 7162 §3.2.4).
+                line = b"* %d FETCH (" % seq
+                if qresync:
+                    line += b"UID %d " % msg.uid
                 if condstore:
-                    line += b" MODSEQ (%d)" % msg.modseq
-                out.append(line + b")\r\n")
+                    line += b"MODSEQ (%d) " % msg.modseq
+                    self.fetched_modseq = max(self.fetched_modseq, msg.modseq)
+                out.append(line + self.render_flags(msg) + b")\r\n")
             self.modseq = highest
         new_uids: array[int] = array("I")
         gone_uids: list[int] = []
@@ -247,6 +262,15 @@ class SelectedView:
             out.extend(self._update_changes(changed, new_uids))
         self.reported.clear()
         return out
+
+    def highest_modseq_news(self) -> int | None:
+        """QRESYNC: a HIGHESTMODSEQ to tell after a sync, if EXPUNGE/EXISTS moved it past
+        what the FETCH lines said (Dovecot's imap_sync_send_highestmodseq)."""
+        highest = self.modseq
+        news = highest > self.full_modseq and highest > self.fetched_modseq
+        self.full_modseq = highest
+        self.fetched_modseq = 0
+        return highest if news else None
 
     # -- CONTEXT=SEARCH --------------------------------------------------------------
 
