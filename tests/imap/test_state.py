@@ -44,6 +44,15 @@ def append(client: RawClient, mailbox: bytes, flags: bytes = b"") -> list[bytes]
     )
 
 
+def select_both(clients: tuple[RawClient, RawClient, RawClient], messages: int) -> None:
+    """c appends `messages` to INBOX, then a selects it (taking \\Recent), then b."""
+    a, b, c = clients
+    for _ in range(messages):
+        append(c, b"INBOX")
+    a.command(b"s", b"SELECT INBOX")
+    b.command(b"s", b"SELECT INBOX")
+
+
 # -- \Recent ------------------------------------------------------------------------------
 
 
@@ -157,11 +166,8 @@ def test_condstore_is_enabled_by_the_commands_that_use_it(
 def test_qresync_select_vanished_and_closed(
     imap: RunningIMAP, clients: tuple[RawClient, RawClient, RawClient]
 ) -> None:
-    a, b, c = clients
-    for _ in range(4):
-        append(c, b"INBOX")
-    a.command(b"s", b"SELECT INBOX (CONDSTORE)")
-    b.command(b"s", b"SELECT INBOX")
+    a, b, _ = clients
+    select_both(clients, 4)
     b.command(b"d", b"STORE 2,3 +FLAGS.SILENT (\\Deleted)")
     b.command(b"x", b"EXPUNGE")
     b.command(b"f", b"UID STORE 4 +FLAGS.SILENT (\\Seen)")
@@ -230,11 +236,8 @@ def test_searchres_saves_a_result_for_dollar(
 def test_search_context_update_and_partial(
     imap: RunningIMAP, clients: tuple[RawClient, RawClient, RawClient]
 ) -> None:
-    a, b, c = clients
-    for _ in range(5):
-        append(c, b"INBOX")
-    a.command(b"s", b"SELECT INBOX")
-    b.command(b"s", b"SELECT INBOX")
+    a, b, _ = clients
+    select_both(clients, 5)
     assert untagged(a.command(b"p", b"SEARCH RETURN (PARTIAL 4:2) ALL")) == [
         b'* ESEARCH (TAG "p") PARTIAL (2:4 2:4)\r\n'
     ]
