@@ -58,12 +58,13 @@ _STORE_MODES: dict[str, Literal["set", "add", "remove"]] = {
 }
 
 
-def _mentions_modseq(tokens: Iterable[Token]) -> bool:
+def _mentions(tokens: Iterable[Token], word: str) -> bool:
+    """Whether the atom `word` (upper case) appears anywhere in a SEARCH program."""
     for token in tokens:
         if isinstance(token, list):
-            if _mentions_modseq(token):
+            if _mentions(token, word):
                 return True
-        elif isinstance(token, str) and token.upper() == "MODSEQ":
+        elif isinstance(token, str) and token.upper() == word:
             return True
     return False
 
@@ -424,12 +425,13 @@ def cmd_SEARCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         options = _return_options(s, cmd, args[1])
         args = args[2:]
     try:
-        program = _compile_search(s, cmd, args, saved=view.saved_uids())
+        saved = view.saved_uids() if _mentions(args, "$") else ()
+        program = _compile_search(s, cmd, args, saved=saved)
     except Fail:
         if options is not None and options.save:
             view.saved = array("I")  # RFC 5182 §2.1: a failed SEARCH SAVE empties $
         raise
-    uses_modseq = _mentions_modseq(args)
+    uses_modseq = _mentions(args, "MODSEQ")
     if uses_modseq:  # RFC 7162 §3.1: SEARCH MODSEQ enables CONDSTORE
         yield s.enable_condstore()
     # Ascending either way: sequence numbers, and the view's UIDs.
@@ -454,8 +456,8 @@ def cmd_SEARCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         return s.ok(cmd, s.replies.search_ok)
     picked = options.picked(len(numbers))
     if options.save:
-        saved = range(len(numbers)) if options.partial and options.count else picked
-        view.saved = array("I", sorted({uids[i] for i in saved}))
+        kept = range(len(numbers)) if options.partial and options.count else picked
+        view.saved = array("I", sorted({uids[i] for i in kept}))
     if options.update:
         yield _register_update(s, cmd, view, program, uids)
     if options.esearch:
