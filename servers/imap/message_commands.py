@@ -444,7 +444,7 @@ def cmd_SEARCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         numbers = array("I", view.uids) if cmd.uid else array("I", range(1, len(view.uids) + 1))
         uids = view.uids
     else:
-        for seq, msg in _matches(view, program):
+        for seq, msg in _matches(view, program, args):
             numbers.append(msg.uid if cmd.uid else seq)
             if keep_uids:
                 uids.append(msg.uid)
@@ -610,22 +610,37 @@ def _compile_search(
         raise s.bad(cmd, str(exc)) from None
 
 
-def _matches(view: SelectedView, program: SearchProgram) -> Iterator[tuple[int, StoredMessage]]:
-    """(seq, message) of every message of the view that matches, one batch read at a time."""
+#: Search keys that look at \\Recent; without them a SEARCH skips this session's \\Recent.
+_RECENT_KEYS = ("RECENT", "NEW", "OLD", "UNRECENT", "\\RECENT")
+
+
+def _matches(
+    view: SelectedView, program: SearchProgram, args: Sequence[Token] = ()
+) -> Iterator[tuple[int, StoredMessage]]:
+    """(seq, message) of every message of the view that matches, one batch read at a time.
+
+    `args`: the program as sent, to see whether it asks about \\Recent at all.
+    """
     box = view.mailbox
     uids = view.uids
     max_seq = len(uids)
     max_uid = uids[-1] if uids else 0
     everything = program.matches_everything
+    recent = view.recent and any(_mentions(args, key) for key in _RECENT_KEYS)
+    search_view = view.search_view if recent else _plain_view
     for start in range(0, max_seq, BATCH):
         messages = box.get_many(uids[start : start + BATCH])
         whole = len(messages) == min(BATCH, max_seq - start)
         for i, msg in enumerate(messages):
             seq = start + i + 1 if whole else bisect_left(uids, msg.uid) + 1
             if everything or program.matches(
-                view.search_view(msg, seq), max_seq=max_seq, max_uid=max_uid
+                search_view(msg, seq), max_seq=max_seq, max_uid=max_uid
             ):
                 yield seq, msg
+
+
+def _plain_view(msg: StoredMessage, seq: int) -> SearchView:
+    return SearchView(msg, seq, msg.flags)
 
 
 def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
@@ -641,7 +656,7 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         raise s.bad(cmd, str(exc)) from None
     # Only the hits' numbers and sort keys are kept, never their messages.
     numbers = array("I")
-    for seq, msg in _matches(s.selected(), program):
+    for seq, msg in _matches(s.selected(), program, args):
         numbers.append(msg.uid if cmd.uid else seq)
         sorter.add(msg)
     order = sorter.order()
@@ -660,7 +675,7 @@ def cmd_THREAD(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
     view = s.selected()
-    hits = _matches(view, program)
+    hits = _matches(view, program, args)
     numbered = ((msg.uid if cmd.uid else seq, msg) for seq, msg in hits)
     head = b"* THREAD "
     for piece in thread_references(numbered, lambda numbers: _reread(view, numbers, cmd.uid)):

@@ -30,6 +30,9 @@ __all__ = ["RECENT", "Lost", "SearchUpdate", "SearchView", "SelectedView"]
 
 RECENT = "\\Recent"
 _RECENT_SET = frozenset({RECENT})
+#: Distinct flag sets whose \\Recent form and FLAGS bytes a view keeps (keywords make
+#: more possible; past this they are made per message).
+_FLAG_CACHE = 1024
 #: Dovecot's CLIENT_MAX_SEARCH_UPDATES: searches kept up to date at once.
 MAX_SEARCH_UPDATES = 10
 
@@ -44,21 +47,24 @@ class Lost(enum.Enum):
 class SearchView:
     """A stored message with this session's sequence number and \\Recent (search.MessageView)."""
 
-    __slots__ = ("_msg", "flags", "internaldate", "modseq", "savedate", "seq", "size", "uid")
+    __slots__ = ("_msg", "flags", "internaldate", "modseq", "seq", "size", "uid")
 
-    def __init__(self, msg: StoredMessage, seq: int, recent: bool) -> None:
+    def __init__(self, msg: StoredMessage, seq: int, flags: frozenset[str]) -> None:
         self._msg = msg
         self.seq = seq
         self.uid = msg.uid
-        self.flags = msg.flags | _RECENT_SET if recent else msg.flags
+        self.flags = flags
         self.internaldate = msg.internaldate
-        self.savedate: datetime = msg.savedate or msg.internaldate
         self.size = msg.size
         self.modseq = msg.modseq
 
     @property
     def raw(self) -> bytes:
         return self._msg.raw
+
+    @property
+    def savedate(self) -> datetime:
+        return self._msg.savedate or self.internaldate
 
 
 Matcher = Callable[[SearchView, int, int], bool]
@@ -99,6 +105,10 @@ class SelectedView:
         #: The saved result ``$`` (RFC 5182), as UIDs; None before any SEARCH SAVE.
         self.saved: array[int] | None = None
         self.updates: list[SearchUpdate] = []
+        # FETCH 1:* FLAGS of many \Recent messages is a hot path: a flag set (the store
+        # interns them) with \Recent, and its FLAGS bytes, are made once.
+        self._with_recent: dict[frozenset[str], frozenset[str]] = {}
+        self._rendered: dict[frozenset[str], bytes] = {}
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -129,7 +139,11 @@ class SelectedView:
             self.recent.append((lo, hi))
 
     def is_recent(self, uid: int) -> bool:
-        return any(lo <= uid <= hi for lo, hi in self.recent)
+        # A loop, not any(): this runs per message in FETCH 1:* FLAGS and SEARCH.
+        for lo, hi in self.recent:  # noqa: SIM110
+            if lo <= uid <= hi:
+                return True
+        return False
 
     def count_recent(self) -> int:
         uids = self.uids
@@ -137,14 +151,35 @@ class SelectedView:
 
     def flags_of(self, msg: StoredMessage) -> frozenset[str]:
         """The message's flags as this session sees them (with \\Recent)."""
-        return msg.flags | _RECENT_SET if self.recent and self.is_recent(msg.uid) else msg.flags
+        flags = msg.flags
+        recent = self.recent
+        if not recent:
+            return flags
+        if len(recent) == 1:
+            lo, hi = recent[0]
+            if not lo <= msg.uid <= hi:
+                return flags
+        elif not self.is_recent(msg.uid):
+            return flags
+        out = self._with_recent.get(flags)
+        if out is None:
+            out = flags | _RECENT_SET
+            if len(self._with_recent) < _FLAG_CACHE:
+                self._with_recent[flags] = out
+        return out
 
     def render_flags(self, msg: StoredMessage) -> bytes:
         """FETCH's ``FLAGS (...)`` item for this session."""
-        return b"FLAGS " + flags_bytes(self.flags_of(msg))
+        flags = self.flags_of(msg)
+        out = self._rendered.get(flags)
+        if out is None:
+            out = b"FLAGS " + flags_bytes(flags)
+            if len(self._rendered) < _FLAG_CACHE:
+                self._rendered[flags] = out
+        return out
 
     def search_view(self, msg: StoredMessage, seq: int) -> SearchView:
-        return SearchView(msg, seq, bool(self.recent) and self.is_recent(msg.uid))
+        return SearchView(msg, seq, self.flags_of(msg))
 
     # -- keywords ----------------------------------------------------------------
 
