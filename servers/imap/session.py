@@ -220,7 +220,9 @@ class Session:
                 yield self._bye_lost(lost)
                 yield Disconnect()
                 return
-            updates = self._sync(expunge=cmd.name not in _NO_EXPUNGE or cmd.uid)
+            updates = b""
+            if cmd.name in _SYNCING:
+                updates = self._sync(expunge=cmd.name not in _NO_EXPUNGE or cmd.uid)
             if updates:
                 yield updates
             highest = self.view.highest_modseq_news() if self.qresync else None
@@ -502,18 +504,19 @@ class Session:
     # -- authenticated ---------------------------------------------------------------------
 
     def cmd_ENABLE(self, cmd: Command, after: list[Effect]) -> Handler:
+        """As Dovecot: every known extension named is listed, enabled before or not;
+        no ``* ENABLED`` line when none is; CONDSTORE in the selected state says
+        HIGHESTMODSEQ first."""
         self.args(cmd, 1)
         enabled = []
         for token in cmd.args:
             name = self.astring(cmd, token).upper()
-            if name == "CONDSTORE" and not self.condstore:
-                self.condstore = True
+            if name in ("CONDSTORE", "QRESYNC"):
+                yield self.enable_condstore()  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
+                self.qresync = self.qresync or name == "QRESYNC"
                 enabled.append(name)
-            elif name == "QRESYNC" and not self.qresync:
-                # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
-                self.qresync = self.condstore = True
-                enabled.append(name)
-        yield Untagged(b" ".join([b"ENABLED", *(e.encode() for e in enabled)])).to_bytes()
+        if enabled:
+            yield Untagged(b" ".join([b"ENABLED", *(e.encode() for e in enabled)])).to_bytes()
         return self.ok(cmd, self.replies.enable_ok)
 
     def enable_condstore(self) -> bytes:
@@ -600,6 +603,25 @@ class Session:
 _ACL_COMMANDS = frozenset({"GETACL", "MYRIGHTS", "LISTRIGHTS"})
 _SECRET_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE"})
 _UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"})
+#: Commands after which the selected mailbox's news is sent: Dovecot's that call
+#: cmd_sync(). CAPABILITY, ID, ENABLE, LIST, STATUS, CREATE... send none, as there.
+_SYNCING = frozenset(
+    {
+        "APPEND",
+        "CHECK",
+        "COPY",
+        "MOVE",
+        "EXPUNGE",
+        "FETCH",
+        "NOOP",
+        "NOTIFY",
+        "STORE",
+        "SEARCH",
+        "SORT",
+        "THREAD",
+        "IDLE",
+    }
+)
 #: RFC 3501 §7.4.1: no EXPUNGE responses while answering these (unless UID form).
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 

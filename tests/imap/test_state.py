@@ -365,3 +365,16 @@ def test_idle_client_hears_an_expunge_alone(
     a.send(b"DONE\r\n")
     assert a.until(b"i")[-1].startswith(b"i OK Idle completed")
     imap.errors.clear()
+
+
+def test_news_comes_with_the_commands_dovecot_syncs_after(
+    clients: tuple[RawClient, RawClient, RawClient],
+) -> None:
+    """CAPABILITY, ID, ENABLE, NAMESPACE, LIST and STATUS send no EXPUNGE; NOOP does."""
+    a, b, _ = clients
+    select_both(clients, 2)
+    b.command(b"d", b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.command(b"x", b"EXPUNGE")
+    for command in (b"CAPABILITY", b"ID NIL", b"ENABLE X-FOO", b"NAMESPACE", b'LIST "" INBOX'):
+        assert b"* 1 EXPUNGE\r\n" not in a.command(b"c", command)
+    assert untagged(a.command(b"n", b"NOOP")) == [b"* 1 EXPUNGE\r\n", b"* 1 RECENT\r\n"]
