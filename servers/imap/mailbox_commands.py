@@ -92,7 +92,10 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
         ).to_bytes(),
         UntaggedStatus(Status.OK, s.replies.predicted_uid, f"UIDNEXT {box.uidnext}").to_bytes(),
     ]
-    if s.condstore:  # as Dovecot: only once the client has enabled CONDSTORE
+    if s.condstore:
+        box.modseqs_tracked = True
+    # As Dovecot: once CONDSTORE was used on the mailbox (by any session).
+    if box.modseqs_tracked:
         lines.append(
             UntaggedStatus(
                 Status.OK, s.replies.highest_modseq, f"HIGHESTMODSEQ {view.modseq}"

@@ -339,8 +339,8 @@ def cmd_STORE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     if mode is None:
         raise s.bad(cmd, f"Invalid STORE parameter {item}")
     flags = s.parse_flags(cmd, args[1] if len(args) == 2 else list(args[1:]))
-    if view.readonly:
-        raise s.no(s.replies.read_only)
+    if view.readonly:  # Dovecot: OK, and nothing stored
+        return s.ok(cmd, s.replies.store_read_only)
     if unchanged_since is not None:  # RFC 7162 §3.1: UNCHANGEDSINCE enables CONDSTORE
         yield s.enable_condstore()
     box = view.mailbox

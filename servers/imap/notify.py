@@ -9,10 +9,12 @@ so, as with Dovecot, a client is not told of its own CREATE or APPEND.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from servers.imap.commands import mailbox_wire
+from servers.imap.fetch import FetchPlan
 from servers.imap.protocol import Token
 from servers.imap.store import DELIMITER, INBOX, Mailbox, UserMailboxes
 
@@ -72,6 +74,8 @@ class NotifySpec:
     #: Events for the selected mailbox; None when SELECTED was not given (Dovecot: none).
     selected: frozenset[str] | None
     groups: tuple[Group, ...]
+    #: SELECTED's ``MessageNew (fetch-att...)``: what to FETCH of each new message.
+    new_mail_fetch: Token | None = None
 
     @property
     def selected_events(self) -> frozenset[str]:
@@ -94,6 +98,7 @@ def parse_notify(args: Iterable[Token]) -> NotifySpec | None:
         status = True
         items.pop(0)
     selected: frozenset[str] | None = None
+    new_mail_fetch: Token | None = None
     groups: list[Group] = []
     used: set[str] = set()
     for group in items:
@@ -116,6 +121,7 @@ def parse_notify(args: Iterable[Token]) -> NotifySpec | None:
             if selected is not None:
                 raise NotifyError("Duplicate selected filter")
             selected = events
+            new_mail_fetch = _new_mail_fetch(rest[0])
         elif events:
             # Dovecot cannot tell inboxes from other personal mailboxes: the same to it.
             groups.append(Group("personal" if kind == "inboxes" else kind, names, events))
@@ -124,7 +130,7 @@ def parse_notify(args: Iterable[Token]) -> NotifySpec | None:
         raise NotifyError("Unsupported NOTIFY events.", "BADEVENT " + " ".join(bad))
     if any(len(g.names) > MAX_NAMES for g in groups):
         raise NotifyError("Too many mailbox names", "NOTIFICATIONOVERFLOW")
-    return NotifySpec(status, selected, tuple(groups))
+    return NotifySpec(status, selected, tuple(groups), new_mail_fetch)
 
 
 def _names(token: Token) -> tuple[str, ...]:
@@ -148,12 +154,24 @@ def _events(token: Token) -> frozenset[str]:
     events = set()
     for item in token:
         if isinstance(item, list):
-            continue  # MessageNew's fetch attributes: we send no FETCH for new mail
+            continue  # MessageNew's fetch attributes: see _new_mail_fetch
         name = _EVENTS.get(item.upper() if isinstance(item, str) else "")
         if name is None:
             raise NotifyError("Invalid arguments.")
         events.add(name)
     return frozenset(events)
+
+
+def _new_mail_fetch(token: Token) -> Token | None:
+    """The list after MessageNew in SELECTED's events, if any (RFC 5465 §5.2)."""
+    if not isinstance(token, list):
+        return None
+    for name, after in itertools.pairwise(token):
+        if isinstance(name, str) and name.upper() == "MESSAGENEW" and isinstance(after, list):
+            if not after:
+                raise NotifyError("Invalid arguments.")
+            return after
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +190,8 @@ class NotifyState:
 
     spec: NotifySpec
     seen: dict[str, _Seen] = field(default_factory=dict)
+    #: The compiled ``MessageNew (fetch-att)`` of SELECTED, set by the session.
+    new_mail_fetch: FetchPlan | None = None
 
     def events_for(self, box: Mailbox) -> frozenset[str]:
         out: frozenset[str] = frozenset()

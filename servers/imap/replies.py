@@ -178,6 +178,7 @@ class Replies:
     quota_root_name: str = "User quota"
     flags_permitted: str = "Flags permitted."
     read_only_mailbox: str = "Read-only mailbox."
+    store_read_only: str = "Store ignored with read-only mailbox."
     uids_valid: str = "UIDs valid"
     predicted_uid: str = "Predicted next UID"
     highest_modseq: str = "Highest"

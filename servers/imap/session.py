@@ -14,6 +14,7 @@ commands are in ``mailbox_commands``, selected-state ones in
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Generator
 from datetime import datetime
 
@@ -33,6 +34,7 @@ from servers.imap.commands import (
     ReadLine,
     StartTLS,
 )
+from servers.imap.fetch import FetchError, FetchPlan, compile_fetch
 from servers.imap.notify import NotifyError, NotifyState, parse_notify
 from servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
 from servers.imap.replies import Replies, Reply
@@ -242,6 +244,7 @@ class Session:
         """The selected mailbox's news, as far as NOTIFY (if set) asks for them."""
         assert self.view is not None
         events = self.notify.spec.selected_events if self.notify is not None else None
+        plan = self.notify.new_mail_fetch if self.notify is not None else None
         return b"".join(
             self.view.sync(
                 expunge=expunge,
@@ -249,8 +252,25 @@ class Session:
                 qresync=self.qresync,
                 counts=events is None or "MessageNew" in events,
                 flag_changes=events is None or "FlagChange" in events,
+                new_mail=None if plan is None else self._fetch_new_mail(plan),
             )
         )
+
+    def _fetch_new_mail(self, plan: FetchPlan) -> Callable[[array[int]], list[bytes]]:
+        """NOTIFY's ``MessageNew (fetch-att)``: a FETCH of each new message, as Dovecot."""
+        view = self.selected()
+        plan = plan.bind_flags(view.render_flags)
+
+        def fetch(uids: array[int]) -> list[bytes]:
+            lines = []
+            for msg in view.mailbox.get_many(uids):
+                seq = view.seq(msg.uid)
+                if seq is not None:
+                    body = b" ".join([render(msg) for render in plan.renders])
+                    lines.append(b"* %d FETCH (%s)\r\n" % (seq, body))
+            return lines
+
+        return fetch
 
     def idle_sync(self) -> bytes:
         return self._sync(expunge=True)
@@ -530,6 +550,7 @@ class Session:
         self.condstore = True
         if self.view is None:
             return b""
+        self.view.mailbox.modseqs_tracked = True
         return UntaggedStatus(
             Status.OK,
             self.replies.highest_modseq,
@@ -553,6 +574,11 @@ class Session:
         if spec is not None:
             user = self.user()
             state = NotifyState(spec)
+            if spec.new_mail_fetch is not None:
+                try:
+                    state.new_mail_fetch = compile_fetch(spec.new_mail_fetch)
+                except FetchError as exc:
+                    raise self.bad(cmd, str(exc)) from None
             if spec.status:
                 selected = self.view.mailbox if self.view is not None else None
                 yield b"".join(state.initial_status(user, selected))

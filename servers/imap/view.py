@@ -226,11 +226,13 @@ class SelectedView:
         qresync: bool = False,
         counts: bool = True,
         flag_changes: bool = True,
+        new_mail: Callable[[array[int]], list[bytes]] | None = None,
     ) -> list[bytes]:
         """Untagged lines bringing the view up to date, in Dovecot's order.
 
         FLAGS for new keywords, search REMOVEFROM for expunged messages, flag
         FETCHes, EXPUNGE (or VANISHED under QRESYNC), EXISTS and RECENT, then
+        ``new_mail(uids)`` (NOTIFY's MessageNew fetch), then
         the other search updates. ``counts`` / ``flag_changes`` False: NOTIFY
         left those events out for the selected mailbox, and Dovecot then sends
         neither (nor takes the new messages into the view).
@@ -293,6 +295,8 @@ class SelectedView:
         if recent != self.recent_count and (new_uids or gone_uids):
             out.append(b"* %d RECENT\r\n" % recent)
         self.recent_count = recent
+        if new_uids and new_mail is not None:
+            out.extend(new_mail(new_uids))
         if self.updates and (changed or new_uids):
             out.extend(self._update_changes(changed, new_uids))
         self.reported.clear()

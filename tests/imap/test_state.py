@@ -378,3 +378,32 @@ def test_news_comes_with_the_commands_dovecot_syncs_after(
     for command in (b"CAPABILITY", b"ID NIL", b"ENABLE X-FOO", b"NAMESPACE", b'LIST "" INBOX'):
         assert b"* 1 EXPUNGE\r\n" not in a.command(b"c", command)
     assert untagged(a.command(b"n", b"NOOP")) == [b"* 1 EXPUNGE\r\n", b"* 1 RECENT\r\n"]
+
+
+def test_notify_fetches_new_mail_of_the_selected_mailbox(
+    clients: tuple[RawClient, RawClient, RawClient],
+) -> None:
+    a, _, c = clients
+    select_both(clients, 1)
+    spec = b"NOTIFY SET (selected (MessageNew (UID FLAGS) MessageExpunge))"
+    assert untagged(a.command(b"n", spec)) == []
+    append(c, b"INBOX", b"\\Flagged")
+    assert untagged(a.command(b"n", b"NOOP")) == [
+        b"* 2 EXISTS\r\n",
+        b"* 2 RECENT\r\n",
+        b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))\r\n",
+    ]
+
+
+def test_examine_says_highestmodseq_once_condstore_was_used_and_store_is_ignored(
+    clients: tuple[RawClient, RawClient, RawClient],
+) -> None:
+    """Dovecot: a mailbox's index tracks MODSEQs once any session used CONDSTORE on it."""
+    a, b, c = clients
+    append(c, b"INBOX")
+    assert not any(b"HIGHESTMODSEQ" in line for line in b.command(b"e", b"EXAMINE INBOX"))
+    a.command(b"s", b"SELECT INBOX (CONDSTORE)")
+    assert b"* OK [HIGHESTMODSEQ 2] Highest\r\n" in b.command(b"e", b"EXAMINE INBOX")
+    assert b.command(b"s", b"STORE 1 +FLAGS (\\Seen)") == [
+        b"s OK Store ignored with read-only mailbox.\r\n"
+    ]

@@ -156,6 +156,9 @@ class Mailbox:
         # Expunges at or below this MODSEQ were forgotten (the log is bounded):
         # QRESYNC then reports every missing UID as vanished, as RFC 7162 §3.2.5.1 allows.
         self.vanished_floor = 0
+        #: A session used CONDSTORE here: from then on Dovecot's index tracks MODSEQs
+        #: and every SELECT of the mailbox says HIGHESTMODSEQ.
+        self.modseqs_tracked = False
         # Synthetic range: UIDs first..last not in _msgs are rendered from _synth.
         self._synth: Synthetic | None = None
         self._synth_first = 0
