@@ -331,13 +331,19 @@ def cmd_STATUS(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         "HIGHESTMODSEQ": status.highest_modseq,
         "SIZE": status.size,
     }
-    out = []
+    asked = set()
     for item in items:
         key = s.astring(cmd, item).upper()
         if key not in values:
             raise s.bad(cmd, f"Invalid status item {key}")
-        out.append(f"{key} {values[key]}")
+        asked.add(key)
+    if "HIGHESTMODSEQ" in asked:  # RFC 7162 §3.1: enables CONDSTORE
+        yield s.enable_condstore()
+    # Dovecot's order, whatever the client's.
+    out = [f"{key} {value}" for key, value in values.items() if key in asked]
     yield b"* STATUS %s (%s)\r\n" % (mailbox_wire(box.name), " ".join(out).encode())
+    if s.view is not None and s.view.mailbox is box:
+        return s.ok(cmd, s.replies.status_selected, "CLIENTBUG")
     return s.ok(cmd, s.replies.status_ok)
 
 

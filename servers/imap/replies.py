@@ -151,6 +151,7 @@ class Replies:
     list_ok: str = "List completed (0.001 + 0.000 secs)."
     lsub_ok: str = "Lsub completed (0.001 + 0.000 secs)."
     status_ok: str = "Status completed (0.001 + 0.000 secs)."
+    status_selected: str = "Status on selected mailbox completed (0.001 + 0.000 secs)."
     append_ok: str = "Append completed (0.001 + 0.000 secs)."
     close_ok: str = "Close completed."
     unselect_ok: str = "Unselect completed."

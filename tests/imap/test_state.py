@@ -156,7 +156,12 @@ def test_condstore_is_enabled_by_the_commands_that_use_it(
     assert untagged(a.command(b"e", b"SEARCH RETURN (MIN) MODSEQ 4")) == [
         b'* ESEARCH (TAG "e") MIN 1 MODSEQ 5\r\n'
     ]
-    for command in (b"SEARCH MODSEQ 1", b"STORE 1 (UNCHANGEDSINCE 9) +FLAGS (x)"):
+    enabling = (
+        b"SEARCH MODSEQ 1",
+        b"STORE 1 (UNCHANGEDSINCE 9) +FLAGS (x)",
+        b"STATUS INBOX (HIGHESTMODSEQ)",
+    )
+    for command in enabling:
         with RawClient(imap.plain) as fresh:
             fresh.login()
             fresh.command(b"s", b"SELECT INBOX")
