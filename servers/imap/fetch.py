@@ -55,6 +55,11 @@ class FetchPlan:
             (*self.renders, _flags), self.sets_seen, self.has_uid, True, self.has_modseq
         )
 
+    def bind_flags(self, render: Render) -> FetchPlan:
+        """FLAGS rendered by `render`: a session adds its own \\Recent."""
+        renders = tuple(render if r is _flags else r for r in self.renders)
+        return FetchPlan(renders, self.sets_seen, self.has_uid, self.has_flags, self.has_modseq)
+
     def with_modseq(self) -> FetchPlan:
         if self.has_modseq:
             return self
@@ -91,6 +96,13 @@ def _flags(msg: Fetched) -> bytes:
 
 def _modseq(msg: Fetched) -> bytes:
     return b"MODSEQ (%d)" % msg.modseq
+
+
+def _savedate(msg: Fetched) -> bytes:
+    """RFC 8514; a synthetic message was "saved" when it was made: its internal date."""
+    when = mime.format_internaldate(msg.savedate or msg.internaldate)
+    text = when.encode() if isinstance(when, str) else bytes(when)
+    return b"SAVEDATE " + (text if text.startswith(b'"') else b'"' + text + b'"')
 
 
 def _size(msg: Fetched) -> bytes:
@@ -164,6 +176,7 @@ _SIMPLE: dict[str, tuple[Render, str]] = {
     "FLAGS": (_flags, "flags"),
     "MODSEQ": (_modseq, "modseq"),
     "RFC822.SIZE": (_size, ""),
+    "SAVEDATE": (_savedate, ""),
     "INTERNALDATE": (_internaldate, ""),
     "ENVELOPE": (_envelope, ""),
     "BODYSTRUCTURE": (_bodystructure, ""),

@@ -11,10 +11,9 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from servers.imap import message as mime
-from servers.imap import mutf7
+from servers.imap import message_commands, mutf7
 from servers.imap.append import parse_append
 from servers.imap.commands import (
-    SYSTEM_FLAGS,
     CommandHandler,
     Disconnect,
     Effect,
@@ -25,7 +24,7 @@ from servers.imap.commands import (
 from servers.imap.listing import cmd_LIST, cmd_LSUB, parse_status_items, status_line
 from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, Tagged, Untagged, UntaggedStatus
-from servers.imap.sequence import format_sequence_set
+from servers.imap.sequence import SequenceSet, SequenceSetError, format_sequence_set
 from servers.imap.states import Transition
 from servers.imap.store import (
     DELIMITER,
@@ -124,26 +123,29 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
         s.transition(Transition.SELECT_FAILED)
         yield UntaggedStatus(Status.OK, s.replies.previous_closed, "CLOSED").to_bytes()
     name = s.mailbox_name(cmd, args[0])
-    if len(args) > 1 and isinstance(args[1], list):
-        params = [p.upper() for p in args[1] if isinstance(p, str)]
-        if "CONDSTORE" in params:
-            s.condstore = True
+    qresync: tuple[int, int, SequenceSet | None] | None = None
+    condstore = False
+    if len(args) > 1:
+        try:
+            condstore, qresync = _select_params(s, args[1:])
+        except ValueError as exc:
+            raise s.bad(cmd, str(exc)) from None
     box = s.mailbox(name)
     if box is None:
         raise _missing(s, name)
+    if condstore:
+        s.condstore = True
     view = SelectedView(box, readonly=readonly)
+    view.permanent_text = s.replies.read_only_mailbox if readonly else s.replies.flags_permitted
     s.view = view
     s.watch(box)
     s.transition(Transition.SELECTED)
-    flags = " ".join(SYSTEM_FLAGS)
     lines = [
-        Untagged(f"FLAGS ({flags})".encode()).to_bytes(),
+        Untagged(f"FLAGS {view.select_flags()}".encode()).to_bytes(),
         UntaggedStatus(
-            Status.OK,
-            s.replies.read_only_flags if readonly else s.replies.flags_permitted,
-            "PERMANENTFLAGS ()" if readonly else f"PERMANENTFLAGS ({flags} \\*)",
+            Status.OK, view.permanent_text, f"PERMANENTFLAGS {view.permanent_flags()}"
         ).to_bytes(),
-        b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view), len(view.recent)),
+        b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view), view.recent_count),
     ]
     unseen_uid = box.first_unseen()
     if unseen_uid is not None:
@@ -158,16 +160,69 @@ def _select(s: Session, cmd: Command, *, readonly: bool) -> Handler:
         ).to_bytes(),
         UntaggedStatus(Status.OK, s.replies.predicted_uid, f"UIDNEXT {box.uidnext}").to_bytes(),
     ]
-    if s.condstore:  # as Dovecot: only once the client has enabled CONDSTORE
+    if s.condstore:
+        box.modseqs_tracked = True
+    # As Dovecot: once CONDSTORE was used on the mailbox (by any session).
+    if box.modseqs_tracked:
         lines.append(
             UntaggedStatus(
-                Status.OK, s.replies.highest_modseq, f"HIGHESTMODSEQ {box.highest_modseq}"
+                Status.OK, s.replies.highest_modseq, f"HIGHESTMODSEQ {view.modseq}"
             ).to_bytes()
         )
     yield b"".join(lines)
+    if qresync is not None and qresync[0] == box.uidvalidity:
+        yield from message_commands.qresync_changes(s, view, qresync[1], qresync[2])
     if readonly:
         return s.ok(cmd, s.replies.examine_ok, "READ-ONLY")
     return s.ok(cmd, s.replies.select_ok, "READ-WRITE")
+
+
+def _select_params(
+    s: Session, params: tuple[Token, ...]
+) -> tuple[bool, tuple[int, int, SequenceSet | None] | None]:
+    """SELECT's ``(CONDSTORE)`` / ``(QRESYNC (uidvalidity modseq [uids [seq-match]]))``."""
+    if len(params) != 1 or not isinstance(params[0], list):
+        raise ValueError("Invalid arguments.")
+    items = list(params[0])
+    condstore = False
+    qresync: tuple[int, int, SequenceSet | None] | None = None
+    while items:
+        word = items.pop(0)
+        if not isinstance(word, str):
+            raise ValueError("SELECT options contain non-atoms.")
+        if word.upper() == "CONDSTORE":
+            condstore = True
+        elif word.upper() == "QRESYNC":
+            if not s.qresync:
+                raise ValueError("QRESYNC not enabled")
+            value = items.pop(0) if items else None
+            if not isinstance(value, list) or len(value) < 2:
+                raise ValueError("QRESYNC parameters missing")
+            uidvalidity, modseq, *rest = value
+            if not (
+                isinstance(uidvalidity, str)
+                and uidvalidity.isdigit()
+                and isinstance(modseq, str)
+                and modseq.isdigit()
+            ):
+                raise ValueError("Invalid QRESYNC parameters")
+            known: SequenceSet | None = None
+            if rest and isinstance(rest[0], str):
+                text = rest.pop(0)
+                assert isinstance(text, str)
+                try:
+                    known = SequenceSet.parse(text)
+                except SequenceSetError:
+                    raise ValueError("Invalid QRESYNC known-uids") from None
+            if rest and isinstance(rest[0], list):
+                rest.pop(0)  # the sequence match data: an optimisation we may skip
+            if rest:
+                raise ValueError("Invalid QRESYNC parameters")
+            qresync = (int(uidvalidity), int(modseq), known)
+            condstore = True
+        else:
+            raise ValueError("Unknown SELECT option")
+    return condstore, qresync
 
 
 def cmd_CREATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
@@ -258,13 +313,22 @@ def _subscribe(s: Session, cmd: Command, value: bool, ok: str) -> Handler:
     user = s.user()
     if not value:
         user.unsubscribe(name)  # as Dovecot: fine whether it exists or was subscribed
+        _subscription_changed(s, name)
         return s.ok(cmd, ok)
     try:
         user.subscribe(name)
     except (NoSuchMailbox, InvalidName):
         raise _missing(s, name) from None
+    _subscription_changed(s, name)
     return s.ok(cmd, ok)
     yield b""  # pragma: no cover - unreachable; makes this a generator
+
+
+def _subscription_changed(s: Session, name: str) -> None:
+    """NOTIFY SubscriptionChange for the user's other sessions."""
+    box = s.mailbox(name)
+    if box is not None:
+        box.touch()
 
 
 def cmd_STATUS(s: Session, cmd: Command, after: list[Effect]) -> Handler:
@@ -276,6 +340,8 @@ def cmd_STATUS(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     box = s.mailbox(name)
     if box is None:
         raise _missing(s, name)
+    if "HIGHESTMODSEQ" in items:  # RFC 7162 §3.1: enables CONDSTORE
+        yield s.enable_condstore()
     # As Dovecot: the name is echoed as the client spelled it.
     yield status_line(box, mutf7.decode(s.astring(cmd, args[0])), items)
     if s.view is not None and s.view.mailbox is box:

@@ -14,17 +14,20 @@ import contextlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
+from servers.imap import message as mime
 from servers.imap.binary import BinaryError, BinaryFailure
 from servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
-from servers.imap.fetch import FetchError, FetchPlan, compile_fetch, flags_bytes
+from servers.imap.fetch import FetchError, FetchPlan, compile_fetch
 from servers.imap.ordering import Sorter, SortError, parse_sort_return
 from servers.imap.protocol import Command, Token
 from servers.imap.responses import Status, UntaggedStatus
 from servers.imap.search import SearchError, SearchProgram, compile_search
 from servers.imap.sequence import (
+    MAX_NUMBER,
     SequenceSet,
     SequenceSetError,
     format_ascending,
@@ -33,7 +36,7 @@ from servers.imap.sequence import (
 from servers.imap.states import Transition
 from servers.imap.store import NoSuchMailbox, QuotaExceeded, StoredMessage, TooBig
 from servers.imap.threads import THREAD_ALGORITHMS
-from servers.imap.view import SelectedView
+from servers.imap.view import MAX_SEARCH_UPDATES, SearchUpdate, SearchView, SelectedView
 
 if TYPE_CHECKING:
     from servers.imap.session import Session
@@ -58,31 +61,13 @@ _STORE_MODES: dict[str, Literal["set", "add", "remove"]] = {
 }
 
 
-class _SearchView:
-    """A stored message with this session's sequence number (search.MessageView)."""
-
-    __slots__ = ("_msg", "flags", "internaldate", "modseq", "seq", "size", "uid")
-
-    def __init__(self, msg: StoredMessage, seq: int) -> None:
-        self._msg = msg
-        self.seq = seq
-        self.uid = msg.uid
-        self.flags = msg.flags
-        self.internaldate = msg.internaldate
-        self.size = msg.size
-        self.modseq = msg.modseq
-
-    @property
-    def raw(self) -> bytes:
-        return self._msg.raw
-
-
-def _mentions_modseq(tokens: Iterable[Token]) -> bool:
+def _mentions(tokens: Iterable[Token], word: str) -> bool:
+    """Whether the atom `word` (upper case) appears anywhere in a SEARCH program."""
     for token in tokens:
         if isinstance(token, list):
-            if _mentions_modseq(token):
+            if _mentions(token, word):
                 return True
-        elif isinstance(token, str) and token.upper() == "MODSEQ":
+        elif isinstance(token, str) and token.upper() == word:
             return True
     return False
 
@@ -136,6 +121,8 @@ def _seq_set(s: Session, cmd: Command, token: Token) -> SequenceSet:
 def _ranges(s: Session, cmd: Command, token: Token) -> Ranges:
     """Where in this view's UID array the messages a (UID) sequence set names are."""
     view = s.selected()
+    if token == "$":  # RFC 5182: the saved SEARCH result, as UIDs either way
+        return _positions(view.uids, view.saved_uids())
     seqset = _seq_set(s, cmd, token)
     if cmd.uid:
         return seqset.positions(view.uids)
@@ -149,6 +136,18 @@ def _ranges(s: Session, cmd: Command, token: Token) -> Ranges:
         if hi > count:
             raise s.bad(cmd, s.replies.invalid_messageset)
         out.append((lo - 1, hi))
+    return out
+
+
+def _positions(uids: array[int], wanted: Iterable[int]) -> Ranges:
+    """Index ranges of the (ascending, present) UIDs `wanted` in `uids`."""
+    out: Ranges = []
+    for uid in wanted:
+        i = bisect_left(uids, uid)
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
     return out
 
 
@@ -176,17 +175,26 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     except FetchError as exc:
         raise s.bad(cmd, str(exc)) from None
     changed_since: int | None = None
+    vanished = False
     if len(args) > 2:
-        changed_since = _changedsince(s, cmd, args[2])
+        changed_since, vanished = _fetch_modifiers(s, cmd, args[2])
         plan = plan.with_modseq()
     limit = s.settings.fetch_byte_limit
     if limit is not None and s.fetched_bytes >= limit:
         raise s.no(s.replies.bandwidth_exceeded)
+    if plan.has_modseq:  # RFC 7162 §3.1: FETCH MODSEQ and CHANGEDSINCE enable CONDSTORE
+        yield s.enable_condstore()
     if cmd.uid:
         plan = plan.with_uid()
-    if s.condstore and plan.has_flags:
-        plan = plan.with_modseq()
+    # As Dovecot: FETCH FLAGS shows no MODSEQ unless asked (RFC 7162 wants it only in
+    # unsolicited FETCHes, which sync adds).
     box = view.mailbox
+    if vanished and changed_since is not None and args[0] != "$":
+        seqset = _seq_set(s, cmd, args[0])
+        top = box.uidnext - 1
+        gone = [u for u in box.vanished_since(changed_since) if seqset.contains(u, top)]
+        if gone:
+            yield b"* VANISHED (EARLIER) %s\r\n" % format_sequence_set(gone).encode()
     seen_now: set[int] = set()
     if plan.sets_seen and not view.readonly and ranges:
         changed, _ = box.set_flags(_uids_at(view.uids, ranges), ("\\Seen",), "add")
@@ -194,6 +202,9 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     flagged_plan = plan.with_flags()
     if s.condstore:
         flagged_plan = flagged_plan.with_modseq()
+    if view.recent:
+        plan = plan.bind_flags(view.render_flags)
+        flagged_plan = flagged_plan.bind_flags(view.render_flags)
     missing = yield from _fetch_rows(s, view, ranges, plan, flagged_plan, seen_now, changed_since)
     if missing:
         raise s.no(s.replies.expunged_fetch)
@@ -210,18 +221,47 @@ def _preview_modifiers(args: tuple[Token, ...]) -> bool:
     )
 
 
-def _changedsince(s: Session, cmd: Command, token: Token) -> int:
-    if isinstance(token, list) and len(token) == 2:
-        key, value = token
+def _fetch_modifiers(s: Session, cmd: Command, token: Token) -> tuple[int, bool]:
+    """``(CHANGEDSINCE n [VANISHED])``: VANISHED only in UID FETCH under QRESYNC (RFC 7162)."""
+    if isinstance(token, list) and len(token) in (2, 3):
+        key, value, *rest = token
+        vanished = bool(rest)
         if (
             isinstance(key, str)
             and key.upper() == "CHANGEDSINCE"
             and isinstance(value, str)
             and value.isdigit()
+            and (not rest or (isinstance(rest[0], str) and rest[0].upper() == "VANISHED"))
         ):
-            s.condstore = True
-            return int(value)
+            if vanished and not (cmd.uid and s.qresync):
+                raise s.bad(cmd, s.replies.invalid_arguments)
+            return int(value), vanished
     raise s.bad(cmd, s.replies.invalid_arguments)
+
+
+def qresync_changes(
+    s: Session, view: SelectedView, modseq: int, known: SequenceSet | None
+) -> Iterator[bytes]:
+    """SELECT (QRESYNC ...): what changed since `modseq` among the client's known UIDs.
+
+    ``VANISHED (EARLIER)`` for the expunged ones, then a FETCH of UID, FLAGS and
+    MODSEQ for each changed one, as Dovecot sends them before the tagged OK.
+    """
+    box = view.mailbox
+    top = box.uidnext - 1
+    gone = [u for u in box.vanished_since(modseq) if known is None or known.contains(u, top)]
+    if gone:
+        yield b"* VANISHED (EARLIER) %s\r\n" % format_sequence_set(gone).encode()
+    lines = [view.flags_line()]
+    for msg in box.changed_since(modseq):
+        seq = view.seq(msg.uid)
+        if seq is None or (known is not None and not known.contains(msg.uid, top)):
+            continue
+        lines.append(
+            b"* %d FETCH (UID %d %s MODSEQ (%d))\r\n"
+            % (seq, msg.uid, view.render_flags(msg), msg.modseq)
+        )
+    yield b"".join(lines)
 
 
 def _fetch_rows(
@@ -256,6 +296,10 @@ def _fetch_rows(
         for start in range(first, stop, BATCH):
             end = min(start + BATCH, stop)
             messages = box.get_many(view_uids[start:end])
+            if report_flags or seen_now:
+                announce = view.flags_line()  # new keywords before any FETCH shows one
+                if announce:
+                    chunk.append(announce)
             whole = len(messages) == end - start
             if not whole:
                 missing = True
@@ -321,7 +365,6 @@ def cmd_STORE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
             and mod[1].isdigit()
         ):
             unchanged_since = int(mod[1])
-            s.condstore = True
         else:
             raise s.bad(cmd, s.replies.invalid_arguments)
     if len(args) < 2:
@@ -332,29 +375,35 @@ def cmd_STORE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     if mode is None:
         raise s.bad(cmd, f"Invalid STORE parameter {item}")
     flags = s.parse_flags(cmd, args[1] if len(args) == 2 else list(args[1:]))
-    if view.readonly:
-        raise s.no(s.replies.read_only)
+    if view.readonly:  # Dovecot: OK, and nothing stored
+        return s.ok(cmd, s.replies.store_read_only)
+    if unchanged_since is not None:  # RFC 7162 §3.1: UNCHANGEDSINCE enables CONDSTORE
+        yield s.enable_condstore()
     box = view.mailbox
     changed, failed = box.set_flags(uids, flags, mode, unchanged_since=unchanged_since)
     changed_uids = {m.uid for m in changed}
-    lines = []
+    lines = [view.flags_line()]
     report = [m for m in box.get_many(uids) if m.uid not in failed]
     for msg in report:
-        if silent and (msg.uid in changed_uids and unchanged_since is None):
-            view.reported[msg.uid] = msg.modseq
-            continue
         if silent and msg.uid not in changed_uids:
             continue
         seq = view.seq(msg.uid)
         if seq is None:
             continue
-        parts = [b"FLAGS " + flags_bytes(msg.flags)]
-        if cmd.uid:
-            parts.insert(0, b"UID %d" % msg.uid)
+        view.reported[msg.uid] = msg.modseq
+        if silent and not s.condstore:
+            continue
+        # Dovecot's order: UID, MODSEQ, FLAGS; .SILENT under CONDSTORE still says the
+        # new MODSEQ (RFC 7162 §3.1.3).
+        parts = []
+        if cmd.uid or s.qresync:
+            parts.append(b"UID %d" % msg.uid)
         if s.condstore:
             parts.append(b"MODSEQ (%d)" % msg.modseq)
+            view.fetched_modseq = max(view.fetched_modseq, msg.modseq)
+        if not silent:
+            parts.append(view.render_flags(msg))
         lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
-        view.reported[msg.uid] = msg.modseq
     yield b"".join(lines)
     if failed:
         if cmd.uid:
@@ -399,40 +448,167 @@ def _transfer(s: Session, cmd: Command, *, move: bool) -> Handler:
     code = f"COPYUID {dest.uidvalidity} {sources} {targets}"
     if move:
         yield UntaggedStatus(Status.OK, s.replies.moved_uids, code).to_bytes()
-        yield b"".join(view.sync(expunge=True, condstore=s.condstore))
+        yield b"".join(view.sync(expunge=True, condstore=s.condstore, qresync=s.qresync))
         return s.ok(cmd, ok_text)
     return s.ok(cmd, ok_text, code)
 
 
 def cmd_SEARCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     args = list(cmd.args)
-    esearch: list[str] | None = None
+    view = s.selected()
+    options: _ReturnOptions | None = None
     if len(args) >= 2 and isinstance(args[0], str) and args[0].upper() == "RETURN":
-        opts = args[1]
-        if not isinstance(opts, list):
-            raise s.bad(cmd, s.replies.invalid_arguments)
-        esearch = [s.astring(cmd, o).upper() for o in opts] or ["ALL"]
+        options = _return_options(s, cmd, args[1])
         args = args[2:]
-    program = _compile_search(s, cmd, args)
-    uses_modseq = _mentions_modseq(args)
+    try:
+        saved = view.saved_uids() if _mentions(args, "$") else ()
+        program = _compile_search(s, cmd, args, saved=saved)
+    except Fail:
+        if options is not None and options.save:
+            view.saved = array("I")  # RFC 5182 §2.1: a failed SEARCH SAVE empties $
+        raise
+    uses_modseq = _mentions(args, "MODSEQ")
+    if uses_modseq:  # RFC 7162 §3.1: SEARCH MODSEQ enables CONDSTORE
+        yield s.enable_condstore()
     # Ascending either way: sequence numbers, and the view's UIDs.
     numbers = array("I")
-    top_modseq = 0
-    view = s.selected()
+    uids = array("I")
+    modseqs = array("Q")
+    keep_uids = options is not None and (options.save or options.update)
     if program.matches_everything and not uses_modseq and view.mailbox.uids_equal(view.uids):
         # SEARCH ALL of a view that is still current: no message needs reading.
         numbers = array("I", view.uids) if cmd.uid else array("I", range(1, len(view.uids) + 1))
+        uids = view.uids
     else:
-        for seq, msg in _matches(view, program):
+        for seq, msg in _matches(view, program, args):
             numbers.append(msg.uid if cmd.uid else seq)
-            if msg.modseq > top_modseq:
-                top_modseq = msg.modseq
-    if esearch is not None:
-        yield _esearch_line(s, cmd, esearch, numbers, top_modseq if uses_modseq else None)
-    else:
-        tail = b" (MODSEQ %d)" % top_modseq if uses_modseq and numbers else b""
+            if keep_uids:
+                uids.append(msg.uid)
+            if uses_modseq:
+                modseqs.append(msg.modseq)
+    if options is None:
+        tail = b" (MODSEQ %d)" % max(modseqs) if uses_modseq and numbers else b""
         yield from _number_line(b"* SEARCH", numbers, tail)
+        return s.ok(cmd, s.replies.search_ok)
+    picked = options.picked(len(numbers))
+    if options.save:
+        kept = range(len(numbers)) if options.partial and options.count else picked
+        view.saved = array("I", sorted({uids[i] for i in kept}))
+    if options.update:
+        yield _register_update(s, cmd, view, program, uids)
+    if options.esearch:
+        top = max((modseqs[i] for i in picked), default=0) if uses_modseq else 0
+        yield _esearch_line(cmd, options, numbers, top)
     return s.ok(cmd, s.replies.search_ok)
+
+
+@dataclass(slots=True)
+class _ReturnOptions:
+    """SEARCH RETURN (...) (RFC 4731 ESEARCH, RFC 5182 SAVE, RFC 5267 UPDATE/PARTIAL)."""
+
+    min: bool = False
+    max: bool = False
+    all: bool = False
+    count: bool = False
+    save: bool = False
+    update: bool = False
+    partial: tuple[int, int] | None = None
+
+    @property
+    def esearch(self) -> bool:
+        """Dovecot sends no ESEARCH when SAVE is the only option."""
+        return self.min or self.max or self.all or self.count or self.update or bool(self.partial)
+
+    def picked(self, count: int) -> range | list[int]:
+        """Indexes of the hits whose MODSEQ is reported and which SAVE keeps (Dovecot's rule)."""
+        if self.partial is not None:
+            lo, hi = self.partial
+            return range(lo - 1, min(hi, count))
+        if self.all or self.count or not (self.min or self.max):
+            return range(count)
+        ends = {0} if self.min else set()
+        if self.max:
+            ends.add(count - 1)
+        return sorted(i for i in ends if 0 <= i < count)
+
+
+def _return_options(s: Session, cmd: Command, token: Token) -> _ReturnOptions:
+    if not isinstance(token, list):
+        raise s.bad(cmd, s.replies.invalid_arguments)
+    opts = _ReturnOptions()
+    items = list(token)
+    while items:
+        item = items.pop(0)
+        if not isinstance(item, str):
+            raise s.bad(cmd, "SEARCH return options contain non-atoms.")
+        name = item.upper()
+        if name in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
+            setattr(opts, name.lower(), True)
+        elif name == "CONTEXT":
+            pass  # RFC 5267: a hint we need not act on
+        elif name == "UPDATE":
+            if opts.update:
+                raise s.bad(cmd, "SEARCH return options have duplicate UPDATE.")
+            opts.update = True
+        elif name == "PARTIAL":
+            if opts.partial is not None:
+                raise s.bad(cmd, "PARTIAL can be used only once.")
+            value = items.pop(0) if items else None
+            if not isinstance(value, str):
+                raise s.bad(cmd, "PARTIAL range missing.")
+            opts.partial = _partial_range(value)
+            if opts.partial is None:
+                raise s.bad(cmd, "PARTIAL range broken.")
+        else:
+            raise s.bad(cmd, "Unknown SEARCH return option")
+    if opts.update and any(u.tag == cmd.tag for u in s.selected().updates):
+        raise s.bad(cmd, "Duplicate search update tag")
+    if opts.partial is not None and opts.all:
+        raise s.bad(cmd, "PARTIAL conflicts with ALL")
+    if not (opts.min or opts.max or opts.count or opts.save or opts.update or opts.partial):
+        opts.all = True
+    return opts
+
+
+def _partial_range(text: str) -> tuple[int, int] | None:
+    """``n:m`` of positive numbers, either order (Dovecot swaps them); no ``*``."""
+    first, colon, last = text.partition(":")
+    if not (colon and first.isdigit() and last.isdigit()):
+        return None
+    lo, hi = int(first), int(last)
+    if lo == 0 or hi == 0 or max(lo, hi) > MAX_NUMBER:
+        return None
+    return (min(lo, hi), max(lo, hi))
+
+
+def _register_update(
+    s: Session, cmd: Command, view: SelectedView, program: SearchProgram, uids: array[int]
+) -> bytes:
+    """Keep this search current (CONTEXT=SEARCH), or say NOUPDATE past Dovecot's limit."""
+    if len(view.updates) >= MAX_SEARCH_UPDATES:
+        return b"* NO [NOUPDATE %s] Too many updates\r\n" % mime.quote(cmd.tag)
+
+    def matches(msg: SearchView, max_seq: int, max_uid: int) -> bool:
+        return program.matches(msg, max_seq=max_seq, max_uid=max_uid)
+
+    view.updates.append(SearchUpdate(cmd.tag, cmd.uid, matches, set(uids)))
+    return b""
+
+
+def cmd_CANCELUPDATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
+    """RFC 5267: stop updating the searches these tags started."""
+    args = s.args(cmd, 1)
+    view = s.view
+    for token in args:
+        if not isinstance(token, bytes):
+            raise s.bad(cmd, "Invalid parameters.")
+        tag = token.decode("utf-8", "replace")
+        found = [u for u in view.updates if u.tag == tag] if view is not None else []
+        if not found or view is None:
+            raise Fail(Status.NO, s.replies.unknown_update_tag)
+        view.updates.remove(found[0])
+    return s.ok(cmd, s.replies.cancelupdate_ok)
+    yield b""  # pragma: no cover - unreachable; makes this a generator
 
 
 def _number_line(head: bytes, numbers: Sequence[int], tail: bytes = b"") -> Iterator[bytes]:
@@ -453,34 +629,54 @@ def _number_line(head: bytes, numbers: Sequence[int], tail: bytes = b"") -> Iter
 
 
 def _compile_search(
-    s: Session, cmd: Command, args: list[Token], charset: str = "US-ASCII"
+    s: Session,
+    cmd: Command,
+    args: list[Token],
+    charset: str = "US-ASCII",
+    *,
+    saved: Sequence[int] = (),
 ) -> SearchProgram:
     if not args:
         raise s.bad(cmd, s.replies.missing_arguments)
     try:
-        return compile_search(args, charset)
+        return compile_search(args, charset, saved=saved)
     except SearchError as exc:
         if exc.code is not None:
             raise Fail(Status.NO, str(exc), exc.code) from None
         raise s.bad(cmd, str(exc)) from None
 
 
-def _matches(view: SelectedView, program: SearchProgram) -> Iterator[tuple[int, StoredMessage]]:
-    """(seq, message) of every message of the view that matches, one batch read at a time."""
+#: Search keys that look at \\Recent; without them a SEARCH skips this session's \\Recent.
+_RECENT_KEYS = ("RECENT", "NEW", "OLD", "UNRECENT", "\\RECENT")
+
+
+def _matches(
+    view: SelectedView, program: SearchProgram, args: Sequence[Token] = ()
+) -> Iterator[tuple[int, StoredMessage]]:
+    """(seq, message) of every message of the view that matches, one batch read at a time.
+
+    `args`: the program as sent, to see whether it asks about \\Recent at all.
+    """
     box = view.mailbox
     uids = view.uids
     max_seq = len(uids)
     max_uid = uids[-1] if uids else 0
     everything = program.matches_everything
+    recent = view.recent and any(_mentions(args, key) for key in _RECENT_KEYS)
+    search_view = view.search_view if recent else _plain_view
     for start in range(0, max_seq, BATCH):
         messages = box.get_many(uids[start : start + BATCH])
         whole = len(messages) == min(BATCH, max_seq - start)
         for i, msg in enumerate(messages):
             seq = start + i + 1 if whole else bisect_left(uids, msg.uid) + 1
             if everything or program.matches(
-                _SearchView(msg, seq), max_seq=max_seq, max_uid=max_uid
+                search_view(msg, seq), max_seq=max_seq, max_uid=max_uid
             ):
                 yield seq, msg
+
+
+def _plain_view(msg: StoredMessage, seq: int) -> SearchView:
+    return SearchView(msg, seq, msg.flags)
 
 
 def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
@@ -508,7 +704,7 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         raise s.bad(cmd, str(exc)) from None
     # Only the hits' numbers and sort keys are kept, never their messages.
     numbers = array("I")
-    for seq, msg in _matches(s.selected(), program):
+    for seq, msg in _matches(s.selected(), program, args):
         numbers.append(msg.uid if cmd.uid else seq)
         sorter.add(msg)
     order = sorter.order()
@@ -531,7 +727,7 @@ def cmd_THREAD(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
     view = s.selected()
-    hits = _matches(view, program)
+    hits = _matches(view, program, args)
     numbered = ((msg.uid if cmd.uid else seq, msg) for seq, msg in hits)
     head = b"* THREAD "
     for piece in threader(numbered, lambda numbers: _reread(view, numbers, cmd.uid)):
@@ -559,26 +755,27 @@ def _reread(
 
 
 def _esearch_line(
-    s: Session,
-    cmd: Command,
-    options: list[str],
-    numbers: array[int],
-    top_modseq: int | None,
+    cmd: Command, options: _ReturnOptions, numbers: array[int], top_modseq: int
 ) -> bytes:
-    """The ESEARCH response; ``numbers`` ascending, ``top_modseq`` when MODSEQ was searched."""
+    """The ESEARCH response; ``numbers`` ascending, ``top_modseq`` 0 unless MODSEQ was searched."""
     parts = [b'* ESEARCH (TAG "' + cmd.tag.encode() + b'")']
     if cmd.uid:
         parts.append(b"UID")
     if numbers:
-        if "MIN" in options:
+        if options.min:
             parts.append(b"MIN %d" % numbers[0])
-        if "MAX" in options:
+        if options.max:
             parts.append(b"MAX %d" % numbers[-1])
-        if "ALL" in options:
+        if options.all:
             parts.append(b"ALL " + format_ascending(numbers).encode())
-    if "COUNT" in options:
+    if options.partial is not None:
+        lo, hi = options.partial
+        window = numbers[lo - 1 : hi]
+        shown = format_ascending(window).encode() if window else b"NIL"
+        parts.append(b"PARTIAL (%d:%d %s)" % (lo, hi, shown))
+    if options.count:
         parts.append(b"COUNT %d" % len(numbers))
-    if top_modseq is not None and numbers:
+    if top_modseq:
         parts.append(b"MODSEQ %d" % top_modseq)
     return b" ".join(parts) + b"\r\n"
 
@@ -595,4 +792,5 @@ COMMANDS: dict[str, CommandHandler] = {
     "SEARCH": cmd_SEARCH,
     "SORT": cmd_SORT,
     "THREAD": cmd_THREAD,
+    "CANCELUPDATE": cmd_CANCELUPDATE,
 }

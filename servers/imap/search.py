@@ -15,9 +15,9 @@ False
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.utils import parsedate_tz
 from typing import Protocol
 
@@ -277,13 +277,34 @@ _DATE_KEYS = {
 }
 
 
+_SAVED_DATE_KEYS = {"SAVEDBEFORE": "BEFORE", "SAVEDON": "ON", "SAVEDSINCE": "SINCE"}
+
+
+def _saved_date(ctx: _Context) -> date:
+    # RFC 8514; a message without a save date (synthetic) uses its internal date.
+    msg = ctx.msg
+    when: datetime = getattr(msg, "savedate", None) or msg.internaldate
+    return when.date()
+
+
+def _within(older: bool, seconds: int) -> _Test:
+    """RFC 5032 OLDER/YOUNGER: internal date against the time the SEARCH runs."""
+    limit = datetime.now(UTC).timestamp() - seconds
+    if older:
+        return lambda ctx: ctx.msg.internaldate.timestamp() <= limit
+    return lambda ctx: ctx.msg.internaldate.timestamp() > limit
+
+
 class _Compiler:
     """Recursive-descent reader of the key list (RFC 3501 §6.4.4, RFC 7162 MODSEQ)."""
 
-    def __init__(self, tokens: Sequence[Token], charset: str) -> None:
+    def __init__(
+        self, tokens: Sequence[Token], charset: str, saved: frozenset[int] = frozenset()
+    ) -> None:
         self.tokens = tokens
         self.pos = 0
         self.charset = charset
+        self.saved = saved
 
     def take(self, key: str) -> Token:
         if self.pos >= len(self.tokens):
@@ -305,7 +326,7 @@ class _Compiler:
         if isinstance(token, list):
             if not token:
                 raise SearchError("SEARCH: empty parenthesised list")
-            return _Compiler(token, self.charset).program(depth + 1)
+            return _Compiler(token, self.charset, self.saved).program(depth + 1)
         word = token if isinstance(token, str) else token.decode("ascii", "replace")
         name = word.upper()
         if name in _FLAG_KEYS:
@@ -355,6 +376,17 @@ class _Compiler:
             return _Node(lambda ctx: uids.contains(ctx.msg.uid, ctx.max_uid), False)
         if name == "MODSEQ":
             return self.modseq()
+        if name == "$":  # RFC 5182: the saved result (UIDs)
+            saved = self.saved
+            return _Node(lambda ctx: ctx.msg.uid in saved, False)
+        if name in ("OLDER", "YOUNGER"):
+            seconds = _as_number(self.take(name), name)
+            return _Node(_within(name == "OLDER", seconds), False)
+        if name in _SAVED_DATE_KEYS:
+            when = _as_date(self.take(name), name)
+            return _Node(_date_test(_saved_date, _SAVED_DATE_KEYS[name], when), False)
+        if name == "SAVEDATESUPPORTED":
+            return _Node(lambda ctx: True, False)
         if name == "NOT":
             inner = self.key(depth + 1)
             return _Node(_not(inner.test), inner.needs_raw)
@@ -395,7 +427,9 @@ def _all_of(nodes: list[_Node]) -> _Node:
     )
 
 
-def compile_search(tokens: Sequence[Token], charset: str = "US-ASCII") -> SearchProgram:
+def compile_search(
+    tokens: Sequence[Token], charset: str = "US-ASCII", *, saved: Iterable[int] = ()
+) -> SearchProgram:
     """Compile SEARCH keys; raise :class:`SearchError` for any mistake.
 
     A leading ``CHARSET name`` in ``tokens`` is honoured too, so callers may
@@ -414,4 +448,4 @@ def compile_search(tokens: Sequence[Token], charset: str = "US-ASCII") -> Search
         )
     if not tokens:
         raise SearchError("SEARCH: no search keys")
-    return SearchProgram(_Compiler(tokens, normalized).program(0))
+    return SearchProgram(_Compiler(tokens, normalized, frozenset(saved)).program(0))

@@ -57,6 +57,10 @@ WRITE_LOW_WATER = 1024 * 1024
 MAX_PENDING_INPUT = 1024 * 1024
 #: Transcript entries show this much of a large server write.
 TRANSCRIPT_PREVIEW = 200
+#: An IDLE client hears of a change this long after the first one, all changes since
+#: coalesced, as Dovecot's mailbox watch does (NOTIFY_DELAY_MSECS = 500): a flag
+#: change followed at once by its EXPUNGE reaches the client as the EXPUNGE alone.
+IDLE_NOTIFY_DELAY = 0.5
 
 
 class _Admission(enum.Enum):
@@ -551,14 +555,22 @@ class _Connection(asyncio.Protocol):
             return
         self.change_pending = True
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-            self.loop.call_soon_threadsafe(self._mailbox_changed)
+            self.loop.call_soon_threadsafe(self._delay_change)
+
+    def _delay_change(self) -> None:
+        self.loop.call_later(IDLE_NOTIFY_DELAY, self._mailbox_changed)
 
     def _mailbox_changed(self) -> None:
         self.change_pending = False
         session = self.session
-        if session is None or self.closed or not session.idling:
+        if session is None or self.closed:
             return
-        data = session.idle_updates()
+        if session.idling:
+            data = session.idle_updates()
+        elif self.gen is None and session.notify is not None:
+            data = session.notify_updates()  # RFC 5465: news at any time between commands
+        else:
+            return
         if data:
             self._write(data)
         if session.state.value == "logout":

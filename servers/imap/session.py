@@ -14,6 +14,7 @@ commands are in ``mailbox_commands``, selected-state ones in
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Generator
 from datetime import datetime
 
@@ -33,6 +34,8 @@ from servers.imap.commands import (
     ReadLine,
     StartTLS,
 )
+from servers.imap.fetch import FetchError, FetchPlan, compile_fetch
+from servers.imap.notify import NotifyError, NotifyState, parse_notify
 from servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
 from servers.imap.replies import Replies, Reply
 from servers.imap.responses import Continuation, Status, Tagged, Untagged, UntaggedStatus
@@ -84,9 +87,14 @@ class Session:
         self.mailboxes: UserMailboxes | None = None
         self.view: SelectedView | None = None
         self.condstore = False
+        #: RFC 7162 QRESYNC enabled (implies CONDSTORE): VANISHED instead of EXPUNGE.
+        self.qresync = False
         self.idling = False
         self.in_auth = False
         self._unwatch: Callable[[], None] | None = None
+        #: NOTIFY SET in force (RFC 5465), and how to stop hearing of the user's mailboxes.
+        self.notify: NotifyState | None = None
+        self._unwatch_user: Callable[[], None] | None = None
         self.on_mailbox_change: Callable[[], None] = lambda: None
 
     @property
@@ -141,15 +149,22 @@ class Session:
             "LIST-EXTENDED",
             "I18NLEVEL=1",
             "CONDSTORE",
+            "QRESYNC",
             "ESEARCH",
             "ESORT",
+            "SEARCHRES",
+            "WITHIN",
+            "CONTEXT=SEARCH",
             "LIST-STATUS",
             "BINARY",
             "MOVE",
             "SNIPPET=FUZZY",
             "PREVIEW=FUZZY",
             "PREVIEW",
+            "STATUS=SIZE",
+            "SAVEDATE",
             "LITERAL+",
+            "NOTIFY",
             "SPECIAL-USE",
             "QUOTA",
         ]
@@ -203,6 +218,8 @@ class Session:
         elif self.state not in allowed:
             reply = Tagged(cmd.tag, Status.BAD, self._wrong_state_text(cmd.name))
         else:
+            if self.notify is not None:
+                yield self.notify_updates()
             try:
                 reply = yield from handler(self, cmd, after)
             except Fail as fail:
@@ -220,26 +237,88 @@ class Session:
                 yield self._bye_lost(lost)
                 yield Disconnect()
                 return
-            updates = self.view.sync(
-                expunge=cmd.name not in _NO_EXPUNGE or cmd.uid, condstore=self.condstore
-            )
+            updates = b""
+            if cmd.name in _SYNCING:
+                updates = self._sync(expunge=cmd.name not in _NO_EXPUNGE or cmd.uid)
             if updates:
-                yield b"".join(updates)
+                yield updates
+            highest = self.view.highest_modseq_news() if self.qresync else None
+            if highest is not None:
+                if reply.status is Status.OK and reply.code is None:
+                    reply = Tagged(reply.tag, reply.status, reply.text, f"HIGHESTMODSEQ {highest}")
+                else:
+                    yield UntaggedStatus(
+                        Status.OK, self.replies.highest_modseq, f"HIGHESTMODSEQ {highest}"
+                    ).to_bytes()
+        if self.notify is not None and self.mailboxes is not None:
+            self.notify.refresh(self.mailboxes)  # our own changes are not news to us
         yield reply.to_bytes()
         yield from after
 
+    def _sync(self, *, expunge: bool) -> bytes:
+        """The selected mailbox's news, as far as NOTIFY (if set) asks for them."""
+        assert self.view is not None
+        events = self.notify.spec.selected_events if self.notify is not None else None
+        plan = self.notify.new_mail_fetch if self.notify is not None else None
+        return b"".join(
+            self.view.sync(
+                expunge=expunge,
+                condstore=self.condstore,
+                qresync=self.qresync,
+                counts=events is None or "MessageNew" in events,
+                flag_changes=events is None or "FlagChange" in events,
+                new_mail=None if plan is None else self._fetch_new_mail(plan),
+            )
+        )
+
+    def _fetch_new_mail(self, plan: FetchPlan) -> Callable[[array[int]], list[bytes]]:
+        """NOTIFY's ``MessageNew (fetch-att)``: a FETCH of each new message, as Dovecot."""
+        view = self.selected()
+        plan = plan.bind_flags(view.render_flags)
+
+        def fetch(uids: array[int]) -> list[bytes]:
+            lines = []
+            for msg in view.mailbox.get_many(uids):
+                seq = view.seq(msg.uid)
+                if seq is not None:
+                    body = b" ".join([render(msg) for render in plan.renders])
+                    lines.append(b"* %d FETCH (%s)\r\n" % (seq, body))
+            return lines
+
+        return fetch
+
+    def idle_sync(self) -> bytes:
+        return self._sync(expunge=True)
+
+    def notify_updates(self) -> bytes:
+        """NOTIFY's news of the user's other mailboxes (any time the client is not mid-command)."""
+        if self.notify is None or self.mailboxes is None:
+            return b""
+        selected = self.view.mailbox if self.view is not None else None
+        return b"".join(self.notify.updates(self.mailboxes, selected, self.condstore))
+
     def idle_updates(self) -> bytes:
         """Pending changes while IDLE (called when the store reports a change)."""
-        if not self.idling or self.view is None:
+        if not self.idling:
             return b""
+        news = self.notify_updates()
+        if self.view is None:
+            return news
         lost = self.view.lost()
         if lost is not None:
-            return self._bye_lost(lost)
-        return b"".join(self.view.sync(expunge=True, condstore=self.condstore))
+            return news + self._bye_lost(lost)
+        return news + self.idle_sync()
 
     def shutdown(self) -> None:
         """The connection is gone: stop watching the mailbox."""
         self.unselect()
+        self._stop_notify()
+
+    def _stop_notify(self) -> None:
+        if self._unwatch_user is not None:
+            self._unwatch_user()
+            self._unwatch_user = None
+        self.notify = None
 
     # -- helpers -----------------------------------------------------------------
 
@@ -458,15 +537,68 @@ class Session:
     # -- authenticated ---------------------------------------------------------------------
 
     def cmd_ENABLE(self, cmd: Command, after: list[Effect]) -> Handler:
+        """As Dovecot: every known extension named is listed, enabled before or not;
+        no ``* ENABLED`` line when none is; CONDSTORE in the selected state says
+        HIGHESTMODSEQ first."""
         self.args(cmd, 1)
         enabled = []
         for token in cmd.args:
             name = self.astring(cmd, token).upper()
-            if name == "CONDSTORE" and not self.condstore:
-                self.condstore = True
+            if name in ("CONDSTORE", "QRESYNC"):
+                yield self.enable_condstore()  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
+                self.qresync = self.qresync or name == "QRESYNC"
                 enabled.append(name)
-        yield Untagged(b" ".join([b"ENABLED", *(e.encode() for e in enabled)])).to_bytes()
+        if enabled:
+            yield Untagged(b" ".join([b"ENABLED", *(e.encode() for e in enabled)])).to_bytes()
         return self.ok(cmd, self.replies.enable_ok)
+
+    def enable_condstore(self) -> bytes:
+        """CONDSTORE switched on by a command that uses it (RFC 7162 §3.1).
+
+        In the selected state Dovecot then tells the client the HIGHESTMODSEQ
+        at once, so it has a starting point.
+        """
+        if self.condstore:
+            return b""
+        self.condstore = True
+        if self.view is None:
+            return b""
+        self.view.mailbox.modseqs_tracked = True
+        return UntaggedStatus(
+            Status.OK,
+            self.replies.highest_modseq,
+            f"HIGHESTMODSEQ {self.view.modseq}",  # what this session has seen, as Dovecot
+        ).to_bytes()
+
+    def cmd_NOTIFY(self, cmd: Command, after: list[Effect]) -> Handler:
+        """RFC 5465, as Dovecot 2.3: STATUS/LIST news of the user's other mailboxes."""
+        try:
+            spec = parse_notify(cmd.args)
+        except NotifyError as exc:
+            if exc.code is not None:
+                text = (
+                    self.replies.bad_notify_events if exc.code.startswith("BADEVENT") else str(exc)
+                )
+                raise Fail(Status.NO, text, exc.code) from None
+            raise self.bad(cmd, str(exc)) from None
+        self._stop_notify()
+        if spec is not None and any("FlagChange" in g.events for g in spec.groups):
+            yield self.enable_condstore()  # as Dovecot: FlagChange reports HIGHESTMODSEQ
+        if spec is not None:
+            user = self.user()
+            state = NotifyState(spec)
+            if spec.new_mail_fetch is not None:
+                try:
+                    state.new_mail_fetch = compile_fetch(spec.new_mail_fetch)
+                except FetchError as exc:
+                    raise self.bad(cmd, str(exc)) from None
+            if spec.status:
+                selected = self.view.mailbox if self.view is not None else None
+                yield b"".join(state.initial_status(user, selected))
+            state.refresh(user)
+            self.notify = state
+            self._unwatch_user = user.watch(self._changed)
+        return self.ok(cmd, self.replies.notify_ok)
 
     def watch(self, box: Mailbox) -> None:
         """Hear about changes of the selected mailbox (for IDLE)."""
@@ -494,7 +626,8 @@ class Session:
 
     def cmd_IDLE(self, cmd: Command, after: list[Effect]) -> Handler:
         if self.view is not None:
-            yield b"".join(self.view.sync(expunge=True, condstore=self.condstore))
+            yield self.idle_sync()
+        yield self.notify_updates()
         yield Continuation(self.replies.idle_continuation).to_bytes()
         self.idling = True
         try:
@@ -509,6 +642,25 @@ class Session:
 _ACL_COMMANDS = frozenset({"GETACL", "MYRIGHTS", "LISTRIGHTS"})
 _SECRET_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE"})
 _UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"})
+#: Commands after which the selected mailbox's news is sent: Dovecot's that call
+#: cmd_sync(). CAPABILITY, ID, ENABLE, LIST, STATUS, CREATE... send none, as there.
+_SYNCING = frozenset(
+    {
+        "APPEND",
+        "CHECK",
+        "COPY",
+        "MOVE",
+        "EXPUNGE",
+        "FETCH",
+        "NOOP",
+        "NOTIFY",
+        "STORE",
+        "SEARCH",
+        "SORT",
+        "THREAD",
+        "IDLE",
+    }
+)
 #: RFC 3501 §7.4.1: no EXPUNGE responses while answering these (unless UID form).
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 

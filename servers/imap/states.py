@@ -102,4 +102,6 @@ COMMAND_STATES: dict[str, frozenset[State]] = {
     "STORE": _SELECTED,
     "COPY": _SELECTED,
     "MOVE": _SELECTED,
+    "CANCELUPDATE": _SELECTED,
+    "NOTIFY": _AUTH,
 }

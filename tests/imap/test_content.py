@@ -172,8 +172,8 @@ def test_multiappend_saves_all_and_reports_a_uid_set(wire: Wire) -> None:
     assert re.fullmatch(rb"TAG OK \[APPENDUID \d+ 1:2\] Append completed.*\r\n", reply)
     wire.answer(b"SELECT INBOX")
     flags = wire.answer(b"FETCH 1:2 (FLAGS INTERNALDATE)")
-    assert b'* 1 FETCH (FLAGS (\\Seen) INTERNALDATE "17-Jul-1996 02:44:25 -0700")' in flags
-    assert b"* 2 FETCH (FLAGS (\\Flagged) INTERNALDATE" in flags
+    assert b'* 1 FETCH (FLAGS (\\Seen \\Recent) INTERNALDATE "17-Jul-1996 02:44:25 -0700")' in flags
+    assert b"* 2 FETCH (FLAGS (\\Flagged \\Recent) INTERNALDATE" in flags
 
 
 def test_multiappend_with_a_bad_url_saves_nothing(wire: Wire) -> None:

@@ -1,4 +1,4 @@
-"""Two imaplib sessions against one running server, checked against a plain Python model.
+r"""Two imaplib sessions against one running server, checked against a plain Python model.
 
 A hypothesis state machine APPENDs, STOREs flags, EXPUNGEs, COPYs and MOVEs
 between two mailboxes from either of two real sessions. After every step both
@@ -7,6 +7,13 @@ and FETCH FLAGS responses, replayed in arrival order into the client's idea of
 the mailbox), must number messages 1..N in UID order, and must see exactly the
 model's UIDs and flags; the store itself must hold the model's messages. UIDs
 must rise strictly and never be reused, and UIDNEXT must stay above all of them.
+
+Dovecot's per-session state is modelled too: a new message is \Recent for
+exactly one session, the first whose command completes with its mailbox
+selected (or that selects it), and only while that selection lasts; RECENT
+counts and STATUS RECENT follow. Every keyword a FETCH shows must have been
+announced in an untagged FLAGS first. Session b has CONDSTORE enabled: a
+message's MODSEQ must rise exactly when its flags change.
 
 The model does not predict UIDs: it takes them from APPENDUID / COPYUID and
 only checks the UID rules, so the same test could run against Dovecot.
@@ -20,7 +27,7 @@ import itertools
 import re
 import socket
 import string
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -43,7 +50,7 @@ TIMEOUT = 30.0
 #: Keeps the whole state machine test under ~15 s, and under `-n 2`.
 MAX_EXAMPLES = 60
 STEPS = 40
-#: \Recent belongs to a session, not to the message; the model leaves it out.
+#: \Recent belongs to a session, not to the message: modelled apart from the flags.
 RECENT = "\\Recent"
 FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "$Label1", "Work")
 #: STORE item -> how the model applies it.
@@ -52,6 +59,7 @@ STORE_ITEMS = {"+FLAGS": "add", "-FLAGS": "remove", "FLAGS": "set"}
 _FETCH = re.compile(rb"^(\d+) \((.*)\)$")
 _UID = re.compile(rb"\bUID (\d+)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
+_MODSEQ = re.compile(rb"\bMODSEQ \((\d+)\)")
 _boxes = itertools.count(1)  # a fresh pair of mailboxes per example: no reset needed
 
 
@@ -63,6 +71,11 @@ class Msg:
     uid: int
     flags: frozenset[str]
     body: bytes
+    #: (session name, selection number) that holds \Recent; None while unclaimed.
+    recent: tuple[str, int] | None = None
+    #: The flags changed since the CONDSTORE session last read the MODSEQ.
+    changed: bool = False
+    modseq: int | None = None  # as last read by the CONDSTORE session
 
 
 @dataclass
@@ -92,6 +105,12 @@ def apply_flags(old: frozenset[str], flags: Iterable[str], mode: str) -> frozens
 # -- a client that keeps what the server told it -------------------------------------------
 
 
+def fetched_flags(data: bytes) -> frozenset[str] | None:
+    """Every flag of a FETCH response, \\Recent included; None without FLAGS."""
+    match = _FLAGS.search(data)
+    return frozenset(match.group(1).decode().split()) if match else None
+
+
 def parse_fetch(data: bytes) -> tuple[int, int | None, frozenset[str] | None]:
     """`b'3 (UID 7 FLAGS (\\Seen))'` -> (3, 7, {'\\Seen'}); UID and FLAGS may be missing."""
     match = _FETCH.match(data)
@@ -112,6 +131,7 @@ class Entry:
 
     uid: int | None = None
     flags: frozenset[str] | None = None
+    recent: bool | None = None
 
 
 class Session(imaplib.IMAP4):
@@ -128,6 +148,13 @@ class Session(imaplib.IMAP4):
         self.last: list[tuple[str, bytes]] = []  # the untagged data of the last `ok`
         self.entries: list[Entry] = []
         self.selected = ""
+        #: Counts SELECTs: \Recent lasts one selection.
+        self.selection = 0
+        #: The last `* n RECENT`, and the keywords announced by untagged FLAGS.
+        self.recent_count = 0
+        self.announced: frozenset[str] = frozenset()
+        #: Called after every OK command (the model hands out \Recent there).
+        self.on_ok: Callable[[Session], None] = lambda session: None
         super().__init__(*address, timeout=TIMEOUT)
         # imaplib sends an APPEND literal and its CRLF in two writes; without
         # this, Nagle plus the server's delayed ACK stall each APPEND ~40 ms.
@@ -143,12 +170,17 @@ class Session(imaplib.IMAP4):
         typ, data = result
         self.absorb()
         assert typ == "OK", f"session {self.name}: {typ} {data!r}"
+        self.on_ok(self)
 
     def absorb(self) -> None:
         """Replay the untagged EXISTS / EXPUNGE / FETCH responses as a client would."""
         self.last, self.log = self.log, []
         for typ, dat in self.last:
-            if typ == "EXISTS":
+            if typ == "FLAGS":
+                self.announced = frozenset(dat.decode().strip("()").split())
+            elif typ == "RECENT":
+                self.recent_count = int(dat)
+            elif typ == "EXISTS":
                 count = int(dat)
                 assert count >= len(self.entries), (
                     f"session {self.name}: EXISTS {count} shrank the mailbox from "
@@ -174,6 +206,13 @@ class Session(imaplib.IMAP4):
                     entry.uid = uid
                 if flags is not None:
                     entry.flags = flags
+                    every = fetched_flags(dat) or frozenset()
+                    entry.recent = RECENT in every
+                    unknown = {f for f in every if not f.startswith("\\")} - self.announced
+                    assert not unknown, (
+                        f"session {self.name}: FETCH {dat!r} uses keywords {sorted(unknown)} "
+                        f"no FLAGS response announced"
+                    )
 
     def untagged(self, name: str) -> list[bytes]:
         """Data of kind `name` (FETCH, SEARCH, APPENDUID...) of the last command checked.
@@ -184,8 +223,9 @@ class Session(imaplib.IMAP4):
 
     def enter(self, box: str) -> None:
         self.entries, self.log = [], []
-        self.ok(self.select(box))
         self.selected = box
+        self.selection += 1
+        self.ok(self.select(box))
 
     def safe_logout(self) -> None:
         with contextlib.suppress(imaplib.IMAP4.error, OSError):
@@ -251,8 +291,11 @@ class TwoSessions(RuleBasedStateMachine):
     def connect(self, seeds: list[tuple[frozenset[str], bytes]]) -> None:
         for name in ("a", "b"):
             session = Session(name, self.server.imap.plain.address)
+            session.on_ok = self.claim_recent
             self.sessions[name] = session
             session.ok(session.login(LOGIN, PASSWORD))
+        condstore = self.sessions["b"]
+        condstore.ok(condstore.enable("CONDSTORE"))
         for box in self.boxes:
             self.sessions["a"].ok(self.sessions["a"].create(box))
         for session in self.sessions.values():
@@ -264,6 +307,19 @@ class TwoSessions(RuleBasedStateMachine):
             session.safe_logout()
 
     # -- helpers --
+
+    def claim_recent(self, session: Session) -> None:
+        """Dovecot: \\Recent goes to the first session that syncs the new message."""
+        if not session.selected:
+            return
+        for msg in self.boxes[session.selected].msgs:
+            if msg.recent is None:
+                msg.recent = (session.name, session.selection)
+
+    def owned(self, session: Session, box: Box) -> list[bool]:
+        """Which of `box`'s messages are \\Recent for `session` now."""
+        mine = (session.name, session.selection)
+        return [m.recent == mine for m in box.msgs]
 
     def has_messages(self) -> bool:
         return any(self.boxes[s.selected].msgs for s in self.sessions.values())
@@ -286,7 +342,9 @@ class TwoSessions(RuleBasedStateMachine):
         session.ok(session.uid("STORE", uid_set(m.uid for m in msgs), item, flag_list(flags)))
         box = self.boxes[session.selected]
         for msg in msgs:
-            msg.flags = apply_flags(msg.flags, flags, mode)
+            new = apply_flags(msg.flags, flags, mode)
+            msg.changed = msg.changed or new != msg.flags
+            msg.flags = new
         for entry in session.entries:
             if item.endswith(".SILENT") and entry.uid in {m.uid for m in msgs}:
                 entry.flags = box.by_uid(entry.uid).flags  # a client updates its own view
@@ -307,6 +365,10 @@ class TwoSessions(RuleBasedStateMachine):
                 f"it has {[m.uid for m in box.msgs]}"
             )
             pairs = list(zip(entries, box.msgs, strict=True))
+            recent = sum(self.owned(session, box))
+            assert session.recent_count == recent, (
+                f"session {session.name}: told RECENT {session.recent_count}, {recent} are its"
+            )
         else:
             known = {e.uid: e for e in entries}
             pairs = [(known.get(m.uid, Entry()), m) for m in box.msgs if m.uid in uids]
@@ -322,6 +384,10 @@ class TwoSessions(RuleBasedStateMachine):
                 f"session {session.name}: UID {msg.uid} has flags {sorted(entry.flags or ())} "
                 f"to the client, {sorted(msg.flags)} in the model"
             )
+            mine = msg.recent == (session.name, session.selection)
+            assert entry.recent in (None, mine), (
+                f"session {session.name}: UID {msg.uid} \\Recent={entry.recent}, model {mine}"
+            )
 
     # -- rules --
 
@@ -334,6 +400,7 @@ class TwoSessions(RuleBasedStateMachine):
             session.ok(session.append(box.name, flagged, None, body))
             [code] = session.untagged("APPENDUID")
             box.assign(int(code.split()[1]), flags, body)
+            self.claim_recent(session)  # the APPEND's own EXISTS came with it
 
     @precondition(has_messages)
     @rule(
@@ -463,8 +530,18 @@ class TwoSessions(RuleBasedStateMachine):
         assert found == [m.uid for m in box.msgs], f"session {session.name}: UID SEARCH ALL"
         if box.msgs:
             session.ok(session.fetch("1:*", "(UID FLAGS)"))
-            got = [parse_fetch(d) for d in session.untagged("FETCH")]
+            fetched = session.untagged("FETCH")
+            got = [parse_fetch(d) for d in fetched]
             assert got == want, f"session {session.name}: FETCH 1:* (UID FLAGS) of {box.name}"
+            recent = [RECENT in (fetched_flags(d) or ()) for d in fetched]
+            assert recent == self.owned(session, box), f"session {session.name}: \\Recent"
+            if session.name == "b":
+                self.check_modseqs(session, box)
+        other = self.boxes[self.opposite(box.name)]
+        session.ok(session.status(other.name, "(RECENT)"))
+        [status] = session.untagged("STATUS")
+        unclaimed = sum(m.recent is None for m in other.msgs)
+        assert status.endswith(b"(RECENT %d)" % unclaimed), f"{other.name}: STATUS {status!r}"
         session.ok(session.status(box.name, "(UIDNEXT MESSAGES)"))
         [status] = session.untagged("STATUS")
         text = status.decode()
@@ -472,6 +549,21 @@ class TwoSessions(RuleBasedStateMachine):
         count = int(re.search(r"MESSAGES (\d+)", text).group(1))  # type: ignore[union-attr]
         assert uidnext > box.max_uid, f"{box.name}: UIDNEXT {uidnext} <= UID {box.max_uid}"
         assert count == len(box.msgs), f"{box.name}: STATUS MESSAGES {count}"
+
+    def check_modseqs(self, session: Session, box: Box) -> None:
+        """CONDSTORE: a MODSEQ rises exactly when the message's flags changed."""
+        session.ok(session.fetch("1:*", "(UID MODSEQ)"))
+        for data in session.untagged("FETCH"):
+            uid = _UID.search(data)
+            modseq = _MODSEQ.search(data)
+            assert uid is not None and modseq is not None, data
+            msg = box.by_uid(int(uid.group(1)))
+            value = int(modseq.group(1))
+            if msg.modseq is not None:
+                assert (value > msg.modseq) == msg.changed and value >= msg.modseq, (
+                    f"UID {msg.uid}: MODSEQ {msg.modseq} -> {value}, flags changed: {msg.changed}"
+                )
+            msg.modseq, msg.changed = value, False
 
     @invariant()
     def store_agrees_with_model(self) -> None:

@@ -119,7 +119,8 @@ def test_imapclient(imap: RunningIMAP, mode: str) -> None:
     fetched = client.fetch(uids, ["ENVELOPE", "FLAGS", "RFC822.SIZE"])
     assert fetched[2][b"ENVELOPE"].subject == b"hello 2"
     client.add_flags(uids, [imapclient.SEEN])
-    assert client.get_flags(uids) == {2: (imapclient.SEEN,)}
+    # \Recent: this session selected the new mail first (RFC 3501 §2.3.2, as Dovecot).
+    assert client.get_flags(uids) == {2: (imapclient.SEEN, imapclient.RECENT)}
     client.logout()
     assert imap.errors == []
 
@@ -292,7 +293,7 @@ def test_fetch_items(alice: imaplib.IMAP4, imap: RunningIMAP) -> None:
     alice.select("INBOX")
     _, data = alice.fetch("1", "(BODY.PEEK[TEXT]<0.5> FLAGS)")
     assert data[0] == (b"1 (BODY[TEXT]<0> {5}", b"Hello")
-    assert data[1] == b" FLAGS ())"
+    assert data[1] == b" FLAGS (\\Recent))"
     _, data = alice.fetch("1", "RFC822.HEADER")
     assert data[0][1].startswith(b"From: Bob")  # type: ignore[index,union-attr]
     _, data = alice.fetch("1", "(BODYSTRUCTURE)")
@@ -302,9 +303,9 @@ def test_fetch_items(alice: imaplib.IMAP4, imap: RunningIMAP) -> None:
     _, data = alice.fetch("1", "(BODY[])")
     assert data[0][1] == MESSAGE  # type: ignore[index]
     _, data = alice.fetch("1", "FLAGS")
-    assert data == [b"1 (FLAGS (\\Seen))"]
+    assert data == [b"1 (FLAGS (\\Seen \\Recent))"]
     _, data = alice.uid("FETCH", "1", "(FLAGS)")
-    assert data == [b"1 (UID 1 FLAGS (\\Seen))"]
+    assert data == [b"1 (UID 1 FLAGS (\\Seen \\Recent))"]
     with pytest.raises(imaplib.IMAP4.error, match="Unknown parameter NOPE"):
         alice.fetch("1", "(NOPE)")
     imap.errors.clear()
@@ -321,15 +322,15 @@ def test_store_and_search(alice: imaplib.IMAP4, imap: RunningIMAP) -> None:
     seed(imap, 3)
     alice.select("INBOX")
     _, data = alice.store("1:2", "+FLAGS", "(\\Seen)")
-    assert data == [b"1 (FLAGS (\\Seen))", b"2 (FLAGS (\\Seen))"]
+    assert data == [b"1 (FLAGS (\\Seen \\Recent))", b"2 (FLAGS (\\Seen \\Recent))"]
     assert alice.store("2", "-FLAGS.SILENT", "(\\Seen)") == ("OK", [None])
     assert alice.search(None, "UNSEEN") == ("OK", [b"2 3"])
     assert alice.search(None, "SUBJECT", '"hello 3"') == ("OK", [b"3"])
     assert alice.uid("SEARCH", "SEEN") == ("OK", [b"1"])
     _, data = alice.uid("STORE", "3", "FLAGS", "(\\Deleted custom)")
     assert data[0] in (
-        b"3 (UID 3 FLAGS (\\Deleted custom))",
-        b"3 (UID 3 FLAGS (custom \\Deleted))",
+        b"3 (UID 3 FLAGS (\\Deleted \\Recent custom))",
+        b"3 (UID 3 FLAGS (custom \\Deleted \\Recent))",
     )
     with RawClient(imap.plain) as raw:
         raw.login()
@@ -382,7 +383,7 @@ def test_condstore(imap: RunningIMAP) -> None:
         modseq = int(highest.split(b"HIGHESTMODSEQ ")[1].split(b"]")[0])
         raw.command(b"a", b"STORE 2 +FLAGS.SILENT (\\Seen)")
         reply = raw.command(b"f", b"FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % modseq)
-        assert reply[0] == b"* 2 FETCH (FLAGS (\\Seen) MODSEQ (%d))\r\n" % (modseq + 1)
+        assert reply[0] == b"* 2 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (%d))\r\n" % (modseq + 1)
         reply = raw.command(b"u", b"STORE 1:2 (UNCHANGEDSINCE %d) +FLAGS (\\Flagged)" % modseq)
         assert reply[-1] == b"u OK [MODIFIED 2] Conditional store failed\r\n"
 
@@ -402,15 +403,21 @@ def test_two_sessions_see_each_others_changes(imap: RunningIMAP) -> None:
         imap.store.deliver(ALICE[0], MESSAGE)
         b.command(b"f", b"STORE 2 +FLAGS.SILENT (\\Flagged)")
         reply = a.command(b"f", b"FETCH 2 (UID)")
-        # No EXPUNGE during FETCH (RFC 3501 §7.4.1), but EXISTS and the flag change:
+        # No EXPUNGE during FETCH (RFC 3501 §7.4.1), but the flag change and EXISTS, in
+        # Dovecot's order. a selected first, so 1-3 are \Recent for it alone; b saw the
+        # new message first (after its STORE), so 4 is \Recent for b, not for a.
         assert reply == [
             b"* 2 FETCH (UID 2)\r\n",
+            b"* 3 FETCH (FLAGS (\\Flagged \\Recent))\r\n",  # no UID: no QRESYNC
             b"* 4 EXISTS\r\n",
-            b"* 3 FETCH (UID 3 FLAGS (\\Flagged))\r\n",
             b"f OK Fetch completed (0.001 + 0.000 secs).\r\n",
         ]
         reply = a.command(b"n", b"NOOP")
-        assert reply == [b"* 1 EXPUNGE\r\n", b"n OK NOOP completed (0.001 + 0.000 secs).\r\n"]
+        assert reply == [
+            b"* 1 EXPUNGE\r\n",
+            b"* 2 RECENT\r\n",
+            b"n OK NOOP completed (0.001 + 0.000 secs).\r\n",
+        ]
         reply = a.command(b"g", b"FETCH 1:* (UID)")
         assert [line.split(b" (")[1] for line in reply[:-1]] == [
             b"UID 2)\r\n",
@@ -428,6 +435,7 @@ def test_idle_woken_by_append_from_another_thread(imap: RunningIMAP) -> None:
         thread = threading.Thread(target=seed, args=(imap, 1))
         thread.start()
         assert raw.line() == b"* 1 EXISTS\r\n"
+        assert raw.line() == b"* 1 RECENT\r\n"
         thread.join()
         raw.send(b"DONE\r\n")
         assert raw.until(b"i") == [b"i OK Idle completed (0.001 + 0.000 secs).\r\n"]
@@ -439,7 +447,7 @@ def test_imapclient_idle(imap: RunningIMAP) -> None:
     client.select_folder("INBOX")
     client.idle()
     seed(imap, 1)
-    assert client.idle_check(timeout=10) == [(1, b"EXISTS")]
+    assert client.idle_check(timeout=10) == [(1, b"EXISTS"), (1, b"RECENT")]
     client.idle_done()
     client.logout()
 

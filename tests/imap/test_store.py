@@ -203,8 +203,10 @@ def test_changed_since_and_vanished_since(alice: UserMailboxes) -> None:
 def test_recent_is_claimed_by_the_first_session(alice: UserMailboxes) -> None:
     box = alice["INBOX"]
     box.append(msg("a"))
-    assert box.claim_recent() == {1}
-    assert box.claim_recent() == set()
+    assert box.status().recent == 1
+    assert box.claim_recent(take=False) == (1, 1)  # EXAMINE looks, takes nothing
+    assert box.claim_recent() == (1, 1)
+    assert box.claim_recent() == (2, 1)  # empty: the first session took it
     assert box.status().recent == 0
 
 

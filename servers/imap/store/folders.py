@@ -13,7 +13,7 @@ from servers.imap.store.errors import (
     QuotaExceeded,
     StoreError,
 )
-from servers.imap.store.mailbox import Core, Mailbox
+from servers.imap.store.mailbox import Core, Mailbox, watch
 from servers.imap.store.tree import Glob, Tree
 
 DELIMITER = "/"
@@ -57,12 +57,18 @@ class UserMailboxes:
         #: The same names as a trie: parents, children, LIST matching.
         self._tree = Tree(DELIMITER, INBOX)
         self._subscribed: dict[str, None] = {}
+        #: Told of any change to any of these mailboxes or to the list (NOTIFY).
+        self.watchers: dict[int, Callable[[], None]] = {}
         for name, use in DEFAULT_MAILBOXES:
             self._add(Mailbox(core, self, name, use))
             self._subscribed[name] = None
 
     def __repr__(self) -> str:
         return f"<UserMailboxes {self.login!r} {sorted(self._boxes)}>"
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback()` after any change of this user's mailboxes; returns unwatch."""
+        return watch(self._core, self.watchers, callback)
 
     def get(self, name: str) -> Mailbox | None:
         """The mailbox called `name` ("INBOX" in any case), or None."""
@@ -251,6 +257,7 @@ class UserMailboxes:
     def _add(self, box: Mailbox) -> Mailbox:
         self._boxes[box.name] = box
         self._tree.add(box.name)
+        box._notify()  # the list changed: NOTIFY MailboxName
         return box
 
     def _remove(self, key: str) -> None:

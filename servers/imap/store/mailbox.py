@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 # Synthetic messages are handed out as fresh objects; this many stay alive so a
 # session that fetches ENVELOPE then BODY of the same message reuses its cache.
 SYNTHETIC_CACHE = 1024
+#: Expunged (MODSEQ, UID) pairs kept for QRESYNC, at least this many and at most
+#: as many as the mailbox holds; older ones are forgotten, half at a time.
+GONE_LOG = 4096
 
 assert array("I").itemsize == 4, "UID arrays need 32-bit unsigned items"
 
@@ -108,7 +111,7 @@ class MailboxStatus:
 
 
 class Mailbox:
-    """One folder. Attributes are read-only to callers except `subscribed`.
+    """One folder. Attributes are read-only to callers.
 
     UIDs live in one ascending `array('I')`; real messages and synthetic messages
     whose flags changed live in a dict; any other UID is an untouched synthetic
@@ -121,19 +124,22 @@ class Mailbox:
         owner: UserMailboxes,
         name: str,
         special_use: str | None = None,
-        *,
-        subscribed: bool = False,
     ) -> None:
         self._core = core
         self._owner = owner
         self.name = name
         self.special_use = special_use
-        self.subscribed = subscribed
         self.deleted = False
         self.uidvalidity = core.next_uidvalidity()
         self.uidnext = 1
         self.highest_modseq = 1
-        self.recent_uids: set[int] = set()
+        # \Recent, as Dovecot keeps it: every UID from here up is recent and not yet
+        # claimed by a session (one int, however many messages arrive).
+        self.first_recent_uid = 1
+        #: Keywords in order of first use; never shrinks (Dovecot keeps them too), so a
+        #: session announces new ones with untagged FLAGS by comparing lengths.
+        self.keywords: list[str] = []
+        self._keyword_set: set[str] = set()
         self._uids: array[int] = array("I")
         self._msgs: dict[int, StoredMessage] = {}
         self._bytes = 0
@@ -144,6 +150,12 @@ class Mailbox:
         self._log_uid: array[int] = array("I")
         self._gone_ms: array[int] = array("Q")
         self._gone_uid: array[int] = array("I")
+        # Expunges at or below this MODSEQ were forgotten (the log is bounded):
+        # QRESYNC then reports every missing UID as vanished, as RFC 7162 §3.2.5.1 allows.
+        self.vanished_floor = 0
+        #: A session used CONDSTORE here: from then on Dovecot's index tracks MODSEQs
+        #: and every SELECT of the mailbox says HIGHESTMODSEQ.
+        self.modseqs_tracked = False
         # Synthetic range: UIDs first..last not in _msgs are rendered from _synth.
         self._synth: Synthetic | None = None
         self._synth_first = 0
@@ -212,7 +224,7 @@ class Mailbox:
             seen = sum(1 for m in self._msgs.values() if "\\Seen" in m.flags)
             return MailboxStatus(
                 messages=len(self._uids),
-                recent=len(self.recent_uids),
+                recent=len(self._uids) - bisect_left(self._uids, self.first_recent_uid),
                 unseen=len(self._uids) - seen,
                 uidnext=self.uidnext,
                 uidvalidity=self.uidvalidity,
@@ -247,29 +259,43 @@ class Mailbox:
             return [found[uid] for uid in sorted(found)]
 
     def vanished_since(self, modseq: int) -> list[int]:
-        """UIDs expunged after `modseq` (QRESYNC VANISHED (EARLIER)), ascending."""
+        """UIDs expunged after `modseq` (QRESYNC VANISHED (EARLIER)), ascending.
+
+        Below :attr:`vanished_floor` the log is gone: then every UID under UIDNEXT
+        that no longer exists is reported (RFC 7162 allows reporting too many).
+        """
         with self._core.lock:
+            if modseq < self.vanished_floor:
+                return _missing(self._uids, self.uidnext)
             start = bisect_right(self._gone_ms, modseq)
             return sorted(self._gone_uid[start:])
 
-    def claim_recent(self) -> set[int]:
-        """Hand \\Recent to the first session that selects, as Dovecot does."""
+    def claim_recent(self, *, take: bool = True) -> tuple[int, int]:
+        """The UIDs still \\Recent and unclaimed, as an inclusive range (empty: lo > hi).
+
+        Dovecot gives \\Recent to one session only: the first to see the messages
+        with the mailbox opened read-write (``take``). EXAMINE sees them too but
+        leaves them for the next session (RFC 3501 §6.3.2).
+        """
         with self._core.lock:
-            claimed, self.recent_uids = self.recent_uids, set()
-            return claimed
+            lo, hi = self.first_recent_uid, self.uidnext - 1
+            if take:
+                self.first_recent_uid = self.uidnext
+            return lo, hi
+
+    @property
+    def subscribed(self) -> bool:
+        """Subscriptions are the user's names (RENAME and DELETE leave them alone)."""
+        return self._owner.is_subscribed(self.name)
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback()` after every change, lock released; returns the unwatch function."""
-        with self._core.lock:
-            token = next(self._core.tokens)
-            self._watchers[token] = callback
+        return watch(self._core, self._watchers, callback)
 
-        def unwatch() -> None:
-            with self._core.lock:
-                self._watchers.pop(token, None)
-                self._core.pending.pop(token, None)
-
-        return unwatch
+    def touch(self) -> None:
+        """Tell watchers of a change made outside the store's methods (a subscription)."""
+        with self._core.txn():
+            self._notify()
 
     # -- changing --------------------------------------------------------------
 
@@ -328,6 +354,7 @@ class Mailbox:
                 if uid not in self._msgs:  # a synthetic message keeps its flags from now on
                     self._lru.pop(uid, None)
                     self._msgs[uid] = msg
+                self._learn_keywords(new)
                 msg.flags = self._flagsets.setdefault(new, new)
                 msg.modseq = self._bump()
                 self._log(msg)
@@ -368,6 +395,7 @@ class Mailbox:
 
     def _notify(self) -> None:
         self._core.pending.update(self._watchers)
+        self._core.pending.update(self._owner.watchers)
 
     def _bump(self) -> int:
         self.highest_modseq += 1
@@ -414,6 +442,13 @@ class Mailbox:
             uid, NO_FLAGS, synth.date(key), synth.size, self._synth_modseq, None, synth, key
         )
 
+    def _learn_keywords(self, flags: frozenset[str]) -> None:
+        known = self._keyword_set
+        for flag in flags:
+            if flag not in known and not flag.startswith("\\"):
+                known.add(flag)
+                self.keywords.append(flag)
+
     def _add(self, msg: StoredMessage) -> int:
         uid = self.uidnext
         if uid > MAX_UID:
@@ -421,10 +456,12 @@ class Mailbox:
         self.uidnext += 1
         msg.uid = uid
         msg.modseq = self._bump()
+        msg.savedate = aware(None)
         self._msgs[uid] = msg
         self._uids.append(uid)
         self._bytes += msg.size
-        self.recent_uids.add(uid)
+        if msg.flags:
+            self._learn_keywords(msg.flags)
         self._log(msg)
         self._notify()
         self._core.cond.notify_all()
@@ -441,7 +478,6 @@ class Mailbox:
             self._bytes -= msg.size if msg is not None else self._synth_size()
             if self._synth_first <= uid <= self._synth_last:
                 self._synth_gapless = False
-            self.recent_uids.discard(uid)
             self._gone_ms.append(modseq)
             self._gone_uid.append(uid)
         if len(doomed) <= 64:
@@ -450,6 +486,10 @@ class Mailbox:
         else:
             drop = set(doomed)
             self._uids = array("I", (u for u in self._uids if u not in drop))
+        if len(self._gone_uid) > max(GONE_LOG, len(self._uids)):
+            keep = len(self._gone_uid) // 2
+            self.vanished_floor = self._gone_ms[-keep - 1]
+            self._gone_ms, self._gone_uid = self._gone_ms[-keep:], self._gone_uid[-keep:]
         self._notify()
 
     def _synth_size(self) -> int:
@@ -477,7 +517,6 @@ class Mailbox:
         self._synth, self._synth_keys = None, None
         self._synth_first, self._synth_last = 0, -1
         self._bytes = 0
-        self.recent_uids.clear()
         self._notify()
 
     def _add_synthetic(self, synth: Synthetic, count: int) -> None:
@@ -490,6 +529,9 @@ class Mailbox:
         self._synth_first, self._synth_last = first, first + count - 1
         self._synth_modseq = self._bump()
         self._uids.extend(range(first, first + count))
+        if self.first_recent_uid == first:
+            # Seeded in bulk as old mail, as if a session had seen it: not \Recent.
+            self.first_recent_uid = first + count
         self.uidnext = first + count
         self._bytes += synth.size * count
         self._notify()
@@ -523,10 +565,39 @@ class Mailbox:
         self._msgs = renamed
         self._uids = array("I", range(1, len(old) + 1))
         self._lru.clear()
-        self.recent_uids.clear()
         self._gone_ms, self._gone_uid = array("Q"), array("I")
+        self.vanished_floor = 0
         self._rebuild_log()
         self.uidnext = len(old) + 1
+        self.first_recent_uid = self.uidnext
         self.uidvalidity = self._core.next_uidvalidity()
         self._bump()
         self._notify()
+
+
+def watch(
+    core: Core, watchers: dict[int, Callable[[], None]], callback: Callable[[], None]
+) -> Callable[[], None]:
+    """Add `callback` to `watchers` under the store's lock; returns the unwatch function."""
+    with core.lock:
+        token = next(core.tokens)
+        watchers[token] = callback
+
+    def unwatch() -> None:
+        with core.lock:
+            watchers.pop(token, None)
+            core.pending.pop(token, None)
+
+    return unwatch
+
+
+def _missing(uids: array[int], uidnext: int) -> list[int]:
+    """Every UID below `uidnext` not in `uids` (ascending)."""
+    out: list[int] = []
+    expected = 1
+    for uid in uids:
+        if uid > expected:
+            out.extend(range(expected, uid))
+        expected = uid + 1
+    out.extend(range(expected, uidnext))
+    return out

@@ -138,6 +138,9 @@ class StoredMessage:
     _synthetic: Synthetic | None = field(default=None, repr=False)
     _key: int = field(default=0, repr=False)
     _cache: dict[str, bytes] | None = field(default=None, repr=False)
+    #: When the message was saved into this mailbox (RFC 8514 SAVEDATE); None for
+    #: synthetic messages, which report their internal date.
+    savedate: datetime | None = field(default=None, repr=False)
 
     @property
     def raw(self) -> bytes:
