@@ -103,6 +103,12 @@ class GroupResult:
     def commands(self) -> int:
         return self.base[1] + self.extensions[1]
 
+    @property
+    def errors(self) -> tuple[str, ...]:
+        """imaptest's `Error:` lines: an inconsistency it saw (a keyword in FETCH never
+        announced in FLAGS, a BAD) even where every scripted reply matched."""
+        return tuple(line for line in self.explanation if line.startswith("Error:"))
+
 
 @dataclass(frozen=True)
 class StressResult:

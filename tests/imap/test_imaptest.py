@@ -1,11 +1,12 @@
 """IMAP conformance at Dovecot's level, checked by Dovecot's own tester, imaptest (issue 8).
 
 - Scripted mode: every group of imaptest's `src/tests` against the fake, each group run on
-  its own so its command counts are its own. A group fails the test when any of its commands
-  failed, and also when it ran no command at all: imaptest silently skips a group whose
-  capability the server does not advertise (its "skipped" counter always prints 0), and a
-  skipped group proves nothing. Only the groups native Dovecot 2.3 cannot run either are
-  exempt (`DOVECOT_RUNS_NO_COMMAND`).
+  its own so its command counts are its own. A group fails the test when any of its
+  commands failed or imaptest printed an `Error:` line for it, and also when it ran no
+  command at all: imaptest silently skips a group whose capability the server does not
+  advertise (its "skipped" counter always prints 0), and a skipped group proves nothing.
+  Only the groups native Dovecot 2.3 cannot run either are exempt
+  (`DOVECOT_RUNS_NO_COMMAND`).
 - Stress mode: 10 and 50 clients on one mailbox, appending a generated mbox of varied mail,
   cross-checking every reply against what the other clients saw; any `Error:` line, stall or
   error recorded by the server fails.
@@ -21,6 +22,8 @@ from __future__ import annotations
 import imaplib
 import os
 from collections.abc import Iterator
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,8 @@ from tests.imap.imaptest_tool import (
     Target,
     error_kind,
     locate,
+    parse_group,
+    parse_stress,
     stress_mbox,
 )
 
@@ -105,7 +110,9 @@ def test_scripted_mode_passes_every_group(imaptest: Imaptest, server: MailServer
     results = [imaptest.run_group(target(server), group) for group in groups]
     server.stop()  # settles every session before its errors are read
 
-    failed = [r for r in results if r.failed]
+    # A group that passed its scripted checks still fails on an `Error:` line (Dovecot
+    # prints none in any group).
+    failed = [r for r in results if r.failed or r.errors]
     idle = [r for r in results if r.commands == 0 and r.name not in DOVECOT_RUNS_NO_COMMAND]
     report = [
         f"imaptest scripted mode against {server.config.backend}: {len(failed)} of "
@@ -117,6 +124,7 @@ def test_scripted_mode_passes_every_group(imaptest: Imaptest, server: MailServer
             base, ext = r.base, r.extensions
             report.append(
                 f"  {r.name}: base {base[0]}/{base[1]} failed, extensions {ext[0]}/{ext[1]} failed"
+                + (f", {len(r.errors)} Error: lines" if r.errors else "")
                 + ("" if r.complete else " (imaptest printed no summary: crashed or hung)")
             )
             lines = r.explanation[:EXPLANATION_LINES]
@@ -227,3 +235,81 @@ def test_fake_advertises_every_capability_dovecot_does(mail_ca: MailCA) -> None:
             + " ".join(missing),
             pytrace=False,
         )
+
+
+# --- the reading of imaptest's output, and the generated mbox (no imaptest needed) ----------
+
+GROUP_OUTPUT = """\
+Error: a@example.test[1]: Keyword used without being in FLAGS: $hello: * 1 FETCH (FLAGS ($hello))
+*** Test search-flags command 18/47 (line 39)
+ - failed: Missing 1 untagged replies (1 mismatches)
+ - Command: search new
+
+1 test groups: 1 failed, 0 skipped due to missing capabilities
+base protocol: 3/47 individual commands failed
+extensions: 0/0 individual commands failed
+"""
+
+STRESS_STDOUT = """\
+Logi List Stat Sele Fetc Fet2 Stor Dele Expu Appe Logo
+100%  50%  50% 100% 100% 100%  50% 100% 100% 100% 100%
+                          30%                  5%
+ 741  363  351  741  105  668  227  364  676  481  709  36/ 50
+ - 7 stalled for 16 secs in LOGIN
+
+Totals:
+Logi List Stat Sele Fetc Fet2 Stor Dele Expu Appe Logo
+100%  50%  50% 100% 100% 100%  50% 100% 100% 100% 100%
+                          30%                  5%
+3932 1952 1927 3932  547 3408 1452 2224 3847 2859 3947
+"""
+
+
+def test_a_group_is_read_from_imaptests_summary() -> None:
+    result = parse_group("search-flags", ("X",), GROUP_OUTPUT)
+    assert result.failed and result.complete
+    assert (result.base, result.extensions, result.commands) == ((3, 47), (0, 0), 47)
+    assert len(result.errors) == 1 and result.explanation[1].startswith("*** Test search-flags")
+    assert not any("test groups" in line for line in result.explanation)
+
+
+def test_a_group_without_summary_counts_as_failed_and_idle() -> None:
+    result = parse_group("thread", (), "Error: connect(127.0.0.1) failed: Connection refused\n")
+    assert result.failed and not result.complete and result.commands == 0
+
+
+def test_a_group_that_ran_nothing_is_not_failed_by_imaptest() -> None:
+    output = GROUP_OUTPUT.split("\n\n")[1].replace("1 failed", "0 failed").replace("3/47", "0/0")
+    result = parse_group("catenate", ("CATENATE",), output)
+    assert not result.failed and result.commands == 0  # the test's own check catches it
+
+
+def test_stress_output_is_read_for_totals_errors_and_stalls() -> None:
+    stderr = "Error: a@b[3]: Keyword used without being in FLAGS: $L2: * 1 FETCH (FLAGS ($L2))\n"
+    stderr += "  continued literal line\nError: a@b[4]: BAD reply for command: x\n"
+    result = parse_stress(STRESS_STDOUT, stderr, 0)
+    assert result.totals["Logi"] == 3932 and sum(result.totals.values()) == 30027
+    assert len(result.errors) == 2 and len(result.stalls) == 1
+    assert dict(result.error_kinds()) == {
+        "Keyword used without being in FLAGS": 1,
+        "BAD reply for command": 1,
+    }
+
+
+def test_the_stress_mbox_is_deterministic_and_varied() -> None:
+    data = stress_mbox()
+    assert data == stress_mbox()
+    chunks = data.split(b"\nFrom sender@example.test  ")
+    assert len(chunks) == 60
+    messages = [
+        BytesParser(policy=policy.default).parsebytes(c.partition(b"\n")[2]) for c in chunks
+    ]
+    types = {part.get_content_type() for m in messages for part in m.walk()}
+    assert {"multipart/alternative", "multipart/mixed", "multipart/related"} <= types
+    assert {"message/rfc822", "application/pdf", "image/png"} <= types
+    encodings = {str(part.get("Content-Transfer-Encoding")) for m in messages for part in m.walk()}
+    assert {"7bit", "8bit", "quoted-printable", "base64"} <= encodings
+    assert sum(1 for m in messages if m["In-Reply-To"] and m["References"]) >= 5
+    assert b"=?utf-8?" in data  # RFC 2047 encoded headers
+    headers = [c.split(b"\n\n", 1)[0] for c in chunks]
+    assert any(max(h) > 127 for h in headers)  # and raw UTF-8 in a header (RFC 6532)
