@@ -164,8 +164,7 @@ def test_stress_mode_finds_no_inconsistency(
     result = imaptest.stress(target(server), mbox, clients=clients, secs=STRESS_SECS)
     server.stop()
     # Stress mode sends only valid commands: every recorded error counts, BADs included.
-    recorded = [*server.errors, *(f"mail store: {e!r}" for e in server.store.errors)]
-    problems = stress_problems(result, recorded)
+    problems = stress_problems(result, recorded_errors(server))
     if problems:
         heading = f"imaptest stress mode, {server.config.backend}, {clients} clients, "
         heading += f"{STRESS_SECS} s ({result.commands_per_second(STRESS_SECS):,.0f} commands/s):"
@@ -178,9 +177,12 @@ def test_stress_mode_finds_no_inconsistency(
 CLIENT_MISTAKES = ("client error:", "client protocol error:")
 
 
+def recorded_errors(server: MailServer) -> list[str]:
+    return [*server.errors, *(f"mail store: {e!r}" for e in server.store.errors)]
+
+
 def harness_faults(server: MailServer) -> list[str]:
-    recorded = [*server.errors, *(f"mail store: {e!r}" for e in server.store.errors)]
-    return [e for e in recorded if not e.startswith(CLIENT_MISTAKES)]
+    return [e for e in recorded_errors(server) if not e.startswith(CLIENT_MISTAKES)]
 
 
 def stress_problems(result: StressResult, server_errors: list[str]) -> list[str]:
