@@ -57,7 +57,9 @@ CORPUS: list[Message] = [
     (_at(32), "Subject: Fwd: plan\nMessage-ID: <p6@x>"),
     (_at(19), "Subject: orphans\nReferences: <o0@x> <o1@x>"),
     (_at(18), "Subject: orphans\nReferences: <o0@x> <o2@x>"),
-    (_at(33), "Subject: Re: ghost\nMessage-ID: <g4@x>"),
+    # A Date header here: with two "ghost" replies both falling back to the arrival date,
+    # native Dovecot once ranked them the other way round (1 run in about 10).
+    (_at(33), "Subject: Re: ghost\nMessage-ID: <g4@x>\nDate: Fri, 1 Mar 2024 12:33:00 +0000"),
     (_at(34), "Subject: self\nMessage-ID: <self@x>\nReferences: <self@x>"),
     (_at(35), "Subject: bad ids\nMessage-ID: no-angle@x\nReferences: <no-at> <(c)ok@x>"),
     # Addresses Dovecot parses its own way: fills, routes, comments, stray text.
