@@ -56,3 +56,21 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[Any]:
             report.outcome = "failed"
             report.longrepr = f"collection skipped in CI, which counts as a failure: {reason}"
     return report
+
+
+# Figures a test wants in the run's closing lines (imaptest's summary, for one): a
+# `record_property("mailharness_summary", text)` travels with the report, also from
+# xdist workers, and is printed after the run.
+_SUMMARIES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _SUMMARIES.extend(str(v) for k, v in report.user_properties if k == "mailharness_summary")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _SUMMARIES:
+        terminalreporter.section("mailharness figures")
+        for line in sorted(_SUMMARIES):
+            terminalreporter.write_line(line)
