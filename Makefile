@@ -24,6 +24,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python scripts/typecheck_tree.py
 	$(VENV)/bin/mypy
 
 # The Dovecot image is built once per machine (about a minute from nothing) and cached;

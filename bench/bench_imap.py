@@ -39,9 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mailharness.servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
+from mailharness.servers.imap.store.messages import Synthetic
+
 from bench.imapload import IMAPLoad, IMAPLoadError, login_logout
-from servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
-from servers.imap.store.messages import Synthetic
 
 LOGIN = b"alice@example.test"
 PASSWORD = b"alice-password"
@@ -59,8 +60,8 @@ def corpus(count: int, size: int = SIZE, seed: int = SEED) -> list[bytes]:
 # --- our server, in its own process ------------------------------------------------------
 def serve_ours(count: int, synthetic: int) -> None:
     """Child mode: serve IMAP (plain) with a seeded INBOX; print one JSON line; run until EOF."""
-    from harness.server import MailConfig, MailServer
-    from servers.listeners import Security
+    from mailharness.server import MailConfig, MailServer
+    from mailharness.servers.listeners import Security
 
     server = MailServer(MailConfig(smtp=None, imap_listeners=(Security.NONE,))).start()
     try:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.catalog import CATALOG
+from mailharness.catalog import CATALOG
+
 from tests.imap.imaptest_tool import Imaptest, StressResult, Target, locate, stress_mbox
 
 BACKENDS = ("dovecot", "fake")

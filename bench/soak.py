@@ -67,9 +67,9 @@ def _rss_kib() -> int:
 
 def serve_child(switch_seconds: float) -> None:
     """Serve with fronted plaintext listeners; answer ``rss``/``stop`` lines on stdin."""
-    from harness.server import MailConfig, MailServer
-    from servers.faults import DropAfter, Latency
-    from servers.imap import IMAPSettings
+    from mailharness.server import MailConfig, MailServer
+    from mailharness.servers.faults import DropAfter, Latency
+    from mailharness.servers.imap import IMAPSettings
 
     config = MailConfig(
         imap=IMAPSettings(plaintext_auth_requires_tls=False),

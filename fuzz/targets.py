@@ -8,9 +8,9 @@ handler error recorded by the server.
 
 from __future__ import annotations
 
-from servers.accounts import DEFAULT_USERS, Accounts
-from servers.imap.commands import ReadLine
-from servers.imap.protocol import (
+from mailharness.servers.accounts import DEFAULT_USERS, Accounts
+from mailharness.servers.imap.commands import ReadLine
+from mailharness.servers.imap.protocol import (
     NEED_DATA,
     BadInput,
     ClientLine,
@@ -18,9 +18,9 @@ from servers.imap.protocol import (
     ContinuationRequest,
     IMAPConnection,
 )
-from servers.imap.session import Session
-from servers.imap.settings import IMAPSettings
-from servers.imap.store import MailStore
+from mailharness.servers.imap.session import Session
+from mailharness.servers.imap.settings import IMAPSettings
+from mailharness.servers.imap.store import MailStore
 
 LOGIN = b"l LOGIN alice@example.test alice-password\r\n"
 MESSAGE = b"From: a@example.test\r\nSubject: hi\r\nContent-Type: text/plain\r\n\r\nbody\r\n"

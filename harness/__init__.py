@@ -4,16 +4,16 @@ The public API: everything the README uses is importable from here. Everything
 else is private.
 """
 
-from harness.cases import ClientCase, Expected
-from harness.catalog import CATALOG, parametrize, parametrize_cases, scenario
-from harness.certs import CertVariant, MailCA, ServerCert
-from harness.diagnosis import Diagnosis, diagnose
-from harness.journeys import ClientProfile, Outcome
-from harness.scenarios import Expect, Family, Scenario
-from harness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
-from servers.accounts import DEFAULT_USERS, Lockout, User
-from servers.errors import ConfigError, MailharnessError, ServerStartError
-from servers.faults import (
+from mailharness.cases import ClientCase, Expected
+from mailharness.catalog import CATALOG, parametrize, parametrize_cases, scenario
+from mailharness.certs import CertVariant, MailCA, ServerCert
+from mailharness.diagnosis import Diagnosis, diagnose
+from mailharness.journeys import ClientProfile, Outcome
+from mailharness.scenarios import Expect, Family, Scenario
+from mailharness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
+from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User
+from mailharness.servers.errors import ConfigError, MailharnessError, ServerStartError
+from mailharness.servers.faults import (
     Allowlist,
     Bandwidth,
     ConnectionCap,
@@ -29,10 +29,10 @@ from servers.faults import (
     SlowGreeting,
     TLSVersion,
 )
-from servers.imap import IMAPSettings
-from servers.listeners import Endpoint, Security
-from servers.ratelimit import RateLimit
-from servers.smtp import CapturedMessage, SMTPSettings
+from mailharness.servers.imap import IMAPSettings
+from mailharness.servers.listeners import Endpoint, Security
+from mailharness.servers.ratelimit import RateLimit
+from mailharness.servers.smtp import CapturedMessage, SMTPSettings
 
 __all__ = [
     "CATALOG",

@@ -8,7 +8,7 @@ source address, timeout) and the expected result as data: a stable
 `Diagnosis` code, the step that fails, and what Python's imaplib/smtplib
 raise there.
 
-    @harness.catalog.parametrize_cases()              # every case of every scenario
+    @mailharness.parametrize_cases()              # every case of every scenario
     def test_my_connector(mail_case):
         result = my_connector.check(
             host=mail_case.host, port=mail_case.port, security=mail_case.security.value,
@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.diagnosis import Diagnosis, diagnose
-from harness.journeys import ClientProfile, Outcome, imap_journey, smtp_journey
-from harness.scenarios import Expect, Scenario
-from harness.server import MailServer
-from servers.accounts import User
-from servers.errors import ConfigError
-from servers.listeners import Endpoint, Security
+from mailharness.diagnosis import Diagnosis, diagnose
+from mailharness.journeys import ClientProfile, Outcome, imap_journey, smtp_journey
+from mailharness.scenarios import Expect, Scenario
+from mailharness.server import MailServer
+from mailharness.servers.accounts import User
+from mailharness.servers.errors import ConfigError
+from mailharness.servers.listeners import Endpoint, Security
 
 __all__ = ["ClientCase", "Expected", "case_ids", "client_cases"]
 

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.certs import CertVariant
-from harness.journeys import ClientProfile, Outcome
-from harness.scenarios import Catalog, Expect, Family, Scenario, load_toml, with_personality
-from harness.server import ALL_SECURITIES, MailConfig, MailServer
-from servers.accounts import DEFAULT_USERS, Lockout, User
-from servers.errors import choice_error
-from servers.faults import (
+from mailharness.certs import CertVariant
+from mailharness.journeys import ClientProfile, Outcome
+from mailharness.scenarios import Catalog, Expect, Family, Scenario, load_toml, with_personality
+from mailharness.server import ALL_SECURITIES, MailConfig, MailServer
+from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User
+from mailharness.servers.errors import choice_error
+from mailharness.servers.faults import (
     Allowlist,
     Bandwidth,
     DropOnCommand,
@@ -32,10 +32,10 @@ from servers.faults import (
     SlowGreeting,
     TLSVersion,
 )
-from servers.imap import IMAPSettings
-from servers.listeners import Security
-from servers.ratelimit import RateLimit
-from servers.smtp import SMTPSettings
+from mailharness.servers.imap import IMAPSettings
+from mailharness.servers.listeners import Security
+from mailharness.servers.ratelimit import RateLimit
+from mailharness.servers.smtp import SMTPSettings
 
 if TYPE_CHECKING:
     import pytest
@@ -1312,15 +1312,14 @@ def parametrize_cases(
 ) -> pytest.MarkDecorator:
     """`@parametrize_cases("cert")`: run a test once per client case of each scenario.
 
-    The test takes the `mail_case` fixture: a `harness.cases.ClientCase` (the
+    The test takes the `mail_case` fixture: a `mailharness.cases.ClientCase` (the
     settings to give the connector and the expected diagnosis) against a fresh
     running server of its scenario. Ids are `scenario/case`, e.g.
     `cert-expired/imap-implicit`. `protocol="imap"` or `"smtp"` keeps one protocol;
     `cases=("imap-implicit",)` keeps the cases of those ids.
     """
     import pytest
-
-    from harness.cases import case_ids
+    from mailharness.cases import case_ids
 
     if protocol not in (None, "imap", "smtp"):
         raise choice_error("protocol", protocol, ("imap", "smtp"))

@@ -29,8 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-
-from servers.errors import parse_choice
+from mailharness.servers.errors import parse_choice
 
 # Every name and address the harness serves on: a connector may be configured with any.
 # 127.0.0.2 is where Dovecot listens when loopback must not count as secured

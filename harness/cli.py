@@ -24,11 +24,11 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from harness.catalog import CATALOG, scenario
-from harness.certs import MailCA
-from harness.scenarios import Family, with_personality
-from harness.server import MailServer
-from servers.errors import MailharnessError
+from mailharness.catalog import CATALOG, scenario
+from mailharness.certs import MailCA
+from mailharness.scenarios import Family, with_personality
+from mailharness.server import MailServer
+from mailharness.servers.errors import MailharnessError
 
 
 def _parser() -> argparse.ArgumentParser:

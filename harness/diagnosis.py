@@ -17,7 +17,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from harness.journeys import Outcome
+from mailharness.journeys import Outcome
 
 __all__ = ["Diagnosis", "diagnose"]
 

@@ -1,14 +1,14 @@
 """docs/scenarios.md, generated from the catalog (a test keeps the file current).
 
-python -m harness.docs > docs/scenarios.md
+python -m mailharness.docs > docs/scenarios.md
 """
 
 from __future__ import annotations
 
-from harness.cases import case_ids, expected_for
-from harness.catalog import CATALOG
-from harness.diagnosis import HINTS
-from harness.scenarios import Expect, Family
+from mailharness.cases import case_ids, expected_for
+from mailharness.catalog import CATALOG
+from mailharness.diagnosis import HINTS
+from mailharness.scenarios import Expect, Family
 
 
 def _cell(text: str) -> str:
@@ -19,7 +19,7 @@ def scenarios_markdown() -> str:
     lines = [
         "# Scenario catalog",
         "",
-        "Generated from `harness/catalog.py` by `python -m harness.docs`; do not edit by hand.",
+        "Generated from `harness/catalog.py` by `python -m mailharness.docs`; do not edit by hand.",
         "Serve one with `mailharness serve --scenario NAME`, use one in pytest with",
         '`@pytest.mark.mail_scenario("NAME")`. "checked" scenarios are met by real clients in',
         '`tests/test_catalog.py`; "dynamic" ones by dedicated tests in',
@@ -81,8 +81,8 @@ def _cases_markdown() -> list[str]:
         "## Client cases",
         "",
         "Each checked scenario's cases: how a connector is set up for it and what it must",
-        "report. In pytest, `@harness.catalog.parametrize_cases()` hands each one to a test as",
-        "`mail_case` (a `harness.cases.ClientCase`: host, port, security, username, password,",
+        "report. In pytest, `@mailharness.parametrize_cases()` hands each one to a test as",
+        "`mail_case` (a `mailharness.cases.ClientCase`: host, port, security, username, password,",
         "verify_certificate, tls, source_address, timeout, and `expected.diagnosis`); the",
         "`examples/connector` suite shows the pattern. Unless a case says otherwise the client",
         "uses the account password, verifies the certificate against the harness CA, any TLS",
@@ -105,7 +105,7 @@ def _codes_markdown() -> list[str]:
     lines = [
         "## Diagnosis codes",
         "",
-        "One stable name per way a connection ends (`harness.diagnosis.Diagnosis`), with what",
+        "One stable name per way a connection ends (`mailharness.diagnosis.Diagnosis`), with what",
         "to tell the user.",
         "",
         "| code | hint |",

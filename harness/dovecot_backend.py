@@ -51,12 +51,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from harness.certs import CertVariant, MailCA
-from servers.accounts import User
-from servers.dovecot.config import DovecotConfig, SSLMode
-from servers.imap import IMAPSettings
-from servers.listeners import DEFAULT_HOST, Security
-from servers.smtp import SMTPSettings
+from mailharness.certs import CertVariant, MailCA
+from mailharness.servers.accounts import User
+from mailharness.servers.dovecot.config import DovecotConfig, SSLMode
+from mailharness.servers.imap import IMAPSettings
+from mailharness.servers.listeners import DEFAULT_HOST, Security
+from mailharness.servers.smtp import SMTPSettings
 
 # The address Dovecot listens on when loopback must not count as secure.
 UNSECURED_LOOPBACK = "127.0.0.2"

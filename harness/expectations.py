@@ -7,9 +7,9 @@ run as its `ClientCase` (harness.cases): the same settings a connector gets.
 
 from __future__ import annotations
 
-from harness.cases import client_cases
-from harness.scenarios import Scenario
-from harness.server import MailServer
+from mailharness.cases import client_cases
+from mailharness.scenarios import Scenario
+from mailharness.server import MailServer
 
 
 def mismatches(server: MailServer, scenario: Scenario) -> list[str]:

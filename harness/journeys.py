@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers.accounts import User
-from servers.errors import choice_error
-from servers.listeners import Endpoint, Security
+from mailharness.servers.accounts import User
+from mailharness.servers.errors import choice_error
+from mailharness.servers.listeners import Endpoint, Security
 
 # The name a connector puts in its settings: our leaves cover it (and 127.0.0.1, ::1).
 DEFAULT_SERVER_NAME = "localhost"

@@ -17,7 +17,7 @@ tests; a scenario not proven on the backend (its `backends`)
 is skipped with a reason starting `not applicable:`.
   mail_scenario        function  the running server of a catalog scenario: from
                                  `@pytest.mark.mail_scenario("tls10-only")` (or a .toml file)
-                                 or from `@harness.catalog.parametrize("tls")`
+                                 or from `@mailharness.parametrize("tls")`
 
 With `@pytest.mark.mail_scenario(name)`, `mail_server`/`imap_server`/`smtp_server` also serve
 that scenario (a fresh server for the test) instead of the shared healthy one.
@@ -38,11 +38,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from harness.cases import ClientCase
-from harness.certs import MailCA
-from harness.scenarios import Scenario
-from harness.server import (
+from mailharness.cases import ClientCase
+from mailharness.certs import MailCA
+from mailharness.scenarios import Scenario
+from mailharness.server import (
     BACKENDS,
     NOT_APPLICABLE,
     MailConfig,
@@ -50,7 +49,7 @@ from harness.server import (
     MailServerFactory,
     NotApplicable,
 )
-from servers.errors import choice_error
+from mailharness.servers.errors import choice_error
 
 TRANSCRIPT_MODES = ("on-failure", "always", "never")
 _SERVERS_KEY = pytest.StashKey[list[MailServer]]()
@@ -217,7 +216,7 @@ def _mailharness_shared_servers(mail_ca: MailCA) -> Iterator[_SharedServers]:
 
 
 def _requested_scenario(request: pytest.FixtureRequest) -> Scenario | None:
-    from harness.catalog import scenario
+    from mailharness.catalog import scenario
 
     name = getattr(request, "param", None)
     if name is None:
@@ -305,8 +304,7 @@ def mail_scenario(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[M
     chosen = _requested_scenario(request)
     if chosen is None:
         raise pytest.UsageError(
-            "mail_scenario needs @pytest.mark.mail_scenario(name) or "
-            "@harness.catalog.parametrize(...)"
+            "mail_scenario needs @pytest.mark.mail_scenario(name) or @mailharness.parametrize(...)"
         )
     yield from _serve_scenario(request, chosen, mail_ca)
 
@@ -314,13 +312,13 @@ def mail_scenario(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[M
 @pytest.fixture
 def mail_case(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[ClientCase]:
     """One client case (settings and expected diagnosis) against a fresh server of its
-    scenario; from `@harness.catalog.parametrize_cases(...)`."""
-    from harness.cases import client_cases
-    from harness.catalog import CATALOG
+    scenario; from `@mailharness.parametrize_cases(...)`."""
+    from mailharness.cases import client_cases
+    from mailharness.catalog import CATALOG
 
     param = getattr(request, "param", None)
     if param is None:
-        raise pytest.UsageError("mail_case needs @harness.catalog.parametrize_cases(...)")
+        raise pytest.UsageError("mail_case needs @mailharness.parametrize_cases(...)")
     name, case_id = param
     chosen = CATALOG[name]
     for server in _serve_scenario(request, chosen, mail_ca):

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.certs import MailCA
-from harness.journeys import ClientProfile, Outcome
-from harness.server import MailConfig, MailServer
-from servers.accounts import User
-from servers.errors import ConfigError, choice_error, parse_choice
-from servers.listeners import Security
+from mailharness.certs import MailCA
+from mailharness.journeys import ClientProfile, Outcome
+from mailharness.server import MailConfig, MailServer
+from mailharness.servers.accounts import User
+from mailharness.servers.errors import ConfigError, choice_error, parse_choice
+from mailharness.servers.listeners import Security
 
 BACKENDS = ("fake", "dovecot", "docker")
 
@@ -183,7 +183,7 @@ def _check_keys(where: str, table: Mapping[str, Any], allowed: Iterable[str]) ->
 
 
 def _fault(where: str, spec: Mapping[str, Any]) -> Any:
-    from servers.faults import toxics
+    from mailharness.servers.faults import toxics
 
     kinds = {_kebab(cls.__name__): cls for cls in toxics.FAULT_TYPES}
     if "kind" not in spec:
@@ -202,7 +202,7 @@ def _kebab(name: str) -> str:
 
 
 def _settings(where: str, current: Any, table: Mapping[str, Any]) -> Any:
-    from servers.ratelimit import RateLimit
+    from mailharness.servers.ratelimit import RateLimit
 
     names = _field_names(type(current))
     _check_keys(where, table, (*names, *PROTOCOL_TABLE_EXTRAS))

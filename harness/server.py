@@ -25,23 +25,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from harness.certs import CertVariant, MailCA
-from harness.lifecycle import LoopThread
-from servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
-from servers.errors import ConfigError, ServerStartError, choice_error
-from servers.faults import Fault, FaultFront, TLSVersion
-from servers.imap import IMAPServer, IMAPSettings
-from servers.imap.store import MailStore, RawMessage, StoredMessage
-from servers.imap.store.messages import to_message_bytes
-from servers.listeners import DEFAULT_HOST, Endpoint, Security, bind_loopback, require_loopback
-from servers.settle import unsettled
-from servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
-from servers.smtp.capture import MAX_MESSAGES
-from servers.transcript import MAX_TRANSCRIPTS, TranscriptLog
+from mailharness.certs import CertVariant, MailCA
+from mailharness.lifecycle import LoopThread
+from mailharness.servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
+from mailharness.servers.errors import ConfigError, ServerStartError, choice_error
+from mailharness.servers.faults import Fault, FaultFront, TLSVersion
+from mailharness.servers.imap import IMAPServer, IMAPSettings
+from mailharness.servers.imap.store import MailStore, RawMessage, StoredMessage
+from mailharness.servers.imap.store.messages import to_message_bytes
+from mailharness.servers.listeners import (
+    DEFAULT_HOST,
+    Endpoint,
+    Security,
+    bind_loopback,
+    require_loopback,
+)
+from mailharness.servers.settle import unsettled
+from mailharness.servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
+from mailharness.servers.smtp.capture import MAX_MESSAGES
+from mailharness.servers.transcript import MAX_TRANSCRIPTS, TranscriptLog
 
 if TYPE_CHECKING:
-    from servers.dovecot.backend import DovecotBackend
-    from servers.dovecot.config import DovecotConfig
+    from mailharness.servers.dovecot.backend import DovecotBackend
+    from mailharness.servers.dovecot.config import DovecotConfig
 
 _S = TypeVar("_S", IMAPServer, SMTPServer)
 ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
@@ -280,7 +286,7 @@ class MailServer:
 
     async def _serve_dovecot(self) -> None:
         """Dovecot (IMAP + submission) and the fake SMTP server submission relays to."""
-        from harness.dovecot_backend import dovecot_config, not_applicable, served_securities
+        from mailharness.dovecot_backend import dovecot_config, not_applicable, served_securities
 
         config = self.config
         reasons = not_applicable(config)
@@ -670,7 +676,7 @@ class MailServer:
             known = ", ".join(u.login for u in self.users)
             raise ConfigError(f"user={user!r}: no such user; known: {known}")
         if self._dovecot is not None:
-            from servers.dovecot.maildir import predict_uid
+            from mailharness.servers.dovecot.maildir import predict_uid
 
             path = self._dovecot.deliver(account.login, to_message_bytes(message), mailbox=mailbox)
             return predict_uid(self._dovecot.folder(account.login, mailbox), path)
@@ -720,7 +726,7 @@ class MailServer:
     ) -> list[StoredMessage]:
         """inotify on the maildir's new/ and cur/ (see servers.dovecot.maildir): woken by
         each rename Dovecot (APPEND, COPY) or our relay's delivery makes."""
-        from servers.dovecot.maildir import wait_for_messages
+        from mailharness.servers.dovecot.maildir import wait_for_messages
 
         assert self._dovecot is not None
         folder = self._dovecot.folder(login, mailbox)
@@ -780,14 +786,14 @@ def _make_dovecot(backend: str, config: DovecotConfig) -> DovecotBackend:
     else the native process (both satisfy `DovecotBackend`)."""
     if backend == "docker":
         try:
-            from servers.dovecot.container import DovecotContainer
+            from mailharness.servers.dovecot.container import DovecotContainer
         except ImportError as error:
             raise ConfigError(
                 f"backend='docker' needs the docker SDK ({error.name!r} is missing): "
                 "pip install 'mailharness[docker]'"
             ) from None
         return DovecotContainer(config)
-    from servers.dovecot.process import DovecotProcess
+    from mailharness.servers.dovecot.process import DovecotProcess
 
     return DovecotProcess(config)
 

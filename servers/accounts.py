@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from servers.errors import ConfigError
-from servers.ratelimit import RateLimit, TokenBuckets
+from mailharness.servers.errors import ConfigError
+from mailharness.servers.ratelimit import RateLimit, TokenBuckets
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

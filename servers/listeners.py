@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from servers.errors import ConfigError, forget_traceback, parse_choice
+from mailharness.servers.errors import ConfigError, forget_traceback, parse_choice
 
 DEFAULT_HOST = "127.0.0.1"
 # Connections the kernel queues before we accept them. 128 lost 0.3 % of greetings

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from servers.errors import choice_error
+from mailharness.servers.errors import choice_error
 
 PERSONALITIES = ("dovecot", "gmail", "outlook", "yahoo", "icloud")
 

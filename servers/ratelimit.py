@@ -11,7 +11,7 @@ import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from servers.errors import ConfigError
+from mailharness.servers.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from servers.errors import ConfigError
+from mailharness.servers.errors import ConfigError
 
 MASK = "****"
 # A transcript is for reading, not for archiving message bodies.

@@ -37,8 +37,8 @@ def require_backend(backend: str) -> None:
     """Skip (fail in CI) unless this Dovecot backend can run here: the `dovecot` binary
     for "dovecot", a Docker engine for "docker"."""
     __tracebackhide__ = True
-    from servers.dovecot import DovecotNotInstalled, find_executable
-    from servers.dovecot.engine import EngineUnavailable, ensure_engine
+    from mailharness.servers.dovecot import DovecotNotInstalled, find_executable
+    from mailharness.servers.dovecot.engine import EngineUnavailable, ensure_engine
 
     try:
         if backend == "docker":
@@ -96,7 +96,7 @@ def peak_rss(pid: int) -> int:
 def served(scenario: str, **popen: Any) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
     """`mailharness serve --json` in its own process (its memory and fds measured alone):
     yields the process and the endpoint of each protocol by name."""
-    command = [sys.executable, "-m", "harness.cli", "serve", "--scenario", scenario, "--json"]
+    command = [sys.executable, "-m", "mailharness.cli", "serve", "--scenario", scenario, "--json"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, **popen)
     try:
         assert proc.stdout is not None

@@ -48,8 +48,7 @@ def _containers() -> set[str]:
     """Our Dovecot containers owned by this process (labelled by servers.dovecot)."""
     try:
         import docker
-
-        from servers.dovecot.container import LABEL
+        from mailharness.servers.dovecot.container import LABEL
     except ImportError:
         return set()
     try:

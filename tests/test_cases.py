@@ -5,13 +5,12 @@ from __future__ import annotations
 import socket
 
 import pytest
-
-from harness.cases import ClientCase, case_ids, client_cases
-from harness.catalog import CATALOG, parametrize_cases
-from harness.certs import MailCA
-from harness.diagnosis import HINTS, Diagnosis, diagnose
-from harness.journeys import Outcome
-from harness.scenarios import Scenario
+from mailharness.cases import ClientCase, case_ids, client_cases
+from mailharness.catalog import CATALOG, parametrize_cases
+from mailharness.certs import MailCA
+from mailharness.diagnosis import HINTS, Diagnosis, diagnose
+from mailharness.journeys import Outcome
+from mailharness.scenarios import Scenario
 
 STATIC = [s for s in CATALOG.values() if not s.dynamic]
 

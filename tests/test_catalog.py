@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from harness.catalog import CATALOG
-from harness.certs import MailCA
-from harness.expectations import mismatches
-from harness.scenarios import Scenario
+from mailharness.catalog import CATALOG
+from mailharness.certs import MailCA
+from mailharness.expectations import mismatches
+from mailharness.scenarios import Scenario
 
 CHECKED = [s for s in CATALOG.values() if not s.dynamic]
 
@@ -24,6 +23,6 @@ def test_scenario_meets_its_expectations(scenario: Scenario, mail_ca: MailCA) ->
 
 
 def test_every_family_is_represented() -> None:
-    from harness.scenarios import Family
+    from mailharness.scenarios import Family
 
     assert {s.family for s in CATALOG.values()} == set(Family)

@@ -13,10 +13,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-
-from harness.catalog import CATALOG
-from harness.certs import MailCA
-from harness.server import MailServer
+from mailharness.catalog import CATALOG
+from mailharness.certs import MailCA
+from mailharness.server import MailServer
 
 ALICE = ("alice@example.test", "alice-password")
 MESSAGE = b"Subject: s\r\n\r\nbody\r\n"
@@ -207,7 +206,7 @@ def test_drop_inside_a_fetch_literal(served: MailServer) -> None:
 
 @scenario("flapping")
 def test_flapping_between_up_and_refused(served: MailServer) -> None:
-    from servers.faults import Refuse
+    from mailharness.servers.faults import Refuse
 
     for _ in range(2):
         with imaplib.IMAP4(*served.imap.plain.address, timeout=5) as client:

@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 from cryptography import x509
+from mailharness import CertVariant, ConfigError, MailCA
+from mailharness.certs import SERVER_IDENTITIES
+from mailharness.plugin import MailServerFactory
 
-from harness import CertVariant, ConfigError, MailCA
-from harness.certs import SERVER_IDENTITIES
-from harness.plugin import MailServerFactory
 from tests.helpers import require_executable
 
 # What a default-verifying Python client sees: SCENARIOS.md, "cert: certificates".

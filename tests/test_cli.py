@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-SERVE = [sys.executable, "-m", "harness.cli", "serve"]
+SERVE = [sys.executable, "-m", "mailharness.cli", "serve"]
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_serve_a_catalog_scenario_pins_tls_versions() -> None:
 
 def test_scenarios_lists_the_catalog() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "scenarios", "--json"],
+        [sys.executable, "-m", "mailharness.cli", "scenarios", "--json"],
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -166,7 +166,7 @@ def test_scenarios_lists_the_catalog() -> None:
     assert {"healthy", "sslv3-only", "cert-expired", "quota-full", "ip-not-allowed"} <= names
     assert all(row["client_sees"] for row in rows)
     table = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "scenarios", "--family", "cert"],
+        [sys.executable, "-m", "mailharness.cli", "scenarios", "--family", "cert"],
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout  # fmt: skip
     assert "cert-expired" in table and "certificate has expired" in table

@@ -15,11 +15,11 @@ Every other static scenario names why Dovecot does not serve it
 from __future__ import annotations
 
 import pytest
+from mailharness.catalog import CATALOG
+from mailharness.certs import MailCA
+from mailharness.expectations import mismatches
+from mailharness.scenarios import Scenario
 
-from harness.catalog import CATALOG
-from harness.certs import MailCA
-from harness.expectations import mismatches
-from harness.scenarios import Scenario
 from tests.helpers import require_backend
 
 # Native Dovecot and the same Dovecot in Docker: both must agree with the fake.

@@ -9,9 +9,9 @@ import socket
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mailharness import MailServer
 
 from fuzz import targets
-from harness import MailServer
 
 #: Pieces of IMAP that reach deep into the parser and handlers.
 IMAP_WORDS = [

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from servers.dovecot import image
+from mailharness.servers.dovecot import image
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "install-system-deps"
 

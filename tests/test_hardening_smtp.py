@@ -8,9 +8,9 @@ import socket
 import ssl
 
 import pytest
+from mailharness import MailServer, SMTPSettings
+from mailharness.plugin import MailServerFactory
 
-from harness import MailServer, SMTPSettings
-from harness.plugin import MailServerFactory
 from tests.helpers import cycles_after, peak_rss, served
 
 ALICE = ("alice@example.test", "alice-password")

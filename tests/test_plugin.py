@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from harness import MailServer
+from mailharness import MailServer
 
 SEND_AND_FAIL = """
 import smtplib

@@ -26,6 +26,12 @@ def test_readme_has_python_examples() -> None:
 
 
 def test_readme_examples_type_check(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from typecheck_tree import lay_out  # the package as installed, for mypy
+    finally:
+        sys.path.pop(0)
+    lay_out(tmp_path / "site")
     for name, text in STUBS.items():
         (tmp_path / name).write_text(text)
     files = []
@@ -47,6 +53,6 @@ def test_readme_examples_type_check(tmp_path: Path) -> None:
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env={"MYPYPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
+        env={"MYPYPATH": f"{tmp_path}:{tmp_path / 'site'}", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,12 +7,11 @@ import smtplib
 from pathlib import Path
 
 import pytest
-
-from harness.catalog import CATALOG, parametrize, scenario
-from harness.docs import scenarios_markdown
-from harness.journeys import ClientProfile
-from harness.server import MailServer
-from servers.errors import ConfigError
+from mailharness.catalog import CATALOG, parametrize, scenario
+from mailharness.docs import scenarios_markdown
+from mailharness.journeys import ClientProfile
+from mailharness.server import MailServer
+from mailharness.servers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +105,7 @@ def test_toml_errors_name_the_field(tmp_path: Path, text: str, message: str) -> 
 
 MARKED = """
 import imaplib, ssl, pytest
-from harness.catalog import parametrize
+from mailharness.catalog import parametrize
 
 @pytest.mark.mail_scenario("cert-expired")
 def test_marker(imap_server):
@@ -146,7 +145,7 @@ def test_parametrize_rejects_unknown_names() -> None:
 
 def test_run_time_switch_outage_after_first_sync(mail_server_factory) -> None:  # type: ignore[no-untyped-def]
     """An outage that starts after the first sync, switched on a fronted listener."""
-    from servers.faults import Refuse
+    from mailharness.servers.faults import Refuse
 
     server = mail_server_factory(faults={"imap/implicit": ()})
     ctx = server.ca.client_context()

@@ -10,10 +10,10 @@ from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
+from mailharness import MailConfig, MailServer, SMTPSettings, User
+from mailharness.plugin import MailServerFactory
+from mailharness.servers.errors import ConfigError
 
-from harness import MailConfig, MailServer, SMTPSettings, User
-from harness.plugin import MailServerFactory
-from servers.errors import ConfigError
 from tests.helpers import require_executable
 
 ALICE = ("alice@example.test", "alice-password")

@@ -6,11 +6,10 @@ import smtplib
 import socket
 
 import pytest
-
-from harness import MailCA, MailConfig, MailServer, SMTPSettings, User
-from harness.plugin import MailServerFactory
-from servers.accounts import Lockout
-from servers.ratelimit import RateLimit
+from mailharness import MailCA, MailConfig, MailServer, SMTPSettings, User
+from mailharness.plugin import MailServerFactory
+from mailharness.servers.accounts import Lockout
+from mailharness.servers.ratelimit import RateLimit
 
 ALICE = ("alice@example.test", "alice-password")
 MESSAGE = b"Subject: s\r\n\r\nbody\r\n"
@@ -294,7 +293,7 @@ def test_unsupported_mechanism_is_504(mail_server_factory: MailServerFactory) ->
 
 
 def test_bad_personality_names_the_allowed_ones() -> None:
-    from harness import ConfigError
+    from mailharness import ConfigError
 
     with pytest.raises(
         ConfigError, match=r"personality='gmial': expected one of 'dovecot', 'gmail'"

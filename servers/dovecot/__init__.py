@@ -1,15 +1,15 @@
 """Real Dovecot as a backend: a native process on our loopback sockets.
 
-from servers.dovecot import DovecotConfig, DovecotProcess
+from mailharness.servers.dovecot import DovecotConfig, DovecotProcess
 
 with DovecotProcess(DovecotConfig(cert=ca.server_cert())) as dovecot:
     dovecot.deliver("alice@example.test", raw_message)
     dovecot.endpoint("implicit").address      # ("127.0.0.1", port)
 """
 
-from servers.dovecot.config import CertFiles, DovecotConfig, SSLMode, render_config
-from servers.dovecot.instance import DovecotError, DovecotStartError
-from servers.dovecot.process import (
+from mailharness.servers.dovecot.config import CertFiles, DovecotConfig, SSLMode, render_config
+from mailharness.servers.dovecot.instance import DovecotError, DovecotStartError
+from mailharness.servers.dovecot.process import (
     DovecotNotInstalled,
     DovecotProcess,
     find_executable,

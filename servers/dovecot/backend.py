@@ -15,13 +15,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
-from servers.accounts import User
-from servers.dovecot.config import DovecotConfig, Quota
-from servers.listeners import Endpoint, Security
+from mailharness.servers.accounts import User
+from mailharness.servers.dovecot.config import DovecotConfig, Quota
+from mailharness.servers.listeners import Endpoint, Security
 
 if TYPE_CHECKING:
-    from servers.dovecot.container import DovecotContainer
-    from servers.dovecot.process import DovecotProcess
+    from mailharness.servers.dovecot.container import DovecotContainer
+    from mailharness.servers.dovecot.process import DovecotProcess
 
 
 class DovecotBackend(Protocol):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from servers.dovecot.config import (
+from mailharness.servers.dovecot.config import (
     DovecotConfig,
     Identity,
     InstancePaths,
@@ -157,7 +157,7 @@ def ensure_certs(certs: Path = DEFAULT_CERTS, *, force: bool = False) -> bool:
         needed += [certs / f"{variant}.crt", certs / f"{variant}.key"]
     if not force and all(path.exists() for path in needed):
         return False
-    from harness.certs import MailCA
+    from mailharness.certs import MailCA
 
     certs.mkdir(parents=True, exist_ok=True)
     with MailCA() as ca:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from servers.accounts import DEFAULT_USERS, User
-from servers.errors import ConfigError, choice_error, parse_choice
-from servers.listeners import DEFAULT_HOST, require_loopback
+from mailharness.servers.accounts import DEFAULT_USERS, User
+from mailharness.servers.errors import ConfigError, choice_error, parse_choice
+from mailharness.servers.listeners import DEFAULT_HOST, require_loopback
 
 # Without DH parameters Dovecot's DHE suites fail and TLS scanners misreport (ENVIRONMENT.md).
 DEFAULT_SSL_DH = Path("/usr/share/dovecot/dh.pem")

@@ -55,18 +55,17 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-
-from servers.accounts import User
-from servers.dovecot.config import (
+from mailharness.servers.accounts import User
+from mailharness.servers.dovecot.config import (
     DEFAULT_SSL_DH,
     DovecotConfig,
     Identity,
     InstancePaths,
     render_config,
 )
-from servers.dovecot.engine import EngineInfo, ensure_engine
-from servers.dovecot.image import ensure_image
-from servers.dovecot.instance import (
+from mailharness.servers.dovecot.engine import EngineInfo, ensure_engine
+from mailharness.servers.dovecot.image import ensure_image
+from mailharness.servers.dovecot.instance import (
     SESSION_SERVICES,
     DovecotError,
     DovecotInstance,
@@ -74,7 +73,7 @@ from servers.dovecot.instance import (
     make_endpoints,
     read_greeting,
 )
-from servers.errors import ServerStartError, parse_choice
+from mailharness.servers.errors import ServerStartError, parse_choice
 
 # A container greets in ~0.5 s here; a loaded CI machine gets plenty of slack.
 DEFAULT_START_TIMEOUT = 30.0

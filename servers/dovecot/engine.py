@@ -39,8 +39,7 @@ from typing import Any
 
 import docker
 import docker.errors
-
-from servers.errors import ServerStartError
+from mailharness.servers.errors import ServerStartError
 
 ENGINE_DIR = Path("/run/mailharness-docker")
 DATA_ROOT = Path("/var/lib/mailharness/docker")
@@ -286,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "env":
             print(f"export DOCKER_HOST={info.docker_host}")
         else:
-            from servers.dovecot.image import LOCAL_TAG, ensure_image
+            from mailharness.servers.dovecot.image import LOCAL_TAG, ensure_image
 
             logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
             print(f"{ensure_image(info.client())} (also tagged {LOCAL_TAG})")

@@ -41,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-
-from servers.dovecot.engine import ENGINE_DIR
-from servers.errors import ServerStartError, choice_error
+from mailharness.servers.dovecot.engine import ENGINE_DIR
+from mailharness.servers.errors import ServerStartError, choice_error
 
 log = logging.getLogger("mailharness.dovecot.image")
 
@@ -319,7 +318,7 @@ def main() -> None:
     """`python -m servers.dovecot.image [--force]`: build (or find) the image, print its tag."""
     import argparse
 
-    from servers.dovecot.engine import ensure_engine
+    from mailharness.servers.dovecot.engine import ensure_engine
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--force", action="store_true", help="rebuild even if present")

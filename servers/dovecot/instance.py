@@ -29,9 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from servers.accounts import User
-from servers.dovecot import maildir
-from servers.dovecot.config import (
+from mailharness.servers.accounts import User
+from mailharness.servers.dovecot import maildir
+from mailharness.servers.dovecot.config import (
     DovecotConfig,
     Identity,
     InstancePaths,
@@ -41,8 +41,8 @@ from servers.dovecot.config import (
     openssl_conf,
     passwd_line,
 )
-from servers.errors import ConfigError, MailharnessError, ServerStartError
-from servers.listeners import Endpoint, Security
+from mailharness.servers.errors import ConfigError, MailharnessError, ServerStartError
+from mailharness.servers.listeners import Endpoint, Security
 
 INBOX = "INBOX"
 # Listener names in dovecot.conf, in the order they are bound and reported.

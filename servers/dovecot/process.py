@@ -40,13 +40,13 @@ import time
 import weakref
 from pathlib import Path
 
-from servers.dovecot.config import (
+from mailharness.servers.dovecot.config import (
     DovecotConfig,
     Identity,
     InstancePaths,
     render_config,
 )
-from servers.dovecot.instance import (
+from mailharness.servers.dovecot.instance import (
     LISTENERS,
     DovecotError,
     DovecotInstance,
@@ -54,8 +54,8 @@ from servers.dovecot.instance import (
     make_endpoints,
     read_greeting,
 )
-from servers.errors import ConfigError, ServerStartError
-from servers.listeners import bind_loopback
+from mailharness.servers.errors import ConfigError, ServerStartError
+from mailharness.servers.listeners import bind_loopback
 
 # Dovecot greets in ~35 ms here; a loaded CI machine gets plenty of slack before we give up.
 DEFAULT_START_TIMEOUT = 15.0

@@ -7,8 +7,8 @@ lifecycle, `toxics.py` for every fault, `tls.py`/`sslv3.py` for version
 pinning and `starttls.py` for STARTTLS terminated at the front.
 """
 
-from servers.faults.front import FaultFront
-from servers.faults.toxics import (
+from mailharness.servers.faults.front import FaultFront
+from mailharness.servers.faults.toxics import (
     DENY_MODES,
     DIRECTIONS,
     TLS_VERSIONS,

@@ -25,12 +25,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import cast
 
-from servers.errors import ConfigError, ServerStartError, choice_error
-from servers.faults import replies
-from servers.faults.listener import Listener, ListenerMode
-from servers.faults.session import Session
-from servers.faults.tls import CertSource, ContextCache
-from servers.faults.toxics import (
+from mailharness.servers.errors import ConfigError, ServerStartError, choice_error
+from mailharness.servers.faults import replies
+from mailharness.servers.faults.listener import Listener, ListenerMode
+from mailharness.servers.faults.session import Session
+from mailharness.servers.faults.tls import CertSource, ContextCache
+from mailharness.servers.faults.toxics import (
     FAULT_TYPES,
     PROTOCOL_DENY_MODES,
     SINGLETON_TYPES,
@@ -41,8 +41,8 @@ from servers.faults.toxics import (
     Refuse,
     TLSVersion,
 )
-from servers.listeners import DEFAULT_HOST, Endpoint, Security, require_loopback
-from servers.transcript import TranscriptLog
+from mailharness.servers.listeners import DEFAULT_HOST, Endpoint, Security, require_loopback
+from mailharness.servers.transcript import TranscriptLog
 
 # Long enough for a loaded CI machine; a listener switch is a few syscalls.
 SWITCH_TIMEOUT = 10.0

@@ -23,7 +23,7 @@ import enum
 import socket
 from collections.abc import Callable
 
-from servers.listeners import LISTEN_BACKLOG, require_loopback
+from mailharness.servers.listeners import LISTEN_BACKLOG, require_loopback
 
 
 class ListenerMode(enum.Enum):

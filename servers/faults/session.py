@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from servers.faults import replies
-from servers.faults.channel import Channel, StreamChannel, accepted_channel, connect
-from servers.faults.framing import LineScanner
-from servers.faults.shaping import Shaper, Stream
-from servers.faults.starttls import Forward, Gate, Reply, StartTLS, make_gate
-from servers.faults.tls import start_server_tls
-from servers.faults.toxics import (
+from mailharness.servers.faults import replies
+from mailharness.servers.faults.channel import Channel, StreamChannel, accepted_channel, connect
+from mailharness.servers.faults.framing import LineScanner
+from mailharness.servers.faults.shaping import Shaper, Stream
+from mailharness.servers.faults.starttls import Forward, Gate, Reply, StartTLS, make_gate
+from mailharness.servers.faults.tls import start_server_tls
+from mailharness.servers.faults.toxics import (
     Allowlist,
     ConnectionCap,
     DropOnCommand,
@@ -35,10 +35,10 @@ from servers.faults.toxics import (
     SlowGreeting,
     TLSVersion,
 )
-from servers.transcript import Transcript, TranscriptLog
+from mailharness.servers.transcript import Transcript, TranscriptLog
 
 if TYPE_CHECKING:
-    from servers.faults.front import FaultFront
+    from mailharness.servers.faults.front import FaultFront
 
 F = TypeVar("F")
 Chunk = tuple[float, bytes] | None  # (arrival time, data); None: end of stream

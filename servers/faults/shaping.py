@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal
 
-from servers.faults.toxics import Bandwidth, DropAfter, Fault, Latency, applies
+from mailharness.servers.faults.toxics import Bandwidth, DropAfter, Fault, Latency, applies
 
 Stream = Literal["downstream", "upstream"]
 # Pacing granularity: a slice is 1/20 s of data, smooth enough for a ±10 % rate

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 
-from servers.faults.channel import READ_CHUNK, Channel
+from mailharness.servers.faults.channel import READ_CHUNK, Channel
 
 
 class SSLObjectChannel:

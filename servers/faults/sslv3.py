@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     from tlslite import HandshakeSettings, TLSConnection, X509CertChain, parsePEMKey
     from tlslite.errors import TLSAbruptCloseError, TLSError
 
-from servers.faults.channel import READ_CHUNK, Channel
+from mailharness.servers.faults.channel import READ_CHUNK, Channel
 
 SSL3 = (3, 0)
 

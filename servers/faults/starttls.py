@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from servers.faults import replies
-from servers.faults.framing import LineFramer, literal_announced
+from mailharness.servers.faults import replies
+from mailharness.servers.faults.framing import LineFramer, literal_announced
 
 Deny = Literal["login", "rcpt"] | None
 

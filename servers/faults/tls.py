@@ -20,10 +20,10 @@ import warnings
 from pathlib import Path
 from typing import Protocol
 
-from servers.faults.channel import Channel
-from servers.faults.sslobject import SSLObjectChannel
-from servers.faults.sslv3 import TlsliteChannel
-from servers.faults.toxics import TLSVersion, TLSVersionName
+from mailharness.servers.faults.channel import Channel
+from mailharness.servers.faults.sslobject import SSLObjectChannel
+from mailharness.servers.faults.sslv3 import TlsliteChannel
+from mailharness.servers.faults.toxics import TLSVersion, TLSVersionName
 
 # A client that connects and says nothing must not hold a task forever.
 HANDSHAKE_TIMEOUT = 10.0

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from servers.errors import ConfigError, choice_error
+from mailharness.servers.errors import ConfigError, choice_error
 
 __all__ = [
     "DENY_MODES",

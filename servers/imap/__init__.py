@@ -1,9 +1,9 @@
 """Our own IMAP server: sans-IO core, command semantics, asyncio shell."""
 
-from servers.imap.protocol import IMAPConnection
-from servers.imap.replies import DOVECOT, PERSONALITIES, Replies, Reply, for_personality
-from servers.imap.server import IMAPServer
-from servers.imap.settings import IMAPSettings
+from mailharness.servers.imap.protocol import IMAPConnection
+from mailharness.servers.imap.replies import DOVECOT, PERSONALITIES, Replies, Reply, for_personality
+from mailharness.servers.imap.server import IMAPServer
+from mailharness.servers.imap.settings import IMAPSettings
 
 __all__ = [
     "DOVECOT",

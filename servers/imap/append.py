@@ -16,14 +16,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from servers.imap import message as mime
-from servers.imap.binary import binary_to_base64
-from servers.imap.commands import Fail
-from servers.imap.protocol import Command, Literal8, Token
-from servers.imap.responses import Status
+from mailharness.servers.imap import message as mime
+from mailharness.servers.imap.binary import binary_to_base64
+from mailharness.servers.imap.commands import Fail
+from mailharness.servers.imap.protocol import Command, Literal8, Token
+from mailharness.servers.imap.responses import Status
 
 if TYPE_CHECKING:
-    from servers.imap.session import Session
+    from mailharness.servers.imap.session import Session
 
 __all__ = ["PendingMessage", "parse_append"]
 

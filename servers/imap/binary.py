@@ -23,7 +23,7 @@ import binascii
 import enum
 import re
 
-from servers.imap import message as mime
+from mailharness.servers.imap import message as mime
 
 __all__ = ["BinaryError", "BinaryFailure", "binary_section", "binary_size"]
 

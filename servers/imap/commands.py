@@ -13,13 +13,13 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from servers.imap import message as mime
-from servers.imap import mutf7
-from servers.imap.protocol import Command
-from servers.imap.responses import Status, Tagged
+from mailharness.servers.imap import message as mime
+from mailharness.servers.imap import mutf7
+from mailharness.servers.imap.protocol import Command
+from mailharness.servers.imap.responses import Status, Tagged
 
 if TYPE_CHECKING:
-    from servers.imap.session import Session
+    from mailharness.servers.imap.session import Session
 
 __all__ = [
     "SYSTEM_FLAGS",

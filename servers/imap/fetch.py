@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from servers.imap import message as mime
-from servers.imap.binary import binary_section, binary_size
-from servers.imap.protocol import Token
-from servers.imap.snippet import PreviewError, compile_preview
-from servers.imap.store import StoredMessage
+from mailharness.servers.imap import message as mime
+from mailharness.servers.imap.binary import binary_section, binary_size
+from mailharness.servers.imap.protocol import Token
+from mailharness.servers.imap.snippet import PreviewError, compile_preview
+from mailharness.servers.imap.store import StoredMessage
 
 Fetched = StoredMessage
 

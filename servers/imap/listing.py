@@ -27,13 +27,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from servers.imap import mutf7
-from servers.imap.commands import Effect, Handler, mailbox_wire
-from servers.imap.protocol import Command, Token
-from servers.imap.store import DELIMITER, Mailbox, UserMailboxes, list_matcher, list_order
+from mailharness.servers.imap import mutf7
+from mailharness.servers.imap.commands import Effect, Handler, mailbox_wire
+from mailharness.servers.imap.protocol import Command, Token
+from mailharness.servers.imap.store import (
+    DELIMITER,
+    Mailbox,
+    UserMailboxes,
+    list_matcher,
+    list_order,
+)
 
 if TYPE_CHECKING:
-    from servers.imap.session import Session
+    from mailharness.servers.imap.session import Session
 
 __all__ = ["STATUS_ITEMS", "cmd_LIST", "cmd_LSUB", "parse_status_items", "status_line"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from servers.imap import message as mime
-from servers.imap import message_commands, mutf7
-from servers.imap.append import parse_append
-from servers.imap.commands import (
+from mailharness.servers.imap import message as mime
+from mailharness.servers.imap import message_commands, mutf7
+from mailharness.servers.imap.append import parse_append
+from mailharness.servers.imap.commands import (
     CommandHandler,
     Disconnect,
     Effect,
@@ -21,12 +21,12 @@ from servers.imap.commands import (
     Handler,
     mailbox_wire,
 )
-from servers.imap.listing import cmd_LIST, cmd_LSUB, parse_status_items, status_line
-from servers.imap.protocol import Command, Token
-from servers.imap.responses import Status, Tagged, Untagged, UntaggedStatus
-from servers.imap.sequence import SequenceSet, SequenceSetError, format_sequence_set
-from servers.imap.states import Transition
-from servers.imap.store import (
+from mailharness.servers.imap.listing import cmd_LIST, cmd_LSUB, parse_status_items, status_line
+from mailharness.servers.imap.protocol import Command, Token
+from mailharness.servers.imap.responses import Status, Tagged, Untagged, UntaggedStatus
+from mailharness.servers.imap.sequence import SequenceSet, SequenceSetError, format_sequence_set
+from mailharness.servers.imap.states import Transition
+from mailharness.servers.imap.store import (
     DELIMITER,
     INBOX,
     InvalidName,
@@ -38,10 +38,10 @@ from servers.imap.store import (
     TooBig,
     check_name,
 )
-from servers.imap.view import SelectedView
+from mailharness.servers.imap.view import SelectedView
 
 if TYPE_CHECKING:
-    from servers.imap.session import Session
+    from mailharness.servers.imap.session import Session
 
 __all__ = ["ALL_RIGHTS", "COMMANDS", "wire_name"]
 

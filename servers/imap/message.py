@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import NamedTuple
 
-from servers.imap.addresses import (
+from mailharness.servers.imap.addresses import (
     MAX_STRUCTURED_HEADER_BYTES,
     Address,
     parse_addresses,

@@ -18,28 +18,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from servers.imap import message as mime
-from servers.imap.binary import BinaryError, BinaryFailure
-from servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
-from servers.imap.fetch import FetchError, FetchPlan, compile_fetch
-from servers.imap.ordering import Sorter, SortError, parse_sort_return
-from servers.imap.protocol import Command, Token
-from servers.imap.responses import Status, UntaggedStatus
-from servers.imap.search import SearchError, SearchProgram, compile_search
-from servers.imap.sequence import (
+from mailharness.servers.imap import message as mime
+from mailharness.servers.imap.binary import BinaryError, BinaryFailure
+from mailharness.servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
+from mailharness.servers.imap.fetch import FetchError, FetchPlan, compile_fetch
+from mailharness.servers.imap.ordering import Sorter, SortError, parse_sort_return
+from mailharness.servers.imap.protocol import Command, Token
+from mailharness.servers.imap.responses import Status, UntaggedStatus
+from mailharness.servers.imap.search import SearchError, SearchProgram, compile_search
+from mailharness.servers.imap.sequence import (
     MAX_NUMBER,
     SequenceSet,
     SequenceSetError,
     format_ascending,
     format_sequence_set,
 )
-from servers.imap.states import Transition
-from servers.imap.store import NoSuchMailbox, QuotaExceeded, StoredMessage, TooBig
-from servers.imap.threads import THREAD_ALGORITHMS
-from servers.imap.view import MAX_SEARCH_UPDATES, SearchUpdate, SearchView, SelectedView
+from mailharness.servers.imap.states import Transition
+from mailharness.servers.imap.store import NoSuchMailbox, QuotaExceeded, StoredMessage, TooBig
+from mailharness.servers.imap.threads import THREAD_ALGORITHMS
+from mailharness.servers.imap.view import MAX_SEARCH_UPDATES, SearchUpdate, SearchView, SelectedView
 
 if TYPE_CHECKING:
-    from servers.imap.session import Session
+    from mailharness.servers.imap.session import Session
 
 __all__ = ["COMMANDS", "FETCH_CHUNK_BYTES"]
 

@@ -13,10 +13,10 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from servers.imap.commands import mailbox_wire
-from servers.imap.fetch import FetchPlan
-from servers.imap.protocol import Token
-from servers.imap.store import DELIMITER, INBOX, Mailbox, UserMailboxes
+from mailharness.servers.imap.commands import mailbox_wire
+from mailharness.servers.imap.fetch import FetchPlan
+from mailharness.servers.imap.protocol import Token
+from mailharness.servers.imap.store import DELIMITER, INBOX, Mailbox, UserMailboxes
 
 __all__ = ["NotifyError", "NotifySpec", "NotifyState", "parse_notify"]
 

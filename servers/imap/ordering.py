@@ -29,9 +29,9 @@ from functools import lru_cache
 from itertools import islice
 from operator import ge, le
 
-from servers.imap.casemap import casemap
-from servers.imap.message import Address, addresses, decode_header_text
-from servers.imap.store import StoredMessage
+from mailharness.servers.imap.casemap import casemap
+from mailharness.servers.imap.message import Address, addresses, decode_header_text
+from mailharness.servers.imap.store import StoredMessage
 
 __all__ = [
     "SORT_KEYS",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from servers.personality import PERSONALITIES, pick
+from mailharness.servers.personality import PERSONALITIES, pick
 
 __all__ = [
     "BY_PERSONALITY",

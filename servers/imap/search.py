@@ -21,9 +21,9 @@ from datetime import UTC, date, datetime
 from email.utils import parsedate_tz
 from typing import Protocol
 
-from servers.imap.casemap import casemap
-from servers.imap.message import address_texts, decoded_headers, text_content
-from servers.imap.sequence import SequenceSet, SequenceSetError
+from mailharness.servers.imap.casemap import casemap
+from mailharness.servers.imap.message import address_texts, decoded_headers, text_content
+from mailharness.servers.imap.sequence import SequenceSet, SequenceSetError
 
 __all__ = [
     "MessageView",

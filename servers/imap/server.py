@@ -28,10 +28,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
-from servers.accounts import Accounts
-from servers.errors import ConfigError, forget_traceback
-from servers.imap.commands import Delay, Disconnect, Output, ReadLine, StartTLS
-from servers.imap.protocol import (
+from mailharness.servers.accounts import Accounts
+from mailharness.servers.errors import ConfigError, forget_traceback
+from mailharness.servers.imap.commands import Delay, Disconnect, Output, ReadLine, StartTLS
+from mailharness.servers.imap.protocol import (
     NEED_DATA,
     BadInput,
     ClientLine,
@@ -39,13 +39,13 @@ from servers.imap.protocol import (
     ContinuationRequest,
     IMAPConnection,
 )
-from servers.imap.responses import Continuation, Status, UntaggedStatus
-from servers.imap.session import Session
-from servers.imap.settings import IMAPSettings
-from servers.imap.states import State
-from servers.imap.store import MailStore
-from servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
-from servers.transcript import Transcript, TranscriptLog
+from mailharness.servers.imap.responses import Continuation, Status, UntaggedStatus
+from mailharness.servers.imap.session import Session
+from mailharness.servers.imap.settings import IMAPSettings
+from mailharness.servers.imap.states import State
+from mailharness.servers.imap.store import MailStore
+from mailharness.servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
+from mailharness.servers.transcript import Transcript, TranscriptLog
 
 __all__ = ["IMAPServer"]
 

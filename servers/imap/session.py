@@ -18,11 +18,11 @@ from array import array
 from collections.abc import Callable, Generator
 from datetime import datetime
 
-from servers.accounts import Accounts, AuthOutcome, AuthResult, Mechanism
-from servers.errors import ConfigError
-from servers.imap import mailbox_commands, message_commands, sasl
-from servers.imap import message as mime
-from servers.imap.commands import (
+from mailharness.servers.accounts import Accounts, AuthOutcome, AuthResult, Mechanism
+from mailharness.servers.errors import ConfigError
+from mailharness.servers.imap import mailbox_commands, message_commands, sasl
+from mailharness.servers.imap import message as mime
+from mailharness.servers.imap.commands import (
     SYSTEM_FLAGS,
     CommandHandler,
     Delay,
@@ -34,19 +34,25 @@ from servers.imap.commands import (
     ReadLine,
     StartTLS,
 )
-from servers.imap.fetch import FetchError, FetchPlan, compile_fetch
-from servers.imap.notify import NotifyError, NotifyState, parse_notify
-from servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
-from servers.imap.replies import Replies, Reply
-from servers.imap.responses import Continuation, Status, Tagged, Untagged, UntaggedStatus
-from servers.imap.settings import IMAPSettings
-from servers.imap.states import COMMAND_STATES, State, Transition, next_state
-from servers.imap.store import (
+from mailharness.servers.imap.fetch import FetchError, FetchPlan, compile_fetch
+from mailharness.servers.imap.notify import NotifyError, NotifyState, parse_notify
+from mailharness.servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
+from mailharness.servers.imap.replies import Replies, Reply
+from mailharness.servers.imap.responses import (
+    Continuation,
+    Status,
+    Tagged,
+    Untagged,
+    UntaggedStatus,
+)
+from mailharness.servers.imap.settings import IMAPSettings
+from mailharness.servers.imap.states import COMMAND_STATES, State, Transition, next_state
+from mailharness.servers.imap.store import (
     Mailbox,
     MailStore,
     UserMailboxes,
 )
-from servers.imap.view import Lost, SelectedView
+from mailharness.servers.imap.view import Lost, SelectedView
 
 __all__ = ["COMMANDS", "Session"]
 

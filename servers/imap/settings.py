@@ -5,15 +5,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from servers.errors import ConfigError, choice_error
-from servers.imap.protocol import (
+from mailharness.servers.errors import ConfigError, choice_error
+from mailharness.servers.imap.protocol import (
     MAX_APPEND_BYTES,
     MAX_LINE_BYTES,
     MAX_LITERAL_BYTES,
     MAX_LOGIN_COMMAND_BYTES,
     MAX_TAG_BYTES,
 )
-from servers.imap.replies import PERSONALITIES, Replies, for_personality
+from mailharness.servers.imap.replies import PERSONALITIES, Replies, for_personality
 
 __all__ = ["KNOWN_MECHANISMS", "PERSONALITIES", "QUEUE_FULL_MODES", "IMAPSettings"]
 

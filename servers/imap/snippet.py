@@ -21,7 +21,7 @@ from collections.abc import Callable
 from html.entities import name2codepoint
 from typing import Any
 
-from servers.imap import message as mime
+from mailharness.servers.imap import message as mime
 
 __all__ = ["PreviewError", "compile_preview", "snippet"]
 

@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from operator import le
 
-from servers.imap.message import decode_header_text
-from servers.imap.ordering import (
+from mailharness.servers.imap.message import decode_header_text
+from mailharness.servers.imap.ordering import (
     Sorter,
     base_subject,
     date_key,
@@ -40,7 +40,7 @@ from servers.imap.ordering import (
     header_of,
     stable_sort,
 )
-from servers.imap.store import StoredMessage
+from mailharness.servers.imap.store import StoredMessage
 
 __all__ = ["THREAD_ALGORITHMS", "Hits", "Reread"]
 

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from servers.imap.commands import SYSTEM_FLAGS
-from servers.imap.fetch import flags_bytes
-from servers.imap.sequence import format_sequence_set
-from servers.imap.store import Mailbox, StoredMessage
+from mailharness.servers.imap.commands import SYSTEM_FLAGS
+from mailharness.servers.imap.fetch import flags_bytes
+from mailharness.servers.imap.sequence import format_sequence_set
+from mailharness.servers.imap.store import Mailbox, StoredMessage
 
 __all__ = ["RECENT", "Lost", "SearchUpdate", "SearchView", "SelectedView"]
 

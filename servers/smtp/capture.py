@@ -20,7 +20,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
-from servers.errors import ConfigError
+from mailharness.servers.errors import ConfigError
 
 _parser = BytesParser(policy=policy.default)
 

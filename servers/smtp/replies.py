@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from servers.accounts import AuthOutcome
-from servers.personality import pick
+from mailharness.servers.accounts import AuthOutcome
+from mailharness.servers.personality import pick
 
 GREETING = "220 {hostname} ESMTP mailharness"
 AUTH_OK = "235 2.7.0 Authentication successful"

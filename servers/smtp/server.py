@@ -34,15 +34,14 @@ from aiosmtpd.smtp import (
     Session,
     TLSSetupException,
 )
-
-from servers.accounts import Accounts, Mechanism
-from servers.errors import ConfigError, choice_error, forget_traceback
-from servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
-from servers.ratelimit import RateLimit, TokenBuckets
-from servers.smtp import replies
-from servers.smtp.capture import CapturedMessage, MessageLog
-from servers.smtp.replies import SMTPReplies
-from servers.transcript import Transcript, TranscriptLog
+from mailharness.servers.accounts import Accounts, Mechanism
+from mailharness.servers.errors import ConfigError, choice_error, forget_traceback
+from mailharness.servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
+from mailharness.servers.ratelimit import RateLimit, TokenBuckets
+from mailharness.servers.smtp import replies
+from mailharness.servers.smtp.capture import CapturedMessage, MessageLog
+from mailharness.servers.smtp.replies import SMTPReplies
+from mailharness.servers.transcript import Transcript, TranscriptLog
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
 # Gmail's and Outlook's limits are 25 and 35 MB; a realistic default that tests can lower.

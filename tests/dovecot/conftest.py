@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from mailharness.servers.dovecot.engine import EngineInfo, EngineUnavailable, ensure_engine
 
-from servers.dovecot.engine import EngineInfo, EngineUnavailable, ensure_engine
 from tests.helpers import in_ci, require_executable
 
 

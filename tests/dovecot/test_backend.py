@@ -14,17 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mailharness.certs import MailCA
+from mailharness.journeys import ClientProfile, Outcome, imap_journey, smtp_journey
+from mailharness.server import MailConfig, MailServer, NotApplicable
+from mailharness.servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
+from mailharness.servers.dovecot import DovecotProcess
+from mailharness.servers.dovecot.container import LABEL, DovecotContainer
+from mailharness.servers.dovecot.engine import ensure_engine
+from mailharness.servers.errors import ConfigError
+from mailharness.servers.imap import IMAPSettings
+from mailharness.servers.listeners import Security
 
-from harness.certs import MailCA
-from harness.journeys import ClientProfile, Outcome, imap_journey, smtp_journey
-from harness.server import MailConfig, MailServer, NotApplicable
-from servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
-from servers.dovecot import DovecotProcess
-from servers.dovecot.container import LABEL, DovecotContainer
-from servers.dovecot.engine import ensure_engine
-from servers.errors import ConfigError
-from servers.imap import IMAPSettings
-from servers.listeners import Security
 from tests.helpers import require_backend
 
 ALICE, BOB = DEFAULT_USERS
@@ -297,7 +297,7 @@ def test_plugin_serves_dovecot_when_asked(
     pytester.makepyfile(
         """
         import pytest
-        from harness.catalog import parametrize
+        from mailharness.catalog import parametrize
 
         def test_shared(mail_server):
             assert mail_server.config.backend == "dovecot"

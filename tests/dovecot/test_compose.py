@@ -22,16 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from servers.dovecot.compose import (
+from mailharness.servers.dovecot.compose import (
     CONTAINER_BASE_DIR,
     SERVICES,
     SERVICES_BY_NAME,
     generate,
     render_service,
 )
-from servers.dovecot.engine import EngineInfo
-from servers.dovecot.image import ensure_image
+from mailharness.servers.dovecot.engine import EngineInfo
+from mailharness.servers.dovecot.image import ensure_image
+
 from tests.helpers import require_executable
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "compose" / "docker-compose.yml"
@@ -80,7 +80,7 @@ def test_compose_up_connect_over_tls_and_down(engine: EngineInfo, tmp_path: Path
     workdir.mkdir()
     shutil.copy(COMPOSE_FILE, workdir / "docker-compose.yml")
     certs = tmp_path / "certs"
-    from servers.dovecot.compose import ensure_certs
+    from mailharness.servers.dovecot.compose import ensure_certs
 
     assert ensure_certs(certs)
     generate(workdir / "generated", [service])

@@ -19,20 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from harness.certs import MailCA
-from servers.accounts import User
-from servers.dovecot.config import DovecotConfig, Identity, InstancePaths, SSLMode
-from servers.dovecot.container import (
+from mailharness.certs import MailCA
+from mailharness.servers.accounts import User
+from mailharness.servers.dovecot.config import DovecotConfig, Identity, InstancePaths, SSLMode
+from mailharness.servers.dovecot.container import (
     DovecotContainer,
     Network,
     container_config_text,
     run_options,
 )
-from servers.dovecot.engine import EngineInfo, EngineUnavailable, dockerd_command
-from servers.dovecot.image import debian_mirror, ensure_image, image_tag
-from servers.errors import ConfigError
-from servers.listeners import Security
+from mailharness.servers.dovecot.engine import EngineInfo, EngineUnavailable, dockerd_command
+from mailharness.servers.dovecot.image import debian_mirror, ensure_image, image_tag
+from mailharness.servers.errors import ConfigError
+from mailharness.servers.listeners import Security
 
 ALICE = ("alice@example.test", "alice-password")
 AUTH_FAILED = b"NO [AUTHENTICATIONFAILED] Authentication failed."
@@ -228,7 +227,7 @@ def test_reconfigure_lower_quota_then_append_is_over_quota(
 def test_reconfigure_refuses_a_bad_setting_and_keeps_serving(
     dovecot: DovecotContainer, mail_ca: MailCA
 ) -> None:
-    from servers.dovecot import DovecotError
+    from mailharness.servers.dovecot import DovecotError
 
     original = dovecot.config
     with pytest.raises(DovecotError, match="no_such_setting"):
@@ -335,7 +334,7 @@ def test_image_base_choice_is_checked() -> None:
 
 
 def test_missing_docker_io_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from servers.dovecot import engine as engine_module
+    from mailharness.servers.dovecot import engine as engine_module
 
     monkeypatch.setattr(engine_module, "find_engine", lambda: None)
     monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)

@@ -14,10 +14,10 @@ import imaplib
 from collections.abc import Iterator
 
 import pytest
+from mailharness.certs import MailCA
+from mailharness.server import MailConfig, MailServer
+from mailharness.servers.dovecot import DovecotConfig, DovecotProcess
 
-from harness.certs import MailCA
-from harness.server import MailConfig, MailServer
-from servers.dovecot import DovecotConfig, DovecotProcess
 from tests.helpers import require_backend
 from tests.ordering_corpus import (
     ADDRESS_COMMANDS,

@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from harness.certs import MailCA
-from servers.accounts import User
-from servers.dovecot import (
+from mailharness.certs import MailCA
+from mailharness.servers.accounts import User
+from mailharness.servers.dovecot import (
     DovecotConfig,
     DovecotNotInstalled,
     DovecotProcess,
@@ -27,10 +26,11 @@ from servers.dovecot import (
     SSLMode,
     pid_namespaces_available,
 )
-from servers.dovecot import process as process_module
-from servers.dovecot.config import Identity, InstancePaths, render_config
-from servers.errors import ConfigError
-from servers.listeners import Security
+from mailharness.servers.dovecot import process as process_module
+from mailharness.servers.dovecot.config import Identity, InstancePaths, render_config
+from mailharness.servers.errors import ConfigError
+from mailharness.servers.listeners import Security
+
 from tests.helpers import require_executable
 
 ALICE = ("alice@example.test", "alice-password")

@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-from harness.lifecycle import LoopThread
-from harness.server import MailConfig, MailServer
-from servers.faults import (
+from mailharness.lifecycle import LoopThread
+from mailharness.server import MailConfig, MailServer
+from mailharness.servers.faults import (
     Allowlist,
     Bandwidth,
     ConnectionCap,
@@ -38,8 +37,9 @@ from servers.faults import (
     SlowGreeting,
     TLSVersion,
 )
-from servers.listeners import Endpoint, Security
-from servers.transcript import TranscriptLog
+from mailharness.servers.listeners import Endpoint, Security
+from mailharness.servers.transcript import TranscriptLog
+
 from tests.helpers import require_executable
 
 ALICE = ("alice@example.test", "alice-password")

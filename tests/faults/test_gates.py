@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from servers.faults.framing import LineFramer
-from servers.faults.starttls import Forward, IMAPGate, Reply, SMTPGate, StartTLS
+from mailharness.servers.faults.framing import LineFramer
+from mailharness.servers.faults.starttls import Forward, IMAPGate, Reply, SMTPGate, StartTLS
 
 GREETING = b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ AUTH=PLAIN AUTH=LOGIN] Dovecot ready.\r\n"
 

@@ -6,10 +6,9 @@ import dataclasses
 import random
 
 import pytest
-
-from harness.certs import MailCA
-from servers.errors import ConfigError
-from servers.faults import (
+from mailharness.certs import MailCA
+from mailharness.servers.errors import ConfigError
+from mailharness.servers.faults import (
     Allowlist,
     Bandwidth,
     ConnectionCap,
@@ -22,8 +21,8 @@ from servers.faults import (
     Reset,
     TLSVersion,
 )
-from servers.faults.front import check_faults
-from servers.faults.shaping import Shaper
+from mailharness.servers.faults.front import check_faults
+from mailharness.servers.faults.shaping import Shaper
 
 
 def test_faults_are_frozen_slotted_and_keyword_only() -> None:

@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-from harness.certs import MailCA
-from harness.lifecycle import LoopThread
-from servers.accounts import DEFAULT_USERS, Accounts
-from servers.imap import IMAPServer, IMAPSettings
-from servers.imap.store import MailStore
-from servers.listeners import Endpoint, Security, bind_loopback
-from servers.transcript import TranscriptLog
+from mailharness.certs import MailCA
+from mailharness.lifecycle import LoopThread
+from mailharness.servers.accounts import DEFAULT_USERS, Accounts
+from mailharness.servers.imap import IMAPServer, IMAPSettings
+from mailharness.servers.imap.store import MailStore
+from mailharness.servers.listeners import Endpoint, Security, bind_loopback
+from mailharness.servers.transcript import TranscriptLog
 
 #: Generous: a loaded CI machine, never a readiness wait.
 CALL_TIMEOUT = 30.0

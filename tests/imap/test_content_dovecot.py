@@ -13,10 +13,10 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from mailharness.certs import MailCA
+from mailharness.servers.dovecot import DovecotConfig, DovecotProcess
+from mailharness.servers.listeners import Endpoint
 
-from harness.certs import MailCA
-from servers.dovecot import DovecotConfig, DovecotProcess
-from servers.listeners import Endpoint
 from tests.helpers import require_executable
 from tests.imap.conftest import MakeIMAP
 

@@ -19,13 +19,13 @@ from dataclasses import replace
 import imapclient
 import imapclient.exceptions
 import pytest
+from mailharness.servers.accounts import Lockout
+from mailharness.servers.errors import ConfigError
+from mailharness.servers.imap import IMAPSettings
+from mailharness.servers.imap.replies import GMAIL, PERSONALITIES, for_personality
+from mailharness.servers.imap.session import Session
+from mailharness.servers.ratelimit import RateLimit
 
-from servers.accounts import Lockout
-from servers.errors import ConfigError
-from servers.imap import IMAPSettings
-from servers.imap.replies import GMAIL, PERSONALITIES, for_personality
-from servers.imap.session import Session
-from servers.ratelimit import RateLimit
 from tests.imap.conftest import CALL_TIMEOUT, MakeIMAP, RunningIMAP
 
 ALICE = ("alice@example.test", "alice-password")

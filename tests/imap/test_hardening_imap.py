@@ -13,10 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from mailharness.servers.imap.settings import IMAPSettings
+from mailharness.servers.listeners import ACCEPT_ERRORS, default_connection_cap
+from mailharness.servers.transcript import TranscriptLog
 
-from servers.imap.settings import IMAPSettings
-from servers.listeners import ACCEPT_ERRORS, default_connection_cap
-from servers.transcript import TranscriptLog
 from tests.helpers import cycles_after, peak_rss, served
 from tests.imap.conftest import MakeIMAP, RawClient, RunningIMAP
 

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mailharness.servers.imap import message as mime
+from mailharness.servers.imap.binary import binary_section
 
-from servers.imap import message as mime
-from servers.imap.binary import binary_section
 from tests.imap.conftest import RawClient, RunningIMAP
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,7 +190,7 @@ def test_binary_of_nested_mime_60_levels_bounded_memory() -> None:
 SERVER = f"""
 import json, os, sys
 sys.path.insert(0, {str(REPO)!r})
-from harness.server import MailConfig, MailServer
+from mailharness.server import MailConfig, MailServer
 
 server = MailServer(MailConfig(smtp=None)).start()
 try:

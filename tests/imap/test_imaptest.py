@@ -27,10 +27,10 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
+from mailharness.catalog import CATALOG
+from mailharness.certs import MailCA
+from mailharness.server import MailServer
 
-from harness.catalog import CATALOG
-from harness.certs import MailCA
-from harness.server import MailServer
 from tests.helpers import in_ci, require_backend
 from tests.imap.imaptest_tool import (
     Imaptest,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import imapclient
 import pytest
+from mailharness.servers.imap import IMAPSettings
 
-from servers.imap import IMAPSettings
 from tests.imap.conftest import MakeIMAP, RunningIMAP
 
 #: Fail against real Dovecot 2.3.19 here too (checked by hand), for client-side reasons.

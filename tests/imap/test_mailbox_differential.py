@@ -19,9 +19,9 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from mailharness.servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
+from mailharness.servers.listeners import Endpoint
 
-from servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
-from servers.listeners import Endpoint
 from tests.helpers import require_backend
 from tests.imap.conftest import MakeIMAP
 

@@ -26,7 +26,7 @@ IO_TIMEOUT = 60.0
 SERVER = f"""
 import json, os, sys
 sys.path.insert(0, {str(REPO)!r})
-from harness.server import MailConfig, MailServer
+from mailharness.server import MailConfig, MailServer
 
 server = MailServer(MailConfig(smtp=None)).start()
 try:

@@ -12,9 +12,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from mailharness.servers.imap import IMAPSettings
+from mailharness.servers.imap.mutf7 import decode, encode
 
-from servers.imap import IMAPSettings
-from servers.imap.mutf7 import decode, encode
 from tests.imap.conftest import MakeIMAP, RawClient, RunningIMAP
 
 ALICE = "alice@example.test"

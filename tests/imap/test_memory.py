@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER = f"""
 import json, os, sys
 sys.path.insert(0, {str(REPO)!r})
-from harness.server import MailConfig, MailServer
+from mailharness.server import MailConfig, MailServer
 
 server = MailServer(MailConfig(smtp=None)).start()
 try:

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from servers.imap.message import (
+from mailharness.servers.imap.message import (
     bodystructure,
     decoded_headers,
     envelope,

@@ -41,8 +41,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-
-from harness.server import MailServer
+from mailharness.server import MailServer
 
 LOGIN, PASSWORD = "alice@example.test", "alice-password"
 #: Generous: a loaded CI machine, never a readiness wait.

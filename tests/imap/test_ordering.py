@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from mailharness.servers.imap.addresses import parse_addresses, write_addresses
+from mailharness.servers.imap.casemap import casemap
+from mailharness.servers.imap.ordering import SortError, base_subject, parse_sort_return
 
-from servers.imap.addresses import parse_addresses, write_addresses
-from servers.imap.casemap import casemap
-from servers.imap.ordering import SortError, base_subject, parse_sort_return
 from tests.imap.conftest import RunningIMAP
 from tests.ordering_corpus import untagged
 

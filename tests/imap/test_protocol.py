@@ -6,8 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
-
-from servers.imap.protocol import (
+from mailharness.servers.imap.protocol import (
     NEED_DATA,
     BadInput,
     ClientLine,
@@ -16,8 +15,14 @@ from servers.imap.protocol import (
     IMAPConnection,
     tokenize,
 )
-from servers.imap.responses import Continuation, Status, Tagged, Untagged, UntaggedStatus
-from servers.imap.states import IllegalTransition, State, Transition, next_state
+from mailharness.servers.imap.responses import (
+    Continuation,
+    Status,
+    Tagged,
+    Untagged,
+    UntaggedStatus,
+)
+from mailharness.servers.imap.states import IllegalTransition, State, Transition, next_state
 
 PURE_MODULES = ("protocol.py", "responses.py", "replies.py", "states.py", "sasl.py")
 FORBIDDEN = {"asyncio", "socket", "ssl", "threading", "time"}
@@ -180,7 +185,7 @@ def test_state_table() -> None:
 def test_docstring_examples() -> None:
     import doctest
 
-    from servers.imap import protocol, replies
+    from mailharness.servers.imap import protocol, replies
 
     for module in (protocol, replies):
         assert doctest.testmod(module).failed == 0

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from servers.imap.search import SearchError, Token, compile_search, parse_search_date
+from mailharness.servers.imap.search import SearchError, Token, compile_search, parse_search_date
 
 PST = timezone(timedelta(hours=-8))
 

@@ -7,8 +7,7 @@ from array import array
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from servers.imap.sequence import (
+from mailharness.servers.imap.sequence import (
     MAX_NUMBER,
     SequenceSet,
     SequenceSetError,

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import imapclient
 import pytest
+from mailharness.servers.imap import IMAPSettings
+from mailharness.servers.imap.session import COMMANDS
 
-from servers.imap import IMAPSettings
-from servers.imap.session import COMMANDS
 from tests.imap.conftest import MakeIMAP, RawClient, RunningIMAP
 
 ALICE = ("alice@example.test", "alice-password")

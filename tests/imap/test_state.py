@@ -14,9 +14,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from mailharness.servers.imap.store import Mailbox
+from mailharness.servers.imap.store.mailbox import GONE_LOG
 
-from servers.imap.store import Mailbox
-from servers.imap.store.mailbox import GONE_LOG
 from tests.imap.conftest import RawClient, RunningIMAP
 
 ALICE = "alice@example.test"

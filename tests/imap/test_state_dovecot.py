@@ -15,10 +15,10 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
+from mailharness.certs import MailCA
+from mailharness.server import MailConfig, MailServer
+from mailharness.servers.listeners import Endpoint
 
-from harness.certs import MailCA
-from harness.server import MailConfig, MailServer
-from servers.listeners import Endpoint
 from tests.helpers import require_backend
 
 #: (session, command): sessions a and b select the mailbox, c mostly appends.

@@ -11,8 +11,7 @@ from email.message import EmailMessage
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from servers.imap.store import (
+from mailharness.servers.imap.store import (
     MailboxExists,
     MailStore,
     NoSuchMailbox,
@@ -676,7 +675,7 @@ def test_deep_mailbox_names_cost_memory_linear_in_their_length(alice: UserMailbo
 
 
 def test_glob_is_linear_on_patterns_that_make_regexes_backtrack() -> None:
-    from servers.imap.store import Glob
+    from mailharness.servers.imap.store import Glob
 
     glob = Glob("*a" * 30 + "*b", "/")
     assert not glob.matches("a" * 4000)  # a regex would take longer than the universe has
@@ -699,7 +698,7 @@ def _regex_for(pattern: str) -> str:
 def test_glob_agrees_with_the_regex_reading(pattern: str, name: str) -> None:
     import re
 
-    from servers.imap.store import Glob
+    from mailharness.servers.imap.store import Glob
 
     glob = Glob(pattern, "/")
     expected = re.fullmatch(_regex_for(pattern), name, re.DOTALL) is not None
@@ -715,7 +714,7 @@ def _prefixes(name: str) -> list[str]:
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), min_codepoint=1)))
 def test_mutf7_round_trips_any_name(name: str) -> None:
-    from servers.imap.mutf7 import decode, encode
+    from mailharness.servers.imap.mutf7 import decode, encode
 
     wire = encode(name)
     assert wire.isascii() and all(" " <= c <= "~" for c in wire)
@@ -725,7 +724,7 @@ def test_mutf7_round_trips_any_name(name: str) -> None:
 
 @given(st.text(alphabet=st.characters(max_codepoint=0x7F)))
 def test_mutf7_decode_refuses_cleanly(text: str) -> None:
-    from servers.imap.mutf7 import decode, encode
+    from mailharness.servers.imap.mutf7 import decode, encode
 
     try:
         name = decode(text)

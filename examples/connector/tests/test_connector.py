@@ -8,27 +8,11 @@ reports that code: OK where it must work, the right refusal everywhere else.
 
 from __future__ import annotations
 
-from inbox_connector import Settings, check
+from inbox_connector import check
+from mailharness import ClientCase, parametrize_cases
 
-from harness.cases import ClientCase
-from harness.catalog import parametrize_cases
-
-
-def settings_for(case: ClientCase) -> Settings:
-    return Settings(
-        protocol=case.protocol,
-        host=case.host,
-        port=case.port,
-        security=case.security.value,
-        username=case.username,
-        password=case.password,
-        auth=case.auth,
-        verify_certificate=case.verify_certificate,
-        allow_legacy_tls=case.tls != "default",
-        ca_file=str(case.ca_path),
-        timeout=case.timeout,
-        source_address=case.source_address,
-    )
+import servers  # this project's own module, not mailharness's
+from harness import settings_for  # this project's own package, not mailharness's
 
 
 @parametrize_cases()
@@ -39,3 +23,9 @@ def test_connector_reports_what_the_scenario_requires(mail_case: ClientCase) -> 
         f"{mail_case.scenario}/{mail_case.id}: expected {mail_case.expected}, "
         f"the connector said {result.code}: {result.message}"
     )
+
+
+def test_own_packages_named_like_mailharness_folders_are_ours() -> None:
+    """A project with its own `harness` and `servers` loads the plugin beside them."""
+    assert servers.PRESETS["gmail"]["imap"][1] == 993
+    assert settings_for.__module__ == "harness"

@@ -16,7 +16,7 @@ mailbox again for the next.
     b'Subject: hi\\r\\n\\r\\nbody\\r\\n'
 """
 
-from servers.imap.store.errors import (
+from mailharness.servers.imap.store.errors import (
     InvalidName,
     MailboxExists,
     NoSuchMailbox,
@@ -24,7 +24,7 @@ from servers.imap.store.errors import (
     StoreError,
     TooBig,
 )
-from servers.imap.store.folders import (
+from mailharness.servers.imap.store.folders import (
     DEFAULT_MAILBOXES,
     DELIMITER,
     INBOX,
@@ -34,10 +34,15 @@ from servers.imap.store.folders import (
     list_matcher,
     list_order,
 )
-from servers.imap.store.mailbox import Mailbox, MailboxStatus
-from servers.imap.store.mailstore import MailStore
-from servers.imap.store.messages import MAX_UID, RawMessage, StoredMessage, to_message_bytes
-from servers.imap.store.tree import Glob, Tree
+from mailharness.servers.imap.store.mailbox import Mailbox, MailboxStatus
+from mailharness.servers.imap.store.mailstore import MailStore
+from mailharness.servers.imap.store.messages import (
+    MAX_UID,
+    RawMessage,
+    StoredMessage,
+    to_message_bytes,
+)
+from mailharness.servers.imap.store.tree import Glob, Tree
 
 __all__ = [
     "DEFAULT_MAILBOXES",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from servers.errors import MailharnessError
+from mailharness.servers.errors import MailharnessError
 
 
 class StoreError(MailharnessError):

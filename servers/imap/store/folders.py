@@ -6,15 +6,15 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from servers.imap.store.errors import (
+from mailharness.servers.imap.store.errors import (
     InvalidName,
     MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
     StoreError,
 )
-from servers.imap.store.mailbox import Core, Mailbox, watch
-from servers.imap.store.tree import Glob, Tree
+from mailharness.servers.imap.store.mailbox import Core, Mailbox, watch
+from mailharness.servers.imap.store.tree import Glob, Tree
 
 DELIMITER = "/"
 INBOX = "INBOX"

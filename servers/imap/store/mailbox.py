@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from servers.imap.store.errors import NoSuchMailbox, StoreError, TooBig
-from servers.imap.store.messages import (
+from mailharness.servers.imap.store.errors import NoSuchMailbox, StoreError, TooBig
+from mailharness.servers.imap.store.messages import (
     MAX_UID,
     NO_FLAGS,
     RawMessage,
@@ -26,7 +26,7 @@ from servers.imap.store.messages import (
 )
 
 if TYPE_CHECKING:
-    from servers.imap.store.folders import UserMailboxes
+    from mailharness.servers.imap.store.folders import UserMailboxes
 
 
 # Synthetic messages are handed out as fresh objects; this many stay alive so a

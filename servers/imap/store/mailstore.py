@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from email.parser import BytesHeaderParser
 
-from servers.imap.store.errors import NoSuchMailbox
-from servers.imap.store.folders import INBOX, UserMailboxes
-from servers.imap.store.mailbox import Core, Mailbox
-from servers.imap.store.messages import RawMessage, StoredMessage, Synthetic
+from mailharness.servers.imap.store.errors import NoSuchMailbox
+from mailharness.servers.imap.store.folders import INBOX, UserMailboxes
+from mailharness.servers.imap.store.mailbox import Core, Mailbox
+from mailharness.servers.imap.store.messages import RawMessage, StoredMessage, Synthetic
 
 MAX_SYNTHETIC_COUNT = 10_000_000
 
