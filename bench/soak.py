@@ -231,25 +231,29 @@ def _audit_once(port: int, ca: str, ledger: Ledger) -> int:
     context = ssl.create_default_context(cafile=ca)
     found = 0
     for (login, password), folder in ((BOB, "INBOX"), (ALICE, SOAK_FOLDER)):
-        with imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context, timeout=60) as client:
+        with imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context, timeout=120) as client:
             client.login(login, password)
             client.select(folder)
             _, data = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-            uids: list[bytes] = []
+            ids: list[str] = []
+            top = 0
             for item in data:
                 if isinstance(item, tuple):
                     uid = re.search(rb"UID (\d+)", item[0])
                     match = MESSAGE_ID.search(item[1])
                     if uid:
-                        uids.append(uid.group(1))
+                        top = max(top, int(uid.group(1)))
                     if match:
-                        with ledger.lock:
-                            ledger.seen[match.group(1).decode()] += 1
-                        found += 1
-            if uids:
-                client.uid("STORE", b",".join(uids).decode(), "+FLAGS.SILENT", "(\\Deleted)")
-                client.uid("EXPUNGE", b",".join(uids).decode())
+                        ids.append(match.group(1).decode())
+            if top:
+                # A UID range, not a list: the command stays short however much arrived,
+                # and mail that arrives meanwhile has higher UIDs and waits for next time.
+                client.uid("STORE", f"1:{top}", "+FLAGS.SILENT", "(\\Deleted)")
+                client.uid("EXPUNGE", f"1:{top}")
             client.logout()
+        with ledger.lock:  # counted only once gone, so a retried audit counts nothing twice
+            ledger.seen.update(ids)
+        found += len(ids)
     return found
 
 
