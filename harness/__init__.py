@@ -4,35 +4,102 @@ The public API: everything the README uses is importable from here. Everything
 else is private.
 """
 
-from mailharness.cases import ClientCase, Expected
-from mailharness.catalog import CATALOG, parametrize, parametrize_cases, scenario
-from mailharness.certs import CertVariant, MailCA, ServerCert
-from mailharness.diagnosis import Diagnosis, diagnose
-from mailharness.journeys import ClientProfile, Outcome
-from mailharness.scenarios import Expect, Family, Scenario
-from mailharness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
-from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User
-from mailharness.servers.errors import ConfigError, MailharnessError, ServerStartError
-from mailharness.servers.faults import (
-    Allowlist,
-    Bandwidth,
-    ConnectionCap,
-    DropAfter,
-    DropOnCommand,
-    Fault,
-    FaultFront,
-    FirewallDrop,
-    Hang,
-    Latency,
-    Refuse,
-    Reset,
-    SlowGreeting,
-    TLSVersion,
-)
-from mailharness.servers.imap import IMAPSettings
-from mailharness.servers.listeners import Endpoint, Security
-from mailharness.servers.ratelimit import RateLimit
-from mailharness.servers.smtp import CapturedMessage, SMTPSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailharness.cases import ClientCase, Expected
+    from mailharness.catalog import CATALOG, parametrize, parametrize_cases, scenario
+    from mailharness.certs import CertVariant, MailCA, ServerCert
+    from mailharness.diagnosis import Diagnosis, diagnose
+    from mailharness.journeys import ClientProfile, Outcome
+    from mailharness.scenarios import Expect, Family, Scenario
+    from mailharness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
+    from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User
+    from mailharness.servers.errors import ConfigError, MailharnessError, ServerStartError
+    from mailharness.servers.faults import (
+        Allowlist,
+        Bandwidth,
+        ConnectionCap,
+        DropAfter,
+        DropOnCommand,
+        Fault,
+        FaultFront,
+        FirewallDrop,
+        Hang,
+        Latency,
+        Refuse,
+        Reset,
+        SlowGreeting,
+        TLSVersion,
+    )
+    from mailharness.servers.imap import IMAPSettings
+    from mailharness.servers.listeners import Endpoint, Security
+    from mailharness.servers.ratelimit import RateLimit
+    from mailharness.servers.smtp import CapturedMessage, SMTPSettings
+
+# Imported when first used: `import mailharness` (and the sans-IO IMAP core beneath it)
+# costs no asyncio, ssl, certificates or catalog until something asks for them.
+_EXPORTS = {
+    "ClientCase": "mailharness.cases",
+    "Expected": "mailharness.cases",
+    "CATALOG": "mailharness.catalog",
+    "parametrize": "mailharness.catalog",
+    "parametrize_cases": "mailharness.catalog",
+    "scenario": "mailharness.catalog",
+    "CertVariant": "mailharness.certs",
+    "MailCA": "mailharness.certs",
+    "ServerCert": "mailharness.certs",
+    "Diagnosis": "mailharness.diagnosis",
+    "diagnose": "mailharness.diagnosis",
+    "ClientProfile": "mailharness.journeys",
+    "Outcome": "mailharness.journeys",
+    "Expect": "mailharness.scenarios",
+    "Family": "mailharness.scenarios",
+    "Scenario": "mailharness.scenarios",
+    "MailConfig": "mailharness.server",
+    "MailServer": "mailharness.server",
+    "MailServerFactory": "mailharness.server",
+    "ProtocolEndpoints": "mailharness.server",
+    "DEFAULT_USERS": "mailharness.servers.accounts",
+    "Lockout": "mailharness.servers.accounts",
+    "User": "mailharness.servers.accounts",
+    "ConfigError": "mailharness.servers.errors",
+    "MailharnessError": "mailharness.servers.errors",
+    "ServerStartError": "mailharness.servers.errors",
+    "Allowlist": "mailharness.servers.faults",
+    "Bandwidth": "mailharness.servers.faults",
+    "ConnectionCap": "mailharness.servers.faults",
+    "DropAfter": "mailharness.servers.faults",
+    "DropOnCommand": "mailharness.servers.faults",
+    "Fault": "mailharness.servers.faults",
+    "FaultFront": "mailharness.servers.faults",
+    "FirewallDrop": "mailharness.servers.faults",
+    "Hang": "mailharness.servers.faults",
+    "Latency": "mailharness.servers.faults",
+    "Refuse": "mailharness.servers.faults",
+    "Reset": "mailharness.servers.faults",
+    "SlowGreeting": "mailharness.servers.faults",
+    "TLSVersion": "mailharness.servers.faults",
+    "IMAPSettings": "mailharness.servers.imap",
+    "Endpoint": "mailharness.servers.listeners",
+    "Security": "mailharness.servers.listeners",
+    "RateLimit": "mailharness.servers.ratelimit",
+    "CapturedMessage": "mailharness.servers.smtp",
+    "SMTPSettings": "mailharness.servers.smtp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mailharness' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CATALOG",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,18 @@ def test_docstring_examples() -> None:
 
     for module in (protocol, replies):
         assert doctest.testmod(module).failed == 0
+
+
+def test_core_loads_without_asyncio_or_ssl() -> None:
+    """Transitively too, not just its own import lines: the package's exports are lazy.
+
+    (The stdlib's email.utils imports socket for make_msgid, and the shared accounts
+    use a threading lock: neither is I/O the core does.)
+    """
+    code = (
+        "import sys\n"
+        "import mailharness.servers.imap.session, mailharness.servers.imap.protocol\n"
+        "print(sorted({'asyncio', 'ssl'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
