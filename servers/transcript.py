@@ -64,7 +64,7 @@ class TranscriptEvent:
         return f"{self.elapsed:8.3f} {_MARKS[self.direction]}: {self.text}"
 
 
-class Login(NamedTuple):
+class LoginAttempt(NamedTuple):
     """One login attempt. The IMAP LOGIN command counts as mechanism "LOGIN" (its
     first event's `command` tells it from AUTHENTICATE LOGIN)."""
 
@@ -268,16 +268,16 @@ class Transcript:
         """Raise AssertionError naming the first line that sent a secret in the clear."""
         _assert_no_cleartext([self])
 
-    def logins(self) -> list[Login]:
+    def logins(self) -> list[LoginAttempt]:
         """Every login attempt of this session, in order."""
-        found: list[Login] = []
-        pending: Login | None = None
+        found: list[LoginAttempt] = []
+        pending: LoginAttempt | None = None
         pending_tag: str | None = None
         for event in list(self.events):
             if event.direction == "client" and event.mechanism is not None:
                 if pending is not None:
                     found.append(pending)
-                pending = Login(event.login, event.mechanism, event.tls_version, False)
+                pending = LoginAttempt(event.login, event.mechanism, event.tls_version, False)
                 pending_tag = event.tag
             elif pending is None:
                 continue
@@ -402,7 +402,9 @@ class TranscriptLog:
         """Raise AssertionError naming the session and line that sent a secret in clear."""
         _assert_no_cleartext(self.filter(protocol, listener))
 
-    def logins(self, protocol: str | None = None, listener: str | None = None) -> list[Login]:
+    def logins(
+        self, protocol: str | None = None, listener: str | None = None
+    ) -> list[LoginAttempt]:
         return [login for t in self.filter(protocol, listener) for login in t.logins()]
 
     def auth_mechanisms_used(
