@@ -94,6 +94,9 @@ class Transcript:
     #: The TLS version in force now (None while in the clear).
     tls_version: str | None = None
     _auth: _Auth | None = None
+    # IMAP tags sent and not yet completed: only these make a server line a tagged reply
+    # (a message body line such as "Hello OK" does not).
+    _open_tags: set[str] = field(default_factory=set)
 
     # -- writing (from the server's event loop) --------------------------------------
 
@@ -115,6 +118,8 @@ class Transcript:
             return
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + f"... [{len(text)} chars]"
+        if direction == "client" and tag is not None:
+            self._open_tags.add(tag)
         event = TranscriptEvent(
             time.monotonic() - self.started,
             direction,
@@ -148,7 +153,8 @@ class Transcript:
         text = _text(line)
         if self.protocol == "imap":
             match = _IMAP_STATUS.match(text)
-            if match is not None and match[1] not in ("*", "+"):
+            if match is not None and match[1] in self._open_tags:
+                self._open_tags.discard(match[1])
                 self._auth = None
                 self._add("server", text, tag=match[1], status=match[2].upper())
             else:

@@ -149,8 +149,9 @@ def _is_secure(transport: asyncio.BaseTransport | None) -> bool:
 class _TranscribingReader:
     """Wraps aiosmtpd's StreamReader to log each client line, masking secrets.
 
-    Message data (after a 354) is summarised rather than copied, and the line
-    after a 334 challenge is an AUTH secret, so it is masked.
+    Message data (after a 354) is summarised rather than copied; AUTH lines and the
+    lines answering a 334 challenge go to the transcript's SASL decoder, which keeps
+    the user name and masks the secret.
     """
 
     _inner: asyncio.StreamReader
