@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from mailharness.servers.listeners import Endpoint, Security
     from mailharness.servers.ratelimit import RateLimit
     from mailharness.servers.smtp import CapturedMessage, SMTPSettings
+    from mailharness.servers.transcript import (
+        LoginAttempt,
+        Transcript,
+        TranscriptEvent,
+        TranscriptLog,
+    )
 
 # Imported when first used: `import mailharness` (and the sans-IO IMAP core beneath it)
 # costs no asyncio, ssl, certificates or catalog until something asks for them.
@@ -89,6 +95,10 @@ _EXPORTS = {
     "RateLimit": "mailharness.servers.ratelimit",
     "CapturedMessage": "mailharness.servers.smtp",
     "SMTPSettings": "mailharness.servers.smtp",
+    "LoginAttempt": "mailharness.servers.transcript",
+    "Transcript": "mailharness.servers.transcript",
+    "TranscriptEvent": "mailharness.servers.transcript",
+    "TranscriptLog": "mailharness.servers.transcript",
 }
 
 
@@ -126,6 +136,7 @@ __all__ = [
     "IMAPSettings",
     "Latency",
     "Lockout",
+    "LoginAttempt",
     "MailCA",
     "MailConfig",
     "MailServer",
@@ -143,6 +154,9 @@ __all__ = [
     "ServerStartError",
     "SlowGreeting",
     "TLSVersion",
+    "Transcript",
+    "TranscriptEvent",
+    "TranscriptLog",
     "User",
     "diagnose",
     "parametrize",

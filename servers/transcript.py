@@ -1,20 +1,31 @@
-"""Per-connection protocol transcripts, the test artefact shown when a test fails.
+"""Per-connection protocol transcripts: the report shown when a test fails, and events
+a test can assert on ("no credentials before TLS", "logged in once, with PLAIN").
 
-Each line is timestamped relative to the connection's start and prefixed `C:`
-(client) or `S:` (server). Secrets never appear: the caller marks a line as
-sensitive (AUTH payloads, LOGIN arguments) and it is stored masked.
+Each transcript keeps structured `TranscriptEvent`s: time since connect, direction,
+the TLS version in force, the line with only its secrets masked, and the fields parsed
+from it (IMAP tag, command and tagged status; SMTP verb and reply code). Credentials are
+decoded so the report shows who logged in and with which mechanism, never the password
+or token: the front ends hand LOGIN arguments and SASL responses to `login()`,
+`auth()` and `auth_response()`, which keep the user name and mask the rest.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from mailharness.servers.errors import ConfigError
+
+if TYPE_CHECKING:
+    import asyncio
 
 MASK = "****"
 # A transcript is for reading, not for archiving message bodies.
@@ -25,17 +36,50 @@ MAX_LINES = 2000
 # A test run sees far fewer connections per server than this.
 MAX_TRANSCRIPTS = 1000
 
+Direction = Literal["client", "server", "event"]
+_MARKS: dict[Direction, str] = {"client": "C", "server": "S", "event": "*"}
+_IMAP_STATUS = re.compile(r"(\S+) (OK|NO|BAD)\b", re.IGNORECASE)
+_SMTP_REPLY = re.compile(r"([2-5][0-9][0-9])(?:[ -]|$)")
+
 _session_ids = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
-class TranscriptLine:
-    elapsed: float
-    direction: str  # "C", "S" or "*" (an event: TLS up, closed, fault applied)
-    text: str
+class TranscriptEvent:
+    """One line of a session (or a `*` event: TLS up, closed, fault applied)."""
+
+    elapsed: float  # seconds since the connection was accepted
+    direction: Direction
+    tls_version: str | None  # in force when the line passed, e.g. "TLSv1.3"; None in clear
+    text: str  # the line, secrets masked
+    tag: str | None = None  # IMAP: the command's tag, or the tag a reply completes
+    command: str | None = None  # IMAP command name or SMTP verb, upper case
+    status: str | None = None  # IMAP tagged reply: OK, NO or BAD
+    reply_code: int | None = None  # SMTP reply code
+    mechanism: str | None = None  # set on the line that starts a login
+    login: str | None = None  # the user a credential line names, when it names one
+    secret: bool = False  # the line carried a password, token or undecodable SASL blob
 
     def __str__(self) -> str:
-        return f"{self.elapsed:8.3f} {self.direction}: {self.text}"
+        return f"{self.elapsed:8.3f} {_MARKS[self.direction]}: {self.text}"
+
+
+class LoginAttempt(NamedTuple):
+    """One login attempt. The IMAP LOGIN command counts as mechanism "LOGIN" (its
+    first event's `command` tells it from AUTHENTICATE LOGIN)."""
+
+    login: str | None  # None when the mechanism hides it (or the client never sent it)
+    mechanism: str
+    tls_version: str | None  # at the time the credentials were sent
+    succeeded: bool  # False when refused or never answered
+
+
+@dataclass(slots=True)
+class _Auth:
+    """A SASL exchange in progress: which response comes next."""
+
+    mechanism: str
+    responses: int = 0
 
 
 @dataclass(slots=True)
@@ -45,40 +89,228 @@ class Transcript:
     listener: str
     session_id: int = field(default_factory=lambda: next(_session_ids))
     started: float = field(default_factory=time.monotonic)
-    lines: list[TranscriptLine] = field(default_factory=list)
+    events: list[TranscriptEvent] = field(default_factory=list)
     dropped: int = 0
+    #: The TLS version in force now (None while in the clear).
+    tls_version: str | None = None
+    _auth: _Auth | None = None
+    # IMAP tags sent and not yet completed: only these make a server line a tagged reply
+    # (a message body line such as "Hello OK" does not).
+    _open_tags: set[str] = field(default_factory=set)
 
-    def _add(self, direction: str, text: str) -> None:
-        if len(self.lines) >= MAX_LINES:
+    # -- writing (from the server's event loop) --------------------------------------
+
+    def _add(
+        self,
+        direction: Direction,
+        text: str,
+        *,
+        tag: str | None = None,
+        command: str | None = None,
+        status: str | None = None,
+        reply_code: int | None = None,
+        mechanism: str | None = None,
+        login: str | None = None,
+        secret: bool = False,
+    ) -> None:
+        if len(self.events) >= MAX_LINES:
             self.dropped += 1
             return
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + f"... [{len(text)} chars]"
-        self.lines.append(TranscriptLine(time.monotonic() - self.started, direction, text))
+        if direction == "client" and tag is not None:
+            self._open_tags.add(tag)
+        event = TranscriptEvent(
+            time.monotonic() - self.started,
+            direction,
+            self.tls_version,
+            text,
+            tag=tag,
+            command=command,
+            status=status,
+            reply_code=reply_code,
+            mechanism=mechanism,
+            login=login,
+            secret=secret,
+        )
+        self.events.append(event)
 
-    def client(self, line: bytes | str) -> None:
-        self._add("C", _text(line))
+    def client(
+        self, line: bytes | str, *, tag: str | None = None, command: str | None = None
+    ) -> None:
+        """A client line that holds no secret (credentials go to `login`/`auth`).
+        An SMTP line's first word is its verb; IMAP passes tag and command parsed."""
+        text = _text(line)
+        if command is None and self.protocol == "smtp" and text:
+            command = text.split(" ", 1)[0].upper()
+        self._add("client", text, tag=tag, command=command)
+
+    def client_data(self, text: str) -> None:
+        """A summary of client data (a message body): parsed as nothing."""
+        self._add("client", text)
 
     def server(self, line: bytes | str) -> None:
-        self._add("S", _text(line))
+        text = _text(line)
+        if self.protocol == "imap":
+            match = _IMAP_STATUS.match(text)
+            if match is not None and match[1] in self._open_tags:
+                self._open_tags.discard(match[1])
+                self._auth = None
+                self._add("server", text, tag=match[1], status=match[2].upper())
+            else:
+                self._add("server", text)
+        else:
+            code_match = _SMTP_REPLY.match(text)
+            code = int(code_match[1]) if code_match else None
+            if code is not None and code != 334:
+                self._auth = None
+            self._add("server", text, reply_code=code)
 
     def event(self, text: str) -> None:
-        self._add("*", text)
+        self._add("event", text)
 
-    def client_masked(self, visible_prefix: str = "") -> None:
-        self._add("C", f"{visible_prefix}{MASK}")
+    def tls(self, version: str | None, how: str) -> None:
+        """TLS is up (`how`: "implicit" or "STARTTLS"); later events carry `version`."""
+        self.tls_version = version or "TLS"
+        self.event(f"TLS established ({self.tls_version}, {how})")
+
+    def login(self, tag: str | None, user: str, command: str = "LOGIN") -> None:
+        """IMAP `tag LOGIN user password`: the user shown, the password masked."""
+        prefix = f"{tag} " if tag else ""
+        self._add(
+            "client",
+            f"{prefix}{command} {_quoted(user)} {MASK}",
+            tag=tag,
+            command=command,
+            mechanism="LOGIN",
+            login=user,
+            secret=True,
+        )
+
+    def auth(
+        self, tag: str | None, command: str, mechanism: str, initial: bytes | str | None
+    ) -> None:
+        """A SASL exchange begins (IMAP AUTHENTICATE, SMTP AUTH), with the client's
+        initial response if it sent one (decoded to show the user, mask the secret)."""
+        mechanism = mechanism.upper()
+        self._auth = _Auth(mechanism)
+        prefix = f"{tag} " if tag else ""
+        head = f"{prefix}{command} {mechanism}"
+        if initial is None or _text(initial) == "":
+            self._add("client", head, tag=tag, command=command, mechanism=mechanism)
+            return
+        shown, user, secret = self._response(_text(initial))
+        self._add(
+            "client",
+            f"{head} {shown}",
+            tag=tag,
+            command=command,
+            mechanism=mechanism,
+            login=user,
+            secret=secret,
+        )
+
+    def auth_response(self, line: bytes | str) -> None:
+        """A client line answering a SASL challenge (IMAP `+`, SMTP 334)."""
+        shown, user, secret = self._response(_text(line))
+        self._add("client", shown, login=user, secret=secret)
+
+    def _response(self, text: str) -> tuple[str, str | None, bool]:
+        """What to show of one SASL response: (shown text, user named, secret masked)."""
+        auth = self._auth
+        if text.strip() in ("", "*", "="):  # empty response or cancel: nothing secret
+            return text, None, False
+        step = 0
+        mechanism = "?"
+        if auth is not None:
+            step, mechanism = auth.responses, auth.mechanism
+            auth.responses += 1
+        try:
+            raw = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return MASK, None, True
+        decoded = raw.decode("utf-8", "replace")
+        user: str | None = None
+        if mechanism == "PLAIN":
+            parts = decoded.split("\0")
+            if len(parts) == 3:
+                authzid, user = parts[0], parts[1]
+                extra = f" as={_quoted(authzid)}" if authzid else ""
+                return f"[user={_quoted(user)}{extra} password={MASK}]", user, True
+        elif mechanism == "LOGIN":
+            if step == 0:
+                return f"[user={_quoted(decoded)}]", decoded, False
+            return MASK, None, True
+        elif mechanism in ("XOAUTH2", "OAUTHBEARER"):
+            match = re.search(r"(?:^|[\x01,])(?:user|a)=([^\x01,]*)", decoded)
+            if match is not None:
+                user = match[1]
+                return f"[user={_quoted(user)} token={MASK}]", user, True
+        elif mechanism == "CRAM-MD5":
+            name, _, _digest = decoded.rpartition(" ")
+            if name:
+                return f"[user={_quoted(name)} digest={MASK}]", name, True
+        return MASK, None, True
+
+    # -- reading (from the test) -------------------------------------------------------
 
     def text(self) -> str:
         header = (
             f"--- {self.protocol} session {self.session_id} from {self.peer} on {self.listener}"
         )
-        body = [str(line) for line in self.lines]
+        body = [str(event) for event in self.events]
         if self.dropped:
             body.append(f"... {self.dropped} more lines not kept")
         return "\n".join([header, *body])
 
     def __str__(self) -> str:
         return self.text()
+
+    def credentials_sent_before_tls(self) -> list[TranscriptEvent]:
+        """Client lines that carried a password, token or SASL secret in the clear."""
+        return [e for e in list(self.events) if e.secret and e.tls_version is None]
+
+    def assert_credentials_only_after_tls(self) -> None:
+        """Raise AssertionError naming the first line that sent a secret in the clear."""
+        _assert_no_cleartext([self])
+
+    def logins(self) -> list[LoginAttempt]:
+        """Every login attempt of this session, in order."""
+        found: list[LoginAttempt] = []
+        pending: LoginAttempt | None = None
+        pending_tag: str | None = None
+        for event in list(self.events):
+            if event.direction == "client" and event.mechanism is not None:
+                if pending is not None:
+                    found.append(pending)
+                pending = LoginAttempt(event.login, event.mechanism, event.tls_version, False)
+                pending_tag = event.tag
+            elif pending is None:
+                continue
+            elif event.direction == "client" and event.login is not None:
+                pending = pending._replace(login=event.login)
+            elif event.direction == "server" and self.protocol == "imap":
+                if event.status is not None and event.tag == pending_tag:
+                    found.append(pending._replace(succeeded=event.status == "OK"))
+                    pending = None
+            elif event.direction == "server" and event.reply_code not in (None, 334):
+                found.append(pending._replace(succeeded=event.reply_code == 235))
+                pending = None
+        if pending is not None:
+            found.append(pending)
+        return found
+
+    def auth_mechanisms_used(self) -> list[str]:
+        """The mechanisms of this session's login attempts, each once, in order."""
+        return _unique(login.mechanism for login in self.logins())
+
+
+def tls_version_of(transport: asyncio.BaseTransport | None) -> str | None:
+    """The negotiated version ("TLSv1.3") of a transport, None when it is not TLS."""
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    return None if ssl_object is None else str(ssl_object.version())
 
 
 def _text(line: bytes | str) -> str:
@@ -87,10 +319,35 @@ def _text(line: bytes | str) -> str:
     return line.rstrip("\r\n")
 
 
+def _quoted(value: str) -> str:
+    """A user name as it reads unambiguously (quoted when empty or with spaces)."""
+    if value and not any(c in value for c in ' "\\\x01\0'):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _assert_no_cleartext(transcripts: Iterable[Transcript]) -> None:
+    for transcript in transcripts:
+        leaks = transcript.credentials_sent_before_tls()
+        if leaks:
+            raise AssertionError(
+                f"credentials sent before TLS in {transcript.protocol} session "
+                f"{transcript.session_id} from {transcript.peer} on {transcript.listener}: "
+                f"{str(leaks[0]).strip()}"
+            )
+
+
 @dataclass(slots=True)
 class TranscriptLog:
     """The last `max_items` transcripts of one server, in connection order (a ring
-    buffer: `dropped` counts those forgotten); safe to read from the test thread."""
+    buffer: `dropped` counts those forgotten); safe to read from the test thread.
+
+    The helpers take optional filters: `protocol` ("imap", "smtp") and `listener`
+    (a substring of the listener's description, e.g. "implicit" or a port)."""
 
     max_items: int = MAX_TRANSCRIPTS
     dropped: int = 0
@@ -129,3 +386,34 @@ class TranscriptLog:
 
     def text(self) -> str:
         return "\n\n".join(t.text() for t in self)
+
+    def filter(self, protocol: str | None = None, listener: str | None = None) -> list[Transcript]:
+        """The transcripts of one protocol and/or of listeners whose description
+        contains `listener` (e.g. "starttls", "implicit", or a port number)."""
+        return [
+            t
+            for t in self
+            if (protocol is None or t.protocol == protocol.lower())
+            and (listener is None or listener in t.listener)
+        ]
+
+    def credentials_sent_before_tls(
+        self, protocol: str | None = None, listener: str | None = None
+    ) -> list[TranscriptEvent]:
+        return [e for t in self.filter(protocol, listener) for e in t.credentials_sent_before_tls()]
+
+    def assert_credentials_only_after_tls(
+        self, protocol: str | None = None, listener: str | None = None
+    ) -> None:
+        """Raise AssertionError naming the session and line that sent a secret in clear."""
+        _assert_no_cleartext(self.filter(protocol, listener))
+
+    def logins(
+        self, protocol: str | None = None, listener: str | None = None
+    ) -> list[LoginAttempt]:
+        return [login for t in self.filter(protocol, listener) for login in t.logins()]
+
+    def auth_mechanisms_used(
+        self, protocol: str | None = None, listener: str | None = None
+    ) -> list[str]:
+        return _unique(login.mechanism for login in self.logins(protocol, listener))

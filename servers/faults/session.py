@@ -87,13 +87,18 @@ class Session:
     # --- bookkeeping -----------------------------------------------------------------
     def event(self, text: str) -> None:
         """A `*` line in this connection's transcript (opened at the first event)."""
+        transcript = self._opened()
+        if transcript is not None:
+            transcript.event(text)
+
+    def _opened(self) -> Transcript | None:
         log: TranscriptLog | None = self.front.transcripts
         if log is None:
-            return
+            return None
         if self._transcript is None:
             protocol = self.front.protocol or "tcp"
             self._transcript = log.open(protocol, self.peer, f"fault front {self.front.label}")
-        self._transcript.event(text)
+        return self._transcript
 
     def _rolled(self, kind: type[F]) -> F | None:
         fault = _first(self.faults, kind)
@@ -207,7 +212,9 @@ class Session:
             except Exception as exc:  # ssl.SSLError, tlslite's TLSError, OSError, timeout
                 self.event(f"TLS handshake failed ({how}, {pin.version} only): {exc!r}")
                 return False
-        self.event(f"TLS established ({how}, {version}, cert {pin.cert})")
+        transcript = self._opened()
+        if transcript is not None:  # later events carry the version the front negotiated
+            transcript.tls(version, f"{how}, cert {pin.cert}")
         return True
 
     # --- pumping ---------------------------------------------------------------------

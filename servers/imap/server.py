@@ -38,6 +38,7 @@ from mailharness.servers.imap.protocol import (
     Command,
     ContinuationRequest,
     IMAPConnection,
+    Token,
 )
 from mailharness.servers.imap.responses import Continuation, Status, UntaggedStatus
 from mailharness.servers.imap.session import Session
@@ -45,7 +46,7 @@ from mailharness.servers.imap.settings import IMAPSettings
 from mailharness.servers.imap.states import State
 from mailharness.servers.imap.store import MailStore
 from mailharness.servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
-from mailharness.servers.transcript import Transcript, TranscriptLog
+from mailharness.servers.transcript import Transcript, TranscriptLog, tls_version_of
 
 __all__ = ["IMAPServer"]
 
@@ -328,8 +329,8 @@ class _Connection(asyncio.Protocol):
         self.transcript = self.server.transcripts.open(
             "imap", f"{peer[0]}:{peer[1]}", self.listener
         )
-        if self.security is Security.IMPLICIT:
-            self.transcript.event("TLS (implicit)")
+        if self.security is Security.IMPLICIT:  # asyncio greets us after the handshake
+            self.transcript.tls(tls_version_of(transport), "implicit")
         self.server._connections.add(self)
         admission = self.server._admission(self.peer_ip)
         texts = self.settings.texts
@@ -544,7 +545,7 @@ class _Connection(asyncio.Protocol):
             return
         self.transport = transport
         if self.transcript is not None:
-            self.transcript.event("TLS (STARTTLS)")
+            self.transcript.tls(tls_version_of(transport), "STARTTLS")
         self.blocked = False
         self._process()
 
@@ -619,21 +620,24 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
 
     def _log_command(self, cmd: Command) -> None:
-        if self.transcript is None:
+        """Credentials go to the transcript decoded: who logs in shows, the secret not."""
+        transcript = self.transcript
+        if transcript is None:
             return
-        if cmd.name == "LOGIN":
-            self.transcript.client_masked(f"{cmd.tag} LOGIN ")
-        elif cmd.name == "AUTHENTICATE" and len(cmd.args) > 1:
-            mech = cmd.args[0] if isinstance(cmd.args[0], str) else "?"
-            self.transcript.client_masked(f"{cmd.tag} AUTHENTICATE {mech} ")
+        if cmd.name == "LOGIN" and len(cmd.args) >= 2:
+            transcript.login(cmd.tag, _token_text(cmd.args[0]))
+        elif cmd.name == "AUTHENTICATE" and cmd.args:
+            initial = _token_text(cmd.args[1]) if len(cmd.args) > 1 else None
+            transcript.auth(cmd.tag, "AUTHENTICATE", _token_text(cmd.args[0]), initial)
         else:
-            self.transcript.client(cmd.transcript)
+            name = f"UID {cmd.name}" if cmd.uid else cmd.name
+            transcript.client(cmd.transcript, tag=cmd.tag, command=name)
 
     def _log_client_line(self, line: bytes, session: Session) -> None:
         if self.transcript is None:
             return
-        if session.in_auth and line.strip() not in (b"", b"*"):
-            self.transcript.client_masked()
+        if session.in_auth:
+            self.transcript.auth_response(line)
         else:
             self.transcript.client(line)
 
@@ -684,3 +688,10 @@ def _check_settings(value: object) -> IMAPSettings:
     if not isinstance(value, IMAPSettings):
         raise ConfigError(f"settings={value!r}: expected IMAPSettings")
     return value
+
+
+def _token_text(token: Token) -> str:
+    """An argument as the transcript shows it (a list is not a credential)."""
+    if isinstance(token, bytes):
+        return token.decode("utf-8", "replace")
+    return token if isinstance(token, str) else "(...)"

@@ -41,7 +41,7 @@ from mailharness.servers.ratelimit import RateLimit, TokenBuckets
 from mailharness.servers.smtp import replies
 from mailharness.servers.smtp.capture import CapturedMessage, MessageLog
 from mailharness.servers.smtp.replies import SMTPReplies
-from mailharness.servers.transcript import Transcript, TranscriptLog
+from mailharness.servers.transcript import Transcript, TranscriptLog, tls_version_of
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
 # Gmail's and Outlook's limits are 25 and 35 MB; a realistic default that tests can lower.
@@ -146,18 +146,12 @@ def _is_secure(transport: asyncio.BaseTransport | None) -> bool:
     return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
-def _tls_version(transport: asyncio.BaseTransport | None) -> str | None:
-    if transport is None:
-        return None
-    ssl_object = transport.get_extra_info("ssl_object")
-    return None if ssl_object is None else str(ssl_object.version())
-
-
 class _TranscribingReader:
     """Wraps aiosmtpd's StreamReader to log each client line, masking secrets.
 
-    Message data (after a 354) is summarised rather than copied, and the line
-    after a 334 challenge is an AUTH secret, so it is masked.
+    Message data (after a 354) is summarised rather than copied; AUTH lines and the
+    lines answering a 334 challenge go to the transcript's SASL decoder, which keeps
+    the user name and masks the secret.
     """
 
     _inner: asyncio.StreamReader
@@ -186,20 +180,20 @@ class _TranscribingReader:
         transcript = self._transcript
         if self.in_data:
             if line in (b".\r\n", b".\n"):
-                transcript.client(f"[message data: {self._data_bytes} bytes]")
-                transcript.client(".")
+                transcript.client_data(f"[message data: {self._data_bytes} bytes]")
+                transcript.client_data(".")
                 self.in_data = False
                 self._data_bytes = 0
             else:
                 self._data_bytes += len(line)
         elif self.mask_next:
             self.mask_next = False
-            transcript.client_masked()
+            transcript.auth_response(line)
         else:
-            head = line[:5].upper()
-            if head == b"AUTH " and len(line.split()) > 2:
-                verb, mechanism = line.split()[:2]
-                transcript.client_masked(f"{verb.decode()} {mechanism.decode()} ")
+            words = line.split()
+            if len(words) >= 2 and words[0].upper() == b"AUTH":
+                initial = words[2] if len(words) > 2 else None
+                transcript.auth(None, "AUTH", words[1].decode("utf-8", "replace"), initial)
             else:
                 transcript.client(line)
 
@@ -239,7 +233,7 @@ class _HarnessSMTP(SMTP):
                 "smtp", f"{peer[0]}:{peer[1]}" if peer else "?", _describe(self.listener)
             )
             if _is_secure(transport):
-                self.transcript.event(f"TLS established ({_tls_version(transport)})")
+                self.transcript.tls(tls_version_of(transport), "implicit")
             self.service.connections.add(self)
             self.service.per_ip[self.peer_ip] += 1
             self._counted = True
@@ -248,7 +242,7 @@ class _HarnessSMTP(SMTP):
                 self._refuse_session(transport, refusal)
                 return
         else:
-            self.transcript.event(f"STARTTLS: TLS established ({_tls_version(transport)})")
+            self.transcript.tls(tls_version_of(transport), "STARTTLS")
         super().connection_made(transport)
 
     def _refuse_session(self, transport: asyncio.BaseTransport, refusal: str) -> None:
@@ -597,7 +591,7 @@ class _Handler:
             peer=f"{peer[0]}:{peer[1]}" if peer else "?",
             login=login.decode("utf-8", "replace") if login is not None else None,
             listener=_describe(server.listener),
-            tls_version=_tls_version(server.transport),
+            tls_version=tls_version_of(server.transport),
             received_at=dt.datetime.now(dt.UTC),
             queue_id=queue_id,
         )

@@ -568,8 +568,8 @@ def test_fault_events_land_in_the_transcript(make_front: Make) -> None:
         imaplib.IMAP4(*front.address, timeout=5)
     (transcript,) = list(log)
     assert transcript.protocol == "imap"
-    assert [line.direction for line in transcript.lines] == ["*"]
-    assert "Reset" in transcript.lines[0].text and "RST" in transcript.lines[0].text
+    assert [line.direction for line in transcript.events] == ["event"]
+    assert "Reset" in transcript.events[0].text and "RST" in transcript.events[0].text
 
 
 def test_stop_closes_open_connections(loop: LoopThread, backend: MailServer) -> None:

@@ -195,7 +195,9 @@ def test_fetchmail_fetches_all_mail(
     else:
         assert left == {}
         # Emptied the IMAP way: each message flagged \Deleted, then EXPUNGEd.
-        sent = [line.text for t in imap.transcripts for line in t.lines if line.direction == "C"]
+        sent = [
+            line.text for t in imap.transcripts for line in t.events if line.direction == "client"
+        ]
         assert sum(" STORE " in c and "\\Deleted" in c for c in sent) == 3, sent
         assert any(c.endswith(" EXPUNGE") for c in sent), sent
     assert imap.errors == []

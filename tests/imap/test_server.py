@@ -96,7 +96,7 @@ def test_imaplib_over_tls(imap: RunningIMAP, mode: str) -> None:
     assert typ == "OK"
     assert data[0][1] == b"Subject: hello 1\r\n\r\n"  # type: ignore[index]
     client.logout()
-    events = [line.text for t in imap.transcripts for line in t.lines if line.direction == "*"]
+    events = [line.text for t in imap.transcripts for line in t.events if line.direction == "event"]
     assert any(e.startswith("TLS") for e in events)
 
 
@@ -205,7 +205,7 @@ def test_authenticate_cancel_and_bad_mechanism(imap: RunningIMAP) -> None:
 
 def test_login_masked_in_transcript(alice: imaplib.IMAP4, imap: RunningIMAP) -> None:
     text = imap.transcripts.text()
-    assert "LOGIN ****" in text and "alice-password" not in text
+    assert "LOGIN alice@example.test ****" in text and "alice-password" not in text
 
 
 # -- mailboxes --------------------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""Structured transcripts and the assertions connector authors make with them, driven
+by real clients (imaplib, smtplib) over plain, STARTTLS and implicit TLS listeners."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import imaplib
+import smtplib
+
+import pytest
+from mailharness import (
+    IMAPSettings,
+    LoginAttempt,
+    MailServer,
+    MailServerFactory,
+    SMTPSettings,
+    TranscriptEvent,
+)
+
+ALICE = ("alice@example.test", "alice-password")
+SECRETS = ("alice-password", "alice-token", base64.b64encode(b"alice-password").decode())
+
+
+@pytest.fixture
+def lenient(mail_server_factory: MailServerFactory) -> MailServer:
+    """A server that takes credentials in the clear, so a careless connector logs in
+    (transcripts are the fake's: the backend is pinned)."""
+    return mail_server_factory(
+        backend="fake",
+        imap=IMAPSettings(
+            plaintext_auth_requires_tls=False, auth_mechanisms=("PLAIN", "LOGIN", "XOAUTH2")
+        ),
+        smtp=SMTPSettings(plaintext_auth=True, starttls_required=False),
+    )
+
+
+def _no_secrets(server: MailServer) -> None:
+    text = server.transcripts.text()
+    assert not any(secret in text for secret in SECRETS), text
+
+
+# -- IMAP ----------------------------------------------------------------------------
+
+
+def test_imap_login_before_starttls_is_caught(lenient: MailServer) -> None:
+    client = imaplib.IMAP4(*lenient.imap.starttls.address, timeout=5)
+    client.login(*ALICE)  # the connector forgot STARTTLS
+    client.logout()
+    log = lenient.transcripts
+    [leak] = log.credentials_sent_before_tls()
+    assert leak.direction == "client" and leak.command == "LOGIN" and leak.tls_version is None
+    assert leak.text.endswith("LOGIN alice@example.test ****")
+    with pytest.raises(AssertionError, match=r"before TLS in imap session .*LOGIN alice@"):
+        log.assert_credentials_only_after_tls()
+    assert log.logins() == [LoginAttempt("alice@example.test", "LOGIN", None, True)]
+    _no_secrets(lenient)
+
+
+def test_imap_starttls_first_passes_with_tls_version_on_events(lenient: MailServer) -> None:
+    client = imaplib.IMAP4(*lenient.imap.starttls.address, timeout=5)
+    client.starttls(ssl_context=lenient.ca.client_context())
+    client.login(*ALICE)
+    client.select("INBOX")
+    client.logout()
+    log = lenient.transcripts
+    log.assert_credentials_only_after_tls()
+    assert log.credentials_sent_before_tls() == []
+    [transcript] = log.filter(protocol="imap")
+    events = transcript.events
+    tls_at = next(i for i, e in enumerate(events) if e.text.startswith("TLS established"))
+    assert events[tls_at].text == "TLS established (TLSv1.3, STARTTLS)"
+    assert all(e.tls_version is None for e in events[:tls_at])
+    assert all(e.tls_version == "TLSv1.3" for e in events[tls_at:])
+    [starttls] = [e for e in events if e.command == "STARTTLS"]
+    assert starttls.direction == "client" and starttls.tag is not None
+    [login] = [e for e in events if e.command == "LOGIN"]
+    [done] = [e for e in events if e.direction == "server" and e.tag == login.tag]
+    assert done.status == "OK"
+    assert [e.command for e in events if e.command == "SELECT"] == ["SELECT"]
+    assert log.logins() == [LoginAttempt("alice@example.test", "LOGIN", "TLSv1.3", True)]
+    assert "C: " in transcript.text() and "alice@example.test" in transcript.text()
+
+
+def test_imap_implicit_tls_authenticate_plain(lenient: MailServer) -> None:
+    context = lenient.ca.client_context()
+    client = imaplib.IMAP4_SSL(*lenient.imap.implicit.address, ssl_context=context, timeout=5)
+    client.authenticate("PLAIN", lambda _: b"\0alice@example.test\0alice-password")
+    client.logout()
+    [transcript] = lenient.transcripts.filter(listener="implicit")
+    assert transcript.events[0].text == "TLS established (TLSv1.3, implicit)"
+    assert all(e.tls_version == "TLSv1.3" for e in transcript.events)
+    assert transcript.auth_mechanisms_used() == ["PLAIN"]
+    assert "[user=alice@example.test password=****]" in transcript.text()
+    transcript.assert_credentials_only_after_tls()
+    _no_secrets(lenient)
+
+
+def test_imap_refused_cleartext_login_still_counts_as_sent(
+    mail_server_factory: MailServerFactory,
+) -> None:
+    """Dovecot's LOGINDISABLED refuses, but the password already crossed the wire."""
+    server = mail_server_factory(
+        backend="fake", imap=IMAPSettings(plaintext_auth_requires_tls=True)
+    )
+    client = imaplib.IMAP4(*server.imap.starttls.address, timeout=5)
+    with pytest.raises(imaplib.IMAP4.error):
+        client.login(*ALICE)
+    client.logout()
+    assert server.transcripts.logins() == [LoginAttempt("alice@example.test", "LOGIN", None, False)]
+    assert len(server.transcripts.credentials_sent_before_tls()) == 1
+
+
+def test_imap_xoauth2_and_sasl_login_show_the_user_only(lenient: MailServer) -> None:
+    context = lenient.ca.client_context()
+    client = imaplib.IMAP4_SSL(*lenient.imap.implicit.address, ssl_context=context, timeout=5)
+    client.authenticate(
+        "XOAUTH2", lambda _: b"user=alice@example.test\x01auth=Bearer alice-token\x01\x01"
+    )
+    client.logout()
+    client = imaplib.IMAP4_SSL(*lenient.imap.implicit.address, ssl_context=context, timeout=5)
+    answers = iter([b"alice@example.test", b"alice-password"])
+    client.authenticate("LOGIN", lambda _: next(answers))
+    client.logout()
+    log = lenient.transcripts
+    assert log.auth_mechanisms_used() == ["XOAUTH2", "LOGIN"]
+    assert [(a.login, a.succeeded) for a in log.logins()] == [
+        ("alice@example.test", True),
+        ("alice@example.test", True),
+    ]
+    text = log.text()
+    assert "C: [user=alice@example.test token=****]" in text  # imaplib sends no SASL-IR
+    assert "C: [user=alice@example.test]" in text and "C: ****" in text
+    _no_secrets(lenient)
+
+
+# -- SMTP ----------------------------------------------------------------------------
+
+
+def test_smtp_auth_before_starttls_is_caught(lenient: MailServer) -> None:
+    with smtplib.SMTP(*lenient.smtp.starttls.address, timeout=5) as client:
+        client.login(*ALICE)  # AUTH PLAIN in the clear
+    log = lenient.transcripts
+    [leak] = log.credentials_sent_before_tls(protocol="smtp")
+    assert leak.command == "AUTH" and leak.mechanism == "PLAIN"
+    assert leak.text == "AUTH PLAIN [user=alice@example.test password=****]"
+    with pytest.raises(AssertionError, match="smtp session"):
+        log.assert_credentials_only_after_tls(protocol="smtp")
+    log.assert_credentials_only_after_tls(protocol="imap")  # no IMAP sessions: nothing sent
+    assert log.logins() == [LoginAttempt("alice@example.test", "PLAIN", None, True)]
+    _no_secrets(lenient)
+
+
+def test_smtp_starttls_first_passes(lenient: MailServer) -> None:
+    with smtplib.SMTP(*lenient.smtp.starttls.address, timeout=5) as client:
+        client.starttls(context=lenient.ca.client_context())
+        client.ehlo()
+        client.user, client.password = ALICE
+        client.auth("LOGIN", client.auth_login, initial_response_ok=False)
+    log = lenient.transcripts
+    log.assert_credentials_only_after_tls()
+    [transcript] = log.filter(protocol="smtp", listener="starttls")
+    events = transcript.events
+    [ehlo, *_] = [e for e in events if e.command == "EHLO"]
+    assert ehlo.tls_version is None
+    assert any(e.reply_code == 220 and e.direction == "server" for e in events)
+    assert "TLS established (TLSv1.3, STARTTLS)" in transcript.text()
+    assert log.logins() == [LoginAttempt("alice@example.test", "LOGIN", "TLSv1.3", True)]
+    assert "C: [user=alice@example.test]" in transcript.text()
+    _no_secrets(lenient)
+
+
+def test_smtp_implicit_tls_counts_and_failures(lenient: MailServer) -> None:
+    context = lenient.ca.client_context()
+    for password in ("wrong", ALICE[1]):
+        with smtplib.SMTP_SSL(*lenient.smtp.implicit.address, context=context, timeout=5) as c:
+            try:
+                c.login(ALICE[0], password)
+            except smtplib.SMTPAuthenticationError:
+                assert password == "wrong"
+    log = lenient.transcripts
+    # smtplib tries each mechanism it knows before it gives up.
+    assert log.logins(protocol="smtp", listener="implicit") == [
+        LoginAttempt("alice@example.test", "PLAIN", "TLSv1.3", False),
+        LoginAttempt("alice@example.test", "LOGIN", "TLSv1.3", False),
+        LoginAttempt("alice@example.test", "PLAIN", "TLSv1.3", True),
+    ]
+    assert log.auth_mechanisms_used(protocol="smtp") == ["PLAIN", "LOGIN"]
+    assert sum(attempt.succeeded for attempt in log.logins()) == 1
+    assert log.logins(protocol="imap") == [] and log.logins(listener="starttls") == []
+    log.assert_credentials_only_after_tls()
+    assert "wrong" not in log.text()
+
+
+# -- the log ---------------------------------------------------------------------------
+
+
+def test_events_are_frozen(lenient: MailServer) -> None:
+    imaplib.IMAP4(*lenient.imap.plain.address, timeout=5).logout()
+    event: TranscriptEvent = lenient.transcripts[0].events[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.text = "changed"  # type: ignore[misc]
+    assert event.direction == "server" and event.elapsed >= 0
+
+
+def test_ring_buffer_keeps_the_newest_and_their_helpers(
+    mail_server_factory: MailServerFactory,
+) -> None:
+    server = mail_server_factory(
+        backend="fake",
+        max_transcripts=2,
+        imap=IMAPSettings(plaintext_auth_requires_tls=False),
+    )
+    for _ in range(3):
+        client = imaplib.IMAP4(*server.imap.plain.address, timeout=5)
+        client.login(*ALICE)
+        client.logout()
+    log = server.transcripts
+    assert len(log) == 2 and log.dropped == 1
+    assert len(log.logins()) == 2
+    assert len(log.credentials_sent_before_tls()) == 2
