@@ -191,8 +191,16 @@ SERVER = f"""
 import json, os, sys
 sys.path.insert(0, {str(REPO)!r})
 from mailharness.server import MailConfig, MailServer
+from mailharness.servers.imap import IMAPSettings
 
-server = MailServer(MailConfig(smtp=None)).start()
+# A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
+server = MailServer(
+    MailConfig(
+        smtp=None,
+        imap=IMAPSettings(plaintext_auth_requires_tls=False),
+        imap_listeners=("none",),
+    )
+).start()
 try:
     print(json.dumps({{"port": server.imap.plain.port, "pid": os.getpid()}}), flush=True)
     sys.stdin.read()

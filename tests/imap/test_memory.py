@@ -40,8 +40,16 @@ SERVER = f"""
 import json, os, sys
 sys.path.insert(0, {str(REPO)!r})
 from mailharness.server import MailConfig, MailServer
+from mailharness.servers.imap import IMAPSettings
 
-server = MailServer(MailConfig(smtp=None)).start()
+# A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
+server = MailServer(
+    MailConfig(
+        smtp=None,
+        imap=IMAPSettings(plaintext_auth_requires_tls=False),
+        imap_listeners=("none",),
+    )
+).start()
 try:
     server.store.add_synthetic({LOGIN.decode()!r}, "INBOX", {MESSAGES})
     print(json.dumps({{"port": server.imap.plain.port, "pid": os.getpid()}}), flush=True)
