@@ -17,6 +17,7 @@ import pytest
 from mailharness.certs import MailCA
 from mailharness.server import MailConfig, MailServer
 from mailharness.servers.dovecot import DovecotConfig, DovecotProcess
+from mailharness.servers.imap import IMAPSettings
 
 from tests.helpers import require_backend
 from tests.ordering_corpus import (
@@ -52,7 +53,15 @@ def dovecot_client(mail_ca: MailCA) -> Iterator[imaplib.IMAP4]:
 
 @pytest.fixture(scope="module")
 def fake_client() -> Iterator[imaplib.IMAP4]:
-    server = MailServer(MailConfig(smtp=None)).start()
+    # Dovecot above takes LOGIN from loopback (its own address counts as secured): so
+    # does this fake, said so explicitly (the defaults refuse plaintext credentials).
+    server = MailServer(
+        MailConfig(
+            smtp=None,
+            imap=IMAPSettings(plaintext_auth_requires_tls=False),
+            imap_listeners=("none",),
+        )
+    ).start()
     try:
         client = _client(*server.imap.plain.address)
         yield client
