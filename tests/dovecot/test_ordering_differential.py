@@ -10,14 +10,15 @@ in a mailbox of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import imaplib
 from collections.abc import Iterator
 
 import pytest
+from mailharness.catalog import PLAINTEXT_ONLY
 from mailharness.certs import MailCA
-from mailharness.server import MailConfig, MailServer
+from mailharness.server import MailServer
 from mailharness.servers.dovecot import DovecotConfig, DovecotProcess
-from mailharness.servers.imap import IMAPSettings
 
 from tests.helpers import require_backend
 from tests.ordering_corpus import (
@@ -55,13 +56,7 @@ def dovecot_client(mail_ca: MailCA) -> Iterator[imaplib.IMAP4]:
 def fake_client() -> Iterator[imaplib.IMAP4]:
     # Dovecot above takes LOGIN from loopback (its own address counts as secured): so
     # does this fake, said so explicitly (the defaults refuse plaintext credentials).
-    server = MailServer(
-        MailConfig(
-            smtp=None,
-            imap=IMAPSettings(plaintext_auth_requires_tls=False),
-            imap_listeners=("none",),
-        )
-    ).start()
+    server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
     try:
         client = _client(*server.imap.plain.address)
         yield client
