@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from mailharness.certs import CertVariant
 from mailharness.journeys import ClientProfile, Outcome
 from mailharness.scenarios import Catalog, Expect, Family, Scenario, load_toml, with_personality
-from mailharness.server import ALL_SECURITIES, MailConfig, MailServer
+from mailharness.server import DEFAULT_SECURITIES, MailConfig, MailServer
 from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User
 from mailharness.servers.errors import choice_error
 from mailharness.servers.faults import (
@@ -68,7 +68,7 @@ IMAP_AUTH_FAILED = Outcome(
 
 def both(
     outcome: Outcome,
-    securities: Iterable[Security] = ALL_SECURITIES,
+    securities: Iterable[Security] = DEFAULT_SECURITIES,
     **kw: object,
 ) -> tuple[Expect, ...]:
     """The same outcome on every listener of both protocols."""
@@ -100,16 +100,43 @@ def _smtp_login_error(code: int, text: str) -> Outcome:
     return Outcome("login", "smtplib.SMTPAuthenticationError", text, code)
 
 
+# A connector that skips STARTTLS on 143/587, against Dovecot's defaults (disable_plaintext_auth
+# = yes, which its submission service shares): what `healthy` and `starttls-required` answer.
+IMAP_PRIVACY_REQUIRED = _imap_login_error(
+    "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+)
+SMTP_NO_AUTH_BEFORE_TLS = Outcome(
+    "login", "smtplib.SMTPException", "No suitable authentication method found."
+)
+# The one config that takes credentials in plaintext: listeners without TLS, and the
+# settings that allow it (the defaults refuse credentials before TLS, as Dovecot does).
+PLAINTEXT_ONLY = MailConfig(
+    imap=IMAPSettings(plaintext_auth_requires_tls=False),
+    smtp=SMTPSettings(starttls_required=False),
+    imap_listeners=(NONE,),
+    smtp_listeners=(NONE,),
+)
+
+
 # --- baseline -------------------------------------------------------------------------------
 BASELINE = [
     Scenario(
         name="healthy",
         family=Family.BASELINE,
-        requirement="IMAP on 993 (implicit TLS) and 143 (STARTTLS), SMTP on 465 and 587",
-        server="every listener up, CA-signed certificate for localhost/127.0.0.1/127.0.0.2/::1, "
-        "AUTH PLAIN and LOGIN",
-        client_sees="everything works",
-        expect=both(OK),
+        requirement="IMAP on 993 (implicit TLS) and 143 (STARTTLS), SMTP on 465 and 587, as a "
+        "well-run server: no credentials before TLS",
+        server="IMAP 143 (STARTTLS) and 993, SMTP 587 (STARTTLS) and 465; CA-signed certificate "
+        "for localhost/127.0.0.1/127.0.0.2/::1; AUTH PLAIN and LOGIN after TLS only (IMAP "
+        "LOGINDISABLED before STARTTLS, SMTP AUTH with no mechanism and 530 for MAIL, as "
+        "Dovecot's defaults); a Received: header on accepted mail",
+        client_sees="everything works over TLS; a client that skips STARTTLS: IMAP4.error(b'"
+        "[PRIVACYREQUIRED] ...') / smtplib.SMTPException('No suitable authentication method "
+        "found.')",
+        expect=(
+            *both(OK),
+            imap(STARTTLS, IMAP_PRIVACY_REQUIRED, connect_as=NONE),
+            smtp(STARTTLS, SMTP_NO_AUTH_BEFORE_TLS, connect_as=NONE),
+        ),
         backends=EVERYWHERE,
     ),
 ]
@@ -163,8 +190,8 @@ CONNECT = [
         server="IMAP ports closed, SMTP up",
         client_sees="IMAP: ConnectionRefusedError; SMTP works",
         config=MailConfig(faults={"imap": (Refuse(),)}),
-        expect=tuple(imap(s, REFUSED) for s in ALL_SECURITIES)
-        + tuple(smtp(s, OK) for s in ALL_SECURITIES),
+        expect=tuple(imap(s, REFUSED) for s in DEFAULT_SECURITIES)
+        + tuple(smtp(s, OK) for s in DEFAULT_SECURITIES),
         backends=EVERYWHERE,
     ),
     Scenario(
@@ -187,11 +214,11 @@ CONNECT = [
         config=MailConfig(faults={"*": (Reset(after_seconds=0.02),)}),
         expect=(
             imap(
-                NONE,
+                STARTTLS,
                 Outcome("greeting", "ConnectionResetError", "[Errno 104] Connection reset by peer"),
             ),
             smtp(
-                NONE,
+                STARTTLS,
                 Outcome(
                     "greeting",
                     "smtplib.SMTPServerDisconnected",
@@ -210,9 +237,9 @@ CONNECT = [
         "SMTPServerDisconnected('Connection unexpectedly closed: timed out')",
         config=MailConfig(faults={"*": (Hang(),)}),
         expect=(
-            imap(NONE, Outcome("greeting", "TimeoutError", "timed out"), client=QUICK),
+            imap(STARTTLS, Outcome("greeting", "TimeoutError", "timed out"), client=QUICK),
             smtp(
-                NONE,
+                STARTTLS,
                 Outcome(
                     "greeting",
                     "smtplib.SMTPServerDisconnected",
@@ -230,7 +257,7 @@ CONNECT = [
         server="greets after 0.5 s",
         client_sees="works if the client waits long enough",
         config=MailConfig(faults={"*": (SlowGreeting(seconds=0.5),)}),
-        expect=both(OK, (NONE,)),
+        expect=both(OK, (STARTTLS,)),
         backends=EVERYWHERE,
     ),
     Scenario(
@@ -241,7 +268,7 @@ CONNECT = [
         client_sees="ssl.SSLError [SSL: WRONG_VERSION_NUMBER] wrong version number",
         expect=both(
             Outcome("tls", "ssl.SSLError", "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
-            (NONE,),
+            (STARTTLS,),
             connect_as=IMPLICIT,
         ),
         backends=EVERYWHERE,
@@ -375,21 +402,8 @@ TLS = [
         ),
         expect=(
             *both(OK, (STARTTLS, IMPLICIT)),
-            imap(
-                STARTTLS,
-                _imap_login_error(
-                    "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
-                    "(SSL/TLS) connections."
-                ),
-                connect_as=NONE,
-            ),
-            smtp(
-                STARTTLS,
-                Outcome(
-                    "login", "smtplib.SMTPException", "No suitable authentication method found."
-                ),
-                connect_as=NONE,
-            ),
+            imap(STARTTLS, IMAP_PRIVACY_REQUIRED, connect_as=NONE),
+            smtp(STARTTLS, SMTP_NO_AUTH_BEFORE_TLS, connect_as=NONE),
         ),
         backends=EVERYWHERE,
     ),
@@ -433,10 +447,8 @@ TLS = [
         requirement="IMAP on 993 and SMTP on 465 only",
         server="no plaintext or STARTTLS listeners (143/587 closed)",
         client_sees="works via implicit TLS; 143/587 refuse connections",
-        config=MailConfig(
-            faults={f"{p}/{s}": (Refuse(),) for p in ("imap", "smtp") for s in ("none", "starttls")}
-        ),
-        expect=both(OK, (IMPLICIT,)) + both(REFUSED, (NONE, STARTTLS)),
+        config=MailConfig(faults={f"{p}/starttls": (Refuse(),) for p in ("imap", "smtp")}),
+        expect=both(OK, (IMPLICIT,)) + both(REFUSED, (STARTTLS,)),
         backends=EVERYWHERE,
     ),
     Scenario(
@@ -447,6 +459,7 @@ TLS = [
         "502 5.5.1 Error: command not implemented",
         client_sees="imaplib.IMAP4.abort('TLS not supported by server'); "
         "smtplib.SMTPNotSupportedError('STARTTLS extension not supported by server.')",
+        config=MailConfig(imap_listeners=(NONE,), smtp_listeners=(NONE,)),
         expect=(
             imap(
                 NONE,
@@ -490,10 +503,11 @@ TLS = [
         name="plaintext-only",
         family=Family.TLS,
         requirement="a server without any TLS must be refused (or warned about)",
-        server="plaintext listeners only, no STARTTLS",
+        server="plaintext listeners only, no STARTTLS; credentials accepted in plaintext (the only "
+        "catalog scenario that takes them before TLS: its name says so)",
         client_sees="a client requiring STARTTLS: imaplib.IMAP4.abort('TLS not supported by "
         "server') / SMTPNotSupportedError",
-        config=MailConfig(imap_listeners=(NONE,), smtp_listeners=(NONE,)),
+        config=PLAINTEXT_ONLY,
         expect=(
             imap(
                 NONE,
@@ -1149,7 +1163,12 @@ AVAILABILITY = [
         requirement="the connection breaks in the middle of a transfer",
         server="FIN inside a FETCH literal (50 bytes into the reply)",
         client_sees="imaplib.IMAP4.abort",
-        config=MailConfig(faults={"imap/none": (DropOnCommand(pattern=b"FETCH", reply_bytes=50),)}),
+        # The front ends TLS (TLSVersion) so it sees the FETCH command.
+        config=MailConfig(
+            faults={
+                "imap/implicit": (TLSVersion(), DropOnCommand(pattern=b"FETCH", reply_bytes=50))
+            }
+        ),
         dynamic=True,
     ),
     Scenario(
@@ -1248,14 +1267,14 @@ ACCESS = [
         "SMTPServerDisconnected('Connection unexpectedly closed')",
         config=MailConfig(faults={"*": (Allowlist(networks=ALLOW_LOCAL),)}),
         expect=(
-            imap(NONE, OK),
+            imap(STARTTLS, OK),
             imap(
-                NONE,
+                STARTTLS,
                 Outcome("greeting", "imaplib.IMAP4.abort", "socket error: EOF"),
                 client=FROM_ELSEWHERE,
             ),
             smtp(
-                NONE,
+                STARTTLS,
                 Outcome(
                     "greeting",
                     "smtplib.SMTPServerDisconnected",

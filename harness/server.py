@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 _S = TypeVar("_S", IMAPServer, SMTPServer)
 ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
+# The listeners a real server has: IMAP 143 (STARTTLS) and 993, SMTP 587 and 465, as
+# Dovecot and Postfix ship them. A plaintext-only listener is opt-in (`plaintext-only`).
+DEFAULT_SECURITIES = (Security.STARTTLS, Security.IMPLICIT)
 PROTOCOLS = ("imap", "smtp")
 LISTENER_NAMES = tuple(f"{p}/{s.value}" for p in PROTOCOLS for s in ALL_SECURITIES)
 # "fake": our IMAP and SMTP servers; "dovecot": a native Dovecot process (IMAP and
@@ -86,9 +89,9 @@ class MailConfig:
     # Strings are accepted where enums are expected; after construction they are enums.
     cert: CertVariant | str = CertVariant.TRUSTED
     smtp: SMTPSettings | None = field(default_factory=SMTPSettings)
-    smtp_listeners: tuple[Security | str, ...] = ALL_SECURITIES
+    smtp_listeners: tuple[Security | str, ...] = DEFAULT_SECURITIES
     imap: IMAPSettings | None = field(default_factory=IMAPSettings)
-    imap_listeners: tuple[Security | str, ...] = ALL_SECURITIES
+    imap_listeners: tuple[Security | str, ...] = DEFAULT_SECURITIES
     # Network/TLS faults before listeners, by listener name ("imap/implicit"), protocol
     # ("smtp") or "*". A listener named here, even with no faults, is served through a
     # FaultFront, so its faults can be switched during the test: server.faults("imap").
@@ -306,6 +309,9 @@ class MailServer:
                 settings=SMTPSettings(
                     auth_required=False,
                     plaintext_auth=False,
+                    # Dovecot speaks to it in plaintext on loopback and adds the trace header.
+                    starttls_required=False,
+                    trace_header=False,
                     size_limit=config.smtp.size_limit or RELAY_SIZE_LIMIT,
                     quota_temporary=config.smtp.quota_temporary,
                     # Dovecot passes who logged in, and from where, by XCLIENT LOGIN= and ADDR=
@@ -335,19 +341,23 @@ class MailServer:
             endpoints = await self._listen(protocol, self._dovecot_binder(protocol), served)
             setattr(self, protocol, ProtocolEndpoints(protocol, endpoints))
 
-    def _binder(self, server: SMTPServer | IMAPServer) -> Callable[[Security], Awaitable[Endpoint]]:
-        async def bind(security: Security) -> Endpoint:
-            return await self._bind(server, security)
+    def _binder(
+        self, server: SMTPServer | IMAPServer
+    ) -> Callable[[Security, bool], Awaitable[Endpoint]]:
+        async def bind(security: Security, tls_terminated: bool) -> Endpoint:
+            return await self._bind(server, security, tls_terminated)
 
         return bind
 
-    def _dovecot_binder(self, protocol: str) -> Callable[[Security], Awaitable[Endpoint]]:
+    def _dovecot_binder(self, protocol: str) -> Callable[[Security, bool], Awaitable[Endpoint]]:
         """Dovecot's listener for a security; "none" (a front's plaintext side, or a client
         that never sends STARTTLS) is its plain port, which offers STARTTLS unless ssl = no."""
         dovecot = self._dovecot
         assert dovecot is not None
 
-        async def bind(security: Security) -> Endpoint:
+        async def bind(security: Security, tls_terminated: bool) -> Endpoint:
+            # A TLS-ending front reaches the plain port from Dovecot's own address (see
+            # faults.session), which Dovecot counts as secured: nothing to set here.
             if security is Security.NONE:
                 plain = [
                     e
@@ -362,7 +372,7 @@ class MailServer:
     async def _listen(
         self,
         protocol: str,
-        bind: Callable[[Security], Awaitable[Endpoint]],
+        bind: Callable[[Security, bool], Awaitable[Endpoint]],
         securities: tuple[Security, ...],
     ) -> tuple[Endpoint, ...]:
         """Bind each listener; put a FaultFront before those the config names.
@@ -376,14 +386,14 @@ class MailServer:
             faults = self.config.faults_for(protocol, security)
             pinned = faults is not None and any(isinstance(f, TLSVersion) for f in faults)
             if not pinned:
-                direct = await bind(security)
+                direct = await bind(security, False)
                 if faults is None:
                     endpoints.append(direct)
                     continue
                 backend = direct
             else:
                 if internal_plain is None:
-                    internal_plain = await bind(Security.NONE)
+                    internal_plain = await bind(Security.NONE, True)
                 backend = internal_plain
             assert faults is not None
             front = FaultFront(
@@ -399,11 +409,13 @@ class MailServer:
             endpoints.append(Endpoint(protocol, front.host, front.port, security))
         return tuple(endpoints)
 
-    async def _bind(self, server: SMTPServer | IMAPServer, security: Security) -> Endpoint:
+    async def _bind(
+        self, server: SMTPServer | IMAPServer, security: Security, tls_terminated: bool = False
+    ) -> Endpoint:
         context = None if security is Security.NONE else self.ca.server_context(self.config.cert)
         sock = bind_loopback(self.config.host)
         try:
-            return await server.add_listener(sock, security, context)
+            return await server.add_listener(sock, security, context, tls_terminated=tls_terminated)
         except BaseException:
             sock.close()
             raise

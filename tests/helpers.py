@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import imaplib
 import json
 import os
 import shutil
+import smtplib
 import subprocess
 import sys
 from collections import Counter
@@ -105,3 +107,29 @@ def served(scenario: str, **popen: Any) -> Iterator[tuple[subprocess.Popen[bytes
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def submission(server: Any, *, timeout: float = 5) -> smtplib.SMTP:
+    """An SMTP client as a correct connector opens one: port 587, then STARTTLS.
+
+    The defaults refuse credentials before TLS (Dovecot's disable_plaintext_auth),
+    so tests that log in go through here or use an explicitly plaintext config.
+    """
+    client = smtplib.SMTP(*server.smtp.starttls.address, timeout=timeout)
+    try:
+        client.starttls(context=server.ca.client_context())
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def imap_starttls(server: Any, *, timeout: float = 5) -> imaplib.IMAP4:
+    """An IMAP client as a correct connector opens one on 143: STARTTLS before LOGIN."""
+    client = imaplib.IMAP4(*server.imap.starttls.address, timeout=timeout)
+    try:
+        client.starttls(ssl_context=server.ca.client_context())
+    except BaseException:
+        client.shutdown()
+        raise
+    return client

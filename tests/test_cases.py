@@ -17,13 +17,18 @@ STATIC = [s for s in CATALOG.values() if not s.dynamic]
 # What a correct connector must report, pinned for a scenario of each kind: a change
 # here changes what every user's connector is judged against.
 PINNED = {
-    "healthy": {"imap-implicit": "OK", "smtp-starttls": "OK"},
+    "healthy": {
+        "imap-implicit": "OK",
+        "smtp-starttls": "OK",
+        "imap-none-on-starttls-port": "PLAINTEXT_REFUSED",
+        "smtp-none-on-starttls-port": "PLAINTEXT_REFUSED",
+    },
     "wrong-host": {"imap-implicit": "DNS_FAILED"},
     "refused": {"smtp-implicit": "CONNECTION_REFUSED"},
-    "firewall-drop": {"imap-none-short-timeout": "CONNECT_TIMEOUT"},
-    "reset": {"imap-none": "CONNECTION_RESET", "smtp-none": "CONNECTION_RESET"},
-    "hang-greeting": {"smtp-none-short-timeout": "GREETING_TIMEOUT"},
-    "plaintext-on-tls-port": {"imap-implicit-on-none-port": "TLS_MISMATCH"},
+    "firewall-drop": {"imap-starttls-short-timeout": "CONNECT_TIMEOUT"},
+    "reset": {"imap-starttls": "CONNECTION_RESET", "smtp-starttls": "CONNECTION_RESET"},
+    "hang-greeting": {"smtp-starttls-short-timeout": "GREETING_TIMEOUT"},
+    "plaintext-on-tls-port": {"imap-implicit-on-starttls-port": "TLS_MISMATCH"},
     "sslv3-only": {"imap-implicit": "TLS_VERSION_TOO_OLD"},
     "tls10-only": {"smtp-starttls": "TLS_VERSION_TOO_OLD", "smtp-starttls-legacy-tls": "OK"},
     "starttls-required": {"imap-none-on-starttls-port": "PLAINTEXT_REFUSED"},
@@ -46,7 +51,7 @@ PINNED = {
     "message-too-large": {"smtp-implicit": "MESSAGE_TOO_LARGE"},
     "maintenance": {"imap-implicit": "SERVICE_UNAVAILABLE"},
     "ip-not-allowed-postfix": {"smtp-implicit-from-127.0.0.2": "IP_NOT_ALLOWED"},
-    "ip-not-allowed-tcpwrap": {"smtp-none-from-127.0.0.2": "CONNECTION_DROPPED"},
+    "ip-not-allowed-tcpwrap": {"smtp-starttls-from-127.0.0.2": "CONNECTION_DROPPED"},
 }
 
 

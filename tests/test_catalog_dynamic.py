@@ -17,6 +17,8 @@ from mailharness.catalog import CATALOG
 from mailharness.certs import MailCA
 from mailharness.server import MailServer
 
+from tests.helpers import imap_starttls, submission
+
 ALICE = ("alice@example.test", "alice-password")
 MESSAGE = b"Subject: s\r\n\r\nbody\r\n"
 
@@ -36,13 +38,13 @@ def scenario(name: str) -> pytest.MarkDecorator:
 
 
 def _imap(server: MailServer) -> imaplib.IMAP4:
-    client = imaplib.IMAP4(*server.imap.plain.address, timeout=5)
+    client = imap_starttls(server, timeout=5)
     client.login(*ALICE)
     return client
 
 
 def _smtp(server: MailServer) -> smtplib.SMTP:
-    client = smtplib.SMTP(*server.smtp.plain.address, timeout=5)
+    client = submission(server, timeout=5)
     client.login(*ALICE)
     return client
 
@@ -94,7 +96,7 @@ def _bye_lines(client: imaplib.IMAP4) -> list[bytes]:
 def test_imap_userip_connection_limit(served: MailServer) -> None:
     served.switch_imap(max_userip_connections=1)
     first = _imap(served)
-    second = imaplib.IMAP4(*served.imap.plain.address, timeout=5)
+    second = imap_starttls(served, timeout=5)
     with pytest.raises(imaplib.IMAP4.error) as caught:
         second.login(*ALICE)
     assert str(caught.value) == (
@@ -109,7 +111,7 @@ def test_imap_userip_connection_limit(served: MailServer) -> None:
 def test_smtp_per_ip_connection_limit(served: MailServer) -> None:
     first = _smtp(served)
     with pytest.raises(smtplib.SMTPConnectError) as caught:
-        smtplib.SMTP(*served.smtp.plain.address, timeout=5)
+        submission(served, timeout=5)
     assert (caught.value.smtp_code, caught.value.smtp_error) == (
         421,
         b"4.7.0 localhost Error: too many connections from 127.0.0.1",
@@ -119,13 +121,13 @@ def test_smtp_per_ip_connection_limit(served: MailServer) -> None:
 
 @scenario("conn-queue-full")
 def test_connection_queue_full(served: MailServer) -> None:
-    first = imaplib.IMAP4(*served.imap.plain.address, timeout=5)
+    first = imap_starttls(served, timeout=5)
     with pytest.raises(imaplib.IMAP4.error) as caught:
-        imaplib.IMAP4(*served.imap.plain.address, timeout=5)
+        imap_starttls(served, timeout=5)
     assert str(caught.value) == "b'* BYE Connection queue full'"
     first.logout()
     # The slot is free again: a new connection is greeted.
-    with imaplib.IMAP4(*served.imap.plain.address, timeout=5) as again:
+    with imap_starttls(served, timeout=5) as again:
         assert again.noop()[0] == "OK"
 
 
@@ -183,7 +185,7 @@ def test_shutdown_mid_session(served: MailServer) -> None:
 def test_idle_timeout(served: MailServer) -> None:
     client = _imap(served)
     served.switch_imap(idle_timeout=0.2)  # applies to the open session at once
-    raw = socket.create_connection(served.smtp.plain.address, timeout=5)
+    raw = socket.create_connection(served.smtp.starttls.address, timeout=5)
     reader = raw.makefile("rb")
     assert reader.readline().startswith(b"220 ")
     # Both servers speak first when the timer fires: read, do not sleep.
@@ -198,7 +200,11 @@ def test_idle_timeout(served: MailServer) -> None:
 @scenario("drop-mid-fetch")
 def test_drop_inside_a_fetch_literal(served: MailServer) -> None:
     served.deliver(ALICE[0], b"Subject: big\r\n\r\n" + b"y" * 10_000 + b"\r\n")
-    client = _imap(served)
+    # The front before 993 ends TLS, so it sees the FETCH.
+    client = imaplib.IMAP4_SSL(
+        *served.imap.implicit.address, ssl_context=served.ca.client_context(), timeout=5
+    )
+    client.login(*ALICE)
     client.select("INBOX")
     with pytest.raises(imaplib.IMAP4.abort):
         client.fetch("1", "(BODY[])")
@@ -209,12 +215,12 @@ def test_flapping_between_up_and_refused(served: MailServer) -> None:
     from mailharness.servers.faults import Refuse
 
     for _ in range(2):
-        with imaplib.IMAP4(*served.imap.plain.address, timeout=5) as client:
+        with imap_starttls(served, timeout=5) as client:
             assert client.noop()[0] == "OK"
-        served.faults("imap/none").set(Refuse())
+        served.faults("imap/starttls").set(Refuse())
         with pytest.raises(ConnectionRefusedError):
-            imaplib.IMAP4(*served.imap.plain.address, timeout=5)
-        served.faults("imap/none").clear()
+            imap_starttls(served, timeout=5)
+        served.faults("imap/starttls").clear()
 
 
 def test_every_dynamic_scenario_has_a_test() -> None:

@@ -49,7 +49,7 @@ def test_serve_json_then_send_then_sigint(
     assert {(e["protocol"], e["security"]) for e in endpoints} == {
         (protocol, security)
         for protocol in ("imap", "smtp")
-        for security in ("none", "starttls", "implicit")
+        for security in ("starttls", "implicit")
     }
     assert all(e["host"] == "127.0.0.1" for e in endpoints)
     users = facts["users"]

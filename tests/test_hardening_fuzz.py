@@ -110,7 +110,9 @@ SMTP_WORDS = [
 def test_fuzz_smtp_handlers_never_record_errors(
     smtp_server: MailServer, lines: list[bytes]
 ) -> None:
-    with socket.create_connection(smtp_server.smtp.plain.address, timeout=10) as sock:
+    # 465: past TLS, so every handler (AUTH included) is reachable.
+    raw = socket.create_connection(smtp_server.smtp.implicit.address, timeout=10)
+    with smtp_server.ca.client_context().wrap_socket(raw, server_hostname="localhost") as sock:
         reader = sock.makefile("rb")
         reader.readline()
         # A server that said goodbye (502 after too many unknown commands, 421) closes

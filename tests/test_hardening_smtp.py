@@ -11,14 +11,14 @@ import pytest
 from mailharness import MailServer, SMTPSettings
 from mailharness.plugin import MailServerFactory
 
-from tests.helpers import cycles_after, peak_rss, served
+from tests.helpers import cycles_after, peak_rss, served, submission
 
 ALICE = ("alice@example.test", "alice-password")
 
 
 def test_10000_recipients_capped_at_postfix_limit(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(smtp=SMTPSettings(max_recipients=5))
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         client.login(*ALICE)
         client.mail(ALICE[0])
         codes = [client.rcpt(f"r{i}@example.test")[0] for i in range(8)]
@@ -34,7 +34,7 @@ def test_default_recipient_limit_is_postfixs_1000() -> None:
 
 
 def test_200_duplicate_recipients_store_one_copy(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.login(*ALICE)
         client.mail(ALICE[0])
         for i in range(200):
@@ -55,7 +55,7 @@ def test_second_starttls_inside_tls_is_refused(smtp_server: MailServer) -> None:
 
 
 def test_auth_continuation_over_64kib_is_line_too_long(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.ehlo()
         assert client.docmd("AUTH", "PLAIN")[0] == 334
         assert client.docmd("A" * 70_000) == (500, b"5.5.2 Line too long")
@@ -70,19 +70,19 @@ def test_rejected_certificate_at_starttls_is_a_client_event(smtp_server: MailSer
         client.ehlo()
         with pytest.raises(ssl.SSLCertVerificationError):
             client.starttls(context=ssl.create_default_context())
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as other:
+    with submission(smtp_server, timeout=5) as other:
         assert other.noop()[0] == 250
     assert smtp_server.errors == []
 
 
 def test_connection_flood_refused_with_postfix_text(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(smtp=SMTPSettings(max_connections=3))
-    held = [socket.create_connection(server.smtp.plain.address, timeout=5) for _ in range(3)]
+    held = [socket.create_connection(server.smtp.starttls.address, timeout=5) for _ in range(3)]
     try:
         for sock in held:
             assert sock.makefile("rb").readline().startswith(b"220 ")
         with pytest.raises(smtplib.SMTPConnectError) as caught:
-            smtplib.SMTP(*server.smtp.plain.address, timeout=5)
+            submission(server, timeout=5)
         assert caught.value.smtp_code == 421
         assert b"Error: too many connections from 127.0.0.1" in caught.value.smtp_error
     finally:
@@ -102,9 +102,9 @@ def test_sessions_and_refused_handshakes_leave_no_reference_cycles(smtp_server: 
                 client.ehlo()
                 with pytest.raises(ssl.SSLError):
                     client.starttls(context=refusing)
-            with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+            with submission(smtp_server, timeout=5) as client:
                 client.login(*ALICE)
-        with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+        with submission(smtp_server, timeout=5) as client:
             client.noop()  # the loop has closed every earlier session by now
 
     assert cycles_after(run) == {}
@@ -123,7 +123,7 @@ def test_200_copies_of_one_recipient_with_5mib_data_memory_bounded() -> None:
 
 
 def test_recipient_1001_gets_452_by_default(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=30) as client:
+    with submission(smtp_server, timeout=30) as client:
         client.login(*ALICE)
         client.mail(ALICE[0])
         rcpts = b"".join(b"RCPT TO:<r%d@example.test>\r\n" % i for i in range(1001))
@@ -139,7 +139,7 @@ def test_transcripts_of_a_long_serve_are_a_ring_buffer(
 ) -> None:
     server = mail_server_factory(max_transcripts=3)
     for _ in range(5):
-        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        with submission(server, timeout=5) as client:
             client.noop()
     assert len(server.transcripts) <= 3
     assert server.transcripts.dropped >= 2

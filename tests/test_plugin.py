@@ -11,12 +11,14 @@ SEND_AND_FAIL = """
 import smtplib
 
 def test_sends_then_fails(smtp_server):
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as c:
+    with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as c:
+        c.starttls(context=smtp_server.ca.client_context())
         c.login("alice@example.test", "alice-password")
     assert False, "deliberate"
 
 def test_passes(smtp_server):
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as c:
+    with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as c:
+        c.starttls(context=smtp_server.ca.client_context())
         c.noop()
 """
 
@@ -149,7 +151,7 @@ def test_refuses_expired_certificate(mail_server_factory, attempt):
 
 def test_implicit_tls_against_a_plain_port(imap_server):
     with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER"):
-        imaplib.IMAP4_SSL(*imap_server.imap.plain.address, timeout=5)
+        imaplib.IMAP4_SSL(*imap_server.imap.starttls.address, timeout=5)
 """
 
 

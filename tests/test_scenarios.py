@@ -13,6 +13,8 @@ from mailharness.journeys import ClientProfile
 from mailharness.server import MailServer
 from mailharness.servers.errors import ConfigError
 
+from tests.helpers import imap_starttls
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -173,7 +175,7 @@ def test_seed_from_a_generator(mail_server: MailServer) -> None:
 
     uids = mail_server.deliver_many("alice@example.test", generate(5))
     assert uids == sorted(uids) and len(set(uids)) == 5
-    with imaplib.IMAP4(*mail_server.imap.plain.address, timeout=5) as client:
+    with imap_starttls(mail_server, timeout=5) as client:
         client.login("alice@example.test", "alice-password")
         assert client.select("INBOX") == ("OK", [b"5"])
         assert client.uid("SEARCH", "SUBJECT", '"generated 4"') == ("OK", [str(uids[4]).encode()])

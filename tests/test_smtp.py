@@ -11,10 +11,11 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 from mailharness import MailConfig, MailServer, SMTPSettings, User
+from mailharness.catalog import PLAINTEXT_ONLY
 from mailharness.plugin import MailServerFactory
 from mailharness.servers.errors import ConfigError
 
-from tests.helpers import require_executable
+from tests.helpers import require_executable, submission
 
 ALICE = ("alice@example.test", "alice-password")
 
@@ -29,7 +30,11 @@ def _message(subject: str = "hello", to: str = "bob@example.test") -> EmailMessa
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
-def test_smtplib_plain_listener_with_auth(smtp_server: MailServer, mechanism: str) -> None:
+def test_smtplib_plain_listener_with_auth(
+    mail_server_factory: MailServerFactory, mechanism: str
+) -> None:
+    # Plaintext credentials: only a config that says so (the defaults refuse them).
+    smtp_server = mail_server_factory(PLAINTEXT_ONLY)
     with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
         client.ehlo()
         assert "starttls" not in client.esmtp_features
@@ -72,7 +77,7 @@ def test_smtplib_implicit_tls_listener_with_auth(smtp_server: MailServer) -> Non
 
 def test_wrong_password_is_535(smtp_server: MailServer) -> None:
     with (
-        smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client,
+        submission(smtp_server, timeout=5) as client,
         pytest.raises(smtplib.SMTPAuthenticationError) as caught,
     ):
         client.login("alice@example.test", "wrong")
@@ -82,7 +87,7 @@ def test_wrong_password_is_535(smtp_server: MailServer) -> None:
 
 def test_unknown_user_is_535(smtp_server: MailServer) -> None:
     with (
-        smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client,
+        submission(smtp_server, timeout=5) as client,
         pytest.raises(smtplib.SMTPAuthenticationError) as caught,
     ):
         client.login("nobody@example.test", "alice-password")
@@ -91,7 +96,7 @@ def test_unknown_user_is_535(smtp_server: MailServer) -> None:
 
 def test_mail_without_auth_is_refused(smtp_server: MailServer) -> None:
     with (
-        smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client,
+        submission(smtp_server, timeout=5) as client,
         pytest.raises(smtplib.SMTPSenderRefused) as caught,
     ):
         client.send_message(_message())
@@ -102,7 +107,7 @@ def test_mail_without_auth_is_refused(smtp_server: MailServer) -> None:
 
 def test_auth_optional_when_configured(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(smtp=SMTPSettings(auth_required=False))
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         client.send_message(_message())
     [captured] = server.wait_for_messages(1)
     assert captured.login is None
@@ -111,7 +116,7 @@ def test_auth_optional_when_configured(mail_server_factory: MailServerFactory) -
 def test_xclient_login_names_the_submitter(mail_server_factory: MailServerFactory) -> None:
     """As the relay behind Dovecot's submission: XCLIENT LOGIN= (xtext) fills `login`."""
     server = mail_server_factory(smtp=SMTPSettings(auth_required=False, xclient=True))
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         client.ehlo()
         assert client.has_extn("xclient")
         assert client.docmd("XCLIENT LOGIN=alice+2Bx@example.test")[0] == 220
@@ -123,13 +128,13 @@ def test_xclient_login_names_the_submitter(mail_server_factory: MailServerFactor
     listed = mail_server_factory(
         smtp=SMTPSettings(auth_required=False, xclient=True, allowed_networks=("127.0.0.1/32",))
     )
-    with smtplib.SMTP(*listed.smtp.plain.address, timeout=5) as client:
+    with submission(listed, timeout=5) as client:
         client.docmd("XCLIENT ADDR=127.0.0.2")
         client.ehlo()
         with pytest.raises(smtplib.SMTPRecipientsRefused, match=r"127\.0\.0\.2"):
             client.send_message(_message())
     plain = mail_server_factory(smtp=SMTPSettings(auth_required=False))
-    with smtplib.SMTP(*plain.smtp.plain.address, timeout=5) as client:
+    with submission(plain, timeout=5) as client:
         assert client.docmd("XCLIENT LOGIN=alice@example.test")[0] == 500
 
 
@@ -137,13 +142,13 @@ def test_app_password_works_beside_the_password(mail_server_factory: MailServerF
     carol = User(address="carol@example.test", password="carol-pw", app_password="abcdefghijklmnop")
     server = mail_server_factory(users=(carol,))
     for secret in ("carol-pw", "abcdefghijklmnop"):
-        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        with submission(server, timeout=5) as client:
             assert client.login("carol@example.test", secret)[0] == 235
 
 
 def test_password_changed_at_run_time(smtp_server: MailServer) -> None:
     smtp_server.users.set_password("alice@example.test", "new-password")
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError):
             client.login(*ALICE)
         assert client.login("alice@example.test", "new-password")[0] == 235
@@ -196,7 +201,8 @@ def test_starttls_required_gmail_replies(mail_server_factory: MailServerFactory)
 def test_plaintext_auth_disabled_hides_auth_until_tls(
     mail_server_factory: MailServerFactory,
 ) -> None:
-    server = mail_server_factory(smtp=SMTPSettings(plaintext_auth=False))
+    # Postfix's smtpd_tls_auth_only: AUTH hidden before TLS, mail otherwise allowed.
+    server = mail_server_factory(smtp=SMTPSettings(plaintext_auth=False, starttls_required=False))
     with smtplib.SMTP(*server.smtp.starttls.address, timeout=5) as client:
         client.ehlo()
         assert "auth" not in client.esmtp_features
@@ -214,7 +220,7 @@ def _xoauth2(user: str, token: str) -> str:
 
 
 def test_xoauth2_good_token(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.ehlo()
         assert "XOAUTH2" in client.esmtp_features["auth"].split()
         code, _ = client.docmd("AUTH", "XOAUTH2 " + _xoauth2("alice@example.test", "alice-token"))
@@ -222,7 +228,7 @@ def test_xoauth2_good_token(smtp_server: MailServer) -> None:
 
 
 def test_xoauth2_bad_token_gets_gmail_error_challenge_then_535(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.ehlo()
         code, challenge = client.docmd("AUTH", "XOAUTH2 " + _xoauth2("alice@example.test", "bad"))
         assert code == 334
@@ -234,7 +240,7 @@ def test_xoauth2_bad_token_gets_gmail_error_challenge_then_535(smtp_server: Mail
 
 def test_size_limit_is_advertised_and_enforced(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(smtp=SMTPSettings(size_limit=1000, auth_required=False))
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         client.ehlo()
         assert client.esmtp_features["size"] == "1000"
         big = b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 30
@@ -253,9 +259,9 @@ def test_size_limit_is_advertised_and_enforced(mail_server_factory: MailServerFa
 
 
 def test_transcript_masks_every_secret(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.login(*ALICE)  # AUTH PLAIN with initial response
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.ehlo()
         client.user, client.password = ALICE
         client.auth("LOGIN", client.auth_login)
@@ -270,7 +276,7 @@ def test_transcript_masks_every_secret(smtp_server: MailServer) -> None:
 
 
 def test_transcript_summarises_message_data(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.login(*ALICE)
         client.sendmail(ALICE[0], ["bob@example.test"], b"Subject: s\r\n\r\nsecret body\r\n")
     text = smtp_server.transcripts[0].text()
@@ -279,7 +285,7 @@ def test_transcript_summarises_message_data(smtp_server: MailServer) -> None:
 
 
 def test_wait_for_messages_timeout_says_what_arrived(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.login(*ALICE)
         client.send_message(_message())
     with pytest.raises(TimeoutError) as caught:
@@ -290,19 +296,19 @@ def test_wait_for_messages_timeout_says_what_arrived(smtp_server: MailServer) ->
 
 
 def test_hostile_client_gets_errors_and_server_keeps_serving(smtp_server: MailServer) -> None:
-    with socket.create_connection(smtp_server.smtp.plain.address, timeout=5) as raw:
+    with socket.create_connection(smtp_server.smtp.starttls.address, timeout=5) as raw:
         reader = raw.makefile("rb")
         assert reader.readline().startswith(b"220 ")
         raw.sendall(b"\x00\xff\xfe garbage\r\n" + b"A" * 5000 + b"\r\nMAIL FROM:<<<>\r\n")
         replies = [reader.readline() for _ in range(3)]
         assert all(r[:1] == b"5" for r in replies), replies
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         assert client.login(*ALICE)[0] == 235
 
 
 def test_state_does_not_leak_between_tests_part_1(smtp_server: MailServer) -> None:
     smtp_server.users.add(User(address="temp@example.test", password="temp-pw"))
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.login("temp@example.test", "temp-pw")
         client.send_message(_message())
     assert len(smtp_server.messages) == 1
@@ -369,7 +375,10 @@ def test_curl_smtp_with_ssl_reqd(smtp_server: MailServer) -> None:
     assert captured.tls_version is not None
 
 
-def test_curl_ssl_reqd_refuses_server_without_starttls(smtp_server: MailServer) -> None:
+def test_curl_ssl_reqd_refuses_server_without_starttls(
+    mail_server_factory: MailServerFactory,
+) -> None:
+    smtp_server = mail_server_factory(PLAINTEXT_ONLY)
     port = smtp_server.smtp.plain.port
     result = _curl_send(
         f"smtp://localhost:{port}", "--ssl-reqd", ca_path=str(smtp_server.ca.ca_path)
@@ -412,7 +421,7 @@ def test_captured_messages_are_a_ring_of_the_newest(
 ) -> None:
     """A long `serve` keeps the newest `max_messages`; waits count every arrival."""
     server = mail_server_factory(max_messages=3)
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         client.login(*ALICE)
         for number in range(5):
             client.send_message(_message(f"number {number}"))

@@ -11,12 +11,14 @@ from mailharness.plugin import MailServerFactory
 from mailharness.servers.accounts import Lockout
 from mailharness.servers.ratelimit import RateLimit
 
+from tests.helpers import submission
+
 ALICE = ("alice@example.test", "alice-password")
 MESSAGE = b"Subject: s\r\n\r\nbody\r\n"
 
 
 def _login_error(server: MailServer, login: str, secret: str) -> smtplib.SMTPResponseException:
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         with pytest.raises(smtplib.SMTPResponseException) as caught:
             client.login(login, secret)
     return caught.value
@@ -41,7 +43,7 @@ def test_app_password_required_gmail_wording(mail_server_factory: MailServerFact
         "5.7.9  https://support.google.com/mail/?p=InvalidSecondFactor "
     )
     assert text.endswith(" - gsmtp")
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         assert client.login("carol@example.test", "abcdefghijklmnop")[0] == 235
 
 
@@ -73,7 +75,7 @@ def test_account_disabled_is_525(mail_server_factory: MailServerFactory) -> None
 def test_imap_disabled_does_not_stop_sending(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory()
     server.users.update("alice@example.test", imap_enabled=False)
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         assert client.login(*ALICE)[0] == 235
 
 
@@ -109,7 +111,7 @@ def test_login_rate_limit(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory()
     server.users.login_rate = RateLimit(count=2, per_seconds=60)
     for _ in range(2):
-        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        with submission(server, timeout=5) as client:
             assert client.login(*ALICE)[0] == 235
     error = _login_error(server, *ALICE)
     assert (error.smtp_code, error.smtp_error) == (
@@ -135,7 +137,7 @@ def test_rcpt_to_full_mailbox(
 ) -> None:
     server = mail_server_factory(smtp=SMTPSettings(quota_temporary=temporary))
     _fill_quota(server, "bob@example.test")
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         client.login(*ALICE)
         with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
             client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
@@ -143,7 +145,7 @@ def test_rcpt_to_full_mailbox(
 
 
 def test_local_delivery_lands_in_inbox(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with submission(smtp_server, timeout=5) as client:
         client.login(*ALICE)
         client.sendmail(ALICE[0], ["bob@example.test", "else@elsewhere.test"], MESSAGE)
     [stored] = smtp_server.wait_for_appends("bob@example.test", 1)
@@ -176,7 +178,7 @@ def test_send_rate_limit_then_recovery(
     limit = RateLimit(count=2, per_seconds=60)
     config = MailConfig(smtp=SMTPSettings(personality=personality, send_rate=limit))
     with MailServer(config, ca=mail_ca, clock=clock) as server:
-        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        with submission(server, timeout=5) as client:
             client.login(*ALICE)
             for _ in range(2):
                 client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
@@ -184,12 +186,12 @@ def test_send_rate_limit_then_recovery(
                 client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
         assert (caught.value.smtp_code, caught.value.smtp_error) == (code, text)
         clock.now += 29.9  # not yet: one token takes 30 s to come back
-        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        with submission(server, timeout=5) as client:
             client.login(*ALICE)
             with pytest.raises(smtplib.SMTPSenderRefused):
                 client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
         clock.now += 30.1  # the window has passed: the bucket has refilled
-        with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+        with submission(server, timeout=5) as client:
             client.login(*ALICE)
             client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
             client.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
@@ -201,7 +203,7 @@ def test_maintenance_greeting(mail_server_factory: MailServerFactory) -> None:
         smtp=SMTPSettings(greeting_refusal="421 4.3.2 Service not available")
     )
     with pytest.raises(smtplib.SMTPConnectError) as caught:
-        smtplib.SMTP(*server.smtp.plain.address, timeout=5)
+        submission(server, timeout=5)
     assert (caught.value.smtp_code, caught.value.smtp_error) == (
         421,
         b"4.3.2 Service not available",
@@ -210,9 +212,9 @@ def test_maintenance_greeting(mail_server_factory: MailServerFactory) -> None:
 
 def test_too_many_connections_from_one_ip(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(smtp=SMTPSettings(max_connections_per_ip=1))
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as first:
+    with submission(server, timeout=5) as first:
         with pytest.raises(smtplib.SMTPConnectError) as caught:
-            smtplib.SMTP(*server.smtp.plain.address, timeout=5)
+            submission(server, timeout=5)
         assert caught.value.smtp_code == 421
         assert (
             caught.value.smtp_error == b"4.7.0 localhost Error: too many connections from 127.0.0.1"
@@ -224,10 +226,11 @@ def test_ip_allowlist_at_rcpt(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(
         smtp=SMTPSettings(allowed_networks=("127.0.0.1/32",), auth_required=False)
     )
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as allowed:
+    with submission(server, timeout=5) as allowed:
         allowed.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
-    host, port = server.smtp.plain.address
+    host, port = server.smtp.starttls.address
     with smtplib.SMTP(host, port, timeout=5, source_address=("127.0.0.2", 0)) as denied:
+        denied.starttls(context=server.ca.client_context())
         with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
             denied.sendmail(ALICE[0], ["bob@example.test"], MESSAGE)
     assert caught.value.recipients == {
@@ -242,7 +245,7 @@ def test_ip_allowlist_at_greeting(mail_server_factory: MailServerFactory) -> Non
     server = mail_server_factory(
         smtp=SMTPSettings(allowed_networks=("127.0.0.1/32",), reject_unlisted_at="greeting")
     )
-    host, port = server.smtp.plain.address
+    host, port = server.smtp.starttls.address
     with pytest.raises(smtplib.SMTPConnectError) as caught:
         smtplib.SMTP(host, port, timeout=5, source_address=("127.0.0.2", 0))
     assert caught.value.smtp_code == 554
@@ -268,16 +271,17 @@ def test_starttls_broken(mail_server_factory: MailServerFactory) -> None:
     )
 
 
-def test_starttls_missing(smtp_server: MailServer) -> None:
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+def test_starttls_missing(mail_server_factory: MailServerFactory) -> None:
+    server = mail_server_factory(smtp_listeners=("none",))
+    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
         with pytest.raises(smtplib.SMTPNotSupportedError):
-            client.starttls(context=smtp_server.ca.client_context())
+            client.starttls(context=server.ca.client_context())
         assert client.docmd("STARTTLS") == (502, b"5.5.1 Error: command not implemented")
 
 
 def test_idle_timeout_sends_421_then_closes(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(smtp=SMTPSettings(timeout=0.2))
-    with socket.create_connection(server.smtp.plain.address, timeout=5) as raw:
+    with socket.create_connection(server.smtp.starttls.address, timeout=5) as raw:
         reader = raw.makefile("rb")
         assert reader.readline().startswith(b"220 ")
         assert reader.readline() == b"421 4.4.2 localhost Error: timeout exceeded\r\n"
@@ -286,7 +290,7 @@ def test_idle_timeout_sends_421_then_closes(mail_server_factory: MailServerFacto
 
 def test_unsupported_mechanism_is_504(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(smtp=SMTPSettings(auth_mechanisms=("XOAUTH2",)))
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with submission(server, timeout=5) as client:
         client.ehlo()
         assert client.esmtp_features["auth"].split() == ["XOAUTH2"]
         assert client.docmd("AUTH", "PLAIN") == (504, b"5.5.4 Unrecognized authentication type")

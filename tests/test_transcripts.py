@@ -28,6 +28,8 @@ def lenient(mail_server_factory: MailServerFactory) -> MailServer:
     (transcripts are the fake's: the backend is pinned)."""
     return mail_server_factory(
         backend="fake",
+        imap_listeners=("none", "starttls", "implicit"),
+        smtp_listeners=("none", "starttls", "implicit"),
         imap=IMAPSettings(
             plaintext_auth_requires_tls=False, auth_mechanisms=("PLAIN", "LOGIN", "XOAUTH2")
         ),
@@ -209,6 +211,7 @@ def test_ring_buffer_keeps_the_newest_and_their_helpers(
     server = mail_server_factory(
         backend="fake",
         max_transcripts=2,
+        imap_listeners=("none",),
         imap=IMAPSettings(plaintext_auth_requires_tls=False),
     )
     for _ in range(3):

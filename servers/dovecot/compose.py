@@ -85,9 +85,13 @@ class _CertInContainer:
 SERVICES = (
     ComposeService(
         name="dovecot-healthy",
-        summary="what a connector should meet: STARTTLS and implicit TLS, TLS 1.2+, trusted cert",
+        summary="what a connector should meet: STARTTLS and implicit TLS, TLS 1.2+, trusted cert, "
+        "no credentials before TLS",
         imap_port=10143,
         imaps_port=10993,
+        # As the `healthy` scenario: Dovecot's own default (the container sees clients from
+        # the bridge, never its own address, so nothing counts as secured without TLS).
+        settings={"disable_plaintext_auth": True},
     ),
     ComposeService(
         name="dovecot-starttls-required",

@@ -72,6 +72,11 @@ async def accepted_channel(sock: socket.socket) -> StreamChannel:
     return StreamChannel(reader, writer)
 
 
-async def connect(address: tuple[str, int], timeout: float) -> StreamChannel:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+async def connect(
+    address: tuple[str, int], timeout: float, source: str | None = None
+) -> StreamChannel:
+    local_addr = None if source is None else (source, 0)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(*address, local_addr=local_addr), timeout
+    )
     return StreamChannel(reader, writer)

@@ -151,7 +151,11 @@ class Session:
             self.event(f"fault: {slow}")
             self._greeting_due = self.accepted + slow.seconds
         try:
-            self.backend = await connect(self.front.backend, BACKEND_CONNECT_TIMEOUT)
+            # A front that ends TLS connects from the backend's own address: Dovecot counts
+            # such a session as secured (as it would one from login_trusted_networks), so a
+            # strict backend takes the credentials the client sent over TLS to the front.
+            source = self.front.backend[0] if self._pin is not None else None
+            self.backend = await connect(self.front.backend, BACKEND_CONNECT_TIMEOUT, source)
         except (OSError, TimeoutError) as exc:
             self.event(f"backend {self.front.backend} unreachable: {exc!r}")
             return

@@ -150,9 +150,18 @@ class IMAPServer:
         self._admit_queued()
 
     async def add_listener(
-        self, sock: socket.socket, security: Security, ssl_context: ssl.SSLContext | None = None
+        self,
+        sock: socket.socket,
+        security: Security,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        tls_terminated: bool = False,
     ) -> Endpoint:
-        """Serve on an already listening socket (see ``bind_loopback``)."""
+        """Serve on an already listening socket (see ``bind_loopback``).
+
+        ``tls_terminated``: a plain listener only a TLS-ending front talks to, so its
+        sessions count as secure (as behind a TLS proxy in Dovecot's trusted networks).
+        """
         security = Security.parse(security)
         if security is not Security.NONE and ssl_context is None:
             raise ConfigError(
@@ -165,7 +174,7 @@ class IMAPServer:
         listener = f"{host}:{port} ({security.value})"
 
         def factory() -> asyncio.Protocol:
-            return _Connection(self, security, ssl_context, listener)
+            return _Connection(self, security, ssl_context, listener, tls_terminated)
 
         if security is Security.IMPLICIT:
             assert ssl_context is not None
@@ -276,8 +285,10 @@ class _Connection(asyncio.Protocol):
         security: Security,
         ssl_context: ssl.SSLContext | None,
         listener: str,
+        tls_terminated: bool = False,
     ) -> None:
         self.server = server
+        self.tls_terminated = tls_terminated
         self.settings = server.settings
         self.peer_ip = "?"
         self.greeted = False
@@ -372,7 +383,7 @@ class _Connection(asyncio.Protocol):
             accounts=self.server.accounts,
             store=self.server.store,
             settings=self.settings,
-            secure=self.security is Security.IMPLICIT,
+            secure=self.security is Security.IMPLICIT or self.tls_terminated,
             starttls_available=self.security is Security.STARTTLS,
             record_error=self.server.record_error,
             record_client_error=self.server.record_client_error,

@@ -51,7 +51,10 @@ class IMAPSettings:
     hostname: str = "localhost"
     personality: str = "dovecot"
     replies: Replies | None = None  # None: the personality's
-    plaintext_auth_requires_tls: bool = False  # Dovecot's disable_plaintext_auth
+    #: Dovecot's ``disable_plaintext_auth`` (``yes`` by default there too): before
+    #: TLS the capability carries LOGINDISABLED and LOGIN gets ``NO [PRIVACYREQUIRED]``.
+    #: False only for a scenario that allows plaintext credentials (``plaintext-only``).
+    plaintext_auth_requires_tls: bool = True
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     #: Advertise LOGINDISABLED and refuse LOGIN even over TLS (an OAuth-only
     #: provider: pair with ``auth_mechanisms=("XOAUTH2",)``).

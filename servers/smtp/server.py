@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import email.utils
 import ipaddress
 import itertools
 import logging
@@ -77,8 +78,10 @@ class SMTPSettings:
     auth_required: bool = True
     # Dovecot and Postfix treat loopback as secure and allow AUTH without TLS there.
     plaintext_auth: bool = True
-    # On STARTTLS listeners: refuse everything but EHLO/NOOP/QUIT/STARTTLS before TLS.
-    starttls_required: bool = False
+    # Refuse credentials (and mail) before TLS, as Dovecot's submission with its default
+    # disable_plaintext_auth = yes and Postfix's 587 (smtpd_tls_security_level=encrypt) do.
+    # False only for a scenario that allows plaintext credentials (`plaintext-only`).
+    starttls_required: bool = True
     auth_mechanisms: tuple[str, ...] = AUTH_MECHANISMS
     size_limit: int | None = DEFAULT_SIZE_LIMIT
     timeout: float = DEFAULT_TIMEOUT
@@ -111,6 +114,10 @@ class SMTPSettings:
     # Postfix does for smtpd_authorized_xclient_hosts): the relay behind Dovecot's
     # submission learns who logged in, and from where, that way.
     xclient: bool = False
+    # Prepend a `Received:` trace header (RFC 5321 4.4) to accepted mail, in the format of
+    # Dovecot's submission (lib-smtp's smtp_server_transaction_write_trace_record). The
+    # relay behind real Dovecot adds none, so what it captures carries Dovecot's own.
+    trace_header: bool = True
 
     def __post_init__(self) -> None:
         for mechanism in self.auth_mechanisms:
@@ -212,13 +219,22 @@ class _HarnessSMTP(SMTP):
     """aiosmtpd's SMTP with production reply texts, a transcript per connection and the
     connection-level refusals a scenario asks for (maintenance, caps, allowlists)."""
 
-    def __init__(self, service: SMTPServer, listener: Endpoint, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        service: SMTPServer,
+        listener: Endpoint,
+        *,
+        tls_terminated: bool = False,
+        **kwargs: Any,
+    ) -> None:
         with warnings.catch_warnings():
             # "Requiring AUTH while not requiring TLS": we enforce TLS rules ourselves.
             warnings.simplefilter("ignore")
             super().__init__(service.handler, **kwargs)
         self.service = service
         self.listener = listener
+        # A fault front ended TLS before us (see add_listener): the client's leg is secure.
+        self.tls_terminated = tls_terminated
         self.transcript: Transcript | None = None
         self.peer_ip = ""
         self._counted = False
@@ -336,6 +352,11 @@ class _HarnessSMTP(SMTP):
     def _timeout_cb(self) -> None:
         self.write_now(self.service.reply(self.service.replies.idle_timeout))
         super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    @property
+    def secure(self) -> bool:
+        """Is the client's leg encrypted (here, or by a front that ended TLS for us)?"""
+        return self.tls_terminated or _is_secure(self.transport)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         settings = self.service.settings
@@ -516,16 +537,16 @@ class _Handler:
 
     def _auth_allowed(self, server: _HarnessSMTP) -> bool:
         settings = self.service.settings
-        if settings.starttls_required and not _is_secure(server.transport):
+        if settings.starttls_required and not server.secure:
             return False
-        return settings.plaintext_auth or _is_secure(server.transport)
+        return settings.plaintext_auth or server.secure
 
     def _dovecot_tls_first(self, server: _HarnessSMTP) -> bool:
         """STARTTLS required, not yet done, answered the way Dovecot's submission does."""
         return (
             self.service.settings.starttls_required
             and self.service.replies.before_starttls is None
-            and not _is_secure(server.transport)
+            and not server.secure
         )
 
     # --- mail -------------------------------------------------------------
@@ -584,6 +605,22 @@ class _Handler:
         login = auth_data.login if isinstance(auth_data, LoginPassword) else None
         if login is None and server.xclient_login is not None:
             login = server.xclient_login.encode("utf-8")
+        received_at = dt.datetime.now(dt.UTC)
+        if self.service.settings.trace_header:
+            content = (
+                received_header(
+                    helo=session.host_name,
+                    peer_ip=peer[0] if peer else None,
+                    hostname=self.service.settings.hostname,
+                    secure=server.secure,
+                    authenticated=bool(session.authenticated),
+                    queue_id=queue_id,
+                    mail_from=envelope.mail_from or "",
+                    rcpt_tos=envelope.rcpt_tos,
+                    when=received_at,
+                )
+                + content
+            )
         captured = CapturedMessage(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
@@ -592,7 +629,7 @@ class _Handler:
             login=login.decode("utf-8", "replace") if login is not None else None,
             listener=_describe(server.listener),
             tls_version=tls_version_of(server.transport),
-            received_at=dt.datetime.now(dt.UTC),
+            received_at=received_at,
             queue_id=queue_id,
         )
         self.service.messages.add(captured)
@@ -606,6 +643,38 @@ class _Handler:
         # Client mistakes were taken apart in _HarnessSMTP.handle_exception: this is ours.
         self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
         return replies.INTERNAL_ERROR
+
+
+def received_header(
+    *,
+    helo: str | None,
+    peer_ip: str | None,
+    hostname: str,
+    secure: bool,
+    authenticated: bool,
+    queue_id: str,
+    mail_from: str,
+    rcpt_tos: list[str] | tuple[str, ...],
+    when: dt.datetime,
+) -> bytes:
+    """The trace header Dovecot's submission prepends (lib-smtp, smtp-server-transaction.c).
+
+    ``from`` is the EHLO name ("unknown" without one), then the client's address;
+    ``with`` is ESMTP plus S for TLS and A for AUTH (RFC 3848); ``for`` only with
+    exactly one recipient. Dovecot behind its login process writes no ``(using TLS...)``
+    line, so neither do we.
+    """
+    lines = [f"Received: from {helo or 'unknown'}" + (f" ([{peer_ip}])" if peer_ip else "")]
+    protocol = "ESMTP" + ("S" if secure else "") + ("A" if authenticated else "")
+    lines.append(f"\tby {hostname} with {protocol}")
+    lines.append(f"\tid {queue_id}")
+    lines.append(f"\t(envelope-from <{mail_from}>)")
+    date = email.utils.format_datetime(when.astimezone(dt.UTC))
+    if len(rcpt_tos) == 1:
+        lines.append(f"\tfor <{rcpt_tos[0]}>; {date}")
+    else:
+        lines[-1] += f"; {date}"
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
 def _close(server: _HarnessSMTP) -> None:
@@ -676,9 +745,18 @@ class SMTPServer:
         return None
 
     async def add_listener(
-        self, sock: socket.socket, security: Security, ssl_context: ssl.SSLContext | None
+        self,
+        sock: socket.socket,
+        security: Security,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        tls_terminated: bool = False,
     ) -> Endpoint:
-        """Serve SMTP on an already-listening socket; returns once it accepts connections."""
+        """Serve SMTP on an already-listening socket; returns once it accepts connections.
+
+        `tls_terminated`: a plain listener only a TLS-ending front talks to, so its
+        clients count as secure (as behind a TLS proxy in Dovecot's trusted networks).
+        """
         if security is not Security.NONE and ssl_context is None:
             raise ConfigError(f"security={security.value!r} needs an ssl_context")
         host, port = sock.getsockname()[:2]
@@ -691,6 +769,7 @@ class SMTPServer:
             return _HarnessSMTP(
                 self,
                 endpoint,
+                tls_terminated=tls_terminated,
                 hostname=settings.hostname,
                 ident="ESMTP mailharness",
                 tls_context=ssl_context if security is Security.STARTTLS else None,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mailharness.certs import MailCA
 from mailharness.journeys import ClientProfile, Outcome, imap_journey, smtp_journey
-from mailharness.server import MailConfig, MailServer, NotApplicable
+from mailharness.server import ALL_SECURITIES, MailConfig, MailServer, NotApplicable
 from mailharness.servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
 from mailharness.servers.dovecot import DovecotProcess
 from mailharness.servers.dovecot.container import LABEL, DovecotContainer
@@ -51,7 +51,7 @@ def server(dovecot_server: MailServer) -> Iterator[MailServer]:
 def imap_login(server: MailServer, user: str, password: str) -> imaplib.IMAP4_SSL:
     endpoint = server.imap.implicit
     client = imaplib.IMAP4_SSL(
-        "localhost", endpoint.port, ssl_context=server.ca.client_context(), timeout=5
+        endpoint.host, endpoint.port, ssl_context=server.ca.client_context(), timeout=5
     )
     client.login(user, password)
     return client
@@ -72,13 +72,19 @@ def test_backend_must_be_known() -> None:
         MailConfig(backend="podman")
 
 
-def test_every_listener_the_fake_has_and_none_is_the_plain_port(server: MailServer) -> None:
-    every = [Security.NONE, Security.STARTTLS, Security.IMPLICIT]
+def test_every_listener_the_fake_has_and_none_is_the_plain_port(
+    server: MailServer, mail_ca: MailCA
+) -> None:
+    every = [Security.STARTTLS, Security.IMPLICIT]
     assert [e.security for e in server.imap] == every
     assert [e.security for e in server.smtp] == every
-    # Dovecot has no plain-only port beside TLS: a client that never sends STARTTLS uses 143's.
-    assert server.imap.plain.port == server.imap.starttls.port
+    # Strict like the fake: loopback is not the server's own address (see dovecot_backend).
+    assert {e.host for e in server.endpoints()} == {"127.0.0.2"}
     assert server.describe()["backend"] == server.config.backend
+    # Dovecot has no plain-only port beside TLS: a client that never sends STARTTLS uses 143's.
+    config = MailConfig(backend=server.config.backend, imap_listeners=ALL_SECURITIES)
+    with MailServer(config, ca=mail_ca) as listed:
+        assert listed.imap.plain.port == listed.imap.starttls.port
 
 
 def test_real_clients_work_on_every_listener(server: MailServer) -> None:
@@ -89,7 +95,7 @@ def test_real_clients_work_on_every_listener(server: MailServer) -> None:
 
 def test_submitted_mail_is_captured_and_delivered_locally(server: MailServer) -> None:
     endpoint = server.smtp.starttls
-    with smtplib.SMTP("localhost", endpoint.port, timeout=5) as client:
+    with smtplib.SMTP(endpoint.host, endpoint.port, timeout=5) as client:
         client.starttls(context=server.ca.client_context())
         client.login(ALICE.login, ALICE.password)
         client.sendmail(ALICE.address, [BOB.address], b"Subject: relayed\r\n\r\nhello\r\n")
@@ -157,7 +163,7 @@ def test_backend_down_is_dovecots_own_temporary_failure(server: MailServer) -> N
     with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\] Temporary authentication"):
         imap_login(server, ALICE.login, ALICE.password)
     with smtplib.SMTP_SSL(
-        "localhost", server.smtp.implicit.port, context=server.ca.client_context(), timeout=5
+        *server.smtp.implicit.address, context=server.ca.client_context(), timeout=5
     ) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
             client.login(ALICE.login, ALICE.password)
@@ -260,15 +266,15 @@ def test_stop_leaves_nothing_behind(backend: str, mail_ca: MailCA) -> None:
     else:
         pid = dovecot._pid
         assert dovecot.name in our_containers()
-    ports = [e.port for e in server.endpoints()]
+    addresses = [e.address for e in server.endpoints()]
     server.stop()
     assert not root.exists()
     assert pid is not None and not Path(f"/proc/{pid}").exists()
     if backend == "docker":
         assert our_containers() == before
-    for port in ports:
+    for address in addresses:
         with pytest.raises(ConnectionRefusedError):
-            imaplib.IMAP4("127.0.0.1", port, timeout=1)
+            imaplib.IMAP4(*address, timeout=1)
 
 
 def test_accounts_tell_subscribers_about_every_change() -> None:

@@ -10,12 +10,14 @@ in a mailbox of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import imaplib
 from collections.abc import Iterator
 
 import pytest
+from mailharness.catalog import PLAINTEXT_ONLY
 from mailharness.certs import MailCA
-from mailharness.server import MailConfig, MailServer
+from mailharness.server import MailServer
 from mailharness.servers.dovecot import DovecotConfig, DovecotProcess
 
 from tests.helpers import require_backend
@@ -52,7 +54,9 @@ def dovecot_client(mail_ca: MailCA) -> Iterator[imaplib.IMAP4]:
 
 @pytest.fixture(scope="module")
 def fake_client() -> Iterator[imaplib.IMAP4]:
-    server = MailServer(MailConfig(smtp=None)).start()
+    # Dovecot above takes LOGIN from loopback (its own address counts as secured): so
+    # does this fake, said so explicitly (the defaults refuse plaintext credentials).
+    server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
     try:
         client = _client(*server.imap.plain.address)
         yield client

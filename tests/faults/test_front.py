@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from mailharness.lifecycle import LoopThread
-from mailharness.server import MailConfig, MailServer
+from mailharness.server import ALL_SECURITIES, MailConfig, MailServer
 from mailharness.servers.faults import (
     Allowlist,
     Bandwidth,
@@ -37,7 +37,9 @@ from mailharness.servers.faults import (
     SlowGreeting,
     TLSVersion,
 )
+from mailharness.servers.imap import IMAPSettings
 from mailharness.servers.listeners import Endpoint, Security
+from mailharness.servers.smtp import SMTPSettings
 from mailharness.servers.transcript import TranscriptLog
 
 from tests.helpers import require_executable
@@ -58,7 +60,16 @@ def _big_message() -> bytes:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[MailServer]:
-    server = MailServer(MailConfig()).start()
+    # The fronts under test proxy plaintext to its plain listeners (or end TLS for it), so
+    # it takes credentials in plaintext: said so here, the defaults refuse them.
+    server = MailServer(
+        MailConfig(
+            imap=IMAPSettings(plaintext_auth_requires_tls=False),
+            smtp=SMTPSettings(starttls_required=False),
+            imap_listeners=ALL_SECURITIES,
+            smtp_listeners=ALL_SECURITIES,
+        )
+    ).start()
     server.deliver(ALICE[0], b"From: bob@example.test\r\nSubject: hello\r\n\r\nHi Alice!\r\n")
     server.deliver(ALICE[0], _big_message())
     yield server

@@ -6,6 +6,7 @@ synchronous clients (imaplib, imapclient) exactly as connectors do.
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -74,7 +75,12 @@ def make_imap(loop_thread: LoopThread, certs: Certs) -> Iterator[MakeIMAP]:
     """Start a server with the given settings; stopped at teardown."""
     started: list[RunningIMAP] = []
 
-    def make(settings: IMAPSettings | None = None) -> RunningIMAP:
+    def make(settings: IMAPSettings | None = None, *, plaintext_login: bool = True) -> RunningIMAP:
+        # These tests drive the IMAP core over its plain listener, so they allow plaintext
+        # LOGIN explicitly; the defaults refuse it before TLS (plaintext_login=False keeps them).
+        settings = settings or IMAPSettings()
+        if plaintext_login:
+            settings = dataclasses.replace(settings, plaintext_auth_requires_tls=False)
         accounts = Accounts.of(DEFAULT_USERS)
         store = MailStore(uidvalidity_base=1000)
         transcripts = TranscriptLog()

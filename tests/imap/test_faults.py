@@ -481,9 +481,9 @@ def test_settings_switch_reaches_open_sessions_at_their_next_command(imap: Runni
     imap.server.settings = replace(imap.server.settings, personality="outlook")
     with pytest.raises(imaplib.IMAP4.error, match=r"^b'LOGIN failed\.'$"):
         c.login(ALICE[0], "wrong")
-    imap.server.settings = IMAPSettings(backend_maintenance=True)
+    imap.server.settings = IMAPSettings(backend_maintenance=True, plaintext_auth_requires_tls=False)
     assert login_error(imap) == 'b"[UNAVAILABLE] User\'s backend down for maintenance"'
-    imap.server.settings = IMAPSettings()
+    imap.server.settings = IMAPSettings(plaintext_auth_requires_tls=False)
     c.login(*ALICE)
     c.logout()
 

@@ -190,9 +190,13 @@ def test_binary_of_nested_mime_60_levels_bounded_memory() -> None:
 SERVER = f"""
 import json, os, sys
 sys.path.insert(0, {str(REPO)!r})
-from mailharness.server import MailConfig, MailServer
+import dataclasses
 
-server = MailServer(MailConfig(smtp=None)).start()
+from mailharness.catalog import PLAINTEXT_ONLY
+from mailharness.server import MailServer
+
+# A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
+server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
 try:
     print(json.dumps({{"port": server.imap.plain.port, "pid": os.getpid()}}), flush=True)
     sys.stdin.read()

@@ -39,9 +39,13 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER = f"""
 import json, os, sys
 sys.path.insert(0, {str(REPO)!r})
-from mailharness.server import MailConfig, MailServer
+import dataclasses
 
-server = MailServer(MailConfig(smtp=None)).start()
+from mailharness.catalog import PLAINTEXT_ONLY
+from mailharness.server import MailServer
+
+# A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
+server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
 try:
     server.store.add_synthetic({LOGIN.decode()!r}, "INBOX", {MESSAGES})
     print(json.dumps({{"port": server.imap.plain.port, "pid": os.getpid()}}), flush=True)

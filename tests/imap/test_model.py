@@ -289,7 +289,8 @@ class TwoSessions(RuleBasedStateMachine):
     @initialize(seeds=appends)
     def connect(self, seeds: list[tuple[frozenset[str], bytes]]) -> None:
         for name in ("a", "b"):
-            session = Session(name, self.server.imap.plain.address)
+            session = Session(name, self.server.imap.starttls.address)
+            session.starttls(ssl_context=self.server.ca.client_context())
             session.on_ok = self.claim_recent
             self.sessions[name] = session
             session.ok(session.login(LOGIN, PASSWORD))

@@ -133,7 +133,7 @@ def test_starttls_twice_and_after_login(imap: RunningIMAP) -> None:
 
 
 def test_plaintext_auth_requires_tls(make_imap: MakeIMAP) -> None:
-    imap = make_imap(IMAPSettings(plaintext_auth_requires_tls=True))
+    imap = make_imap(IMAPSettings(), plaintext_login=False)  # the defaults: Dovecot's
     with RawClient(imap.starttls) as raw:
         assert b"STARTTLS LOGINDISABLED]" in raw.greeting
         assert b"AUTH=PLAIN" not in raw.greeting
