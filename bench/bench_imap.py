@@ -61,9 +61,16 @@ def corpus(count: int, size: int = SIZE, seed: int = SEED) -> list[bytes]:
 def serve_ours(count: int, synthetic: int) -> None:
     """Child mode: serve IMAP (plain) with a seeded INBOX; print one JSON line; run until EOF."""
     from mailharness.server import MailConfig, MailServer
+    from mailharness.servers.imap import IMAPSettings
     from mailharness.servers.listeners import Security
 
-    server = MailServer(MailConfig(smtp=None, imap_listeners=(Security.NONE,))).start()
+    # Plaintext LOGIN, as the Dovecot it is compared with is configured (ssl = no).
+    config = MailConfig(
+        smtp=None,
+        imap=IMAPSettings(plaintext_auth_requires_tls=False),
+        imap_listeners=(Security.NONE,),
+    )
+    server = MailServer(config).start()
     try:
         if synthetic:
             server.store.add_synthetic(LOGIN.decode(), "INBOX", synthetic, seed=SEED, size=SIZE)

@@ -70,9 +70,14 @@ def serve_child(switch_seconds: float) -> None:
     from mailharness.server import MailConfig, MailServer
     from mailharness.servers.faults import DropAfter, Latency
     from mailharness.servers.imap import IMAPSettings
+    from mailharness.servers.smtp import SMTPSettings
 
+    # Plaintext listeners that take credentials (the load), implicit TLS for the audit.
     config = MailConfig(
         imap=IMAPSettings(plaintext_auth_requires_tls=False),
+        smtp=SMTPSettings(starttls_required=False),
+        imap_listeners=("none", "implicit"),
+        smtp_listeners=("none", "implicit"),
         faults={"imap/none": (), "smtp/none": ()},
     )
     phases: list[tuple[str, Any]] = [
