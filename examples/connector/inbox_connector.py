@@ -137,6 +137,14 @@ def _from_network_error(error: OSError, connected: bool) -> str:
     return "CONNECTION_DROPPED"
 
 
+def _check_message(settings: Settings) -> bytes:
+    """The test message both checks store or send: to and from the user."""
+    return (
+        f"From: {settings.username}\r\nTo: {settings.username}\r\n"
+        f"Subject: connector check\r\nDate: {email.utils.formatdate()}\r\n\r\nhello\r\n"
+    ).encode()
+
+
 # --- IMAP -----------------------------------------------------------------------------
 
 
@@ -182,11 +190,7 @@ def check_imap(settings: Settings) -> Result:
             raise _Failed(_from_reply(str(error), fallback), str(error)) from error
         try:
             client.select_folder("INBOX")
-            message = (
-                f"From: {settings.username}\r\nTo: {settings.username}\r\n"
-                f"Subject: connector check\r\nDate: {email.utils.formatdate()}\r\n\r\nhello\r\n"
-            )
-            client.append("INBOX", message.encode())
+            client.append("INBOX", _check_message(settings))
             newest = client.search("ALL")[-1:]
             client.fetch(newest, ["FLAGS", "RFC822.SIZE"])
         except IMAPClientError as error:
@@ -260,12 +264,9 @@ def check_smtp(settings: Settings) -> Result:
         except smtplib.SMTPException as error:  # no mechanism in common
             code = "AUTH_MECHANISM_UNSUPPORTED" if secure else "PLAINTEXT_REFUSED"
             raise _Failed(code, str(error)) from error
-        message = (
-            f"From: {settings.username}\r\nTo: {settings.username}\r\n"
-            f"Subject: connector check\r\nDate: {email.utils.formatdate()}\r\n\r\nhello\r\n"
-        )
+        message = _check_message(settings)
         try:
-            client.sendmail(settings.username, [settings.username], message.encode())
+            client.sendmail(settings.username, [settings.username], message)
         except smtplib.SMTPRecipientsRefused as error:
             code_, reply = next(iter(error.recipients.values()))
             text = f"{code_} {reply.decode()}"
