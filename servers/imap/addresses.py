@@ -12,15 +12,9 @@ character, returning codes as it does: -1 a syntax error, 0 the end of the input
 
 from __future__ import annotations
 
-__all__ = ["MAX_STRUCTURED_HEADER_BYTES", "Address", "parse_addresses", "write_addresses"]
+from mailharness.servers.imap import parser_limits
 
-#: How much of one structured header value (addresses, Content-Type,
-#: Content-Disposition, Content-Language) is parsed for ENVELOPE and
-#: BODYSTRUCTURE: Dovecot's own imap_max_line_length. Parsing is linear but
-#: costs about a microsecond per token in Python; a hostile 2 MiB ``From:``
-#: of commas would otherwise hold the event loop (and every session) for
-#: seconds. Real address lists (a thousand recipients is ~40 KiB) fit.
-MAX_STRUCTURED_HEADER_BYTES = 64 * 1024
+__all__ = ["Address", "parse_addresses", "write_addresses"]
 
 
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
@@ -432,7 +426,9 @@ def parse_addresses(value: bytes, limit: int = 1 << 31) -> list[Address]:
     ``limit`` is how many addresses (a group counts as one) to read, as Dovecot reads
     one for SORT.
     """
-    parser = _Parser(value[:MAX_STRUCTURED_HEADER_BYTES])
+    # Only max_header_bytes are read: a hostile 2 MiB From: of commas would hold
+    # the event loop (and every session) for seconds; see parser_limits.
+    parser = _Parser(value[: parser_limits.current().max_header_bytes])
     if parser.skip_lwsp() > 0:
         parser.parse_address_list(limit)
     return parser.out

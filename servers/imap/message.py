@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import NamedTuple
 
+from mailharness.servers.imap import parser_limits
 from mailharness.servers.imap.addresses import (
-    MAX_STRUCTURED_HEADER_BYTES,
     Address,
     parse_addresses,
     write_addresses,
@@ -55,11 +55,9 @@ MAX_QUOTED = 1000
 #: (BODYSTRUCTURE then BODY[1] then BODY[2.MIME]...). bytes cache their hash.
 _TREE_CACHE_SIZE = 64
 
-#: Dovecot's message-parser limits (MESSAGE_PARSER_DEFAULT_MAX_NESTED_MIME_PARTS
-#: and _MAX_TOTAL_MIME_PARTS): a part this deep becomes a leaf, and after this
-#: many parts no further boundary is looked for. The message is never refused.
-MAX_NESTED_MIME_PARTS = 100
-MAX_TOTAL_MIME_PARTS = 10_000
+#: Dovecot's message-parser limits (IMAPSettings.max_mime_depth, max_mime_parts,
+#: see parser_limits): a part this deep becomes a leaf, and after this many parts
+#: no further boundary is looked for. The message is never refused.
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -220,9 +218,9 @@ def _comment(value: bytes, i: int) -> tuple[bytes, int]:
 def _tokenize(value: bytes, specials: bytes = _SPECIALS) -> list[_Tok]:
     """Tokenize leniently: an unterminated quote or comment runs to the end.
 
-    Only the first :data:`MAX_STRUCTURED_HEADER_BYTES` of a value are read.
+    Only the first ``max_header_bytes`` (see parser_limits) of a value are read.
     """
-    value = value[:MAX_STRUCTURED_HEADER_BYTES]
+    value = value[: parser_limits.current().max_header_bytes]
     toks: list[_Tok] = []
     atom_re = _ATOM_RE if specials is _SPECIALS else _MIME_ATOM_RE
     i, n = 0, len(value)
@@ -289,10 +287,15 @@ def address_texts(raw: bytes, name: str) -> list[str]:
 _ADDRESS_CACHE_SIZE = 4096
 
 
-@lru_cache(maxsize=_ADDRESS_CACHE_SIZE)
 def _address_list(value: bytes | None) -> bytes:
     if value is None:
         return b"NIL"
+    # Keyed on what the parser reads, so a cached entry never outlives a limit change.
+    return _cached_address_list(value[: parser_limits.current().max_header_bytes])
+
+
+@lru_cache(maxsize=_ADDRESS_CACHE_SIZE)
+def _cached_address_list(value: bytes) -> bytes:
     addrs = parse_addresses(value)
     if not addrs:
         return b"NIL"
@@ -484,9 +487,11 @@ def _body_start(data: bytes, start: int, end: int) -> int:
 class _Limits:
     """Dovecot's message-parser bounds, counted over one parse (message-parser.h)."""
 
-    __slots__ = ("total",)
+    __slots__ = ("max_depth", "max_parts", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, max_depth: int, max_parts: int) -> None:
+        self.max_depth = max_depth
+        self.max_parts = max_parts
         self.total = 1  # the root part
 
 
@@ -516,7 +521,7 @@ def _parse_part(
     lower = (part.mtype or b"").lower()
     is_rfc822 = lower == b"message" and (part.subtype or b"").lower() == b"rfc822"
     if (lower == b"multipart" or is_rfc822) and (
-        depth + 1 >= MAX_NESTED_MIME_PARTS or (is_rfc822 and limits.total >= MAX_TOTAL_MIME_PARTS)
+        depth + 1 >= limits.max_depth or (is_rfc822 and limits.total >= limits.max_parts)
     ):
         # Dovecot (parse_too_many_nested_mime_parts) keeps parsing the message
         # but no longer descends, and imap-bodystructure's part_is_truncated
@@ -529,7 +534,7 @@ def _parse_part(
             part.multipart = True
             is_digest = (part.subtype or b"").lower() == b"digest"
             for child_start, child_end in _split_multipart(data, body_start, end, boundary):
-                if limits.total >= MAX_TOTAL_MIME_PARTS:
+                if limits.total >= limits.max_parts:
                     # Dovecot stops looking for boundaries: the last part runs on.
                     if part.children:
                         part.children[-1].end = end
@@ -597,18 +602,20 @@ def _split_multipart(data: bytes, start: int, end: int, boundary: bytes) -> list
 _TREE_CACHE_MAX_BYTES = 1024 * 1024
 
 
-def _parse(raw: bytes) -> _Part:
+def _parse(raw: bytes, limits: parser_limits.ParserLimits) -> _Part:
     data = _normalize(raw)
-    return _parse_part(data, 0, len(data), mime=False, digest=False, depth=0, limits=_Limits())
+    counter = _Limits(limits.max_mime_depth, limits.max_mime_parts)
+    return _parse_part(data, 0, len(data), mime=False, digest=False, depth=0, limits=counter)
 
 
 _cached_tree = lru_cache(maxsize=_TREE_CACHE_SIZE)(_parse)
 
 
 def _tree(raw: bytes) -> _Part:
+    limits = parser_limits.current()
     if len(raw) > _TREE_CACHE_MAX_BYTES:
-        return _parse(raw)
-    return _cached_tree(raw)
+        return _parse(raw, limits)
+    return _cached_tree(raw, limits)
 
 
 # --------------------------------------------------------------------------- BODYSTRUCTURE

@@ -29,6 +29,7 @@ from functools import lru_cache
 from itertools import islice
 from operator import ge, le
 
+from mailharness.servers.imap import parser_limits
 from mailharness.servers.imap.casemap import casemap
 from mailharness.servers.imap.message import Address, addresses, decode_header_text
 from mailharness.servers.imap.store import StoredMessage
@@ -218,8 +219,13 @@ def _subject(msg: StoredMessage) -> str:
     return base_subject(decode_header_text(value))[0]
 
 
-@lru_cache(maxsize=4096)
 def _first_address(value: bytes) -> Address | None:
+    # Keyed on what the parser reads, so a cached entry never outlives a limit change.
+    return _cached_first_address(value[: parser_limits.current().max_header_bytes])
+
+
+@lru_cache(maxsize=4096)
+def _cached_first_address(value: bytes) -> Address | None:
     found = addresses(value)
     return found[0] if found else None
 

@@ -30,6 +30,7 @@ from typing import cast
 
 from mailharness.servers.accounts import Accounts
 from mailharness.servers.errors import ConfigError, forget_traceback
+from mailharness.servers.imap import parser_limits
 from mailharness.servers.imap.commands import Delay, Disconnect, Output, ReadLine, StartTLS
 from mailharness.servers.imap.protocol import (
     NEED_DATA,
@@ -300,6 +301,7 @@ class _Connection(asyncio.Protocol):
         self.transcript: Transcript | None = None
         self.session: Session | None = None
         self.conn = self._new_parser()
+        self.message_limits = self.settings.parser_limits
         self.gen: Output | None = None
         self.send_value: bytes | None = None
         self.want_line = False
@@ -329,6 +331,7 @@ class _Connection(asyncio.Protocol):
         self.conn.max_append = settings.max_append_bytes
         self.conn.max_login_command = settings.max_login_command_bytes
         self.conn.max_tag = settings.max_tag_bytes
+        self.message_limits = settings.parser_limits
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -509,6 +512,7 @@ class _Connection(asyncio.Protocol):
     def _step(self) -> None:
         assert self.gen is not None
         value, self.send_value = self.send_value, None
+        parser_limits.use(self.message_limits)  # every entry into the core that may parse mail
         try:
             item = self.gen.send(value)
         except StopIteration:
@@ -577,6 +581,7 @@ class _Connection(asyncio.Protocol):
         session = self.session
         if session is None or self.closed:
             return
+        parser_limits.use(self.message_limits)
         if session.idling:
             data = session.idle_updates()
         elif self.gen is None and session.notify is not None:

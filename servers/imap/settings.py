@@ -6,6 +6,12 @@ import ipaddress
 from dataclasses import dataclass
 
 from mailharness.servers.errors import ConfigError, choice_error
+from mailharness.servers.imap.parser_limits import (
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_MIME_DEPTH,
+    DEFAULT_MAX_MIME_PARTS,
+    ParserLimits,
+)
 from mailharness.servers.imap.protocol import (
     MAX_APPEND_BYTES,
     MAX_LINE_BYTES,
@@ -117,6 +123,19 @@ class IMAPSettings:
     #: directory ``.a.b.c``, which the filesystem caps at 255 bytes (NAME_MAX),
     #: so no mailbox there is deeper than 127 levels.
     mailbox_max_levels: int = DEFAULT_MAILBOX_MAX_LEVELS
+    #: Dovecot's MESSAGE_PARSER_DEFAULT_MAX_NESTED_MIME_PARTS (100): a multipart or
+    #: message/rfc822 part this deep is not descended into and shows in BODYSTRUCTURE
+    #: as application/octet-stream; the message itself is kept whole.
+    max_mime_depth: int = DEFAULT_MAX_MIME_DEPTH
+    #: Dovecot's MESSAGE_PARSER_DEFAULT_MAX_TOTAL_MIME_PARTS (10,000): after this many
+    #: parts no further boundary is looked for, and the last part runs to the end.
+    max_mime_parts: int = DEFAULT_MAX_MIME_PARTS
+    #: Bytes of one structured header value (From, To, Content-Type, ...) that
+    #: ENVELOPE, BODYSTRUCTURE, SEARCH and SORT read; the rest is ignored (64 KiB,
+    #: Dovecot's imap_max_line_length), so a hostile header cannot stall the server.
+    #: Like Dovecot, whose index cache keeps a message's BODYSTRUCTURE and ENVELOPE,
+    #: a change of these three reaches messages not yet fetched.
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
 
     def __post_init__(self) -> None:
         mechanisms = tuple(m.upper() for m in self.auth_mechanisms)
@@ -147,7 +166,14 @@ class IMAPSettings:
             raise ConfigError(f"max_line_bytes={self.max_line_bytes!r}: expected >= 1024")
         if self.max_literal_bytes < 1:
             raise ConfigError(f"max_literal_bytes={self.max_literal_bytes!r}: expected >= 1")
-        for name in ("mailbox_name_max_bytes", "mailbox_level_max_bytes", "mailbox_max_levels"):
+        for name in (
+            "mailbox_name_max_bytes",
+            "mailbox_level_max_bytes",
+            "mailbox_max_levels",
+            "max_mime_depth",
+            "max_mime_parts",
+            "max_header_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 1")
         for name in ("max_userip_connections", "max_connections"):
@@ -174,6 +200,11 @@ class IMAPSettings:
                         f"allowed_networks entry {net!r}: expected a network like '127.0.0.1/32'"
                     ) from None
             object.__setattr__(self, "allowed_networks", tuple(self.allowed_networks))
+
+    @property
+    def parser_limits(self) -> ParserLimits:
+        """The message-parser limits, as the shell puts them in force (parser_limits)."""
+        return ParserLimits(self.max_mime_depth, self.max_mime_parts, self.max_header_bytes)
 
     @property
     def texts(self) -> Replies:
