@@ -16,23 +16,21 @@ async face (the caller's own loop, for pytest-asyncio tests):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mailharness.backends import Bind, DovecotMailBackend, LiveServers, Shared, make_backend
 from mailharness.certs import CertVariant, MailCA
 from mailharness.lifecycle import LoopThread
-from mailharness.servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
+from mailharness.servers.accounts import DEFAULT_USERS, Accounts, User
 from mailharness.servers.errors import ConfigError, ServerStartError, choice_error
 from mailharness.servers.faults import Fault, FaultFront, TLSVersion
 from mailharness.servers.imap import IMAPServer, IMAPSettings
 from mailharness.servers.imap.store import MailStore, RawMessage, StoredMessage
-from mailharness.servers.imap.store.messages import to_message_bytes
 from mailharness.servers.listeners import (
     DEFAULT_HOST,
     Endpoint,
@@ -47,7 +45,6 @@ from mailharness.servers.transcript import MAX_TRANSCRIPTS, TranscriptLog
 
 if TYPE_CHECKING:
     from mailharness.servers.dovecot.backend import DovecotBackend
-    from mailharness.servers.dovecot.config import DovecotConfig
 
 _S = TypeVar("_S", IMAPServer, SMTPServer)
 ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
@@ -60,8 +57,6 @@ LISTENER_NAMES = tuple(f"{p}/{s.value}" for p in PROTOCOLS for s in ALL_SECURITI
 # submission); "docker": Dovecot in a container (servers.dovecot.container).
 BACKENDS = ("fake", "dovecot", "docker")
 NOT_APPLICABLE = "not applicable:"
-# The relay behind Dovecot's submission must advertise SIZE; Dovecot enforces the real limit.
-RELAY_SIZE_LIMIT = 2**31
 # How long a verdict waits for connections whose clients are still sending.
 SETTLE_TIMEOUT = 2.0
 
@@ -225,19 +220,27 @@ class MailServer:
         self.store = MailStore()
         self.smtp = ProtocolEndpoints("smtp")
         self.imap = ProtocolEndpoints("imap")
-        self._smtp_server: SMTPServer | None = None
-        self._imap_server: IMAPServer | None = None
         self._fronts: dict[str, FaultFront] = {}
         self._thread: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Dovecot backends: the running Dovecot, the fake SMTP server its submission
-        # service relays to, and the subscription that keeps its users in step.
-        self._dovecot: DovecotBackend | None = None
-        self._relay: SMTPServer | None = None
-        self._unsubscribe: Callable[[], None] | None = None
         # Last: a CA of our own owns a private temp dir, and nothing above may fail after it.
         self._owns_ca = ca is None
         self.ca = ca if ca is not None else MailCA()
+        # Who serves the mail (config.backend); building one cannot fail.
+        self._backend = make_backend(
+            Shared(
+                config=self.config,
+                users=self.users,
+                store=self.store,
+                transcripts=self.transcripts,
+                messages=self.messages,
+                errors=self.errors,
+                client_errors=self.client_errors,
+                clock=clock,
+                ca=self.ca,
+                bind=self._bind,
+            )
+        )
 
     # --- async face -----------------------------------------------------------
     async def astart(self) -> MailServer:
@@ -253,126 +256,15 @@ class MailServer:
         return self
 
     async def _serve(self) -> None:
-        config = self.config
-        if config.backend != "fake":
-            await self._serve_dovecot()
-            return
-        if config.imap is not None:
-            imap = IMAPServer(
-                accounts=self.users,
-                store=self.store,
-                transcripts=self.transcripts,
-                settings=config.imap,
-            )
-            imap.errors = self.errors  # one error list per running server
-            imap.client_errors = self.client_errors
-            self._imap_server = imap
-            self.imap = ProtocolEndpoints(
-                "imap", await self._listen("imap", self._binder(imap), config.securities("imap"))
-            )
-        if config.smtp is not None:
-            smtp = SMTPServer(
-                accounts=self.users,
-                transcripts=self.transcripts,
-                settings=config.smtp,
-                messages=self.messages,
-                errors=self.errors,
-                client_errors=self.client_errors,
-                deliver=self._deliver_local if config.imap is not None else None,
-                recipient_full=self._recipient_over_quota if config.imap is not None else None,
-                clock=self.clock,
-            )
-            self._smtp_server = smtp
-            self.smtp = ProtocolEndpoints(
-                "smtp", await self._listen("smtp", self._binder(smtp), config.securities("smtp"))
-            )
-
-    async def _serve_dovecot(self) -> None:
-        """Dovecot (IMAP + submission) and the fake SMTP server submission relays to."""
-        from mailharness.dovecot_backend import dovecot_config, not_applicable, served_securities
-
-        config = self.config
-        reasons = not_applicable(config)
-        if reasons:
-            raise NotApplicable(
-                f"{NOT_APPLICABLE} backend={config.backend!r} cannot serve this config: "
-                + "; ".join(reasons)
-            )
-        relay_port = None
-        if config.smtp is not None:
-            relay = SMTPServer(
-                accounts=self.users,
-                transcripts=self.transcripts,
-                # The MTA behind submission: no AUTH (Dovecot already checked it).
-                # It advertises SIZE, since Dovecot passes the client's SIZE= on.
-                # No AUTH advertised, or Dovecot adds an AUTH= parameter to MAIL FROM.
-                settings=SMTPSettings(
-                    auth_required=False,
-                    plaintext_auth=False,
-                    # Dovecot speaks to it in plaintext on loopback and adds the trace header.
-                    starttls_required=False,
-                    trace_header=False,
-                    size_limit=config.smtp.size_limit or RELAY_SIZE_LIMIT,
-                    quota_temporary=config.smtp.quota_temporary,
-                    # Dovecot passes who logged in, and from where, by XCLIENT LOGIN= and ADDR=
-                    # (submission_relay_trusted); it never sees TLS (its login process ends
-                    # it), so tls_version stays None.
-                    xclient=True,
-                    # Postfix's client restrictions, as the MTA behind Dovecot applies them.
-                    allowed_networks=config.smtp.allowed_networks,
-                ),
-                messages=self.messages,
-                errors=self.errors,
-                client_errors=self.client_errors,
-                deliver=self._deliver_dovecot,
-                recipient_full=self._dovecot_over_quota,
-                clock=self.clock,
-            )
-            self._relay = relay
-            relay_port = (await self._bind(relay, Security.NONE)).port
-        dovecot = _make_dovecot(config.backend, dovecot_config(config, self.ca, relay_port))
-        await _in_thread(dovecot.start)
-        self._dovecot = dovecot
-        self._unsubscribe = self.users.on_change(self._sync_users)
+        endpoints = await self._backend.start(self._listen)
         for protocol in PROTOCOLS:
-            served = served_securities(config, protocol)
-            if not served:
-                continue
-            endpoints = await self._listen(protocol, self._dovecot_binder(protocol), served)
-            setattr(self, protocol, ProtocolEndpoints(protocol, endpoints))
-
-    def _binder(
-        self, server: SMTPServer | IMAPServer
-    ) -> Callable[[Security, bool], Awaitable[Endpoint]]:
-        async def bind(security: Security, tls_terminated: bool) -> Endpoint:
-            return await self._bind(server, security, tls_terminated)
-
-        return bind
-
-    def _dovecot_binder(self, protocol: str) -> Callable[[Security, bool], Awaitable[Endpoint]]:
-        """Dovecot's listener for a security; "none" (a front's plaintext side, or a client
-        that never sends STARTTLS) is its plain port, which offers STARTTLS unless ssl = no."""
-        dovecot = self._dovecot
-        assert dovecot is not None
-
-        async def bind(security: Security, tls_terminated: bool) -> Endpoint:
-            # A TLS-ending front reaches the plain port from Dovecot's own address (see
-            # faults.session), which Dovecot counts as secured: nothing to set here.
-            if security is Security.NONE:
-                plain = [
-                    e
-                    for e in dovecot.endpoints
-                    if e.protocol == protocol and e.security is not Security.IMPLICIT
-                ]
-                return dataclasses.replace(plain[0], security=Security.NONE)
-            return dovecot.endpoint(security, protocol)
-
-        return bind
+            if protocol in endpoints:
+                setattr(self, protocol, ProtocolEndpoints(protocol, endpoints[protocol]))
 
     async def _listen(
         self,
         protocol: str,
-        bind: Callable[[Security, bool], Awaitable[Endpoint]],
+        bind: Bind,
         securities: tuple[Security, ...],
     ) -> tuple[Endpoint, ...]:
         """Bind each listener; put a FaultFront before those the config names.
@@ -420,96 +312,22 @@ class MailServer:
             sock.close()
             raise
 
-    def _deliver_local(self, recipient: str, data: bytes) -> None:
-        """SMTP mail to a local user's address lands in that user's INBOX, as on a real server."""
-        user = self.users.by_address(recipient)
-        if user is not None:
-            self.store.deliver(user.login, data)
-
-    def _recipient_over_quota(self, recipient: str) -> bool:
-        """Is `recipient` a local user whose mailbox is full (so RCPT gets 552/452)?"""
-        user = self.users.by_address(recipient)
-        if user is None:
-            return False
-        mailboxes = self.store.user(user.login)
-        size, count = mailboxes.usage()
-        storage, messages = mailboxes.quota_storage_limit, mailboxes.quota_message_limit
-        return (storage is not None and size >= storage) or (
-            messages is not None and count >= messages
-        )
-
-    def _deliver_dovecot(self, recipient: str, data: bytes) -> None:
-        """Relayed mail to a local user lands in their maildir, as an MTA + LMTP would do."""
-        user = self.users.by_address(recipient)
-        if user is not None and self._dovecot is not None:
-            self._dovecot.deliver(user.login, data)
-
-    def _dovecot_over_quota(self, recipient: str) -> bool:
-        """The MTA's quota check at RCPT (Dovecot's quota-status service does this for
-        Postfix): is `recipient` a local user at or over their Dovecot quota?"""
-        user = self.users.by_address(recipient)
-        dovecot = self._dovecot
-        if user is None or dovecot is None:
-            return False
-        quota = dovecot.quota(user.login)
-        if quota is None:
-            return False
-        size, count = dovecot.usage(user.login)
-        return (quota.storage_bytes is not None and size >= quota.storage_bytes) or (
-            quota.messages is not None and count >= quota.messages
-        )
-
-    def _sync_users(self, change: AccountChange) -> None:
-        """Run-time account changes reach Dovecot's passwd-files (one auth flush per change)."""
-        dovecot = self._dovecot
-        if dovecot is None:
-            return
-        if change.backend_down is not None:
-            dovecot.set_passdb_failing(change.backend_down)
-        for user in change.removed:
-            dovecot.remove_user(user.login, flush=False)
-        for user in change.added:
-            dovecot.set_user(user, flush=False)
-        dovecot.flush_auth()
-
     async def astop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
         for front in self._fronts.values():
             await front.stop()
         self._fronts.clear()
-        if self._relay is not None:
-            await self._relay.stop()
-            self._relay = None
-        if self._dovecot is not None:
-            dovecot, self._dovecot = self._dovecot, None
-            await _in_thread(dovecot.stop)
-        if self._smtp_server is not None:
-            await self._smtp_server.stop()
-            self._smtp_server = None
-        if self._imap_server is not None:
-            await self._imap_server.stop()
-            self._imap_server = None
+        await self._backend.stop()
         self._loop = None
         if self._owns_ca:
             self.ca.close()
 
     async def areset(self) -> None:
         """Forget everything a test did: connections, mail, transcripts, errors, user changes."""
-        if self._smtp_server is not None:
-            self._smtp_server.close_connections()
-        if self._imap_server is not None:
-            await self._imap_server.close_sessions()
-        if self._relay is not None:
-            self._relay.close_connections()
-        if self._dovecot is not None:
-            self._dovecot.close_sessions()
+        await self._backend.close_connections()
         for name, front in self._fronts.items():
             front.set(*(self.config.faults_for(*_split(name)) or ()))
         # Let the aborted connections finish their connection_lost callbacks.
         await asyncio.sleep(0)
-        self._restore_settings()
         self._clear_state()
 
     async def asettle(self, timeout: float = SETTLE_TIMEOUT) -> None:
@@ -523,11 +341,7 @@ class MailServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            transports: list[asyncio.BaseTransport | None] = []
-            for server in (self._imap_server, self._smtp_server, self._relay):
-                if server is not None:
-                    transports.extend(server.transports())
-            if not unsettled(transports) or loop.time() >= deadline:
+            if not unsettled(self._backend.transports()) or loop.time() >= deadline:
                 break
             await asyncio.sleep(0.002)
         for _ in range(3):  # the handlers' own follow-up callbacks (aiosmtpd's tasks)
@@ -538,23 +352,13 @@ class MailServer:
         if self._thread is not None:
             self._thread.run(self.asettle(timeout))
 
-    def _restore_settings(self) -> None:
-        if self._imap_server is not None and self.config.imap is not None:
-            self._imap_server.settings = self.config.imap
-        if self._smtp_server is not None and self.config.smtp is not None:
-            self._smtp_server.settings = self.config.smtp
-            self._smtp_server.maintenance = False
-
     def _clear_state(self) -> None:
         self.messages.clear()
         self.transcripts.clear()
         self.errors.clear()
         self.client_errors.clear()
         self.users.replace_all(self.config.users)
-        self.store.reset()
-        if self._dovecot is not None:
-            self._dovecot.reset_users(self.config.users)
-            self._dovecot.wipe_mail()
+        self._backend.reset_state()
 
     async def __aenter__(self) -> MailServer:
         return await self.astart()
@@ -611,32 +415,30 @@ class MailServer:
         New connections see the change at once, open ones from their next
         command. `reset()` restores the configured settings.
         """
-        self._require_fake("switch_imap")
-        imap = self._require(self._imap_server, "imap")
+        imap = self._require(self._live("switch_imap").imap, "imap")
         settings: IMAPSettings = _replace_settings("imap", imap.settings, changes)
         imap.settings = settings
         return settings
 
     def switch_smtp(self, **changes: Any) -> SMTPSettings:
         """Change SMTP settings during a test: `server.switch_smtp(starttls_broken=True)`."""
-        self._require_fake("switch_smtp")
-        smtp = self._require(self._smtp_server, "smtp")
+        smtp = self._require(self._live("switch_smtp").smtp, "smtp")
         settings: SMTPSettings = _replace_settings("smtp", smtp.settings, changes)
         smtp.settings = settings
         return settings
 
     def set_maintenance(self, on: bool = True) -> None:
         """An outage for new connections: IMAP `* BYE [UNAVAILABLE] ...`, SMTP `421 4.3.2`."""
-        self._require_fake("set_maintenance")
-        if self._imap_server is not None:
+        live = self._live("set_maintenance")
+        if live.imap is not None:
             self.switch_imap(maintenance=on)
-        if self._smtp_server is not None:
-            self._smtp_server.maintenance = on
+        if live.smtp is not None:
+            live.smtp.maintenance = on
 
     def announce_shutdown(self, timeout: float = 5.0) -> None:
         """`* BYE Server shutting down.` / `421 4.3.2 Shutting down` to every open session."""
-        self._require_fake("announce_shutdown")
-        imap, smtp = self._imap_server, self._smtp_server
+        live = self._live("announce_shutdown")
+        imap, smtp = live.imap, live.smtp
 
         async def announce() -> None:
             if imap is not None:
@@ -648,12 +450,15 @@ class MailServer:
             raise ServerStartError("announce_shutdown() needs a server started with start()")
         self._thread.run(announce(), timeout)
 
-    def _require_fake(self, what: str) -> None:
-        if self.config.backend != "fake":
+    def _live(self, what: str) -> LiveServers:
+        """The servers `what` switches at run time, if the backend has such (its capability)."""
+        live = self._backend.live_servers()
+        if live is None:
             raise NotApplicable(
-                f"{NOT_APPLICABLE} {what}() on backend={self.config.backend!r}: Dovecot's "
-                "behaviour is fixed by its config at start"
+                f"{NOT_APPLICABLE} {what}() on backend={self.config.backend!r}: "
+                f"{self._backend.fixed_reason}"
             )
+        return live
 
     @staticmethod
     def _require(server: _S | None, protocol: str) -> _S:
@@ -687,12 +492,7 @@ class MailServer:
         if account is None:
             known = ", ".join(u.login for u in self.users)
             raise ConfigError(f"user={user!r}: no such user; known: {known}")
-        if self._dovecot is not None:
-            from mailharness.servers.dovecot.maildir import predict_uid
-
-            path = self._dovecot.deliver(account.login, to_message_bytes(message), mailbox=mailbox)
-            return predict_uid(self._dovecot.folder(account.login, mailbox), path)
-        return self.store.deliver(account.login, message, mailbox)
+        return self._backend.deliver(account.login, message, mailbox)
 
     def deliver_many(
         self, user: str, messages: Iterable[RawMessage], mailbox: str = "INBOX"
@@ -716,12 +516,7 @@ class MailServer:
         if account is None:
             known = ", ".join(u.login for u in self.users)
             raise ConfigError(f"user={user!r}: no such user; known: {known}")
-        if self._dovecot is not None:
-            self._dovecot.set_quota(account.login, storage_bytes, messages)
-            return
-        mailboxes = self.store.user(account.login)
-        mailboxes.quota_storage_limit = storage_bytes
-        mailboxes.quota_message_limit = messages
+        self._backend.set_quota(account.login, storage_bytes, messages)
 
     def wait_for_appends(
         self, user: str, count: int = 1, timeout: float = 5.0, mailbox: str = "INBOX"
@@ -729,31 +524,13 @@ class MailServer:
         """Block until `mailbox` of `user` holds `count` messages (APPEND, SMTP, COPY...)."""
         account = self.users.get(user) or self.users.by_address(user)
         login = account.login if account is not None else user
-        if self._dovecot is not None:
-            return self._wait_for_dovecot_appends(login, count, timeout, mailbox)
-        return self.store.wait_for_appends(login, count, timeout, mailbox)
+        return self._backend.wait_for_appends(login, count, timeout, mailbox)
 
-    def _wait_for_dovecot_appends(
-        self, login: str, count: int, timeout: float, mailbox: str
-    ) -> list[StoredMessage]:
-        """inotify on the maildir's new/ and cur/ (see servers.dovecot.maildir): woken by
-        each rename Dovecot (APPEND, COPY) or our relay's delivery makes."""
-        from mailharness.servers.dovecot.maildir import wait_for_messages
-
-        assert self._dovecot is not None
-        folder = self._dovecot.folder(login, mailbox)
-        found = wait_for_messages(folder, count, timeout)
-        return [
-            StoredMessage(
-                uid=m.uid if m.uid is not None else index,
-                flags=m.flags,
-                internaldate=m.received.astimezone(UTC) if m.received else datetime.now(UTC),
-                size=m.size,
-                modseq=0,
-                _raw=m.raw,
-            )
-            for index, m in enumerate(found, start=1)
-        ]
+    @property
+    def _dovecot(self) -> DovecotBackend | None:
+        """The running Dovecot, if this server runs one (tests check what stop leaves)."""
+        backend = self._backend
+        return backend.dovecot if isinstance(backend, DovecotMailBackend) else None
 
     def endpoints(self) -> list[Endpoint]:
         return [*self.imap, *self.smtp]
@@ -781,33 +558,6 @@ class MailServer:
         listeners = ", ".join(f"{e.url}({e.security.value})" for e in self.endpoints())
         label = f" {self.label!r}" if self.label else ""
         return f"<MailServer{label} {listeners or 'not started'}>"
-
-
-async def _in_thread(blocking: Callable[[], object]) -> None:
-    """Run a blocking call (Dovecot's start or stop) off the loop, in a thread that is
-    gone when this returns: the loop's default executor would keep idle threads alive."""
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dovecot")
-    try:
-        await asyncio.get_running_loop().run_in_executor(executor, blocking)
-    finally:
-        executor.shutdown(wait=True)
-
-
-def _make_dovecot(backend: str, config: DovecotConfig) -> DovecotBackend:
-    """A Dovecot of the chosen kind, not started: the container runner for "docker",
-    else the native process (both satisfy `DovecotBackend`)."""
-    if backend == "docker":
-        try:
-            from mailharness.servers.dovecot.container import DovecotContainer
-        except ImportError as error:
-            raise ConfigError(
-                f"backend='docker' needs the docker SDK ({error.name!r} is missing): "
-                "pip install 'mailharness[docker]'"
-            ) from None
-        return DovecotContainer(config)
-    from mailharness.servers.dovecot.process import DovecotProcess
-
-    return DovecotProcess(config)
 
 
 def _split(name: str) -> tuple[str, Security]:
