@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from mailharness.servers.errors import ConfigError, choice_error
+from mailharness.servers.tlsversions import TLS_VERSIONS, TLSVersionName
 
 __all__ = [
     "DENY_MODES",
@@ -56,16 +57,6 @@ PROTOCOL_DENY_MODES = ("greeting", "login", "rcpt")
 #: What ConnectionCap may do with an excess connection (a callable is also allowed).
 CAP_MODES = ("close", "reset", "hang", "greeting")
 
-TLSVersionName = Literal["sslv3", "tls1.0", "tls1.1", "tls1.2", "tls1.3", "modern"]
-#: "modern" is TLS 1.2 and 1.3 (what a healthy server offers); every other name is one version.
-TLS_VERSIONS: tuple[TLSVersionName, ...] = (
-    "sslv3",
-    "tls1.0",
-    "tls1.1",
-    "tls1.2",
-    "tls1.3",
-    "modern",
-)
 TLSSecurity = Literal["implicit", "starttls"]
 TLS_SECURITIES: tuple[TLSSecurity, ...] = ("implicit", "starttls")
 
