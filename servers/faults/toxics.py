@@ -26,6 +26,7 @@ from mailharness.servers.tlsversions import TLS_VERSIONS, TLSVersionName
 __all__ = [
     "DENY_MODES",
     "DIRECTIONS",
+    "FAULT_KINDS",
     "TLS_VERSIONS",
     "Allowlist",
     "Bandwidth",
@@ -355,20 +356,24 @@ Fault = (
     | ConnectionCap
     | TLSVersion
 )
-FAULT_TYPES: tuple[type, ...] = (
-    Latency,
-    Bandwidth,
-    DropAfter,
-    DropOnCommand,
-    Reset,
-    Hang,
-    SlowGreeting,
-    Refuse,
-    FirewallDrop,
-    Allowlist,
-    ConnectionCap,
-    TLSVersion,
-)
+#: The one list of faults, each by the kind name a TOML file gives it (``kind = "drop-after"``).
+#: The TOML loader and the front's checks read it; the package exports and the README's lists
+#: are checked against it (tests/faults/test_toxics.py).
+FAULT_KINDS: dict[str, type[Fault]] = {
+    "latency": Latency,
+    "bandwidth": Bandwidth,
+    "drop-after": DropAfter,
+    "drop-on-command": DropOnCommand,
+    "reset": Reset,
+    "hang": Hang,
+    "slow-greeting": SlowGreeting,
+    "refuse": Refuse,
+    "firewall-drop": FirewallDrop,
+    "allowlist": Allowlist,
+    "connection-cap": ConnectionCap,
+    "tls-version": TLSVersion,
+}
+FAULT_TYPES: tuple[type[Fault], ...] = tuple(FAULT_KINDS.values())
 #: Kinds a front holds at most one of: two would contradict each other.
 SINGLETON_TYPES: tuple[type, ...] = (
     Reset,
