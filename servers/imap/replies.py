@@ -89,6 +89,8 @@ class Replies:
     userip_connection_limit: int = 10
     bye_maintenance: Reply = Reply("UNAVAILABLE", "Server down for maintenance")
     bye_queue_full: str = "Connection queue full"
+    #: An IP allowlist refusing the connection at the greeting (the fault front's).
+    bye_access_denied: Reply = Reply("UNAVAILABLE", "Access denied for {ip}.")
     over_soft_quota: Reply = Reply("OVERQUOTA", "You are now over your soft quota")
     bandwidth_exceeded: Reply = Reply("OVERQUOTA", "Account exceeded command or bandwidth limits.")
     #: Google's XOAUTH2 error challenge; None: a bad token is refused at once.

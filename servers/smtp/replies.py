@@ -68,6 +68,8 @@ class SMTPReplies:
     maintenance: str = "421 4.3.2 Service not available"
     shutting_down: str = "421 4.3.2 Shutting down"
     idle_timeout: str = "421 4.4.2 {hostname} Error: timeout exceeded"
+    # What the fault front answers to STARTTLS (aiosmtpd itself says "220 Ready to start TLS").
+    starttls_ready: str = "220 2.0.0 Ready to start TLS"
     starttls_broken: str = "454 4.7.0 TLS not available due to local problem"
     starttls_missing: str = "502 5.5.1 Error: command not implemented"
     # STARTTLS inside TLS (Postfix's smtpd).
