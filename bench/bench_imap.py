@@ -76,7 +76,7 @@ def serve_ours(count: int, synthetic: int) -> None:
             server.store.add_synthetic(LOGIN.decode(), "INBOX", synthetic, seed=SEED, size=SIZE)
         for raw in corpus(count):
             server.deliver(LOGIN.decode(), raw)
-        port = server.imap.plain.port
+        port = server.imap.none.port
         print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
         sys.stdin.read()  # the parent closes our stdin to stop us
     finally:

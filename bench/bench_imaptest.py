@@ -60,7 +60,7 @@ class Runs:
 def run_once(tool: Imaptest, backend: str, mbox: Path, clients: int, secs: int) -> StressResult:
     server = CATALOG["plaintext-only"].serve(backend=backend)
     try:
-        endpoint = server.imap.plain
+        endpoint = server.imap.none
         user = server.config.users[0]
         target = Target(endpoint.host, endpoint.port, user.login or user.address, user.password)
         return tool.stress(target, mbox, clients=clients, secs=secs)

@@ -108,8 +108,8 @@ def serve_child(switch_seconds: float) -> None:
     with MailServer(config) as server:
         server.store.user(ALICE[0]).create(SOAK_FOLDER)
         ready = {
-            "imap": server.imap.plain.port,
-            "smtp": server.smtp.plain.port,
+            "imap": server.imap.none.port,
+            "smtp": server.smtp.none.port,
             "imaps": server.imap.implicit.port,
             "ca": str(server.ca.ca_path),
             "rss_kib": _rss_kib(),

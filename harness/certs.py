@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from mailharness.servers.errors import parse_choice
+from mailharness.servers.tlsversions import MODERN, limit_versions
 
 # Every name and address the harness serves on: a connector may be configured with any.
 # 127.0.0.2 is where Dovecot listens when loopback must not count as secured
@@ -216,7 +217,7 @@ class MailCA:
         """A modern server context (TLS 1.2+) presenting the variant's certificate."""
         cert = self.server_cert(variant)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        limit_versions(ctx, MODERN[0])
         if cert.variant is CertVariant.WEAK_KEY:
             # Our own OpenSSL would refuse to load a 1024-bit key at level 2.
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")

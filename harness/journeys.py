@@ -22,7 +22,6 @@ import imaplib
 import smtplib
 import socket
 import ssl
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 from mailharness.servers.accounts import User
 from mailharness.servers.errors import choice_error
 from mailharness.servers.listeners import Endpoint, Security
+from mailharness.servers.tlsversions import TLSProtocol, limit_versions
 
 # The name a connector puts in its settings: our leaves cover it (and 127.0.0.1, ::1).
 DEFAULT_SERVER_NAME = "localhost"
@@ -72,11 +72,8 @@ class ClientProfile:
     def context(self, ca_path: str | Path | None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=None if ca_path is None else str(ca_path))
         if self.tls != "default":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ctx.minimum_version = ssl.TLSVersion.TLSv1
-                if self.tls == "tls1.0-only":
-                    ctx.maximum_version = ssl.TLSVersion.TLSv1
+            high = TLSProtocol.TLS1_0 if self.tls == "tls1.0-only" else None
+            limit_versions(ctx, TLSProtocol.TLS1_0, high)
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         if not self.verify:
             ctx.check_hostname = False

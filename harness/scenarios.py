@@ -185,7 +185,7 @@ def _check_keys(where: str, table: Mapping[str, Any], allowed: Iterable[str]) ->
 def _fault(where: str, spec: Mapping[str, Any]) -> Any:
     from mailharness.servers.faults import toxics
 
-    kinds = {_kebab(cls.__name__): cls for cls in toxics.FAULT_TYPES}
+    kinds: Mapping[str, type] = toxics.FAULT_KINDS
     if "kind" not in spec:
         raise ConfigError(f"{where}: a fault needs kind = one of {', '.join(map(repr, kinds))}")
     params = {k: v for k, v in spec.items() if k != "kind"}
@@ -194,11 +194,6 @@ def _fault(where: str, spec: Mapping[str, Any]) -> Any:
         raise choice_error(f"{where}: kind", spec["kind"], kinds)
     _check_keys(f"{where} ({spec['kind']})", params, _field_names(cls))
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
-
-
-def _kebab(name: str) -> str:
-    out = "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
-    return out.replace("t-l-s", "tls")
 
 
 def _settings(where: str, current: Any, table: Mapping[str, Any]) -> Any:

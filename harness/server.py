@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -125,7 +126,8 @@ class MailConfig:
             for fault in faults:
                 if isinstance(fault, TLSVersion) and selector.endswith("/none"):
                     raise ConfigError(
-                        f"faults[{selector!r}]: a plaintext listener cannot pin a TLS version"
+                        f"faults[{selector!r}]: a 'none' listener (plaintext) "
+                        "cannot pin a TLS version"
                     )
 
     def securities(self, protocol: str) -> tuple[Security, ...]:
@@ -156,7 +158,9 @@ def _parse_listeners(name: str, value: object) -> tuple[Security, ...]:
 
 @dataclass(frozen=True, slots=True)
 class ProtocolEndpoints:
-    """The listeners of one protocol, by security: `server.smtp.starttls.port`."""
+    """The listeners of one protocol, by security: `server.smtp.starttls.port`.
+
+    The attributes are the `Security` values: `.none`, `.starttls`, `.implicit`."""
 
     protocol: str
     endpoints: tuple[Endpoint, ...] = ()
@@ -173,8 +177,18 @@ class ProtocolEndpoints:
         )
 
     @property
-    def plain(self) -> Endpoint:
+    def none(self) -> Endpoint:
         return self.get(Security.NONE)
+
+    @property
+    def plain(self) -> Endpoint:
+        """Deprecated: `.none`, named like the security value ('none') it serves."""
+        warnings.warn(
+            "ProtocolEndpoints.plain is deprecated; use .none (security 'none')",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.none
 
     @property
     def starttls(self) -> Endpoint:

@@ -35,7 +35,7 @@ def test_smtplib_plain_listener_with_auth(
 ) -> None:
     # Plaintext credentials: only a config that says so (the defaults refuse them).
     smtp_server = mail_server_factory(PLAINTEXT_ONLY)
-    with smtplib.SMTP(*smtp_server.smtp.plain.address, timeout=5) as client:
+    with smtplib.SMTP(*smtp_server.smtp.none.address, timeout=5) as client:
         client.ehlo()
         assert "starttls" not in client.esmtp_features
         client.user, client.password = ALICE
@@ -379,7 +379,7 @@ def test_curl_ssl_reqd_refuses_server_without_starttls(
     mail_server_factory: MailServerFactory,
 ) -> None:
     smtp_server = mail_server_factory(PLAINTEXT_ONLY)
-    port = smtp_server.smtp.plain.port
+    port = smtp_server.smtp.none.port
     result = _curl_send(
         f"smtp://localhost:{port}", "--ssl-reqd", ca_path=str(smtp_server.ca.ca_path)
     )

@@ -273,7 +273,7 @@ def test_starttls_broken(mail_server_factory: MailServerFactory) -> None:
 
 def test_starttls_missing(mail_server_factory: MailServerFactory) -> None:
     server = mail_server_factory(smtp_listeners=("none",))
-    with smtplib.SMTP(*server.smtp.plain.address, timeout=5) as client:
+    with smtplib.SMTP(*server.smtp.none.address, timeout=5) as client:
         with pytest.raises(smtplib.SMTPNotSupportedError):
             client.starttls(context=server.ca.client_context())
         assert client.docmd("STARTTLS") == (502, b"5.5.1 Error: command not implemented")

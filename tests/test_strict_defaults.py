@@ -13,7 +13,8 @@ import smtplib
 
 import pytest
 from mailharness import MailCA, MailConfig, MailServer
-from mailharness.server import DEFAULT_SECURITIES
+from mailharness.server import DEFAULT_SECURITIES, ProtocolEndpoints
+from mailharness.servers.listeners import Endpoint, Security
 
 from tests.helpers import require_backend
 
@@ -28,7 +29,7 @@ def test_the_defaults_are_a_real_servers_listeners(mail_server: MailServer) -> N
     assert [e.security for e in mail_server.imap] == list(DEFAULT_SECURITIES)
     # No plaintext-only listener: asking for one says so and names those there are.
     with pytest.raises(Exception, match="no such listener; it has: starttls, implicit"):
-        mail_server.imap.plain  # noqa: B018
+        mail_server.imap.none  # noqa: B018
 
 
 def test_imap_login_before_starttls_is_privacy_required(mail_server: MailServer) -> None:
@@ -119,3 +120,14 @@ def test_only_plaintext_named_scenarios_take_plaintext_credentials() -> None:
         or (s.config.smtp is not None and not s.config.smtp.starttls_required)
     ]
     assert lenient == ["plaintext-only"]
+
+
+def test_endpoint_attributes_are_named_like_the_security_values() -> None:
+    """One name per concept: `.none` serves security 'none'; `.plain` is a deprecated alias."""
+    endpoints = ProtocolEndpoints(
+        "imap", tuple(Endpoint("imap", "127.0.0.1", 1 + i, s) for i, s in enumerate(Security))
+    )
+    for security in Security:
+        assert getattr(endpoints, security.value) == endpoints.get(security.value)
+    with pytest.warns(DeprecationWarning, match=r"use \.none"):
+        assert endpoints.plain == endpoints.none

@@ -198,7 +198,7 @@ def test_smtp_implicit_tls_counts_and_failures(lenient: MailServer) -> None:
 
 
 def test_events_are_frozen(lenient: MailServer) -> None:
-    imaplib.IMAP4(*lenient.imap.plain.address, timeout=5).logout()
+    imaplib.IMAP4(*lenient.imap.none.address, timeout=5).logout()
     event: TranscriptEvent = lenient.transcripts[0].events[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.text = "changed"  # type: ignore[misc]
@@ -215,7 +215,7 @@ def test_ring_buffer_keeps_the_newest_and_their_helpers(
         imap=IMAPSettings(plaintext_auth_requires_tls=False),
     )
     for _ in range(3):
-        client = imaplib.IMAP4(*server.imap.plain.address, timeout=5)
+        client = imaplib.IMAP4(*server.imap.none.address, timeout=5)
         client.login(*ALICE)
         client.logout()
     log = server.transcripts

@@ -32,6 +32,7 @@ from mailharness.servers.dovecot.config import (
     passwd_line,
     render_config,
 )
+from mailharness.servers.tlsversions import TLSProtocol
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "compose" / "generated"
@@ -105,7 +106,10 @@ SERVICES = (
         summary="a legacy server that still accepts TLS 1.0 and 1.1 (weak ciphers allowed)",
         imap_port=12143,
         imaps_port=12993,
-        settings={"ssl_min_protocol": "TLSv1", "extra": ("ssl_cipher_list = ALL:@SECLEVEL=0",)},
+        settings={
+            "ssl_min_protocol": TLSProtocol.TLS1_0.openssl,
+            "extra": ("ssl_cipher_list = ALL:@SECLEVEL=0",),
+        },
     ),
     ComposeService(
         name="dovecot-cert-expired",

@@ -20,6 +20,7 @@ from typing import Protocol
 from mailharness.servers.accounts import DEFAULT_USERS, User
 from mailharness.servers.errors import ConfigError, choice_error, parse_choice
 from mailharness.servers.listeners import DEFAULT_HOST, require_loopback
+from mailharness.servers.tlsversions import TLSProtocol
 
 # Without DH parameters Dovecot's DHE suites fail and TLS scanners misreport (ENVIRONMENT.md).
 DEFAULT_SSL_DH = Path("/usr/share/dovecot/dh.pem")
@@ -56,7 +57,8 @@ class SSLMode(enum.Enum):
         return parse_choice(cls, value, field)
 
 
-SSL_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+# Dovecot's spelling of the versions its OpenSSL 3 can serve (not SSLv3).
+SSL_PROTOCOLS = tuple(p.openssl for p in TLSProtocol if p is not TLSProtocol.SSLV3)
 AUTH_MECHANISMS = ("plain", "login", "cram-md5", "digest-md5", "scram-sha-1", "scram-sha-256")
 
 
@@ -92,7 +94,7 @@ class DovecotConfig:
     hostname: str = "localhost"
     ssl: SSLMode = SSLMode.YES
     cert: CertFiles | None = None
-    ssl_min_protocol: str = "TLSv1.2"
+    ssl_min_protocol: str = TLSProtocol.TLS1_2.openssl
     # Dovecot 2.3 has no maximum: it is set through an OpenSSL config file (OPENSSL_CONF,
     # `MaxProtocol`), which with ssl_min_protocol serves exactly one version if asked.
     ssl_max_protocol: str | None = None

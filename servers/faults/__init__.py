@@ -11,6 +11,7 @@ from mailharness.servers.faults.front import FaultFront
 from mailharness.servers.faults.toxics import (
     DENY_MODES,
     DIRECTIONS,
+    FAULT_KINDS,
     TLS_VERSIONS,
     Allowlist,
     Bandwidth,
@@ -30,6 +31,7 @@ from mailharness.servers.faults.toxics import (
 __all__ = [
     "DENY_MODES",
     "DIRECTIONS",
+    "FAULT_KINDS",
     "TLS_VERSIONS",
     "Allowlist",
     "Bandwidth",

@@ -4,7 +4,7 @@ The same front stands before our fake servers or a real Dovecot: it only
 needs the backend's address (its *plain* port when the front terminates
 TLS). Faults are values (``toxics.py``) switched at run time from any thread:
 
-    front = FaultFront(server.imap.plain, certs=server.ca, faults=[TLSVersion(version="tls1.0")])
+    front = FaultFront(server.imap.none, certs=server.ca, faults=[TLSVersion(version="tls1.0")])
     endpoint = await front.start()          # bound and accepting before it returns
     front.set(Latency(ms=50))                # from the test thread: applies at once
     front.set(Refuse())                      # the port now refuses connections

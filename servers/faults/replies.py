@@ -1,40 +1,51 @@
-"""Every protocol text the fault front writes itself, in one place.
+"""What the fault front says itself: texts from the IMAP and SMTP reply tables.
 
 The front is not a mail server: it only speaks where a real server (or the
 firewall, tcpwrap or Postfix restriction in front of it) would have spoken
-instead of the backend. Texts hold ``{tag}``, ``{ip}`` and ``{hostname}``.
-Sources: Dovecot 2.3 (imap-login), Postfix smtpd, RFC 2595/3207 (SCENARIOS.md).
+instead of the backend. Its texts come from the protocols' one reply tables
+(``servers/imap/replies.py``, ``servers/smtp/replies.py``) in the default
+(Dovecot) personality's wording, framed here as whole lines with ``{tag}``,
+``{ip}`` and ``{hostname}`` to fill in.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from mailharness.servers.imap.replies import DOVECOT as _IMAP
+from mailharness.servers.imap.replies import Reply
+from mailharness.servers.smtp.replies import DOVECOT as _SMTP
+
 Protocol = Literal["imap", "smtp"]
 PROTOCOLS: tuple[Protocol, ...] = ("imap", "smtp")
 
 HOSTNAME = "localhost"
 
+
+def _imap(prefix: str, reply: Reply) -> str:
+    return f"{prefix} [{reply.code}] {reply.text}"
+
+
 STARTTLS_OK: dict[Protocol, str] = {
-    "imap": "{tag} OK Begin TLS negotiation now.",
-    "smtp": "220 2.0.0 Ready to start TLS",
+    "imap": "{tag} OK " + _IMAP.starttls_ok,
+    "smtp": _SMTP.starttls_ready,
 }
 # Allowlist mode "greeting": refused as the first thing the client reads.
 ACCESS_DENIED_GREETING: dict[Protocol, str] = {
-    "imap": "* BYE [UNAVAILABLE] Access denied for {ip}.",
-    "smtp": "554 5.7.1 <unknown[{ip}]>: Client host rejected: Access denied",
+    "imap": _imap("* BYE", _IMAP.bye_access_denied),
+    "smtp": _SMTP.client_rejected,
 }
 # Allowlist mode "login": Dovecot's passdb allow_nets fails the login like a wrong password.
 ACCESS_DENIED_LOGIN: dict[Protocol, str] = {
-    "imap": "{tag} NO [AUTHENTICATIONFAILED] Authentication failed.",
-    "smtp": "535 5.7.8 Authentication failed.",
+    "imap": _imap("{tag} NO", _IMAP.auth_failed),
+    "smtp": _SMTP.auth_failed,
 }
 # Allowlist mode "rcpt": Postfix smtpd_client_restrictions with smtpd_delay_reject=yes.
-ACCESS_DENIED_RCPT = "554 5.7.1 <unknown[{ip}]>: Client host rejected: Access denied"
+ACCESS_DENIED_RCPT = _SMTP.client_rejected
 # ConnectionCap on_excess="greeting": Dovecot's login queue, Postfix's anvil limit.
 TOO_MANY_CONNECTIONS: dict[Protocol, str] = {
-    "imap": "* BYE Connection queue full",
-    "smtp": "421 4.7.0 {hostname} Error: too many connections from {ip}",
+    "imap": "* BYE " + _IMAP.bye_queue_full,
+    "smtp": _SMTP.too_many_connections,
 }
 
 

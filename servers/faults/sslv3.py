@@ -26,8 +26,9 @@ with warnings.catch_warnings():
     from tlslite.errors import TLSAbruptCloseError, TLSError
 
 from mailharness.servers.faults.channel import READ_CHUNK, Channel
+from mailharness.servers.tlsversions import TLSProtocol
 
-SSL3 = (3, 0)
+SSL3 = TLSProtocol.SSLV3.wire
 
 
 class _MemorySocket:
@@ -109,7 +110,7 @@ class TlsliteChannel:
         )
 
     def version(self) -> str:
-        return "SSLv3" if self._tls.version == SSL3 else f"tlslite {self._tls.version}"
+        return TLSProtocol.parse(self._tls.version).openssl
 
     async def read(self, n: int = READ_CHUNK) -> bytes:
         try:

@@ -2,11 +2,10 @@
 
 TLS 1.0 to 1.3 use Python's ``ssl`` with ``minimum_version ==
 maximum_version``; TLS 1.0/1.1 also need ``@SECLEVEL=0:ALL``, because
-OpenSSL 3 refuses their SHA-1 signatures at its default level. Setting those
-versions raises a DeprecationWarning that is about *clients* using them; a
-server that exists to offer them is the point here, so it is silenced
-locally. SSL 3.0 goes to tlslite-ng (``sslv3.py``). Both run over a plain
-channel (``sslobject.py`` says why not asyncio's TLS).
+OpenSSL 3 refuses their SHA-1 signatures at its default level (the version
+names and their conversions: ``servers/tlsversions.py``). SSL 3.0 goes to
+tlslite-ng (``sslv3.py``). Both run over a plain channel (``sslobject.py`` says
+why not asyncio's TLS).
 
     channel, version = await start_server_tls(plain, TLSVersion(version="tls1.0"), contexts)
 """
@@ -16,26 +15,23 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-import warnings
 from pathlib import Path
 from typing import Protocol
 
 from mailharness.servers.faults.channel import Channel
 from mailharness.servers.faults.sslobject import SSLObjectChannel
 from mailharness.servers.faults.sslv3 import TlsliteChannel
-from mailharness.servers.faults.toxics import TLSVersion, TLSVersionName
+from mailharness.servers.faults.toxics import TLSVersion
+from mailharness.servers.tlsversions import (
+    TLSProtocol,
+    TLSVersionName,
+    limit_versions,
+    version_range,
+)
 
 # A client that connects and says nothing must not hold a task forever.
 HANDSHAKE_TIMEOUT = 10.0
 
-_PINNED: dict[TLSVersionName, tuple[ssl.TLSVersion, ssl.TLSVersion]] = {
-    "tls1.0": (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1),
-    "tls1.1": (ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_1),
-    "tls1.2": (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2),
-    "tls1.3": (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3),
-    "modern": (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3),
-}
-_LEGACY: tuple[TLSVersionName, ...] = ("tls1.0", "tls1.1")
 _WEAK_KEY_VARIANT = "weak-key"
 
 
@@ -60,13 +56,10 @@ class CertSource(Protocol):
 
 def server_context(version: TLSVersionName, cert: CertFiles, variant: str) -> ssl.SSLContext:
     """A server context that offers exactly ``version`` (not for "sslv3")."""
-    low, high = _PINNED[version]
+    low, high = version_range(version)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.minimum_version = low
-        ctx.maximum_version = high
-    if version in _LEGACY:
+    limit_versions(ctx, low, high)
+    if low.legacy:
         ctx.set_ciphers("@SECLEVEL=0:ALL")
     elif variant == _WEAK_KEY_VARIANT:
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # else our own OpenSSL refuses the 1024-bit key
@@ -103,7 +96,7 @@ async def start_server_tls(
     after the client has been sent the alert if the TLS stack made one.
     """
     tls: TlsliteChannel | SSLObjectChannel
-    if pin.version == "sslv3":
+    if pin.version == TLSProtocol.SSLV3.value:
         cert = contexts.certs.server_cert(pin.cert)
         tls = TlsliteChannel(channel, cert.chain_pem, cert.key_pem)
     else:

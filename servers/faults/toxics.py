@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from mailharness.servers.errors import ConfigError, choice_error
+from mailharness.servers.tlsversions import TLS_VERSIONS, TLSVersionName
 
 __all__ = [
     "DENY_MODES",
     "DIRECTIONS",
+    "FAULT_KINDS",
     "TLS_VERSIONS",
     "Allowlist",
     "Bandwidth",
@@ -56,16 +58,6 @@ PROTOCOL_DENY_MODES = ("greeting", "login", "rcpt")
 #: What ConnectionCap may do with an excess connection (a callable is also allowed).
 CAP_MODES = ("close", "reset", "hang", "greeting")
 
-TLSVersionName = Literal["sslv3", "tls1.0", "tls1.1", "tls1.2", "tls1.3", "modern"]
-#: "modern" is TLS 1.2 and 1.3 (what a healthy server offers); every other name is one version.
-TLS_VERSIONS: tuple[TLSVersionName, ...] = (
-    "sslv3",
-    "tls1.0",
-    "tls1.1",
-    "tls1.2",
-    "tls1.3",
-    "modern",
-)
 TLSSecurity = Literal["implicit", "starttls"]
 TLS_SECURITIES: tuple[TLSSecurity, ...] = ("implicit", "starttls")
 
@@ -364,20 +356,24 @@ Fault = (
     | ConnectionCap
     | TLSVersion
 )
-FAULT_TYPES: tuple[type, ...] = (
-    Latency,
-    Bandwidth,
-    DropAfter,
-    DropOnCommand,
-    Reset,
-    Hang,
-    SlowGreeting,
-    Refuse,
-    FirewallDrop,
-    Allowlist,
-    ConnectionCap,
-    TLSVersion,
-)
+#: The one list of faults, each by the kind name a TOML file gives it (``kind = "drop-after"``).
+#: The TOML loader and the front's checks read it; the package exports and the README's lists
+#: are checked against it (tests/faults/test_toxics.py).
+FAULT_KINDS: dict[str, type[Fault]] = {
+    "latency": Latency,
+    "bandwidth": Bandwidth,
+    "drop-after": DropAfter,
+    "drop-on-command": DropOnCommand,
+    "reset": Reset,
+    "hang": Hang,
+    "slow-greeting": SlowGreeting,
+    "refuse": Refuse,
+    "firewall-drop": FirewallDrop,
+    "allowlist": Allowlist,
+    "connection-cap": ConnectionCap,
+    "tls-version": TLSVersion,
+}
+FAULT_TYPES: tuple[type[Fault], ...] = tuple(FAULT_KINDS.values())
 #: Kinds a front holds at most one of: two would contradict each other.
 SINGLETON_TYPES: tuple[type, ...] = (
     Reset,

@@ -67,7 +67,7 @@ def parse_append(s: Session, cmd: Command, args: list[Token]) -> list[PendingMes
                 raise s.bad(cmd, s.replies.invalid_arguments)
             parts = args[i + 1]
             if not parts:
-                raise s.bad(cmd, "Empty CATENATE list")
+                raise s.bad(cmd, s.replies.catenate_empty)
             pending.append((flags, date, "CATENATE", parts))
             i += 2
         elif isinstance(token, bytes):
@@ -114,11 +114,8 @@ def _catenate(s: Session, cmd: Command, parts: list[Token]) -> bytes:
         name = kind.upper() if isinstance(kind, str) else ""
         if name == "TEXT" and isinstance(value, bytes):
             if isinstance(value, Literal8) and not first_binary:
-                raise Fail(
-                    Status.NO,
-                    "Binary input allowed only when the first part is binary.",
-                    "UNKNOWN-CTE",
-                )
+                reply = s.replies.catenate_binary_first
+                raise Fail(Status.NO, reply.text, reply.code)
             chunks.append(bytes(value))
         elif name == "URL" and isinstance(value, bytes | str):
             chunks.append(_resolve(s, cmd, s.astring(cmd, value)))
@@ -128,8 +125,8 @@ def _catenate(s: Session, cmd: Command, parts: list[Token]) -> bytes:
     return binary_to_base64(data) if first_binary else data
 
 
-def _bad_url(url: str, reason: str) -> Fail:
-    return Fail(Status.NO, f"{reason}.", f"BADURL {url}")
+def _bad_url(url: str, text: str) -> Fail:
+    return Fail(Status.NO, text, f"BADURL {url}")
 
 
 def _resolve(s: Session, cmd: Command, url: str) -> bytes:
@@ -139,7 +136,7 @@ def _resolve(s: Session, cmd: Command, url: str) -> bytes:
         slash = path.find("/", 7)
         path = path[slash:] if slash >= 0 else ""
     if not path.startswith("/") or "/;" not in path:
-        raise _bad_url(url, "Invalid IMAP URL")
+        raise _bad_url(url, s.replies.url_invalid)
     mailbox, *params = path[1:].split("/;")
     name_part, _, validity = mailbox.partition(";")
     name = unquote_to_bytes(name_part).decode("utf-8", "replace")
@@ -147,36 +144,36 @@ def _resolve(s: Session, cmd: Command, url: str) -> bytes:
     for param in params:
         key, eq, value = param.partition("=")
         if not eq or key.lower() not in ("uid", "section", "partial") or key.lower() in values:
-            raise _bad_url(url, "Invalid IMAP URL")
+            raise _bad_url(url, s.replies.url_invalid)
         values[key.lower()] = unquote_to_bytes(value).decode("utf-8", "replace")
     uid_text = values.get("uid", "")
     if not uid_text.isdigit() or not 0 < int(uid_text) < 2**32:
-        raise _bad_url(url, "Invalid IMAP URL")
+        raise _bad_url(url, s.replies.url_invalid)
     box = s.mailbox(name)
     if box is None:
-        raise _bad_url(url, f"Mailbox doesn't exist: {name}")
+        raise _bad_url(url, s.replies.url_no_mailbox.format(mailbox=name))
     if validity:
         key, _, number = validity.partition("=")
         if key.lower() != "uidvalidity" or not number.isdigit():
-            raise _bad_url(url, "Invalid IMAP URL")
+            raise _bad_url(url, s.replies.url_invalid)
         if int(number) != box.uidvalidity:
-            raise _bad_url(url, "Invalid UIDVALIDITY")
+            raise _bad_url(url, s.replies.url_invalid_uidvalidity)
     found = box.get_many([int(uid_text)])
     if not found:
-        raise _bad_url(url, "Message not found")
-    data = _section(url, found[0].raw, values.get("section", ""))
+        raise _bad_url(url, s.replies.url_no_message)
+    data = _section(url, found[0].raw, values.get("section", ""), s.replies.url_invalid_section)
     partial = values.get("partial")
     if partial is not None:
         match = re.fullmatch(r"(\d{1,10})(?:\.(\d{1,10}))?", partial)
         if match is None:
-            raise _bad_url(url, "Invalid IMAP URL")
+            raise _bad_url(url, s.replies.url_invalid)
         start = int(match.group(1))
         length = match.group(2)
         data = data[start : None if length is None else start + int(length)]
     return data
 
 
-def _section(url: str, raw: bytes, section: str) -> bytes:
+def _section(url: str, raw: bytes, section: str, invalid: str) -> bytes:
     if not section:
         return mime.section(raw, ())
     numbers: list[int] = []
@@ -193,11 +190,11 @@ def _section(url: str, raw: bytes, section: str) -> bytes:
     if rest:
         kind, _, names = rest.partition(" ")
         if kind not in ("HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-            raise _bad_url(url, "Invalid section")
+            raise _bad_url(url, invalid)
         if kind.startswith("HEADER.FIELDS"):
             if not (names.startswith("(") and names.endswith(")")):
-                raise _bad_url(url, "Invalid section")
+                raise _bad_url(url, invalid)
             fields = tuple(names[1:-1].split())
         elif names or (kind == "MIME" and not numbers):
-            raise _bad_url(url, "Invalid section")
+            raise _bad_url(url, invalid)
     return mime.section(raw, tuple(numbers), kind, fields)

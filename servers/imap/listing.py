@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from mailharness.servers.imap import mutf7
 from mailharness.servers.imap.commands import Effect, Handler, mailbox_wire
 from mailharness.servers.imap.protocol import Command, Token
+from mailharness.servers.imap.responses import Status, UntaggedStatus
 from mailharness.servers.imap.store import (
     DELIMITER,
     Mailbox,
@@ -138,7 +139,7 @@ def _list(s: Session, cmd: Command, *, lsub: bool) -> Handler:
             out.append(status_line(box, entry.name, opts.status))
         elif opts.status and hollow:
             missing = s.replies.mailbox_missing.text.format(mailbox=entry.name)
-            out.append(b"* NO " + missing.encode() + b"\r\n")
+            out.append(UntaggedStatus(Status.NO, missing).to_bytes())
         if len(out) >= 256:
             yield b"".join(out)
             out = []

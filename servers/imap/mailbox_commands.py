@@ -182,22 +182,22 @@ def _select_params(
 ) -> tuple[bool, tuple[int, int, SequenceSet | None] | None]:
     """SELECT's ``(CONDSTORE)`` / ``(QRESYNC (uidvalidity modseq [uids [seq-match]]))``."""
     if len(params) != 1 or not isinstance(params[0], list):
-        raise ValueError("Invalid arguments.")
+        raise ValueError(s.replies.invalid_arguments)
     items = list(params[0])
     condstore = False
     qresync: tuple[int, int, SequenceSet | None] | None = None
     while items:
         word = items.pop(0)
         if not isinstance(word, str):
-            raise ValueError("SELECT options contain non-atoms.")
+            raise ValueError(s.replies.select_non_atoms)
         if word.upper() == "CONDSTORE":
             condstore = True
         elif word.upper() == "QRESYNC":
             if not s.qresync:
-                raise ValueError("QRESYNC not enabled")
+                raise ValueError(s.replies.qresync_not_enabled)
             value = items.pop(0) if items else None
             if not isinstance(value, list) or len(value) < 2:
-                raise ValueError("QRESYNC parameters missing")
+                raise ValueError(s.replies.qresync_missing)
             uidvalidity, modseq, *rest = value
             if not (
                 isinstance(uidvalidity, str)
@@ -205,7 +205,7 @@ def _select_params(
                 and isinstance(modseq, str)
                 and modseq.isdigit()
             ):
-                raise ValueError("Invalid QRESYNC parameters")
+                raise ValueError(s.replies.qresync_invalid)
             known: SequenceSet | None = None
             if rest and isinstance(rest[0], str):
                 text = rest.pop(0)
@@ -213,15 +213,15 @@ def _select_params(
                 try:
                     known = SequenceSet.parse(text)
                 except SequenceSetError:
-                    raise ValueError("Invalid QRESYNC known-uids") from None
+                    raise ValueError(s.replies.qresync_invalid_known_uids) from None
             if rest and isinstance(rest[0], list):
                 rest.pop(0)  # the sequence match data: an optimisation we may skip
             if rest:
-                raise ValueError("Invalid QRESYNC parameters")
+                raise ValueError(s.replies.qresync_invalid)
             qresync = (int(uidvalidity), int(modseq), known)
             condstore = True
         else:
-            raise ValueError("Unknown SELECT option")
+            raise ValueError(s.replies.select_unknown_option)
     return condstore, qresync
 
 

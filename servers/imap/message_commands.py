@@ -373,7 +373,7 @@ def cmd_STORE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     silent = item.endswith(".SILENT")
     mode = _STORE_MODES.get(item.removesuffix(".SILENT"))
     if mode is None:
-        raise s.bad(cmd, f"Invalid STORE parameter {item}")
+        raise s.bad(cmd, s.replies.store_invalid_item.format(item=item))
     flags = s.parse_flags(cmd, args[1] if len(args) == 2 else list(args[1:]))
     if view.readonly:  # Dovecot: OK, and nothing stored
         return s.ok(cmd, s.replies.store_read_only)
@@ -540,7 +540,7 @@ def _return_options(s: Session, cmd: Command, token: Token) -> _ReturnOptions:
     while items:
         item = items.pop(0)
         if not isinstance(item, str):
-            raise s.bad(cmd, "SEARCH return options contain non-atoms.")
+            raise s.bad(cmd, s.replies.search_return_non_atoms)
         name = item.upper()
         if name in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
             setattr(opts, name.lower(), True)
@@ -548,23 +548,23 @@ def _return_options(s: Session, cmd: Command, token: Token) -> _ReturnOptions:
             pass  # RFC 5267: a hint we need not act on
         elif name == "UPDATE":
             if opts.update:
-                raise s.bad(cmd, "SEARCH return options have duplicate UPDATE.")
+                raise s.bad(cmd, s.replies.search_return_duplicate_update)
             opts.update = True
         elif name == "PARTIAL":
             if opts.partial is not None:
-                raise s.bad(cmd, "PARTIAL can be used only once.")
+                raise s.bad(cmd, s.replies.partial_twice)
             value = items.pop(0) if items else None
             if not isinstance(value, str):
-                raise s.bad(cmd, "PARTIAL range missing.")
+                raise s.bad(cmd, s.replies.partial_missing)
             opts.partial = _partial_range(value)
             if opts.partial is None:
-                raise s.bad(cmd, "PARTIAL range broken.")
+                raise s.bad(cmd, s.replies.partial_broken)
         else:
-            raise s.bad(cmd, "Unknown SEARCH return option")
+            raise s.bad(cmd, s.replies.search_return_unknown)
     if opts.update and any(u.tag == cmd.tag for u in s.selected().updates):
-        raise s.bad(cmd, "Duplicate search update tag")
+        raise s.bad(cmd, s.replies.search_update_duplicate_tag)
     if opts.partial is not None and opts.all:
-        raise s.bad(cmd, "PARTIAL conflicts with ALL")
+        raise s.bad(cmd, s.replies.partial_with_all)
     if not (opts.min or opts.max or opts.count or opts.save or opts.update or opts.partial):
         opts.all = True
     return opts
@@ -586,7 +586,10 @@ def _register_update(
 ) -> bytes:
     """Keep this search current (CONTEXT=SEARCH), or say NOUPDATE past Dovecot's limit."""
     if len(view.updates) >= MAX_SEARCH_UPDATES:
-        return b"* NO [NOUPDATE %s] Too many updates\r\n" % mime.quote(cmd.tag)
+        tag = mime.quote(cmd.tag).decode("utf-8", "surrogateescape")
+        return UntaggedStatus(
+            Status.NO, s.replies.search_updates_limit, f"NOUPDATE {tag}"
+        ).to_bytes()
 
     def matches(msg: SearchView, max_seq: int, max_uid: int) -> bool:
         return program.matches(msg, max_seq=max_seq, max_uid=max_uid)
@@ -601,7 +604,7 @@ def cmd_CANCELUPDATE(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     view = s.view
     for token in args:
         if not isinstance(token, bytes):
-            raise s.bad(cmd, "Invalid parameters.")
+            raise s.bad(cmd, s.replies.invalid_parameters)
         tag = token.decode("utf-8", "replace")
         found = [u for u in view.updates if u.tag == tag] if view is not None else []
         if not found or view is None:
@@ -723,7 +726,7 @@ def cmd_THREAD(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     algorithm = s.astring(cmd, args.pop(0)).upper()
     threader = THREAD_ALGORITHMS.get(algorithm)
     if threader is None:
-        raise s.bad(cmd, "Unknown thread algorithm.")
+        raise s.bad(cmd, s.replies.thread_unknown_algorithm)
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
     view = s.selected()

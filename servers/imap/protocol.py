@@ -25,6 +25,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from mailharness.servers.imap.replies import DOVECOT, Replies
+
 __all__ = [
     "MAX_APPEND_BYTES",
     "MAX_LINE_BYTES",
@@ -75,9 +77,6 @@ MAX_TAG_BYTES = 126
 #: BAD (they overflow its 32/64-bit parsers), so the command is refused here
 #: before any handler tries to parse it.
 MAX_NUMBER_DIGITS = 4300
-#: Dovecot's replies when a command outgrows its limit (verified on 2.3.19).
-BYE_LITERAL_SIZE_TOO_LARGE = "Literal size too large"
-BYE_INPUT_BUFFER_FULL = "Input buffer full, aborting"
 #: Literals shown in the transcript are summarised, never dumped.
 #: ``~{n}`` is RFC 3516's literal8 (APPEND of binary data); it is read like a literal.
 _LITERAL_RE = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?$")
@@ -185,7 +184,9 @@ class IMAPConnection:
         max_login_command: int = MAX_LOGIN_COMMAND_BYTES,
         max_tag: int = MAX_TAG_BYTES,
         prelogin: bool = False,
+        replies: Replies = DOVECOT,
     ) -> None:
+        self.replies = replies  # the texts of BAD and BYE reasons
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_append = max_append
@@ -248,7 +249,7 @@ class IMAPConnection:
             if self.prelogin and self.mode is InputMode.COMMAND:
                 pending = self._pending_length + (idx if idx >= 0 else len(buf))
                 if pending > self._login_limit():
-                    return self._fatal(BYE_INPUT_BUFFER_FULL)
+                    return self._fatal(self.replies.bye_input_buffer_full)
             if idx < 0:
                 if len(buf) > self.max_line:
                     first = self._texts[0] if self._texts else bytes(buf)
@@ -257,7 +258,7 @@ class IMAPConnection:
                     self._reset_command()
                     self._discard_line = True
                     self.mode = InputMode.COMMAND
-                    return BadInput(tag, None, "Too long argument.")
+                    return BadInput(tag, None, self.replies.too_long_argument)
                 self._scan_from = len(buf)
                 return NEED_DATA
             line = bytes(buf[:idx])
@@ -268,13 +269,13 @@ class IMAPConnection:
             if self.mode is InputMode.LINE:
                 self.mode = InputMode.COMMAND
                 if len(line) > self.max_line:
-                    return BadInput(None, None, "Too long argument.")
+                    return BadInput(None, None, self.replies.too_long_argument)
                 return ClientLine(line)
             self._pending_length += len(line)
             if self._pending_length > self.max_line and not self.prelogin:
                 tag = self._pending_tag() if self._texts else _guess_tag(line, self.max_tag)
                 self._reset_command()
-                return BadInput(tag, None, "Too long argument.")
+                return BadInput(tag, None, self.replies.too_long_argument)
             match = _LITERAL_RE.search(line)
             if match is not None:
                 size = int(match.group(1))
@@ -285,15 +286,15 @@ class IMAPConnection:
                     # says BYE when one would overflow it, synchronizing or not.
                     limit = self._login_limit() if self.prelogin else self.max_line
                     if self._pending_length + size > limit:
-                        return self._fatal(BYE_LITERAL_SIZE_TOO_LARGE)
+                        return self._fatal(self.replies.bye_literal_size_too_large)
                     self._pending_length += size
                 elif size > self.max_literal or self._append_total + size > self.max_append:
                     tag = self._pending_tag()
                     self._reset_command()
                     if sync:
                         # The client waits for "+", so nothing of it follows.
-                        return BadInput(tag, None, "Literal too large")
-                    return BadInput(tag, None, "Literal too large", fatal=True)
+                        return BadInput(tag, None, self.replies.literal_too_large)
+                    return BadInput(tag, None, self.replies.literal_too_large, fatal=True)
                 else:
                     self._append_total += size
                 self._literal_size = size
@@ -306,13 +307,13 @@ class IMAPConnection:
             self._texts.append(line)
             texts, literals = self._texts, self._literals
             self._reset_command()
-            built = _build_command(texts, literals)
+            built = _build_command(texts, literals, self.replies)
             if (
                 self.prelogin
                 and isinstance(built, Command)
                 and len(built.tag.encode("utf-8", "surrogateescape")) > self.max_tag
             ):
-                return BadInput(None, None, "Error in IMAP command received by server.")
+                return BadInput(None, None, self.replies.bad_untagged)
             return built
 
     def _login_limit(self) -> int:
@@ -374,7 +375,9 @@ def _valid_tag(tag: str) -> bool:
     return bool(tag) and tag.isprintable() and tag.isascii() and not (set(tag) & _TAG_FORBIDDEN)
 
 
-def _build_command(texts: list[bytes], literals: list[bytes]) -> Command | BadInput:
+def _build_command(
+    texts: list[bytes], literals: list[bytes], replies: Replies
+) -> Command | BadInput:
     transcript = " ".join(
         part
         for i, text in enumerate(texts)
@@ -387,27 +390,28 @@ def _build_command(texts: list[bytes], literals: list[bytes]) -> Command | BadIn
     head = texts[0].split(b" ", 2)
     tag = head[0].decode("utf-8", "replace")
     if not _valid_tag(tag):
-        return BadInput(None, None, "Error in IMAP command received by server.")
+        return BadInput(None, None, replies.bad_untagged)
     try:
-        tokens = tokenize(texts, literals)
+        tokens = tokenize(texts, literals, replies)
     except ParseError as exc:
         name = head[1].decode("ascii", "replace").upper() if len(head) > 1 else None
         return BadInput(tag, name, str(exc))
     if len(tokens) < 2 or not isinstance(tokens[1], str):
-        return BadInput(tag, None, "Error in IMAP command received by server.")
+        return BadInput(tag, None, replies.bad_untagged)
     name = tokens[1].upper()
     args = tokens[2:]
     uid = False
     if name == "UID":
         if not args or not isinstance(args[0], str):
-            return BadInput(tag, "UID", "Missing arguments.")
+            return BadInput(tag, "UID", replies.missing_arguments)
         uid = True
         name = args[0].upper()
         args = args[1:]
     if not (name.isascii() and name.isprintable()):  # found by fuzzing: b"t0 \x80"
-        return BadInput(tag, None, "Error in IMAP command received by server.")
+        return BadInput(tag, None, replies.bad_untagged)
     if _has_huge_number(args):
-        return BadInput(tag, f"UID {name}" if uid else name, _huge_number_reason(name, uid))
+        reason = _huge_number_reason(name, uid, replies)
+        return BadInput(tag, f"UID {name}" if uid else name, reason)
     return Command(tag=tag, name=name, args=tuple(args), uid=uid, transcript=transcript)
 
 
@@ -428,18 +432,18 @@ def _has_huge_number(tokens: list[Token]) -> bool:
     return False
 
 
-def _huge_number_reason(name: str, uid: bool) -> str:
+def _huge_number_reason(name: str, uid: bool, replies: Replies) -> str:
     """Dovecot's text for the common case; its others (``Invalid search size
     parameter``, ``Invalid MODSEQ value``...) depend on which argument it was."""
     if name in _SEQUENCE_COMMANDS:
-        return "Invalid uidset" if uid else "Invalid messageset"
-    return "Invalid arguments."
+        return replies.invalid_uidset if uid else replies.invalid_messageset
+    return replies.invalid_arguments
 
 
 _ATOM_STOP = frozenset(' ()"{')
 
 
-def tokenize(texts: list[bytes], literals: list[bytes]) -> list[Token]:
+def tokenize(texts: list[bytes], literals: list[bytes], replies: Replies = DOVECOT) -> list[Token]:
     """Split a command into tokens; ``literals[i]`` follows ``texts[i]``.
 
     >>> tokenize([b'a FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (DATE)]<0.9>)'], [])
@@ -462,16 +466,16 @@ def tokenize(texts: list[bytes], literals: list[bytes]) -> list[Token]:
                 pos += 1
             elif ch == ")":
                 if len(stack) == 1:
-                    raise ParseError("Unexpected ')'")
+                    raise ParseError(replies.unexpected_close_paren)
                 stack.pop()
                 pos += 1
             elif ch == '"':
-                value, pos = _quoted(text, pos + 1)
+                value, pos = _quoted(text, pos + 1, replies)
                 stack[-1].append(value)
             elif ch == "{":
-                raise ParseError("Unexpected '{' (literal not at end of line)")
+                raise ParseError(replies.literal_not_at_end)
             elif ch < " " or ch == "\x7f":
-                raise ParseError("Unexpected control character")
+                raise ParseError(replies.control_character)
             else:
                 start = pos
                 depth = 0
@@ -488,7 +492,7 @@ def tokenize(texts: list[bytes], literals: list[bytes]) -> list[Token]:
                         if plain_end < 0:
                             plain_end = pos
                     elif ch < " ":
-                        raise ParseError("Unexpected control character")
+                        raise ParseError(replies.control_character)
                     pos += 1
                 if depth:
                     # An unclosed '[' is an atom character (a mailbox name such as
@@ -499,11 +503,11 @@ def tokenize(texts: list[bytes], literals: list[bytes]) -> list[Token]:
         if i < len(literals):
             stack[-1].append(literals[i])
     if len(stack) != 1:
-        raise ParseError("Missing ')'")
+        raise ParseError(replies.missing_close_paren)
     return root
 
 
-def _quoted(text: str, pos: int) -> tuple[bytes, int]:
+def _quoted(text: str, pos: int, replies: Replies) -> tuple[bytes, int]:
     out: list[str] = []
     end = len(text)
     while pos < end:
@@ -516,4 +520,4 @@ def _quoted(text: str, pos: int) -> tuple[bytes, int]:
         else:
             out.append(ch)
             pos += 1
-    raise ParseError("Missing '\"'")
+    raise ParseError(replies.missing_quote)

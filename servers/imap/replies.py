@@ -53,6 +53,17 @@ class Replies:
     #: After a RENAME of the selected mailbox: Dovecot's Maildir++ loses track of it.
     bye_inconsistent: str = "IMAP session state is inconsistent, please relogin."
     bye_literal_too_large: str = "Too long argument."
+    # The command parser's (protocol.py), in Dovecot's imap-parser and imap-login wording:
+    # BYE when a command outgrows a pre-login limit, BAD for the rest.
+    bye_literal_size_too_large: str = "Literal size too large"
+    bye_input_buffer_full: str = "Input buffer full, aborting"
+    too_long_argument: str = "Too long argument."
+    literal_too_large: str = "Literal too large"
+    unexpected_close_paren: str = "Unexpected ')'"
+    literal_not_at_end: str = "Unexpected '{' (literal not at end of line)"
+    control_character: str = "Unexpected control character"
+    missing_close_paren: str = "Missing ')'"
+    missing_quote: str = "Missing '\"'"
     auth_failed: Reply = Reply("AUTHENTICATIONFAILED", "Authentication failed.")
     # One reply per servers.accounts.AuthOutcome; Dovecot has no text of its own
     # for the Gmail-only situations, so those default to Gmail's.
@@ -89,6 +100,8 @@ class Replies:
     userip_connection_limit: int = 10
     bye_maintenance: Reply = Reply("UNAVAILABLE", "Server down for maintenance")
     bye_queue_full: str = "Connection queue full"
+    #: An IP allowlist refusing the connection at the greeting (the fault front's).
+    bye_access_denied: Reply = Reply("UNAVAILABLE", "Access denied for {ip}.")
     over_soft_quota: Reply = Reply("OVERQUOTA", "You are now over your soft quota")
     bandwidth_exceeded: Reply = Reply("OVERQUOTA", "Account exceeded command or bandwidth limits.")
     #: Google's XOAUTH2 error challenge; None: a bad token is refused at once.
@@ -174,6 +187,38 @@ class Replies:
     list_ok: str = "List completed (0.001 + 0.000 secs)."
     lsub_ok: str = "Lsub completed (0.001 + 0.000 secs)."
     status_ok: str = "Status completed (0.001 + 0.000 secs)."
+    # SELECT/EXAMINE parameters (CONDSTORE, QRESYNC): BAD reasons.
+    select_non_atoms: str = "SELECT options contain non-atoms."
+    select_unknown_option: str = "Unknown SELECT option"
+    qresync_not_enabled: str = "QRESYNC not enabled"
+    qresync_missing: str = "QRESYNC parameters missing"
+    qresync_invalid: str = "Invalid QRESYNC parameters"
+    qresync_invalid_known_uids: str = "Invalid QRESYNC known-uids"
+    # SEARCH RETURN options (ESEARCH, CONTEXT=SEARCH, PARTIAL): BAD reasons.
+    search_return_non_atoms: str = "SEARCH return options contain non-atoms."
+    search_return_duplicate_update: str = "SEARCH return options have duplicate UPDATE."
+    search_return_unknown: str = "Unknown SEARCH return option"
+    search_update_duplicate_tag: str = "Duplicate search update tag"
+    partial_twice: str = "PARTIAL can be used only once."
+    partial_missing: str = "PARTIAL range missing."
+    partial_broken: str = "PARTIAL range broken."
+    partial_with_all: str = "PARTIAL conflicts with ALL"
+    #: ``* NO [NOUPDATE "tag"]`` past Dovecot's limit of kept CONTEXT=SEARCH updates.
+    search_updates_limit: str = "Too many updates"
+    invalid_parameters: str = "Invalid parameters."
+    store_invalid_item: str = "Invalid STORE parameter {item}"
+    thread_unknown_algorithm: str = "Unknown thread algorithm."
+    idle_expected_done: str = "Expected DONE."
+    # APPEND's CATENATE (RFC 4469); the BADURL texts end in "." as Dovecot's do.
+    catenate_empty: str = "Empty CATENATE list"
+    catenate_binary_first: Reply = Reply(
+        "UNKNOWN-CTE", "Binary input allowed only when the first part is binary."
+    )
+    url_invalid: str = "Invalid IMAP URL."
+    url_no_mailbox: str = "Mailbox doesn't exist: {mailbox}."
+    url_invalid_uidvalidity: str = "Invalid UIDVALIDITY."
+    url_no_message: str = "Message not found."
+    url_invalid_section: str = "Invalid section."
     status_selected_ok: Reply = Reply("CLIENTBUG", "Status on selected mailbox completed.")
     # LIST's BAD reasons (cmd-list.c, imap-status.c).
     list_unknown_select: str = "Unknown select options"

@@ -323,6 +323,7 @@ class _Connection(asyncio.Protocol):
             max_login_command=settings.max_login_command_bytes,
             max_tag=settings.max_tag_bytes,
             prelogin=self.session is None or self.session.state is State.NOT_AUTHENTICATED,
+            replies=settings.texts,
         )
 
     def _set_limits(self, settings: IMAPSettings) -> None:
@@ -331,6 +332,7 @@ class _Connection(asyncio.Protocol):
         self.conn.max_append = settings.max_append_bytes
         self.conn.max_login_command = settings.max_login_command_bytes
         self.conn.max_tag = settings.max_tag_bytes
+        self.conn.replies = settings.texts
         self.message_limits = settings.parser_limits
 
     # -- asyncio.Protocol ------------------------------------------------------------

@@ -641,7 +641,7 @@ class Session:
         finally:
             self.idling = False
         if line is None or line.strip().upper() != b"DONE":
-            raise Fail(Status.BAD, self.replies.bad("IDLE", "Expected DONE."))
+            raise Fail(Status.BAD, self.replies.bad("IDLE", self.replies.idle_expected_done))
         return self.ok(cmd, self.replies.idle_ok)
 
 

@@ -16,19 +16,10 @@ from dataclasses import dataclass, replace
 from mailharness.servers.accounts import AuthOutcome
 from mailharness.servers.personality import pick
 
-GREETING = "220 {hostname} ESMTP mailharness"
-AUTH_OK = "235 2.7.0 Authentication successful"
-# Gmail's XOAUTH2 error challenge: base64 of
-# {"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}
-XOAUTH2_ERROR_CHALLENGE = "334 eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ=="
+# aiosmtpd's own wording of "authentication required" (the table's `auth_required` replaces it).
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 STARTTLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
-PLAINTEXT_AUTH_DISABLED = "523 5.7.10 Plaintext authentication disabled."
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
-DATA_ACCEPTED = "250 2.0.0 Ok: queued as {queue_id}"
-BAD_SYNTAX_AUTH = "501 5.5.4 Invalid AUTH parameters"
-COMMAND_NOT_IMPLEMENTED = "502 5.5.1 Error: command not implemented"
-INTERNAL_ERROR = "451 4.3.0 Error: internal server error"
 
 # aiosmtpd's built-in texts, rewritten to production wording.
 REWRITES: dict[str, str] = {
@@ -41,8 +32,24 @@ REWRITES: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SMTPReplies:
-    """Replies that differ between providers; vary with `dataclasses.replace`."""
+    """Every reply the fake sends (but aiosmtpd's, above); vary with `dataclasses.replace`."""
 
+    # aiosmtpd's ident: the greeting is "220 {hostname} ESMTP mailharness".
+    ident: str = "ESMTP mailharness"
+    # The greeting again after XCLIENT (Postfix's).
+    xclient_greeting: str = "220 {hostname} ESMTP"
+    mail_ok: str = "250 OK"
+    rcpt_ok: str = "250 OK"
+    # Postfix accepts a duplicate recipient and delivers once.
+    rcpt_duplicate: str = "250 2.1.5 Ok"
+    data_accepted: str = "250 2.0.0 Ok: queued as {queue_id}"
+    # A handler exception of ours.
+    internal_error: str = "451 4.3.0 Error: internal server error"
+    bad_auth_syntax: str = "501 5.5.4 Invalid AUTH parameters"
+    plaintext_auth_disabled: str = "523 5.7.10 Plaintext authentication disabled."
+    # Gmail's XOAUTH2 error challenge (the 334 text): base64 of
+    # {"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}
+    xoauth2_challenge: str = "eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ=="
     auth_failed: str = "535 5.7.8 Authentication failed."
     app_password_required: str = "535 5.7.8 Authentication failed."
     web_login_required: str = "535 5.7.8 Authentication failed."
@@ -61,8 +68,10 @@ class SMTPReplies:
     maintenance: str = "421 4.3.2 Service not available"
     shutting_down: str = "421 4.3.2 Shutting down"
     idle_timeout: str = "421 4.4.2 {hostname} Error: timeout exceeded"
+    # What the fault front answers to STARTTLS (aiosmtpd itself says "220 Ready to start TLS").
+    starttls_ready: str = "220 2.0.0 Ready to start TLS"
     starttls_broken: str = "454 4.7.0 TLS not available due to local problem"
-    starttls_missing: str = COMMAND_NOT_IMPLEMENTED
+    starttls_missing: str = "502 5.5.1 Error: command not implemented"
     # STARTTLS inside TLS (Postfix's smtpd).
     tls_already_active: str = "554 5.5.1 Error: TLS already active"
     # The client aborted the STARTTLS handshake (a rejected certificate): the connection

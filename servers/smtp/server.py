@@ -428,7 +428,7 @@ class _HarnessSMTP(SMTP):
         self.session.host_name = None
         self.session.extended_smtp = False
         self.envelope = self._create_envelope()
-        await self.push(f"220 {self.hostname} ESMTP")
+        await self.push(self.service.replies.xclient_greeting.format(hostname=self.hostname))
 
     def close_with(self, text: str) -> None:
         """Send a final reply and close (a shutdown announced to open sessions)."""
@@ -498,7 +498,7 @@ class _Handler:
         try:
             fields = base64.b64decode(blob, validate=True).decode("utf-8").split("\x01")
         except (binascii.Error, UnicodeDecodeError):
-            await server.push(replies.BAD_SYNTAX_AUTH)
+            await server.push(self.service.replies.bad_auth_syntax)
             return AuthResult(success=False, handled=True)
         user = next((f[5:] for f in fields if f.startswith("user=")), "")
         token = next((f[12:] for f in fields if f.startswith("auth=Bearer ")), "")
@@ -507,7 +507,8 @@ class _Handler:
         )
         if not result.success:
             # Gmail sends an error challenge; the client answers with an empty line.
-            await server.challenge_auth(replies.XOAUTH2_ERROR_CHALLENGE[4:], encode_to_b64=False)
+            challenge = self.service.replies.xoauth2_challenge
+            await server.challenge_auth(challenge, encode_to_b64=False)
         return result
 
     async def handle_EHLO(
@@ -532,7 +533,7 @@ class _Handler:
         self, server: _HarnessSMTP, session: Session, envelope: Envelope, args: list[str]
     ) -> Any:
         if self._dovecot_tls_first(server) or not self._auth_allowed(server):
-            return replies.PLAINTEXT_AUTH_DISABLED
+            return self.service.replies.plaintext_auth_disabled
         return MISSING
 
     def _auth_allowed(self, server: _HarnessSMTP) -> bool:
@@ -569,7 +570,7 @@ class _Handler:
                 return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        return "250 OK"
+        return self.service.replies.mail_ok
 
     async def handle_RCPT(
         self,
@@ -588,12 +589,12 @@ class _Handler:
             text = service.replies.over_quota_temporary if temporary else service.replies.over_quota
             return service.reply(text, rcpt=address)
         if any(address.lower() == known.lower() for known in envelope.rcpt_tos):
-            return "250 2.1.5 Ok"  # Postfix accepts a duplicate and delivers once
+            return service.replies.rcpt_duplicate
         if len(envelope.rcpt_tos) >= service.settings.max_recipients:
             return service.replies.too_many_recipients
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        return "250 OK"
+        return service.replies.rcpt_ok
 
     async def handle_DATA(self, server: _HarnessSMTP, session: Session, envelope: Envelope) -> str:
         queue_id = f"MH{next(_queue_ids):08X}"
@@ -637,12 +638,12 @@ class _Handler:
         if deliver is not None:
             for rcpt in envelope.rcpt_tos:
                 deliver(rcpt, content)
-        return replies.DATA_ACCEPTED.format(queue_id=queue_id)
+        return self.service.replies.data_accepted.format(queue_id=queue_id)
 
     async def handle_exception(self, error: Exception) -> str:
         # Client mistakes were taken apart in _HarnessSMTP.handle_exception: this is ours.
         self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
-        return replies.INTERNAL_ERROR
+        return self.service.replies.internal_error
 
 
 def received_header(
@@ -771,7 +772,7 @@ class SMTPServer:
                 endpoint,
                 tls_terminated=tls_terminated,
                 hostname=settings.hostname,
-                ident="ESMTP mailharness",
+                ident=self.replies.ident,
                 tls_context=ssl_context if security is Security.STARTTLS else None,
                 # Dovecot's way (before_starttls None) is done in the hooks instead.
                 require_starttls=settings.starttls_required

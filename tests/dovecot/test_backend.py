@@ -84,7 +84,7 @@ def test_every_listener_the_fake_has_and_none_is_the_plain_port(
     # Dovecot has no plain-only port beside TLS: a client that never sends STARTTLS uses 143's.
     config = MailConfig(backend=server.config.backend, imap_listeners=ALL_SECURITIES)
     with MailServer(config, ca=mail_ca) as listed:
-        assert listed.imap.plain.port == listed.imap.starttls.port
+        assert listed.imap.none.port == listed.imap.starttls.port
 
 
 def test_real_clients_work_on_every_listener(server: MailServer) -> None:

@@ -58,7 +58,7 @@ def fake_client() -> Iterator[imaplib.IMAP4]:
     # does this fake, said so explicitly (the defaults refuse plaintext credentials).
     server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
     try:
-        client = _client(*server.imap.plain.address)
+        client = _client(*server.imap.none.address)
         yield client
         client.logout()
     finally:

@@ -93,7 +93,7 @@ def make_front(loop: LoopThread, backend: MailServer) -> Iterator[Make]:
 
     def make(*faults: Any, to: Endpoint | None = None, **options: Any) -> FaultFront:
         options.setdefault("certs", backend.ca)
-        front = FaultFront(to or backend.imap.plain, faults=faults, **options)
+        front = FaultFront(to or backend.imap.none, faults=faults, **options)
         loop.run(front.start())
         fronts.append(front)
         return front
@@ -159,7 +159,7 @@ def test_without_faults_the_front_is_transparent(make_front: Make) -> None:
 
 
 def test_smtp_mail_flows_through_the_front(make_front: Make, backend: MailServer) -> None:
-    front = make_front(to=backend.smtp.plain)
+    front = make_front(to=backend.smtp.none)
     assert front.protocol == "smtp"
     with smtplib.SMTP(*front.address, timeout=5) as client:
         client.login(*ALICE)
@@ -202,7 +202,7 @@ def test_hang_gives_a_read_timeout(make_front: Make, backend: MailServer) -> Non
     front = make_front(Hang())
     with pytest.raises(TimeoutError):
         imaplib.IMAP4(*front.address, timeout=CLIENT_TIMEOUT)
-    smtp_front = make_front(Hang(), to=backend.smtp.plain)
+    smtp_front = make_front(Hang(), to=backend.smtp.none)
     with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
         smtplib.SMTP(*smtp_front.address, timeout=CLIENT_TIMEOUT)
 
@@ -358,7 +358,7 @@ def test_imap_starttls_with_a_pinned_legacy_version(make_front: Make, backend: M
 
 
 def test_smtp_starttls_terminated_at_the_front(make_front: Make, backend: MailServer) -> None:
-    front = make_front(TLSVersion(version="tls1.3", security="starttls"), to=backend.smtp.plain)
+    front = make_front(TLSVersion(version="tls1.3", security="starttls"), to=backend.smtp.none)
     with smtplib.SMTP("localhost", front.port, timeout=5) as client:
         client.ehlo()
         assert client.has_extn("starttls")
@@ -399,7 +399,7 @@ def test_allowlist_greeting(make_front: Make, backend: MailServer) -> None:
     front = make_front(Allowlist(mode="greeting"))
     with pytest.raises(imaplib.IMAP4.error, match=r"\* BYE \[UNAVAILABLE\] Access denied"):
         SourcedIMAP(*front.address, timeout=5)
-    smtp_front = make_front(Allowlist(mode="greeting"), to=backend.smtp.plain)
+    smtp_front = make_front(Allowlist(mode="greeting"), to=backend.smtp.none)
     with pytest.raises(smtplib.SMTPConnectError) as info:
         smtplib.SMTP(*smtp_front.address, timeout=5, source_address=(OTHER_SOURCE, 0))
     assert info.value.smtp_code == 554
@@ -413,7 +413,7 @@ def test_allowlist_login_fails_like_a_wrong_password(make_front: Make, backend: 
     with SourcedIMAP(*front.address, timeout=5) as client:
         with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\] Authentication"):
             client.login(*ALICE)
-    smtp_front = make_front(Allowlist(mode="login"), to=backend.smtp.plain)
+    smtp_front = make_front(Allowlist(mode="login"), to=backend.smtp.none)
     with smtplib.SMTP(*smtp_front.address, timeout=5, source_address=(OTHER_SOURCE, 0)) as smtp:
         with pytest.raises(smtplib.SMTPAuthenticationError) as info:
             smtp.login(*ALICE)
@@ -423,7 +423,7 @@ def test_allowlist_login_fails_like_a_wrong_password(make_front: Make, backend: 
 def test_allowlist_rcpt_is_postfix_client_restriction(
     make_front: Make, backend: MailServer
 ) -> None:
-    front = make_front(Allowlist(mode="rcpt"), to=backend.smtp.plain)
+    front = make_front(Allowlist(mode="rcpt"), to=backend.smtp.none)
     with smtplib.SMTP(*front.address, timeout=5, source_address=(OTHER_SOURCE, 0)) as client:
         client.login(*ALICE)
         with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
@@ -466,9 +466,7 @@ def test_connection_cap_per_source_with_a_custom_reply(
     other.logout()
     first.logout()
 
-    smtp_front = make_front(
-        ConnectionCap(per_source=0, on_excess="greeting"), to=backend.smtp.plain
-    )
+    smtp_front = make_front(ConnectionCap(per_source=0, on_excess="greeting"), to=backend.smtp.none)
     with pytest.raises(smtplib.SMTPConnectError) as info:
         smtplib.SMTP(*smtp_front.address, timeout=5)
     assert info.value.smtp_code == 421
@@ -584,7 +582,7 @@ def test_fault_events_land_in_the_transcript(make_front: Make) -> None:
 
 
 def test_stop_closes_open_connections(loop: LoopThread, backend: MailServer) -> None:
-    front = FaultFront(backend.imap.plain)
+    front = FaultFront(backend.imap.none)
     loop.run(front.start())
     address = front.address
     client = imaplib.IMAP4(*address, timeout=5)

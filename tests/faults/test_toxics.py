@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
+from pathlib import Path
 
+import mailharness
 import pytest
 from mailharness.certs import MailCA
+from mailharness.servers import faults
 from mailharness.servers.errors import ConfigError
 from mailharness.servers.faults import (
+    FAULT_KINDS,
     Allowlist,
     Bandwidth,
     ConnectionCap,
@@ -23,6 +28,22 @@ from mailharness.servers.faults import (
 )
 from mailharness.servers.faults.front import check_faults
 from mailharness.servers.faults.shaping import Shaper
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_one_list_of_faults_exported_and_documented_as_is() -> None:
+    """FAULT_KINDS is the list; the packages' exports and the README's two lists follow it."""
+    names = [cls.__name__ for cls in FAULT_KINDS.values()]
+    assert set(names) <= set(faults.__all__) & set(mailharness.__all__)
+    assert all(getattr(mailharness, name) is getattr(faults, name) for name in names)
+    text = README.read_text()
+    classes = re.search(r"Faults:\n(.*?)\)\.?\n", text, re.S)
+    assert classes is not None
+    assert re.findall(r"`([A-Z]\w+)`", classes.group(1)) == names
+    kinds = re.search(r'^kind = "latency" +# (.*)\n.* +# (.*)$', text, re.M)
+    assert kinds is not None
+    assert ", ".join(kinds.groups()).replace(",,", ",").split(", ") == list(FAULT_KINDS)
 
 
 def test_faults_are_frozen_slotted_and_keyword_only() -> None:

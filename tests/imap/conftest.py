@@ -44,7 +44,7 @@ class RunningIMAP:
     accounts: Accounts
     transcripts: TranscriptLog
     certs: Certs
-    plain: Endpoint
+    none: Endpoint
     starttls: Endpoint
     implicit: Endpoint
     loop: LoopThread
@@ -95,9 +95,9 @@ def make_imap(loop_thread: LoopThread, certs: Certs) -> Iterator[MakeIMAP]:
                 await server.add_listener(bind_loopback(), Security.IMPLICIT, certs.server),
             )
 
-        plain, starttls, implicit = loop_thread.run(listen())
+        none, starttls, implicit = loop_thread.run(listen())
         running = RunningIMAP(
-            server, store, accounts, transcripts, certs, plain, starttls, implicit, loop_thread
+            server, store, accounts, transcripts, certs, none, starttls, implicit, loop_thread
         )
         started.append(running)
         return running

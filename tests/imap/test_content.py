@@ -50,7 +50,7 @@ class Wire(RawClient):
 
 @pytest.fixture
 def wire(imap: RunningIMAP) -> Wire:
-    client = Wire(imap.plain)
+    client = Wire(imap.none)
     client.login()
     return client
 
@@ -251,7 +251,7 @@ def test_preview_lazy_is_nil_until_a_plain_preview_computed_it(wire: Wire) -> No
 
 
 def test_imaplib_fetches_binary_like_any_client(imap: RunningIMAP) -> None:
-    client = imaplib.IMAP4(*imap.plain.address)
+    client = imaplib.IMAP4(*imap.none.address)
     try:
         client.login("alice@example.test", "alice-password")
         client.append("INBOX", None, None, MULTIPART)

@@ -181,7 +181,7 @@ def dovecot(mail_ca: MailCA) -> Iterator[DovecotProcess]:
 def test_binary_and_preview_answers_match_dovecot(
     dovecot: DovecotProcess, make_imap: MakeIMAP
 ) -> None:
-    ours = list(answers(make_imap().plain))
+    ours = list(answers(make_imap().none))
     theirs = list(answers(dovecot.endpoint("starttls")))
     differences = [
         f"message {n} {item.decode()}:\n  ours:    {a!r}\n  dovecot: {b!r}"
@@ -244,7 +244,7 @@ def test_mime_nesting_and_part_limits_match_dovecot(
 ) -> None:
     """Past 100 levels a part is a leaf (application/octet-stream); past 10,000 parts
     no more boundaries are looked for: the same BODYSTRUCTURE as Dovecot's."""
-    ours = _limit_answers(make_imap().plain)
+    ours = _limit_answers(make_imap().none)
     theirs = _limit_answers(dovecot.endpoint("starttls"))
     for number, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
         assert a == b, f"message {number}:\n ours:    {a[-600:]!r}\n dovecot: {b[-600:]!r}"
@@ -307,7 +307,7 @@ def _appends(endpoint: Endpoint) -> list[bytes]:
 def test_append_forms_store_what_dovecot_stores(
     dovecot: DovecotProcess, make_imap: MakeIMAP
 ) -> None:
-    ours = _appends(make_imap().plain)
+    ours = _appends(make_imap().none)
     theirs = _appends(dovecot.endpoint("starttls"))
     for number, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
         assert a == b, f"step {number}:\n ours:    {a!r}\n dovecot: {b!r}"

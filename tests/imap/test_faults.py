@@ -49,7 +49,7 @@ class IMAP4From(imaplib.IMAP4):
 
 
 def client(imap: RunningIMAP, timeout: float = CALL_TIMEOUT) -> imaplib.IMAP4:
-    return imaplib.IMAP4(*imap.plain.address, timeout=timeout)
+    return imaplib.IMAP4(*imap.none.address, timeout=timeout)
 
 
 def login_error(imap: RunningIMAP, user: str = ALICE[0], password: str = ALICE[1]) -> str:
@@ -329,7 +329,7 @@ def test_userip_connection_limit(make_imap: MakeIMAP, personality: str, expected
         assert c.readline() == b""
         c.shutdown()
         # Another address is another count (127.0.0.2 reaches the 127.0.0.1 listener).
-        other = IMAP4From(*imap.plain.address, source="127.0.0.2")
+        other = IMAP4From(*imap.none.address, source="127.0.0.2")
         other.login(*ALICE)
         other.logout()
     with logged_in(imap):  # a slot freed
@@ -344,7 +344,7 @@ def test_gmail_userip_limit_is_15() -> None:
 def test_userip_limit_with_imapclient(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(personality="gmail", max_userip_connections=1))
     with logged_in(imap):
-        c = imapclient.IMAPClient(*imap.plain.address, ssl=False, timeout=CALL_TIMEOUT)
+        c = imapclient.IMAPClient(*imap.none.address, ssl=False, timeout=CALL_TIMEOUT)
         with pytest.raises(imapclient.exceptions.LoginError) as info:
             c.login(*ALICE)
         assert str(info.value) == "b'[ALERT] Too many simultaneous connections. (Failure)'"
@@ -368,7 +368,7 @@ def test_connection_queue_full_hang_until_a_slot_frees(make_imap: MakeIMAP) -> N
     first.login(*ALICE)
     with pytest.raises(TimeoutError, match="timed out"):
         client(imap, timeout=SHORT)
-    waiting = socket.create_connection(imap.plain.address, timeout=CALL_TIMEOUT)
+    waiting = socket.create_connection(imap.none.address, timeout=CALL_TIMEOUT)
     with waiting, waiting.makefile("rb") as lines:
         wait_until(lambda: imap.server.connections == 2)  # the timed-out one is gone
         first.logout()
@@ -380,7 +380,7 @@ def test_connection_queue_full_hang_until_a_slot_frees(make_imap: MakeIMAP) -> N
 def test_raising_max_connections_greets_the_queue(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(max_connections=1, queue_full_mode="hang"))
     with logged_in(imap):
-        waiting = socket.create_connection(imap.plain.address, timeout=CALL_TIMEOUT)
+        waiting = socket.create_connection(imap.none.address, timeout=CALL_TIMEOUT)
         with waiting, waiting.makefile("rb") as lines:
             wait_until(lambda: imap.server.connections == 2)
             imap.server.settings = replace(imap.server.settings, max_connections=None)
@@ -452,9 +452,9 @@ def test_oauth_only_outlook(make_imap: MakeIMAP) -> None:
 def test_tcpwrap_closes_without_greeting(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(allowed_networks=("127.0.0.1/32",)))
     with pytest.raises(imaplib.IMAP4.abort) as info:
-        IMAP4From(*imap.plain.address, source="127.0.0.2")
+        IMAP4From(*imap.none.address, source="127.0.0.2")
     assert str(info.value) == "socket error: EOF"
-    c = IMAP4From(*imap.plain.address, source="127.0.0.1")
+    c = IMAP4From(*imap.none.address, source="127.0.0.1")
     c.login(*ALICE)
     c.logout()
     [refused] = [t for t in imap.transcripts if t.peer.startswith("127.0.0.2:")]
@@ -463,12 +463,12 @@ def test_tcpwrap_closes_without_greeting(make_imap: MakeIMAP) -> None:
 
 def test_dovecot_allow_nets_fails_like_a_wrong_password(imap: RunningIMAP) -> None:
     imap.accounts.update(ALICE[0], allow_nets=("127.0.0.1/32",))
-    c = IMAP4From(*imap.plain.address, source="127.0.0.2")
+    c = IMAP4From(*imap.none.address, source="127.0.0.2")
     with pytest.raises(imaplib.IMAP4.error) as info:
         c.login(*ALICE)
     assert str(info.value) == AUTH_FAILED
     c.shutdown()
-    c = IMAP4From(*imap.plain.address, source="127.0.0.1")
+    c = IMAP4From(*imap.none.address, source="127.0.0.1")
     c.login(*ALICE)
     c.logout()
 
@@ -534,7 +534,7 @@ def test_greetings_while_settings_switch_from_another_thread(imap: RunningIMAP) 
     flipper.start()
     try:
         for _ in range(50):
-            with socket.create_connection(imap.plain.address, timeout=CALL_TIMEOUT) as sock:
+            with socket.create_connection(imap.none.address, timeout=CALL_TIMEOUT) as sock:
                 greeting = sock.makefile("rb").readline()
                 assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 "), greeting
     finally:
@@ -582,7 +582,7 @@ def test_custom_replies_win_over_the_personality() -> None:
 def test_shutdown_closes_queued_connections_ungreeted(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(max_connections=1, queue_full_mode="hang"))
     with logged_in(imap) as c:
-        waiting = socket.create_connection(imap.plain.address, timeout=CALL_TIMEOUT)
+        waiting = socket.create_connection(imap.none.address, timeout=CALL_TIMEOUT)
         with waiting, waiting.makefile("rb") as lines:
             wait_until(lambda: imap.server.connections == 2)
             imap.server.announce_shutdown_threadsafe().result(CALL_TIMEOUT)

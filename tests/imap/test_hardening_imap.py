@@ -53,7 +53,7 @@ def _attack_with_58_literals(proc: subprocess.Popen[bytes], address: tuple[str, 
 
 
 def test_literal_over_8kib_before_login_is_bye_literal_size_too_large(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.send(b"a LOGIN {9000}\r\n")
         assert raw.line() == b"* BYE Literal size too large\r\n"
         with pytest.raises((EOFError, ConnectionError)):
@@ -62,14 +62,14 @@ def test_literal_over_8kib_before_login_is_bye_literal_size_too_large(imap: Runn
 
 
 def test_long_line_before_login_is_bye_input_buffer_full(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.send(b"a NOOP " + b"x" * 10_000 + b"\r\n")
         assert raw.line() == b"* BYE Input buffer full, aborting\r\n"
     imap.errors.clear()
 
 
 def test_literals_over_64kib_in_one_command_after_login_are_bye(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.send(b"a SEARCH TEXT {40000+}\r\n" + b"x" * 40_000 + b" TEXT {40000+}\r\n")
         assert raw.line() == b"* BYE Literal size too large\r\n"
@@ -78,7 +78,7 @@ def test_literals_over_64kib_in_one_command_after_login_are_bye(imap: RunningIMA
 
 def test_multiappend_over_its_total_is_refused(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(max_append_bytes=4096))
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.send(b"a APPEND INBOX {3000}\r\n")
         assert raw.line().startswith(b"+ ")
@@ -90,7 +90,7 @@ def test_multiappend_over_its_total_is_refused(make_imap: MakeIMAP) -> None:
 
 
 def test_tag_over_126_bytes_before_login_is_not_echoed(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.send(b"t" * 200 + b" NOOP\r\n")
         assert raw.line() == b"* BAD Error in IMAP command received by server.\r\n"
         [ok] = raw.command(b"b", b"NOOP")
@@ -101,7 +101,7 @@ def test_tag_over_126_bytes_before_login_is_not_echoed(imap: RunningIMAP) -> Non
 
 
 def test_tagless_100kb_line_is_not_the_echoed_tag(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.send(b"x" * 100_000 + b"\r\nb NOOP\r\n")
         assert raw.line() == b"* BAD Error in IMAP command received by server.\r\n"
@@ -134,7 +134,7 @@ HUGE = b"9" * 5000
 def test_numbers_over_4300_digits_are_bad_not_serverbug(
     imap: RunningIMAP, command: bytes, reply: bytes
 ) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.command(b"s", b"SELECT INBOX")
         [bad] = raw.command(b"a", command)[-1:]
@@ -145,7 +145,7 @@ def test_numbers_over_4300_digits_are_bad_not_serverbug(
 
 def test_login_timeout_disconnects_for_inactivity(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(login_timeout=0.2))
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         assert raw.line() == b"* BYE Disconnected for inactivity.\r\n"
 
 
@@ -155,7 +155,7 @@ def test_login_timeout_default_is_dovecots_3_minutes() -> None:
 
 def test_connection_flood_is_refused_with_queue_full(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(max_connections=2))
-    with RawClient(imap.plain), RawClient(imap.plain), RawClient(imap.plain) as third:
+    with RawClient(imap.none), RawClient(imap.none), RawClient(imap.none) as third:
         assert third.greeting == b"* BYE Connection queue full\r\n"
     assert imap.server._default_cap == default_connection_cap()
     imap.server.settings = replace(imap.server.settings, max_connections=None)
@@ -188,7 +188,7 @@ def test_aborted_tls_handshakes_leave_no_reference_cycles(imap: RunningIMAP) -> 
             with socket.create_connection(imap.implicit.address, timeout=5) as sock:
                 with pytest.raises(ssl.SSLError):
                     refusing.wrap_socket(sock, server_hostname="localhost")
-        with RawClient(imap.plain) as raw:  # the loop has handled every abort by now
+        with RawClient(imap.none) as raw:  # the loop has handled every abort by now
             raw.login()
 
     assert cycles_after(handshakes) == {}
@@ -197,11 +197,11 @@ def test_aborted_tls_handshakes_leave_no_reference_cycles(imap: RunningIMAP) -> 
 def test_sessions_leave_no_reference_cycles(imap: RunningIMAP) -> None:
     def sessions() -> None:
         for _ in range(10):
-            with RawClient(imap.plain) as raw:
+            with RawClient(imap.none) as raw:
                 raw.login()
                 raw.command(b"s", b"SELECT INBOX")
                 raw.command(b"z", b"LOGOUT")
-        with RawClient(imap.plain) as raw:  # the loop has closed every one by now
+        with RawClient(imap.none) as raw:  # the loop has closed every one by now
             raw.login()
 
     assert cycles_after(sessions) == {}
@@ -209,7 +209,7 @@ def test_sessions_leave_no_reference_cycles(imap: RunningIMAP) -> None:
 
 def test_non_ascii_command_name_is_bad_not_serverbug(imap: RunningIMAP) -> None:
     """Found by tests/test_hardening_fuzz.py: the BAD reply itself raised UnicodeEncodeError."""
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         [bad] = raw.command(b"t0", b"\x80")
         assert bad == b"t0 BAD Error in IMAP command received by server.\r\n"
@@ -223,7 +223,7 @@ def test_long_id_before_login_is_served_as_dovecot_does(imap: RunningIMAP) -> No
     """Dovecot's imap-login reads ID element by element (imaptest's `id` group sends 31 KB
     before login); we allow it the 64 KiB line limit, and BYE past it."""
     params = b" ".join(b'"k%d" "%s"' % (i, b"v" * 1000) for i in range(30))
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         reply = raw.command(b"a", b"ID (" + params + b")")
         assert reply[-1].startswith(b"a OK")
         raw.send(b"b ID (" + params * 3 + b")\r\n")
@@ -261,7 +261,7 @@ def test_fd_exhaustion_logs_accept_error_once_and_serving_resumes(tmp_path: Path
 
 def test_non_utf8_argument_quoted_in_bad_is_sent_back_as_is(imap: RunningIMAP) -> None:
     """Found by tests/test_hardening_fuzz.py: `THREAD \\x80` made the BAD text unencodable."""
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.command(b"s", b"SELECT INBOX")
         [bad] = raw.command(b"t0", b"THREAD \x80 UTF-8 ALL")

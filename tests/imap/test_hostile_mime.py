@@ -198,7 +198,7 @@ from mailharness.server import MailServer
 # A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
 server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
 try:
-    print(json.dumps({{"port": server.imap.plain.port, "pid": os.getpid()}}), flush=True)
+    print(json.dumps({{"port": server.imap.none.port, "pid": os.getpid()}}), flush=True)
     sys.stdin.read()
 finally:
     server.stop()
@@ -287,7 +287,7 @@ class _Client:
 def test_other_sessions_answered_while_a_hostile_header_is_fetched(imap: RunningIMAP) -> None:
     hostile = b"From: " + b"," * (2 * MIB) + b"\r\nContent-Type: text/plain; " + b";" * MIB
     hostile += b"\r\n\r\nbody\r\n"
-    with RawClient(imap.plain) as attacker, RawClient(imap.plain) as bystander:
+    with RawClient(imap.none) as attacker, RawClient(imap.none) as bystander:
         attacker.login()
         bystander.login("bob@example.test", "bob-password")
         attacker.send(b"A APPEND INBOX {%d}\r\n" % len(hostile))

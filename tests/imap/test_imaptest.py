@@ -97,7 +97,7 @@ def server(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[MailServ
 
 
 def target(server: MailServer) -> Target:
-    endpoint = server.imap.plain
+    endpoint = server.imap.none
     user = server.config.users[0]
     return Target(endpoint.host, endpoint.port, user.login or user.address, user.password)
 

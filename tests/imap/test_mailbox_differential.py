@@ -187,7 +187,7 @@ def dovecot() -> Iterator[Endpoint]:
 
 def test_mailbox_commands_answer_as_native_dovecot(dovecot: Endpoint, make_imap: MakeIMAP) -> None:
     imap = make_imap()
-    fake = converse(imap.plain)
+    fake = converse(imap.none)
     imap.errors.clear()  # the script's BADs are recorded client errors
     real = converse(dovecot)
     assert b'* LIST (\\HasNoChildren) "/" INBOX' in real[1][1], "logged in and listing"

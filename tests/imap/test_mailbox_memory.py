@@ -34,7 +34,7 @@ from mailharness.server import MailServer
 # A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
 server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
 try:
-    print(json.dumps({{"port": server.imap.plain.port, "pid": os.getpid()}}), flush=True)
+    print(json.dumps({{"port": server.imap.none.port, "pid": os.getpid()}}), flush=True)
     sys.stdin.read()
 finally:
     server.stop()

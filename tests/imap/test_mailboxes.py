@@ -22,7 +22,7 @@ ALICE = "alice@example.test"
 
 @pytest.fixture
 def raw(imap: RunningIMAP) -> Iterator[RawClient]:
-    client = RawClient(imap.plain)
+    client = RawClient(imap.none)
     client.login()
     yield client
     client.close()
@@ -333,7 +333,7 @@ def test_encoded_control_character_refused_on_create(raw: RawClient) -> None:
 
 def test_name_limits_are_settings(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(mailbox_max_levels=2, mailbox_name_max_bytes=10))
-    with RawClient(imap.plain) as client:
+    with RawClient(imap.none) as client:
         client.login()
         assert tagged(client.command(b"a", b"CREATE a/b")) == b"a OK Create completed."
         too_long = b"NO [CANNOT] Mailbox name too long"
@@ -346,7 +346,7 @@ def test_name_limits_are_settings(make_imap: MakeIMAP) -> None:
 
 
 def _list_cpu(imap: RunningIMAP, command: bytes) -> tuple[float, int]:
-    with RawClient(imap.plain) as client:
+    with RawClient(imap.none) as client:
         client.login()
         start = time.process_time()
         reply = client.command(b"l", command)
@@ -415,7 +415,7 @@ def test_other_sessions_are_served_during_a_list_attack(make_imap: MakeIMAP) -> 
     stop = threading.Event()
 
     def attack() -> None:
-        with RawClient(imap.plain) as client:
+        with RawClient(imap.none) as client:
             client.login()
             while not stop.is_set():
                 client.command(b"l", b'LIST "" *')
@@ -423,7 +423,7 @@ def test_other_sessions_are_served_during_a_list_attack(make_imap: MakeIMAP) -> 
     attacker = threading.Thread(target=attack)
     attacker.start()
     try:
-        with RawClient(imap.plain) as client:
+        with RawClient(imap.none) as client:
             client.login()
             for _ in range(5):
                 start = time.monotonic()

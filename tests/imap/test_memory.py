@@ -48,7 +48,7 @@ from mailharness.server import MailServer
 server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
 try:
     server.store.add_synthetic({LOGIN.decode()!r}, "INBOX", {MESSAGES})
-    print(json.dumps({{"port": server.imap.plain.port, "pid": os.getpid()}}), flush=True)
+    print(json.dumps({{"port": server.imap.none.port, "pid": os.getpid()}}), flush=True)
     sys.stdin.read()
 finally:
     server.stop()

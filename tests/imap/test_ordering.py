@@ -25,7 +25,7 @@ BASE = datetime(2008, 2, 22, 15, 6, 23, tzinfo=UTC)
 
 @pytest.fixture
 def client(imap: RunningIMAP) -> Iterator[imaplib.IMAP4]:
-    conn = imaplib.IMAP4(*imap.plain.address)
+    conn = imaplib.IMAP4(*imap.none.address)
     conn.login(*ALICE)
     yield conn
     conn.logout()

@@ -30,7 +30,7 @@ MESSAGE = (
 
 @pytest.fixture
 def alice(imap: RunningIMAP) -> Iterator[imaplib.IMAP4]:
-    client = imaplib.IMAP4(*imap.plain.address)
+    client = imaplib.IMAP4(*imap.none.address)
     client.login(*ALICE)
     yield client
     with contextlib.suppress(imaplib.IMAP4.abort, OSError):
@@ -48,12 +48,12 @@ def seed(imap: RunningIMAP, count: int = 3) -> None:
 def test_greeting_is_dovecots(imap: RunningIMAP) -> None:
     with RawClient(imap.starttls) as raw:
         assert raw.greeting == GREETING
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         assert raw.greeting == GREETING.replace(b"STARTTLS ", b"")
 
 
 def test_login_ok_carries_capabilities(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         [ok] = raw.command(b"a", b'LOGIN alice@example.test "alice-password"')
         assert ok.startswith(b"a OK [CAPABILITY IMAP4rev1 ")
         assert b" UIDPLUS " in ok and ok.endswith(b"] Logged in\r\n")
@@ -61,7 +61,7 @@ def test_login_ok_carries_capabilities(imap: RunningIMAP) -> None:
 
 
 def test_bad_password(imap: RunningIMAP) -> None:
-    client = imaplib.IMAP4(*imap.plain.address)
+    client = imaplib.IMAP4(*imap.none.address)
     with pytest.raises(imaplib.IMAP4.error) as info:
         client.login(ALICE[0], "wrong")
     assert str(info.value) == "b'[AUTHENTICATIONFAILED] Authentication failed.'"
@@ -69,10 +69,10 @@ def test_bad_password(imap: RunningIMAP) -> None:
 
 def test_failure_delay_does_not_block_others(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(failure_delay=0.3))
-    slow = RawClient(imap.plain)
+    slow = RawClient(imap.none)
     started = time.monotonic()
     slow.send(b"a LOGIN alice@example.test wrong\r\n")
-    with RawClient(imap.plain) as fast:
+    with RawClient(imap.none) as fast:
         fast.login()
         assert time.monotonic() - started < 0.3
     [no] = slow.until(b"a")
@@ -110,7 +110,7 @@ def test_imapclient(imap: RunningIMAP, mode: str) -> None:
         client = imapclient.IMAPClient(*imap.starttls.address, ssl=False)
         client.starttls(ctx)
     else:
-        client = imapclient.IMAPClient(*imap.plain.address, ssl=False)
+        client = imapclient.IMAPClient(*imap.none.address, ssl=False)
     client.login(*ALICE)
     info = client.select_folder("INBOX")
     assert info[b"EXISTS"] == 2
@@ -126,7 +126,7 @@ def test_imapclient(imap: RunningIMAP, mode: str) -> None:
 
 
 def test_starttls_twice_and_after_login(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         [bad] = raw.command(b"s", b"STARTTLS")
         assert bad == b"s BAD TLS support isn't enabled.\r\n"
     imap.errors.clear()
@@ -153,10 +153,10 @@ def test_plaintext_auth_requires_tls(make_imap: MakeIMAP) -> None:
 
 def test_authenticate_plain_with_and_without_sasl_ir(imap: RunningIMAP) -> None:
     token = base64.b64encode(b"\0alice@example.test\0alice-password")
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         [ok] = raw.command(b"a", b"AUTHENTICATE PLAIN " + token)
         assert ok.startswith(b"a OK [CAPABILITY ")
-    client = imaplib.IMAP4(*imap.plain.address)
+    client = imaplib.IMAP4(*imap.none.address)
     client.authenticate("PLAIN", lambda _: b"\0alice@example.test\0alice-password")
     client.logout()
     text = imap.transcripts.text()
@@ -164,7 +164,7 @@ def test_authenticate_plain_with_and_without_sasl_ir(imap: RunningIMAP) -> None:
 
 
 def test_authenticate_login(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.send(b"a AUTHENTICATE LOGIN\r\n")
         assert raw.line() == b"+ VXNlcm5hbWU6\r\n"
         raw.send(base64.b64encode(b"alice@example.test") + b"\r\n")
@@ -178,7 +178,7 @@ def test_xoauth2(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(auth_mechanisms=("PLAIN", "LOGIN", "XOAUTH2")))
     good = base64.b64encode(b"user=alice@example.test\x01auth=Bearer alice-token\x01\x01")
     bad = base64.b64encode(b"user=alice@example.test\x01auth=Bearer nope\x01\x01")
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         assert b"AUTH=XOAUTH2" in raw.greeting
         raw.send(b"a AUTHENTICATE XOAUTH2 " + bad + b"\r\n")
         assert raw.line() == (
@@ -193,7 +193,7 @@ def test_xoauth2(make_imap: MakeIMAP) -> None:
 
 
 def test_authenticate_cancel_and_bad_mechanism(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.send(b"a AUTHENTICATE PLAIN\r\n")
         assert raw.line() == b"+ \r\n"
         raw.send(b"*\r\n")
@@ -213,7 +213,7 @@ def test_login_masked_in_transcript(alice: imaplib.IMAP4, imap: RunningIMAP) -> 
 
 def test_select_and_examine(imap: RunningIMAP) -> None:
     seed(imap, 2)
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         reply = raw.command(b"s", b"SELECT INBOX")
         assert reply[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
@@ -256,7 +256,7 @@ def test_mailbox_management(alice: imaplib.IMAP4) -> None:
 
 
 def test_list_extended_special_use(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         # LIST-EXTENDED: children flags only when RETURN (CHILDREN) asks, as in Dovecot.
         reply = raw.command(b"l", b'LIST (SPECIAL-USE) "" "*"')
@@ -267,7 +267,7 @@ def test_list_extended_special_use(imap: RunningIMAP) -> None:
 
 
 def test_namespace_id_enable(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         assert raw.command(b"i", b"ID NIL")[0] == b'* ID ("name" "Dovecot")\r\n'
         raw.login()
         assert raw.command(b"n", b"NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL\r\n'
@@ -332,7 +332,7 @@ def test_store_and_search(alice: imaplib.IMAP4, imap: RunningIMAP) -> None:
         b"3 (UID 3 FLAGS (\\Deleted \\Recent custom))",
         b"3 (UID 3 FLAGS (custom \\Deleted \\Recent))",
     )
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.command(b"s", b"SELECT INBOX")
         reply = raw.command(b"e", b"SEARCH RETURN (MIN MAX COUNT) ALL")
@@ -346,7 +346,7 @@ def test_copy_move_expunge(alice: imaplib.IMAP4, imap: RunningIMAP) -> None:
     typ, data = alice.copy("1:2", "Archive/2024")
     assert typ == "OK" and data[0].startswith(b"[COPYUID ")
     assert data[0].split()[2:4] == [b"1:2", b"1:2]"]
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.command(b"s", b"SELECT INBOX")
         reply = raw.command(b"m", b"UID MOVE 3 Archive/2024")
@@ -376,7 +376,7 @@ def test_close_expunges_and_unselect_does_not(alice: imaplib.IMAP4, imap: Runnin
 
 def test_condstore(imap: RunningIMAP) -> None:
     seed(imap, 2)
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         reply = raw.command(b"s", b"SELECT INBOX (CONDSTORE)")
         highest = next(line for line in reply if b"HIGHESTMODSEQ" in line)
@@ -393,7 +393,7 @@ def test_condstore(imap: RunningIMAP) -> None:
 
 def test_two_sessions_see_each_others_changes(imap: RunningIMAP) -> None:
     seed(imap, 3)
-    with RawClient(imap.plain) as a, RawClient(imap.plain) as b:
+    with RawClient(imap.none) as a, RawClient(imap.none) as b:
         a.login()
         b.login()
         a.command(b"s", b"SELECT INBOX")
@@ -427,7 +427,7 @@ def test_two_sessions_see_each_others_changes(imap: RunningIMAP) -> None:
 
 
 def test_idle_woken_by_append_from_another_thread(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.command(b"s", b"SELECT INBOX")
         raw.send(b"i IDLE\r\n")
@@ -442,7 +442,7 @@ def test_idle_woken_by_append_from_another_thread(imap: RunningIMAP) -> None:
 
 
 def test_imapclient_idle(imap: RunningIMAP) -> None:
-    client = imapclient.IMAPClient(*imap.plain.address, ssl=False)
+    client = imapclient.IMAPClient(*imap.none.address, ssl=False)
     client.login(*ALICE)
     client.select_folder("INBOX")
     client.idle()
@@ -453,7 +453,7 @@ def test_imapclient_idle(imap: RunningIMAP) -> None:
 
 
 def test_mailbox_deleted_while_selected(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as a, RawClient(imap.plain) as b:
+    with RawClient(imap.none) as a, RawClient(imap.none) as b:
         a.login()
         b.login()
         b.command(b"c", b"CREATE Doomed")
@@ -467,12 +467,12 @@ def test_mailbox_deleted_while_selected(imap: RunningIMAP) -> None:
 
 def test_idle_timeout(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(idle_timeout=0.2))
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         assert raw.line() == b"* BYE Disconnected for inactivity.\r\n"
 
 
 def test_close_sessions_aborts_connections(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         imap.loop.run(imap.server.close_sessions())
         with pytest.raises((EOFError, ConnectionError)):
@@ -484,7 +484,7 @@ def test_close_sessions_aborts_connections(imap: RunningIMAP) -> None:
 
 
 def test_hostile_client_gets_bad_and_others_are_served(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as evil, RawClient(imap.plain) as good:
+    with RawClient(imap.none) as evil, RawClient(imap.none) as good:
         evil.send(b"\x00\xff garbage\r\n")
         assert evil.line() == b"* BAD Error in IMAP command received by server.\r\n"
         [bad] = evil.command(b"a", b"FETCH 1 (FLAGS")
@@ -512,7 +512,7 @@ def test_server_exception_answers_serverbug(
         raise RuntimeError("boom")
 
     monkeypatch.setitem(COMMANDS, "NAMESPACE", broken)
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         [no] = raw.command(b"n", b"NAMESPACE")
         assert no.startswith(b"n NO [SERVERBUG] Internal error occurred.")
@@ -545,7 +545,7 @@ def test_quota(alice: imaplib.IMAP4, imap: RunningIMAP) -> None:
 
 def test_appendlimit(imap: RunningIMAP) -> None:
     imap.store.user(ALICE[0]).append_limit = 100
-    client = imaplib.IMAP4(*imap.plain.address)
+    client = imaplib.IMAP4(*imap.none.address)
     _, data = client.login(*ALICE)
     assert b" APPENDLIMIT=100]" in data[0]
     result = client.append("INBOX", None, None, MESSAGE + b"x" * 200)
@@ -559,7 +559,7 @@ def test_big_mailbox_fetch_is_fast(imap: RunningIMAP) -> None:
     body = MESSAGE + b"x" * 4000
     for _ in range(10_000):
         imap.store.deliver(ALICE[0], body)
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.command(b"s", b"SELECT INBOX")
         raw.command(b"w", b"UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)")  # warm the cache
@@ -594,7 +594,7 @@ def test_starttls_drops_pipelined_plaintext(imap: RunningIMAP) -> None:
 
 def test_stop_says_bye(make_imap: MakeIMAP) -> None:
     imap = make_imap()
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         imap.loop.run(imap.server.stop())
         assert raw.line() == b"* BYE Server shutting down.\r\n"
@@ -602,7 +602,7 @@ def test_stop_says_bye(make_imap: MakeIMAP) -> None:
 
 def test_uidvalidity_change_says_bye(imap: RunningIMAP) -> None:
     seed(imap, 1)
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.command(b"s", b"SELECT INBOX")
         imap.store.user(ALICE[0]).change_uidvalidity("INBOX")
@@ -614,7 +614,7 @@ def test_sort_and_thread(imap: RunningIMAP) -> None:
     imap.store.deliver(ALICE[0], b"Subject: b\r\nMessage-ID: <a@x>\r\n\r\n" + b"x" * 50)
     imap.store.deliver(ALICE[0], b"Subject: a\r\nMessage-ID: <b@x>\r\n\r\nshort")
     imap.store.deliver(ALICE[0], b"Subject: Re: b\r\nIn-Reply-To: <a@x>\r\n\r\nreply")
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         raw.command(b"s", b"SELECT INBOX")
         assert raw.command(b"o", b"SORT (SUBJECT REVERSE SIZE) UTF-8 ALL")[0] == (
@@ -633,7 +633,7 @@ def test_getquota_and_unknown_root(alice: imaplib.IMAP4, imap: RunningIMAP) -> N
 def test_login_logout_is_fast(imap: RunningIMAP) -> None:
     started = time.perf_counter()
     for _ in range(100):
-        with RawClient(imap.plain) as raw:
+        with RawClient(imap.none) as raw:
             raw.login()
             raw.command(b"z", b"LOGOUT")
     per_connection = (time.perf_counter() - started) / 100
@@ -642,7 +642,7 @@ def test_login_logout_is_fast(imap: RunningIMAP) -> None:
 
 
 def test_overlong_sasl_line_aborts_the_exchange(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.send(b"a AUTHENTICATE PLAIN\r\n")
         assert raw.line() == b"+ \r\n"
         raw.send(b"x" * 70_000 + b"\r\n")
@@ -653,7 +653,7 @@ def test_overlong_sasl_line_aborts_the_exchange(imap: RunningIMAP) -> None:
 
 def test_appendlimit_refuses_before_the_upload(imap: RunningIMAP) -> None:
     imap.store.user(ALICE[0]).append_limit = 100
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         [no] = raw.command(b"a", b"APPEND INBOX {5000}")
         assert no == b"a NO [TOOBIG] Mail size is larger than the maximum size allowed\r\n"
@@ -672,14 +672,14 @@ def test_appendlimit_refuses_before_the_upload(imap: RunningIMAP) -> None:
 )
 def test_account_states(imap: RunningIMAP, change: dict[str, object], reply: bytes) -> None:
     imap.accounts.update(ALICE[0], **change)
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         [no] = raw.command(b"a", b'LOGIN alice@example.test "alice-password"')
         assert no == b"a " + reply + b"\r\n"
 
 
 def test_backend_down(imap: RunningIMAP) -> None:
     imap.accounts.backend_down = True
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         [no] = raw.command(b"a", b'LOGIN alice@example.test "alice-password"')
         assert no.startswith(b"a NO [UNAVAILABLE] Temporary authentication failure. [localhost:")
 

@@ -31,7 +31,7 @@ def untagged(reply: list[bytes]) -> list[bytes]:
 
 @pytest.fixture
 def clients(imap: RunningIMAP) -> Iterator[tuple[RawClient, RawClient, RawClient]]:
-    with RawClient(imap.plain) as a, RawClient(imap.plain) as b, RawClient(imap.plain) as c:
+    with RawClient(imap.none) as a, RawClient(imap.none) as b, RawClient(imap.none) as c:
         for client in (a, b, c):
             client.login()
         yield a, b, c
@@ -162,7 +162,7 @@ def test_condstore_is_enabled_by_the_commands_that_use_it(
         b"STATUS INBOX (HIGHESTMODSEQ)",
     )
     for command in enabling:
-        with RawClient(imap.plain) as fresh:
+        with RawClient(imap.none) as fresh:
             fresh.login()
             fresh.command(b"s", b"SELECT INBOX")
             first = fresh.command(b"x", command)[0]
@@ -296,7 +296,7 @@ def test_within_savedate_and_status_size(
 
 
 def test_capabilities_name_every_extension_implemented(imap: RunningIMAP) -> None:
-    with RawClient(imap.plain) as raw:
+    with RawClient(imap.none) as raw:
         raw.login()
         caps = untagged(raw.command(b"c", b"CAPABILITY"))[0].split()
     for name in (b"QRESYNC", b"SEARCHRES", b"WITHIN", b"CONTEXT=SEARCH", b"STATUS=SIZE"):
