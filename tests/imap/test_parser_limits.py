@@ -41,7 +41,7 @@ def many_parts(count: int) -> bytes:
 
 def fetch(server: RunningIMAP, message: bytes, item: str) -> bytes:
     """APPEND ``message`` to a fresh INBOX state, FETCH ``item`` of it, as imaplib sees it."""
-    client = imaplib.IMAP4(server.plain.host, server.plain.port, timeout=10)
+    client = imaplib.IMAP4(server.none.host, server.none.port, timeout=10)
     try:
         client.login("alice@example.test", "alice-password")
         client.append("INBOX", None, None, message)
