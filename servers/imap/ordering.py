@@ -22,7 +22,7 @@ import heapq
 import re
 from array import array
 from calendar import timegm
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from email.utils import mktime_tz, parsedate_tz
 from functools import lru_cache
@@ -31,6 +31,7 @@ from operator import ge, le
 
 from mailharness.servers.imap.casemap import casemap
 from mailharness.servers.imap.message import Address, addresses, decode_header_text
+from mailharness.servers.imap.sequence import format_ascending
 from mailharness.servers.imap.store import StoredMessage
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Sorter",
     "base_subject",
     "date_key",
+    "esearch_line",
     "head_of",
     "header_fields",
     "header_of",
@@ -439,46 +441,45 @@ class SortReturn:
         self.partial = partial
 
     def line(self, tag: str, uid: bool, ordered: Sequence[int]) -> bytes:
-        """The ``* ESEARCH`` reply for the hits in sorted order.
-
-        MIN and MAX are the first and last in sort order; ALL and PARTIAL list the
-        numbers in sort order, joining only ascending runs (``3:4,2,1``), as Dovecot.
-        """
-        escaped = tag.replace("\\", "\\\\").replace('"', '\\"')
-        parts = [b'* ESEARCH (TAG "' + escaped.encode() + b'")']
-        if uid:
-            parts.append(b"UID")
-        options = self.options
-        if ordered:
-            if "MIN" in options:
-                parts.append(b"MIN %d" % ordered[0])
-            if "MAX" in options:
-                parts.append(b"MAX %d" % ordered[-1])
-            if "ALL" in options:
-                parts.append(b"ALL " + _ordered_set(ordered))
-        if self.partial is not None:
-            low, high = self.partial
-            picked = ordered[low - 1 : high]
-            parts.append(b"PARTIAL (%d:%d %s)" % (low, high, _ordered_set(picked) or b"NIL"))
-        if "COUNT" in options:
-            parts.append(b"COUNT %d" % len(ordered))
-        return b" ".join(parts) + b"\r\n"
+        """The ``* ESEARCH`` reply for the hits in sorted order."""
+        return esearch_line(tag, uid, ordered, self.options, self.partial)
 
 
-def _ordered_set(numbers: Sequence[int]) -> bytes:
-    """Numbers in the given order, ``n:m`` where they ascend by one (Dovecot's seq ranges)."""
-    out: list[bytes] = []
-    first = last = -2
-    for n in numbers:
-        if n == last + 1:
-            last = n
-            continue
-        if last >= 0:
-            out.append(b"%d" % first if first == last else b"%d:%d" % (first, last))
-        first = last = n
-    if last >= 0:
-        out.append(b"%d" % first if first == last else b"%d:%d" % (first, last))
-    return b",".join(out)
+def esearch_line(
+    tag: str,
+    uid: bool,
+    numbers: Sequence[int],
+    returns: Collection[str],
+    partial: tuple[int, int] | None,
+    modseq: int = 0,
+) -> bytes:
+    """The ``* ESEARCH`` reply of SEARCH RETURN (RFC 4731) and SORT RETURN (RFC 5267).
+
+    ``numbers`` in result order: ascending for SEARCH, sort order for SORT. MIN and
+    MAX are the first and last; ALL and PARTIAL list them in that order, joining only
+    ascending runs (``3:4,2,1``), as Dovecot. ``returns`` holds the names of MIN, MAX,
+    ALL and COUNT asked for; ``modseq`` (0: none) is the highest MODSEQ of the hits.
+    """
+    escaped = tag.replace("\\", "\\\\").replace('"', '\\"')
+    parts = [b'* ESEARCH (TAG "' + escaped.encode() + b'")']
+    if uid:
+        parts.append(b"UID")
+    if numbers:
+        if "MIN" in returns:
+            parts.append(b"MIN %d" % numbers[0])
+        if "MAX" in returns:
+            parts.append(b"MAX %d" % numbers[-1])
+        if "ALL" in returns:
+            parts.append(b"ALL " + format_ascending(numbers).encode())
+    if partial is not None:
+        low, high = partial
+        picked = format_ascending(numbers[low - 1 : high]).encode()
+        parts.append(b"PARTIAL (%d:%d %s)" % (low, high, picked or b"NIL"))
+    if "COUNT" in returns:
+        parts.append(b"COUNT %d" % len(numbers))
+    if modseq:
+        parts.append(b"MODSEQ %d" % modseq)
+    return b" ".join(parts) + b"\r\n"
 
 
 _PARTIAL = re.compile(r"([0-9]+):([0-9]+)")
