@@ -170,7 +170,7 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         # FETCH 1 PREVIEW (LAZY): the list belongs to the attribute.
         args = (args[0], [args[1], args[2]], *args[3:])
     try:
-        plan = compile_fetch(args[1])
+        plan = compile_fetch(args[1], s.replies)
     except FetchError as exc:
         raise s.bad(cmd, str(exc)) from None
     changed_since: int | None = None
@@ -695,7 +695,7 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
             raise s.bad(cmd, s.replies.invalid_arguments)
         try:
-            returning = parse_sort_return([str(o) for o in options])
+            returning = parse_sort_return([str(o) for o in options], s.replies)
         except SortError as exc:
             raise s.bad(cmd, str(exc)) from None
         args = args[2:]
@@ -707,7 +707,7 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
     try:
-        sorter = Sorter([str(c) for c in criteria])
+        sorter = Sorter([str(c) for c in criteria], s.replies)
     except SortError as exc:
         raise s.bad(cmd, str(exc)) from None
     # Only the hits' numbers and sort keys are kept, never their messages.

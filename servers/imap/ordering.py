@@ -31,6 +31,7 @@ from operator import ge, le
 
 from mailharness.servers.imap.casemap import casemap
 from mailharness.servers.imap.message import Address, addresses, decode_header_text
+from mailharness.servers.imap.replies import DOVECOT, Replies
 from mailharness.servers.imap.sequence import format_ascending
 from mailharness.servers.imap.store import StoredMessage
 
@@ -376,7 +377,7 @@ class Sorter:
     program that is empty or ends with ``REVERSE`` is an error.
     """
 
-    def __init__(self, criteria: Sequence[str]) -> None:
+    def __init__(self, criteria: Sequence[str], replies: Replies = DOVECOT) -> None:
         self.columns: list[_Column] = []
         self.names: list[str] = []
         reverse = False
@@ -387,15 +388,15 @@ class Sorter:
                 continue
             found = SORT_KEYS.get(upper)
             if found is None:
-                raise SortError(f"Unknown sort argument: {word}")
+                raise SortError(replies.sort_unknown_key.format(key=word))
             if upper not in self.names:
                 self.names.append(upper)
                 self.columns.append(_Column(*found, reverse))
             reverse = False
         if not criteria:
-            raise SortError("Empty sort program.")
+            raise SortError(replies.sort_empty)
         if reverse:
-            raise SortError("Sort list ends with REVERSE.")
+            raise SortError(replies.sort_ends_with_reverse)
         self.count = 0
 
     def add(self, msg: StoredMessage) -> None:
@@ -485,7 +486,7 @@ def esearch_line(
 _PARTIAL = re.compile(r"([0-9]+):([0-9]+)")
 
 
-def parse_sort_return(options: Sequence[str]) -> SortReturn:
+def parse_sort_return(options: Sequence[str], replies: Replies = DOVECOT) -> SortReturn:
     """``RETURN (MIN MAX ALL COUNT PARTIAL n:m)``; empty means ALL. Texts are Dovecot's."""
     names: set[str] = set()
     partial: tuple[int, int] | None = None
@@ -496,19 +497,19 @@ def parse_sort_return(options: Sequence[str]) -> SortReturn:
             names.add(name)
         elif name == "PARTIAL":
             if partial is not None:
-                raise SortError("PARTIAL can be used only once.")
+                raise SortError(replies.partial_twice)
             value = next(words, None)
             if value is None:
-                raise SortError("PARTIAL range missing.")
+                raise SortError(replies.partial_missing)
             found = _PARTIAL.fullmatch(value)
             low, high = (int(found[1]), int(found[2])) if found else (0, 0)
             if not (0 < low < 1 << 32 and 0 < high < 1 << 32):
-                raise SortError("PARTIAL range broken.")
+                raise SortError(replies.partial_broken)
             partial = (min(low, high), max(low, high))
         else:
-            raise SortError("Unknown SEARCH return option")
+            raise SortError(replies.search_return_unknown)
     if partial is not None and "ALL" in names:
-        raise SortError("PARTIAL conflicts with ALL")
+        raise SortError(replies.partial_with_all)
     if not names and partial is None:
         names.add("ALL")
     return SortReturn(frozenset(names), partial)

@@ -209,6 +209,20 @@ class Replies:
     store_invalid_item: str = "Invalid STORE parameter {item}"
     thread_unknown_algorithm: str = "Unknown thread algorithm."
     idle_expected_done: str = "Expected DONE."
+    # SORT programs (cmd-sort.c).
+    sort_unknown_key: str = "Unknown sort argument: {key}"
+    sort_empty: str = "Empty sort program."
+    sort_ends_with_reverse: str = "Sort list ends with REVERSE."
+    # FETCH attributes (imap-fetch.c, imap-fetch-body.c); ``{kind}`` is BODY or BINARY.
+    fetch_invalid: str = "Invalid fetch attribute"
+    fetch_invalid_named: str = "Invalid fetch attribute {attribute}"
+    fetch_invalid_section: str = "Invalid {kind}[..] section"
+    fetch_unknown_item: str = "Unknown parameter {item}"
+    preview_invalid_modifier: str = "Invalid PREVIEW modifier"
+    preview_unsupported_modifier: str = "'{modifier}' is not a supported PREVIEW modifier"
+    # NOTIFY (RFC 5465); BADEVENT answers bad_notify_events.
+    notify_duplicate_selected: str = "Duplicate selected filter"
+    notify_too_many_names: Reply = Reply("NOTIFICATIONOVERFLOW", "Too many mailbox names")
     # APPEND's CATENATE (RFC 4469); the BADURL texts end in "." as Dovecot's do.
     catenate_empty: str = "Empty CATENATE list"
     catenate_binary_first: Reply = Reply(
