@@ -647,7 +647,7 @@ def _compile_search(
     if not args:
         raise s.bad(cmd, s.replies.missing_arguments)
     try:
-        return compile_search(args, charset, saved=saved)
+        return compile_search(args, charset, saved=saved, replies=s.replies)
     except SearchError as exc:
         if exc.code is not None:
             raise Fail(Status.NO, str(exc), exc.code) from None

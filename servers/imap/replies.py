@@ -209,6 +209,21 @@ class Replies:
     store_invalid_item: str = "Invalid STORE parameter {item}"
     thread_unknown_algorithm: str = "Unknown thread algorithm."
     idle_expected_done: str = "Expected DONE."
+    # SEARCH programs: our own wording (Dovecot's varies with its parser's state);
+    # ``{reason}`` is a sequence set's or a date's own complaint.
+    search_expected_string: str = "SEARCH {key}: expected a string, got a list"
+    search_expected_atom: str = "SEARCH {key}: expected {what}, got a list"
+    search_expected_number: str = "SEARCH {key}: expected a number, got {text!r}"
+    search_bad_argument: str = "SEARCH {key}: {reason}"
+    search_missing_argument: str = "SEARCH {key}: missing argument"
+    search_too_deep: str = "SEARCH program nested deeper than {depth}"
+    search_empty_list: str = "SEARCH: empty parenthesised list"
+    search_unknown_key: str = "SEARCH: unknown search key {key!r}"
+    search_missing_charset: str = "SEARCH CHARSET: missing charset name"
+    search_bad_charset: Reply = Reply(
+        "BADCHARSET", "SEARCH CHARSET {charset!r}: supported charsets are {supported}"
+    )
+    search_no_keys: str = "SEARCH: no search keys"
     # SORT programs (cmd-sort.c).
     sort_unknown_key: str = "Unknown sort argument: {key}"
     sort_empty: str = "Empty sort program."
