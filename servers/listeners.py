@@ -79,7 +79,17 @@ class Security(enum.Enum):
 
     @classmethod
     def parse(cls, value: str | Security, field: str = "security") -> Security:
-        return parse_choice(cls, value, field)
+        try:
+            return parse_choice(cls, value, field)
+        except ConfigError as error:
+            hint = _OTHER_NAMES.get(value.lower()) if isinstance(value, str) else None
+            if hint is None:
+                raise
+            raise ConfigError(f"{error} (did you mean {hint!r}?)") from None
+
+
+#: What other tools call a security, answered with our one name for it.
+_OTHER_NAMES = {"plain": "none", "plaintext": "none", "ssl": "implicit", "ssl/tls": "implicit"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,12 +7,14 @@ import gc
 import imaplib
 import json
 import os
+import select
 import shutil
 import smtplib
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +88,91 @@ def cycles_after(run: Callable[[], None]) -> dict[str, int]:
     return {name: count for name, count in found.items() if name in OURS}
 
 
-def peak_rss(pid: int) -> int:
-    """The process's peak resident set (VmHWM), in bytes: no sampling, no timing."""
+MIB = 1024 * 1024
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rss(pid: int) -> tuple[int, int]:
+    """A process's resident set now (VmRSS) and at its peak (VmHWM), in bytes, from
+    /proc/<pid>/status: no sampling, no timing."""
+    fields: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024
+    assert len(fields) == 2, f"no VmRSS/VmHWM in /proc/{pid}/status"
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes."""
+    return rss(pid)[1]
+
+
+#: For tests that read a process's memory from /proc (Linux).
+needs_proc_status = pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="reads VmRSS/VmHWM from /proc/<pid>/status"
+)
+
+
+@dataclass
+class ServerProcess:
+    """Our IMAP server in a process of its own: its memory is its alone, not pytest's."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    pid: int
+
+    def memory_mib(self) -> tuple[float, float]:
+        """(VmRSS, VmHWM) of the server process, in MiB."""
+        now, peak = rss(self.pid)
+        return now / MIB, peak / MIB
+
+
+#: The server process: seed the mailbox, say where it listens, serve until stdin closes.
+_IMAP_SERVER = """
+import json, os, sys
+sys.path.insert(0, {repo!r})
+import dataclasses
+
+from mailharness.catalog import PLAINTEXT_ONLY
+from mailharness.server import MailServer
+
+# A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
+server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
+try:
+    if {synthetic}:
+        server.store.add_synthetic("alice@example.test", "INBOX", {synthetic})
+    print(json.dumps({{"port": server.imap.none.port, "pid": os.getpid()}}), flush=True)
+    sys.stdin.read()
+finally:
+    server.stop()
+"""
+
+
+@contextlib.contextmanager
+def imap_server_process(*, synthetic: int = 0, timeout: float = 60.0) -> Iterator[ServerProcess]:
+    """The fake IMAP server (plaintext LOGIN allowed) in its own process, with
+    ``synthetic`` messages in alice's INBOX; stopped (stdin closed) on exit."""
+    script = _IMAP_SERVER.format(repo=str(REPO), synthetic=synthetic)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else b""
+        assert line, f"server did not start within {timeout}s (exit code {proc.poll()})"
+        info = json.loads(line)
+        yield ServerProcess(proc, int(info["port"]), int(info["pid"]))
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import smtplib
 import pytest
 from mailharness import MailCA, MailConfig, MailServer
 from mailharness.server import DEFAULT_SECURITIES, ProtocolEndpoints
+from mailharness.servers.errors import ConfigError
 from mailharness.servers.listeners import Endpoint, Security
 
 from tests.helpers import require_backend
@@ -131,3 +132,5 @@ def test_endpoint_attributes_are_named_like_the_security_values() -> None:
         assert getattr(endpoints, security.value) == endpoints.get(security.value)
     with pytest.warns(DeprecationWarning, match=r"use \.none"):
         assert endpoints.plain == endpoints.none
+    with pytest.raises(ConfigError, match=r"^security='plain': .* \(did you mean 'none'\?\)$"):
+        endpoints.get("plain")

@@ -16,6 +16,7 @@ from typing import Any
 from mailharness.servers.imap import message as mime
 from mailharness.servers.imap.binary import binary_section, binary_size
 from mailharness.servers.imap.protocol import Token
+from mailharness.servers.imap.replies import DOVECOT, Replies
 from mailharness.servers.imap.snippet import PreviewError, compile_preview
 from mailharness.servers.imap.store import StoredMessage
 
@@ -196,16 +197,16 @@ _SECTION_RE = re.compile(
 _KINDS = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
 
 
-def _section(token: str) -> tuple[Render, bool]:
+def _section(token: str, replies: Replies) -> tuple[Render, bool]:
     match = _SECTION_RE.match(token)
     if match is None:
-        raise FetchError(f"Invalid fetch attribute {token}")
+        raise FetchError(replies.fetch_invalid_named.format(attribute=token))
     verb, spec, start_text, length_text = match.groups()
     verb = verb.upper()
     spec_upper = spec.upper()
     base = b"BINARY" if verb.startswith("BINARY") else b"BODY"
     # Dovecot's imap_fetch_body_init / imap_fetch_binary_init wording.
-    invalid = f"Invalid {base.decode()}[..] section"
+    invalid = replies.fetch_invalid_section.format(kind=base.decode())
     part: list[int] = []
     kind: str | None = None
     fields: tuple[str, ...] = ()
@@ -269,7 +270,7 @@ def _section(token: str) -> tuple[Render, bool]:
     return render, sets_seen
 
 
-def compile_fetch(spec: Token) -> FetchPlan:
+def compile_fetch(spec: Token, replies: Replies = DOVECOT) -> FetchPlan:
     """Compile ``ALL`` / ``(UID FLAGS BODY.PEEK[HEADER])`` into a :class:`FetchPlan`."""
     items: Sequence[Token]
     if isinstance(spec, list):
@@ -279,7 +280,7 @@ def compile_fetch(spec: Token) -> FetchPlan:
     else:
         items = [spec]
     if not items:
-        raise FetchError("Invalid fetch attribute ()")
+        raise FetchError(replies.fetch_invalid_named.format(attribute="()"))
     renders: list[Render] = []
     sets_seen = has_uid = has_flags = has_modseq = False
     pending = list(items)
@@ -287,13 +288,13 @@ def compile_fetch(spec: Token) -> FetchPlan:
     while pending:
         item = pending.pop()
         if not isinstance(item, str):
-            raise FetchError("Invalid fetch attribute")
+            raise FetchError(replies.fetch_invalid)
         upper = item.upper()
         simple = _SIMPLE.get(upper)
         if upper in ("PREVIEW", "SNIPPET"):
             modifiers: Token = pending.pop() if pending and isinstance(pending[-1], list) else []
             try:
-                render = compile_preview(upper, modifiers)
+                render = compile_preview(upper, modifiers, replies)
             except PreviewError as exc:
                 raise FetchError(str(exc)) from None
         elif simple is not None:
@@ -312,10 +313,10 @@ def compile_fetch(spec: Token) -> FetchPlan:
                 render = _whole(b"BODY[]")
                 seen = upper == "BODY[]"
             else:
-                render, seen = _section(item)
+                render, seen = _section(item, replies)
             sets_seen = sets_seen or seen
         else:
-            raise FetchError(f"Unknown parameter {item}")
+            raise FetchError(replies.fetch_unknown_item.format(item=item))
         renders.append(render)
     return FetchPlan(tuple(renders), sets_seen, has_uid, has_flags, has_modseq)
 

@@ -22,7 +22,7 @@ from mailharness.servers.imap import message as mime
 from mailharness.servers.imap.binary import BinaryError, BinaryFailure
 from mailharness.servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
 from mailharness.servers.imap.fetch import FetchError, FetchPlan, compile_fetch
-from mailharness.servers.imap.ordering import Sorter, SortError, parse_sort_return
+from mailharness.servers.imap.ordering import Sorter, SortError, esearch_line, parse_sort_return
 from mailharness.servers.imap.protocol import Command, Token
 from mailharness.servers.imap.responses import Status, UntaggedStatus
 from mailharness.servers.imap.search import SearchError, SearchProgram, compile_search
@@ -30,7 +30,6 @@ from mailharness.servers.imap.sequence import (
     MAX_NUMBER,
     SequenceSet,
     SequenceSetError,
-    format_ascending,
     format_sequence_set,
 )
 from mailharness.servers.imap.states import Transition
@@ -171,7 +170,7 @@ def cmd_FETCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         # FETCH 1 PREVIEW (LAZY): the list belongs to the attribute.
         args = (args[0], [args[1], args[2]], *args[3:])
     try:
-        plan = compile_fetch(args[1])
+        plan = compile_fetch(args[1], s.replies)
     except FetchError as exc:
         raise s.bad(cmd, str(exc)) from None
     changed_since: int | None = None
@@ -498,7 +497,7 @@ def cmd_SEARCH(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         yield _register_update(s, cmd, view, program, uids)
     if options.esearch:
         top = max((modseqs[i] for i in picked), default=0) if uses_modseq else 0
-        yield _esearch_line(cmd, options, numbers, top)
+        yield esearch_line(cmd.tag, cmd.uid, numbers, options.returns, options.partial, top)
     return s.ok(cmd, s.replies.search_ok)
 
 
@@ -513,6 +512,12 @@ class _ReturnOptions:
     save: bool = False
     update: bool = False
     partial: tuple[int, int] | None = None
+
+    @property
+    def returns(self) -> frozenset[str]:
+        """MIN, MAX, ALL and COUNT as ``esearch_line`` takes them."""
+        names = ("MIN", "MAX", "ALL", "COUNT")
+        return frozenset(n for n in names if getattr(self, n.lower()))
 
     @property
     def esearch(self) -> bool:
@@ -642,7 +647,7 @@ def _compile_search(
     if not args:
         raise s.bad(cmd, s.replies.missing_arguments)
     try:
-        return compile_search(args, charset, saved=saved)
+        return compile_search(args, charset, saved=saved, replies=s.replies)
     except SearchError as exc:
         if exc.code is not None:
             raise Fail(Status.NO, str(exc), exc.code) from None
@@ -690,7 +695,7 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
             raise s.bad(cmd, s.replies.invalid_arguments)
         try:
-            returning = parse_sort_return([str(o) for o in options])
+            returning = parse_sort_return([str(o) for o in options], s.replies)
         except SortError as exc:
             raise s.bad(cmd, str(exc)) from None
         args = args[2:]
@@ -702,7 +707,7 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
     try:
-        sorter = Sorter([str(c) for c in criteria])
+        sorter = Sorter([str(c) for c in criteria], s.replies)
     except SortError as exc:
         raise s.bad(cmd, str(exc)) from None
     # Only the hits' numbers and sort keys are kept, never their messages.
@@ -755,32 +760,6 @@ def _reread(
         else:
             found = {msg.uid: msg for msg in messages}
             yield from map(found.get, uids)
-
-
-def _esearch_line(
-    cmd: Command, options: _ReturnOptions, numbers: array[int], top_modseq: int
-) -> bytes:
-    """The ESEARCH response; ``numbers`` ascending, ``top_modseq`` 0 unless MODSEQ was searched."""
-    parts = [b'* ESEARCH (TAG "' + cmd.tag.encode() + b'")']
-    if cmd.uid:
-        parts.append(b"UID")
-    if numbers:
-        if options.min:
-            parts.append(b"MIN %d" % numbers[0])
-        if options.max:
-            parts.append(b"MAX %d" % numbers[-1])
-        if options.all:
-            parts.append(b"ALL " + format_ascending(numbers).encode())
-    if options.partial is not None:
-        lo, hi = options.partial
-        window = numbers[lo - 1 : hi]
-        shown = format_ascending(window).encode() if window else b"NIL"
-        parts.append(b"PARTIAL (%d:%d %s)" % (lo, hi, shown))
-    if options.count:
-        parts.append(b"COUNT %d" % len(numbers))
-    if top_modseq:
-        parts.append(b"MODSEQ %d" % top_modseq)
-    return b" ".join(parts) + b"\r\n"
 
 
 COMMANDS: dict[str, CommandHandler] = {

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from mailharness.servers.imap.commands import mailbox_wire
 from mailharness.servers.imap.fetch import FetchPlan
 from mailharness.servers.imap.protocol import Token
+from mailharness.servers.imap.replies import DOVECOT, Replies
 from mailharness.servers.imap.store import DELIMITER, INBOX, Mailbox, UserMailboxes
 
 __all__ = ["NotifyError", "NotifySpec", "NotifyState", "parse_notify"]
@@ -82,17 +83,17 @@ class NotifySpec:
         return self.selected or frozenset()
 
 
-def parse_notify(args: Iterable[Token]) -> NotifySpec | None:
+def parse_notify(args: Iterable[Token], replies: Replies = DOVECOT) -> NotifySpec | None:
     """``NONE`` -> None; ``SET [STATUS] (filter events)...`` -> a spec; else NotifyError."""
     items = list(args)
     verb = items.pop(0) if items else None
     if not isinstance(verb, str):
-        raise NotifyError("Invalid arguments.")
+        raise NotifyError(replies.invalid_arguments)
     verb = verb.upper()
     if verb == "NONE" and not items:
         return None
     if verb != "SET":
-        raise NotifyError("Invalid arguments.")
+        raise NotifyError(replies.invalid_arguments)
     status = False
     if items and isinstance(items[0], str) and items[0].upper() == "STATUS":
         status = True
@@ -103,73 +104,74 @@ def parse_notify(args: Iterable[Token]) -> NotifySpec | None:
     used: set[str] = set()
     for group in items:
         if not isinstance(group, list) or not group or not isinstance(group[0], str):
-            raise NotifyError("Invalid arguments.")
+            raise NotifyError(replies.invalid_arguments)
         kind = group[0].lower()
         rest = group[1:]
         names: tuple[str, ...] = ()
         if kind in ("subtree", "mailboxes"):
             if not rest:
-                raise NotifyError("Invalid arguments.")
-            names = _names(rest.pop(0))
+                raise NotifyError(replies.invalid_arguments)
+            names = _names(rest.pop(0), replies)
         elif kind not in ("selected", "selected-delayed", "personal", "inboxes", "subscribed"):
-            raise NotifyError("Invalid arguments.")
+            raise NotifyError(replies.invalid_arguments)
         if len(rest) != 1:
-            raise NotifyError("Invalid arguments.")
-        events = _events(rest[0])
+            raise NotifyError(replies.invalid_arguments)
+        events = _events(rest[0], replies)
         used |= events
         if kind.startswith("selected"):
             if selected is not None:
-                raise NotifyError("Duplicate selected filter")
+                raise NotifyError(replies.notify_duplicate_selected)
             selected = events
-            new_mail_fetch = _new_mail_fetch(rest[0])
+            new_mail_fetch = _new_mail_fetch(rest[0], replies)
         elif events:
             # Dovecot cannot tell inboxes from other personal mailboxes: the same to it.
             groups.append(Group("personal" if kind == "inboxes" else kind, names, events))
     bad = [e for e in _EVENTS.values() if e in used and e in UNSUPPORTED]
     if bad:
-        raise NotifyError("Unsupported NOTIFY events.", "BADEVENT " + " ".join(bad))
+        raise NotifyError(replies.bad_notify_events, "BADEVENT " + " ".join(bad))
     if any(len(g.names) > MAX_NAMES for g in groups):
-        raise NotifyError("Too many mailbox names", "NOTIFICATIONOVERFLOW")
+        overflow = replies.notify_too_many_names
+        raise NotifyError(overflow.text, overflow.code)
     return NotifySpec(status, selected, tuple(groups), new_mail_fetch)
 
 
-def _names(token: Token) -> tuple[str, ...]:
+def _names(token: Token, replies: Replies) -> tuple[str, ...]:
     values = token if isinstance(token, list) else [token]
     if not values:
-        raise NotifyError("Invalid arguments.")
+        raise NotifyError(replies.invalid_arguments)
     out = []
     for value in values:
         if isinstance(value, list):
-            raise NotifyError("Invalid arguments.")
+            raise NotifyError(replies.invalid_arguments)
         name = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
         out.append(INBOX if name.upper() == INBOX else name)
     return tuple(out)
 
 
-def _events(token: Token) -> frozenset[str]:
+def _events(token: Token, replies: Replies) -> frozenset[str]:
     if isinstance(token, str) and token.upper() == "NONE":
         return frozenset()
     if not isinstance(token, list) or not token:
-        raise NotifyError("Invalid arguments.")
+        raise NotifyError(replies.invalid_arguments)
     events = set()
     for item in token:
         if isinstance(item, list):
             continue  # MessageNew's fetch attributes: see _new_mail_fetch
         name = _EVENTS.get(item.upper() if isinstance(item, str) else "")
         if name is None:
-            raise NotifyError("Invalid arguments.")
+            raise NotifyError(replies.invalid_arguments)
         events.add(name)
     return frozenset(events)
 
 
-def _new_mail_fetch(token: Token) -> Token | None:
+def _new_mail_fetch(token: Token, replies: Replies) -> Token | None:
     """The list after MessageNew in SELECTED's events, if any (RFC 5465 §5.2)."""
     if not isinstance(token, list):
         return None
     for name, after in itertools.pairwise(token):
         if isinstance(name, str) and name.upper() == "MESSAGENEW" and isinstance(after, list):
             if not after:
-                raise NotifyError("Invalid arguments.")
+                raise NotifyError(replies.invalid_arguments)
             return after
     return None
 

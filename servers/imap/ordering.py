@@ -22,7 +22,7 @@ import heapq
 import re
 from array import array
 from calendar import timegm
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from email.utils import mktime_tz, parsedate_tz
 from functools import lru_cache
@@ -32,6 +32,8 @@ from operator import ge, le
 from mailharness.servers.imap import parser_limits
 from mailharness.servers.imap.casemap import casemap
 from mailharness.servers.imap.message import Address, addresses, decode_header_text
+from mailharness.servers.imap.replies import DOVECOT, Replies
+from mailharness.servers.imap.sequence import format_ascending
 from mailharness.servers.imap.store import StoredMessage
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "Sorter",
     "base_subject",
     "date_key",
+    "esearch_line",
     "head_of",
     "header_fields",
     "header_of",
@@ -380,7 +383,7 @@ class Sorter:
     program that is empty or ends with ``REVERSE`` is an error.
     """
 
-    def __init__(self, criteria: Sequence[str]) -> None:
+    def __init__(self, criteria: Sequence[str], replies: Replies = DOVECOT) -> None:
         self.columns: list[_Column] = []
         self.names: list[str] = []
         reverse = False
@@ -391,15 +394,15 @@ class Sorter:
                 continue
             found = SORT_KEYS.get(upper)
             if found is None:
-                raise SortError(f"Unknown sort argument: {word}")
+                raise SortError(replies.sort_unknown_key.format(key=word))
             if upper not in self.names:
                 self.names.append(upper)
                 self.columns.append(_Column(*found, reverse))
             reverse = False
         if not criteria:
-            raise SortError("Empty sort program.")
+            raise SortError(replies.sort_empty)
         if reverse:
-            raise SortError("Sort list ends with REVERSE.")
+            raise SortError(replies.sort_ends_with_reverse)
         self.count = 0
 
     def add(self, msg: StoredMessage) -> None:
@@ -445,52 +448,51 @@ class SortReturn:
         self.partial = partial
 
     def line(self, tag: str, uid: bool, ordered: Sequence[int]) -> bytes:
-        """The ``* ESEARCH`` reply for the hits in sorted order.
-
-        MIN and MAX are the first and last in sort order; ALL and PARTIAL list the
-        numbers in sort order, joining only ascending runs (``3:4,2,1``), as Dovecot.
-        """
-        escaped = tag.replace("\\", "\\\\").replace('"', '\\"')
-        parts = [b'* ESEARCH (TAG "' + escaped.encode() + b'")']
-        if uid:
-            parts.append(b"UID")
-        options = self.options
-        if ordered:
-            if "MIN" in options:
-                parts.append(b"MIN %d" % ordered[0])
-            if "MAX" in options:
-                parts.append(b"MAX %d" % ordered[-1])
-            if "ALL" in options:
-                parts.append(b"ALL " + _ordered_set(ordered))
-        if self.partial is not None:
-            low, high = self.partial
-            picked = ordered[low - 1 : high]
-            parts.append(b"PARTIAL (%d:%d %s)" % (low, high, _ordered_set(picked) or b"NIL"))
-        if "COUNT" in options:
-            parts.append(b"COUNT %d" % len(ordered))
-        return b" ".join(parts) + b"\r\n"
+        """The ``* ESEARCH`` reply for the hits in sorted order."""
+        return esearch_line(tag, uid, ordered, self.options, self.partial)
 
 
-def _ordered_set(numbers: Sequence[int]) -> bytes:
-    """Numbers in the given order, ``n:m`` where they ascend by one (Dovecot's seq ranges)."""
-    out: list[bytes] = []
-    first = last = -2
-    for n in numbers:
-        if n == last + 1:
-            last = n
-            continue
-        if last >= 0:
-            out.append(b"%d" % first if first == last else b"%d:%d" % (first, last))
-        first = last = n
-    if last >= 0:
-        out.append(b"%d" % first if first == last else b"%d:%d" % (first, last))
-    return b",".join(out)
+def esearch_line(
+    tag: str,
+    uid: bool,
+    numbers: Sequence[int],
+    returns: Collection[str],
+    partial: tuple[int, int] | None,
+    modseq: int = 0,
+) -> bytes:
+    """The ``* ESEARCH`` reply of SEARCH RETURN (RFC 4731) and SORT RETURN (RFC 5267).
+
+    ``numbers`` in result order: ascending for SEARCH, sort order for SORT. MIN and
+    MAX are the first and last; ALL and PARTIAL list them in that order, joining only
+    ascending runs (``3:4,2,1``), as Dovecot. ``returns`` holds the names of MIN, MAX,
+    ALL and COUNT asked for; ``modseq`` (0: none) is the highest MODSEQ of the hits.
+    """
+    escaped = tag.replace("\\", "\\\\").replace('"', '\\"')
+    parts = [b'* ESEARCH (TAG "' + escaped.encode() + b'")']
+    if uid:
+        parts.append(b"UID")
+    if numbers:
+        if "MIN" in returns:
+            parts.append(b"MIN %d" % numbers[0])
+        if "MAX" in returns:
+            parts.append(b"MAX %d" % numbers[-1])
+        if "ALL" in returns:
+            parts.append(b"ALL " + format_ascending(numbers).encode())
+    if partial is not None:
+        low, high = partial
+        picked = format_ascending(numbers[low - 1 : high]).encode()
+        parts.append(b"PARTIAL (%d:%d %s)" % (low, high, picked or b"NIL"))
+    if "COUNT" in returns:
+        parts.append(b"COUNT %d" % len(numbers))
+    if modseq:
+        parts.append(b"MODSEQ %d" % modseq)
+    return b" ".join(parts) + b"\r\n"
 
 
 _PARTIAL = re.compile(r"([0-9]+):([0-9]+)")
 
 
-def parse_sort_return(options: Sequence[str]) -> SortReturn:
+def parse_sort_return(options: Sequence[str], replies: Replies = DOVECOT) -> SortReturn:
     """``RETURN (MIN MAX ALL COUNT PARTIAL n:m)``; empty means ALL. Texts are Dovecot's."""
     names: set[str] = set()
     partial: tuple[int, int] | None = None
@@ -501,19 +503,19 @@ def parse_sort_return(options: Sequence[str]) -> SortReturn:
             names.add(name)
         elif name == "PARTIAL":
             if partial is not None:
-                raise SortError("PARTIAL can be used only once.")
+                raise SortError(replies.partial_twice)
             value = next(words, None)
             if value is None:
-                raise SortError("PARTIAL range missing.")
+                raise SortError(replies.partial_missing)
             found = _PARTIAL.fullmatch(value)
             low, high = (int(found[1]), int(found[2])) if found else (0, 0)
             if not (0 < low < 1 << 32 and 0 < high < 1 << 32):
-                raise SortError("PARTIAL range broken.")
+                raise SortError(replies.partial_broken)
             partial = (min(low, high), max(low, high))
         else:
-            raise SortError("Unknown SEARCH return option")
+            raise SortError(replies.search_return_unknown)
     if partial is not None and "ALL" in names:
-        raise SortError("PARTIAL conflicts with ALL")
+        raise SortError(replies.partial_with_all)
     if not names and partial is None:
         names.add("ALL")
     return SortReturn(frozenset(names), partial)

@@ -209,6 +209,35 @@ class Replies:
     store_invalid_item: str = "Invalid STORE parameter {item}"
     thread_unknown_algorithm: str = "Unknown thread algorithm."
     idle_expected_done: str = "Expected DONE."
+    # SEARCH programs: our own wording (Dovecot's varies with its parser's state);
+    # ``{reason}`` is a sequence set's or a date's own complaint.
+    search_expected_string: str = "SEARCH {key}: expected a string, got a list"
+    search_expected_atom: str = "SEARCH {key}: expected {what}, got a list"
+    search_expected_number: str = "SEARCH {key}: expected a number, got {text!r}"
+    search_bad_argument: str = "SEARCH {key}: {reason}"
+    search_missing_argument: str = "SEARCH {key}: missing argument"
+    search_too_deep: str = "SEARCH program nested deeper than {depth}"
+    search_empty_list: str = "SEARCH: empty parenthesised list"
+    search_unknown_key: str = "SEARCH: unknown search key {key!r}"
+    search_missing_charset: str = "SEARCH CHARSET: missing charset name"
+    search_bad_charset: Reply = Reply(
+        "BADCHARSET", "SEARCH CHARSET {charset!r}: supported charsets are {supported}"
+    )
+    search_no_keys: str = "SEARCH: no search keys"
+    # SORT programs (cmd-sort.c).
+    sort_unknown_key: str = "Unknown sort argument: {key}"
+    sort_empty: str = "Empty sort program."
+    sort_ends_with_reverse: str = "Sort list ends with REVERSE."
+    # FETCH attributes (imap-fetch.c, imap-fetch-body.c); ``{kind}`` is BODY or BINARY.
+    fetch_invalid: str = "Invalid fetch attribute"
+    fetch_invalid_named: str = "Invalid fetch attribute {attribute}"
+    fetch_invalid_section: str = "Invalid {kind}[..] section"
+    fetch_unknown_item: str = "Unknown parameter {item}"
+    preview_invalid_modifier: str = "Invalid PREVIEW modifier"
+    preview_unsupported_modifier: str = "'{modifier}' is not a supported PREVIEW modifier"
+    # NOTIFY (RFC 5465); BADEVENT answers bad_notify_events.
+    notify_duplicate_selected: str = "Duplicate selected filter"
+    notify_too_many_names: Reply = Reply("NOTIFICATIONOVERFLOW", "Too many mailbox names")
     # APPEND's CATENATE (RFC 4469); the BADURL texts end in "." as Dovecot's do.
     catenate_empty: str = "Empty CATENATE list"
     catenate_binary_first: Reply = Reply(

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from mailharness.servers.imap.casemap import casemap
 from mailharness.servers.imap.message import address_texts, decoded_headers, text_content
+from mailharness.servers.imap.replies import DOVECOT, Replies
 from mailharness.servers.imap.sequence import SequenceSet, SequenceSetError
 
 __all__ = [
@@ -155,24 +156,24 @@ class SearchProgram:
 # --------------------------------------------------------------------------- arguments
 
 
-def _as_text(token: Token, key: str, charset: str) -> str:
+def _as_text(token: Token, key: str, charset: str, replies: Replies) -> str:
     if isinstance(token, list):
-        raise SearchError(f"SEARCH {key}: expected a string, got a list")
+        raise SearchError(replies.search_expected_string.format(key=key))
     if isinstance(token, str):
         return token
     return token.decode("utf-8" if charset == "UTF-8" else "ascii", errors="replace")
 
 
-def _as_atom(token: Token, key: str, what: str) -> str:
+def _as_atom(token: Token, key: str, what: str, replies: Replies) -> str:
     if isinstance(token, list):
-        raise SearchError(f"SEARCH {key}: expected {what}, got a list")
+        raise SearchError(replies.search_expected_atom.format(key=key, what=what))
     return token if isinstance(token, str) else token.decode("ascii", errors="replace")
 
 
-def _as_number(token: Token, key: str) -> int:
-    text = _as_atom(token, key, "a number")
+def _as_number(token: Token, key: str, replies: Replies) -> int:
+    text = _as_atom(token, key, "a number", replies)
     if not (text.isascii() and text.isdigit()):
-        raise SearchError(f"SEARCH {key}: expected a number, got {text!r}")
+        raise SearchError(replies.search_expected_number.format(key=key, text=text))
     return int(text)
 
 
@@ -188,12 +189,12 @@ def parse_search_date(text: str) -> date:
         raise ValueError(f"invalid date {text!r}: {exc}") from exc
 
 
-def _as_date(token: Token, key: str) -> date:
-    text = _as_atom(token, key, "a date")
+def _as_date(token: Token, key: str, replies: Replies) -> date:
+    text = _as_atom(token, key, "a date", replies)
     try:
         return parse_search_date(text)
     except ValueError as exc:
-        raise SearchError(f"SEARCH {key}: {exc}") from exc
+        raise SearchError(replies.search_bad_argument.format(key=key, reason=exc)) from exc
 
 
 # --------------------------------------------------------------------------- tests
@@ -299,8 +300,13 @@ class _Compiler:
     """Recursive-descent reader of the key list (RFC 3501 §6.4.4, RFC 7162 MODSEQ)."""
 
     def __init__(
-        self, tokens: Sequence[Token], charset: str, saved: frozenset[int] = frozenset()
+        self,
+        tokens: Sequence[Token],
+        charset: str,
+        saved: frozenset[int] = frozenset(),
+        replies: Replies = DOVECOT,
     ) -> None:
+        self.replies = replies
         self.tokens = tokens
         self.pos = 0
         self.charset = charset
@@ -308,7 +314,7 @@ class _Compiler:
 
     def take(self, key: str) -> Token:
         if self.pos >= len(self.tokens):
-            raise SearchError(f"SEARCH {key}: missing argument")
+            raise SearchError(self.replies.search_missing_argument.format(key=key))
         token = self.tokens[self.pos]
         self.pos += 1
         return token
@@ -321,12 +327,12 @@ class _Compiler:
 
     def key(self, depth: int) -> _Node:
         if depth > MAX_DEPTH:
-            raise SearchError(f"SEARCH program nested deeper than {MAX_DEPTH}")
+            raise SearchError(self.replies.search_too_deep.format(depth=MAX_DEPTH))
         token = self.take("program")
         if isinstance(token, list):
             if not token:
-                raise SearchError("SEARCH: empty parenthesised list")
-            return _Compiler(token, self.charset, self.saved).program(depth + 1)
+                raise SearchError(self.replies.search_empty_list)
+            return _Compiler(token, self.charset, self.saved, self.replies).program(depth + 1)
         word = token if isinstance(token, str) else token.decode("ascii", "replace")
         name = word.upper()
         if name in _FLAG_KEYS:
@@ -341,38 +347,38 @@ class _Compiler:
         if name == "OLD":
             return _Node(_not(_has_flag("\\Recent")), False)
         if name in ("KEYWORD", "UNKEYWORD"):
-            flag = _as_atom(self.take(name), name, "a flag")
+            flag = _as_atom(self.take(name), name, "a flag", self.replies)
             test = _has_flag(flag)
             return _Node(test if name == "KEYWORD" else _not(test), False)
         if name in _HEADER_KEYS:
-            needle = _as_text(self.take(name), name, self.charset)
+            needle = _as_text(self.take(name), name, self.charset, self.replies)
             if name != "SUBJECT" and needle:
                 return _Node(_address_contains(_HEADER_KEYS[name], needle), True)
             return _Node(_header_contains(_HEADER_KEYS[name], needle), True)
         if name == "HEADER":
-            field = _as_text(self.take(name), name, self.charset)
-            needle = _as_text(self.take(name), name, self.charset)
+            field = _as_text(self.take(name), name, self.charset, self.replies)
+            needle = _as_text(self.take(name), name, self.charset, self.replies)
             return _Node(_header_contains(field, needle), True)
         if name == "BODY":
-            needle = casemap(_as_text(self.take(name), name, self.charset))
+            needle = casemap(_as_text(self.take(name), name, self.charset, self.replies))
             return _Node(lambda ctx: needle in ctx.text, True)
         if name == "TEXT":
-            needle = casemap(_as_text(self.take(name), name, self.charset))
+            needle = casemap(_as_text(self.take(name), name, self.charset, self.replies))
             return _Node(
                 lambda ctx: needle in ctx.text or any(needle in v for _, v in ctx.headers), True
             )
         if name in _DATE_KEYS:
             op, sent = _DATE_KEYS[name]
-            when = _as_date(self.take(name), name)
+            when = _as_date(self.take(name), name, self.replies)
             return _Node(_date_test(_sent_date if sent else _internal_date, op, when), sent)
         if name == "LARGER":
-            n = _as_number(self.take(name), name)
+            n = _as_number(self.take(name), name, self.replies)
             return _Node(lambda ctx: ctx.msg.size > n, False)
         if name == "SMALLER":
-            n = _as_number(self.take(name), name)
+            n = _as_number(self.take(name), name, self.replies)
             return _Node(lambda ctx: ctx.msg.size < n, False)
         if name == "UID":
-            uids = self.sequence(_as_atom(self.take(name), name, "a UID set"), name)
+            uids = self.sequence(_as_atom(self.take(name), name, "a UID set", self.replies), name)
             return _Node(lambda ctx: uids.contains(ctx.msg.uid, ctx.max_uid), False)
         if name == "MODSEQ":
             return self.modseq()
@@ -380,10 +386,10 @@ class _Compiler:
             saved = self.saved
             return _Node(lambda ctx: ctx.msg.uid in saved, False)
         if name in ("OLDER", "YOUNGER"):
-            seconds = _as_number(self.take(name), name)
+            seconds = _as_number(self.take(name), name, self.replies)
             return _Node(_within(name == "OLDER", seconds), False)
         if name in _SAVED_DATE_KEYS:
-            when = _as_date(self.take(name), name)
+            when = _as_date(self.take(name), name, self.replies)
             return _Node(_date_test(_saved_date, _SAVED_DATE_KEYS[name], when), False)
         if name == "SAVEDATESUPPORTED":
             return _Node(lambda ctx: True, False)
@@ -397,13 +403,13 @@ class _Compiler:
         if word[:1].isdigit() or word[:1] == "*":
             seqs = self.sequence(word, "sequence set")
             return _Node(lambda ctx: seqs.contains(ctx.msg.seq, ctx.max_seq), False)
-        raise SearchError(f"SEARCH: unknown search key {word!r}")
+        raise SearchError(self.replies.search_unknown_key.format(key=word))
 
     def sequence(self, text: str, key: str) -> SequenceSet:
         try:
             return SequenceSet.parse(text)
         except SequenceSetError as exc:
-            raise SearchError(f"SEARCH {key}: {exc}") from exc
+            raise SearchError(self.replies.search_bad_argument.format(key=key, reason=exc)) from exc
 
     def modseq(self) -> _Node:
         # MODSEQ [entry-name entry-type-req] mod-sequence-valzer (RFC 7162 §3.1.5);
@@ -412,7 +418,7 @@ class _Compiler:
         if isinstance(first, bytes):
             self.take("MODSEQ")  # entry type: "priv" / "shared" / "all"
             first = self.take("MODSEQ")
-        n = _as_number(first, "MODSEQ")
+        n = _as_number(first, "MODSEQ", self.replies)
         return _Node(lambda ctx: ctx.msg.modseq >= n, False)
 
 
@@ -428,7 +434,11 @@ def _all_of(nodes: list[_Node]) -> _Node:
 
 
 def compile_search(
-    tokens: Sequence[Token], charset: str = "US-ASCII", *, saved: Iterable[int] = ()
+    tokens: Sequence[Token],
+    charset: str = "US-ASCII",
+    *,
+    saved: Iterable[int] = (),
+    replies: Replies = DOVECOT,
 ) -> SearchProgram:
     """Compile SEARCH keys; raise :class:`SearchError` for any mistake.
 
@@ -437,15 +447,14 @@ def compile_search(
     """
     if tokens and isinstance(tokens[0], str) and tokens[0].upper() == "CHARSET":
         if len(tokens) < 2 or isinstance(tokens[1], list):
-            raise SearchError("SEARCH CHARSET: missing charset name")
-        charset = _as_atom(tokens[1], "CHARSET", "a charset")
+            raise SearchError(replies.search_missing_charset)
+        charset = _as_atom(tokens[1], "CHARSET", "a charset", replies)
         tokens = tokens[2:]
     normalized = charset.upper()
     if normalized not in SUPPORTED_CHARSETS:
-        raise SearchError(
-            f"SEARCH CHARSET {charset!r}: supported charsets are " + ", ".join(SUPPORTED_CHARSETS),
-            code="BADCHARSET",
-        )
+        bad = replies.search_bad_charset
+        supported = ", ".join(SUPPORTED_CHARSETS)
+        raise SearchError(bad.text.format(charset=charset, supported=supported), code=bad.code)
     if not tokens:
-        raise SearchError("SEARCH: no search keys")
-    return SearchProgram(_Compiler(tokens, normalized, frozenset(saved)).program(0))
+        raise SearchError(replies.search_no_keys)
+    return SearchProgram(_Compiler(tokens, normalized, frozenset(saved), replies).program(0))

@@ -175,8 +175,13 @@ def format_sequence_set(values: Iterable[int]) -> str:
 def format_ascending(ordered: Sequence[int]) -> str:
     """:func:`format_sequence_set` of numbers already strictly ascending (no copy made).
 
+    Numbers in any other order keep it, joined only where they ascend by one, as
+    Dovecot lists ESORT results:
+
     >>> format_ascending([1, 2, 3, 5])
     '1:3,5'
+    >>> format_ascending([3, 4, 2, 1])
+    '3:4,2,1'
     """
     parts: list[str] = []
     count = len(ordered)

@@ -579,13 +579,10 @@ class Session:
     def cmd_NOTIFY(self, cmd: Command, after: list[Effect]) -> Handler:
         """RFC 5465, as Dovecot 2.3: STATUS/LIST news of the user's other mailboxes."""
         try:
-            spec = parse_notify(cmd.args)
+            spec = parse_notify(cmd.args, self.replies)
         except NotifyError as exc:
             if exc.code is not None:
-                text = (
-                    self.replies.bad_notify_events if exc.code.startswith("BADEVENT") else str(exc)
-                )
-                raise Fail(Status.NO, text, exc.code) from None
+                raise Fail(Status.NO, str(exc), exc.code) from None
             raise self.bad(cmd, str(exc)) from None
         self._stop_notify()
         if spec is not None and any("FlagChange" in g.events for g in spec.groups):
@@ -595,7 +592,7 @@ class Session:
             state = NotifyState(spec)
             if spec.new_mail_fetch is not None:
                 try:
-                    state.new_mail_fetch = compile_fetch(spec.new_mail_fetch)
+                    state.new_mail_fetch = compile_fetch(spec.new_mail_fetch, self.replies)
                 except FetchError as exc:
                     raise self.bad(cmd, str(exc)) from None
             if spec.status:

@@ -22,6 +22,7 @@ from html.entities import name2codepoint
 from typing import Any
 
 from mailharness.servers.imap import message as mime
+from mailharness.servers.imap.replies import DOVECOT, Replies
 
 __all__ = ["PreviewError", "compile_preview", "snippet"]
 
@@ -39,13 +40,15 @@ class PreviewError(ValueError):
     """A PREVIEW/SNIPPET modifier Dovecot refuses; the message is the BAD text."""
 
 
-def compile_preview(name: str, modifiers: Any) -> Callable[[Any], bytes]:
+def compile_preview(
+    name: str, modifiers: Any, replies: Replies = DOVECOT
+) -> Callable[[Any], bytes]:
     """The render function of ``PREVIEW``/``SNIPPET`` with its ``(LAZY FUZZY)`` modifiers."""
     old_standard = name == "SNIPPET"
     lazy = False
     for modifier in modifiers:
         if not isinstance(modifier, str):
-            raise PreviewError("Invalid PREVIEW modifier")
+            raise PreviewError(replies.preview_invalid_modifier)
         upper = modifier.upper()
         if upper == "LAZY":
             lazy = True
@@ -54,7 +57,7 @@ def compile_preview(name: str, modifiers: Any) -> Callable[[Any], bytes]:
         elif upper == "FUZZY":
             old_standard = True
         else:
-            raise PreviewError(f"'{modifier}' is not a supported PREVIEW modifier")
+            raise PreviewError(replies.preview_unsupported_modifier.format(modifier=modifier))
     label = name.encode()
 
     def render(msg: Any) -> bytes:

@@ -8,63 +8,23 @@ hierarchy is a trie, not a set of prefix strings, and LIST streams its reply.
 
 from __future__ import annotations
 
-import json
-import select
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
-from tests.imap.test_memory import REPO, START_TIMEOUT, ServerProcess
+from tests.helpers import ServerProcess, imap_server_process, needs_proc_status
 
 IO_TIMEOUT = 60.0
 
-SERVER = f"""
-import json, os, sys
-sys.path.insert(0, {str(REPO)!r})
-import dataclasses
-
-from mailharness.catalog import PLAINTEXT_ONLY
-from mailharness.server import MailServer
-
-# A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
-server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
-try:
-    print(json.dumps({{"port": server.imap.none.port, "pid": os.getpid()}}), flush=True)
-    sys.stdin.read()
-finally:
-    server.stop()
-"""
-
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc/<pid>/status"
-)
+pytestmark = needs_proc_status
 
 
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
-        line = proc.stdout.readline() if ready else b""
-        assert line, f"server did not start within {START_TIMEOUT}s (exit code {proc.poll()})"
-        info = json.loads(line)
-        yield ServerProcess(proc, int(info["port"]), int(info["pid"]))
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with imap_server_process() as running:
+        yield running
 
 
 def _tagged(reader: BinaryIO, tag: bytes) -> bytes:

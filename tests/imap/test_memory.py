@@ -15,85 +15,27 @@ about 82 MiB at the peak.
 
 from __future__ import annotations
 
-import json
-import select
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+
+from tests.helpers import ServerProcess, imap_server_process, needs_proc_status
 
 MESSAGES = 1_000_000
 LOGIN = b"alice@example.test"
 PASSWORD = b"alice-password"
 PEAK_LIMIT_MIB = 150
-START_TIMEOUT = 60.0
 IO_TIMEOUT = 60.0
-REPO = Path(__file__).resolve().parents[2]
 
-#: The server process: seed the mailbox, say where it listens, serve until stdin closes.
-SERVER = f"""
-import json, os, sys
-sys.path.insert(0, {str(REPO)!r})
-import dataclasses
-
-from mailharness.catalog import PLAINTEXT_ONLY
-from mailharness.server import MailServer
-
-# A plaintext port that allows LOGIN, said so explicitly (the defaults refuse it).
-server = MailServer(dataclasses.replace(PLAINTEXT_ONLY, smtp=None)).start()
-try:
-    server.store.add_synthetic({LOGIN.decode()!r}, "INBOX", {MESSAGES})
-    print(json.dumps({{"port": server.imap.none.port, "pid": os.getpid()}}), flush=True)
-    sys.stdin.read()
-finally:
-    server.stop()
-"""
-
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc/<pid>/status"
-)
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    pid: int
-
-    def memory_mib(self) -> tuple[float, float]:
-        """(VmRSS, VmHWM) of the server process, in MiB."""
-        fields = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields[key] = value
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+pytestmark = needs_proc_status
 
 
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
-        line = proc.stdout.readline() if ready else b""
-        assert line, f"server did not start within {START_TIMEOUT}s (exit code {proc.poll()})"
-        info = json.loads(line)
-        yield ServerProcess(proc, int(info["port"]), int(info["pid"]))
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with imap_server_process(synthetic=MESSAGES) as running:
+        yield running
 
 
 class RawClient:

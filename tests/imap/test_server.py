@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import imaplib
 import threading
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import imapclient
 import pytest
 from mailharness.servers.imap import IMAPSettings
+from mailharness.servers.imap.replies import DOVECOT
 from mailharness.servers.imap.session import COMMANDS
 
 from tests.imap.conftest import MakeIMAP, RawClient, RunningIMAP
@@ -503,6 +505,36 @@ def test_hostile_client_gets_bad_and_others_are_served(imap: RunningIMAP) -> Non
     # The client's mistakes are recorded as such, not as faults of the server.
     assert len(imap.server.client_errors) >= 5
     assert imap.errors == []
+
+
+def test_every_reply_text_comes_from_the_table_a_personality_overrides(
+    make_imap: MakeIMAP,
+) -> None:
+    """The parser's reasons and the commands' texts, not only the greeting and logins."""
+    replies = dataclasses.replace(
+        DOVECOT,
+        missing_close_paren="Paren?",
+        sort_empty="Sort what?",
+        fetch_unknown_item="No {item} here",
+        partial_with_all="Pick one",
+        bye_input_buffer_full="Too much",
+    )
+    server = make_imap(IMAPSettings(replies=replies))
+    with RawClient(server.none) as raw:
+        assert raw.command(b"a", b"FETCH 1 (FLAGS") == [
+            b"a BAD Error in IMAP command FETCH: Paren?\r\n"
+        ]
+        raw.login()
+        raw.command(b"s", b"SELECT INBOX")
+        [bad] = raw.command(b"b", b"SORT () UTF-8 ALL")
+        assert bad == b"b BAD Error in IMAP command SORT: Sort what?\r\n"
+        [bad] = raw.command(b"c", b"FETCH 1:* FROB")
+        assert bad == b"c BAD Error in IMAP command FETCH: No FROB here\r\n"
+        [bad] = raw.command(b"d", b"SEARCH RETURN (ALL PARTIAL 1:2) ALL")
+        assert bad == b"d BAD Error in IMAP command SEARCH: Pick one\r\n"
+    with RawClient(server.none) as raw:
+        raw.send(b"x" * (IMAPSettings().max_login_command_bytes + 1))
+        assert raw.line() == b"* BYE Too much\r\n"
 
 
 def test_server_exception_answers_serverbug(
