@@ -27,7 +27,9 @@ MESSAGES = 1_000_000
 LOGIN = b"alice@example.test"
 PASSWORD = b"alice-password"
 PEAK_LIMIT_MIB = 150
-IO_TIMEOUT = 60.0
+#: A guard against a hang, not a speed limit: under a loaded machine (load 11 on two
+#: cores) THREAD REFERENCES of a million messages has taken 100 s.
+IO_TIMEOUT = 600.0
 
 pytestmark = needs_proc_status
 
@@ -123,6 +125,10 @@ def test_million_message_fetch_search_sort_and_thread_stay_under_150_mib(
         rss, peak = server.memory_mib()
     finally:
         client.close()
+    print(
+        f"1M: FETCH {fetch_seconds:.1f}s, SORT ARRIVAL {arrival_seconds:.1f}s, "
+        f"SORT SUBJECT {subject_seconds:.1f}s, THREAD {thread_seconds:.1f}s, peak {peak:.0f} MiB"
+    )
     assert peak < PEAK_LIMIT_MIB, (
         f"server peak RSS {peak:.0f} MiB (now {rss:.0f} MiB) with a {MESSAGES:,}-message "
         f"INBOX; UID FETCH 1:* (FLAGS) took {fetch_seconds:.1f}s, UID SORT (ARRIVAL) "
