@@ -20,7 +20,7 @@ import concurrent.futures
 import dataclasses
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -206,8 +206,18 @@ class MailServer:
         ca: MailCA | None = None,
         label: str = "",
         clock: Callable[[], float] = time.monotonic,
+        ports: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config or MailConfig()
+        # Fixed ports by listener name ("imap/implicit": 10993), for a `serve` whose
+        # addresses must not change between runs; unnamed listeners get ephemeral ports.
+        # A Dovecot listener with a fixed port is served through a (fault-free) front.
+        self.ports = dict(ports or {})
+        for name, port in self.ports.items():
+            if name not in LISTENER_NAMES:
+                raise choice_error("ports key", name, LISTENER_NAMES)
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+                raise ConfigError(f"ports[{name!r}]={port!r}: expected a port, 0 to 65535")
         # The scenario (or purpose) this server serves; shown in reprs and reports.
         self.label = label
         # What lockouts and rate limits count time with: a test may pass a fake clock
@@ -228,6 +238,8 @@ class MailServer:
         self._smtp_server: SMTPServer | None = None
         self._imap_server: IMAPServer | None = None
         self._fronts: dict[str, FaultFront] = {}
+        # Listeners opened but not for clients: (what it is, endpoint); see `describe()`.
+        self.internal: list[tuple[str, Endpoint]] = []
         self._thread: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Dovecot backends: the running Dovecot, the fake SMTP server its submission
@@ -329,7 +341,9 @@ class MailServer:
                 clock=self.clock,
             )
             self._relay = relay
-            relay_port = (await self._bind(relay, Security.NONE)).port
+            relay_endpoint = await self._bind(relay, Security.NONE)
+            self.internal.append(("relay: Dovecot's submission relays mail here", relay_endpoint))
+            relay_port = relay_endpoint.port
         dovecot = _make_dovecot(config.backend, dovecot_config(config, self.ca, relay_port))
         await _in_thread(dovecot.start)
         self._dovecot = dovecot
@@ -340,22 +354,30 @@ class MailServer:
                 continue
             endpoints = await self._listen(protocol, self._dovecot_binder(protocol), served)
             setattr(self, protocol, ProtocolEndpoints(protocol, endpoints))
+        reported = {(e.host, e.port) for e in self.endpoints()}
+        noted = {(e.host, e.port) for _, e in self.internal}
+        for endpoint in dovecot.endpoints:
+            if endpoint.address not in reported | noted:
+                self.internal.append((f"dovecot {endpoint.protocol} listener", endpoint))
 
     def _binder(
         self, server: SMTPServer | IMAPServer
-    ) -> Callable[[Security, bool], Awaitable[Endpoint]]:
-        async def bind(security: Security, tls_terminated: bool) -> Endpoint:
-            return await self._bind(server, security, tls_terminated)
+    ) -> Callable[[Security, bool, int], Awaitable[Endpoint]]:
+        async def bind(security: Security, tls_terminated: bool, port: int) -> Endpoint:
+            return await self._bind(server, security, tls_terminated, port)
 
         return bind
 
-    def _dovecot_binder(self, protocol: str) -> Callable[[Security, bool], Awaitable[Endpoint]]:
+    def _dovecot_binder(
+        self, protocol: str
+    ) -> Callable[[Security, bool, int], Awaitable[Endpoint]]:
         """Dovecot's listener for a security; "none" (a front's plaintext side, or a client
         that never sends STARTTLS) is its plain port, which offers STARTTLS unless ssl = no."""
         dovecot = self._dovecot
         assert dovecot is not None
 
-        async def bind(security: Security, tls_terminated: bool) -> Endpoint:
+        async def bind(security: Security, tls_terminated: bool, port: int) -> Endpoint:
+            # `port` is never set here: `_listen` fronts a Dovecot listener with a fixed port.
             # A TLS-ending front reaches the plain port from Dovecot's own address (see
             # faults.session), which Dovecot counts as secured: nothing to set here.
             if security is Security.NONE:
@@ -372,28 +394,37 @@ class MailServer:
     async def _listen(
         self,
         protocol: str,
-        bind: Callable[[Security, bool], Awaitable[Endpoint]],
+        bind: Callable[[Security, bool, int], Awaitable[Endpoint]],
         securities: tuple[Security, ...],
     ) -> tuple[Endpoint, ...]:
         """Bind each listener; put a FaultFront before those the config names.
 
         A front that pins a TLS version terminates TLS itself and forwards
-        plaintext to an internal plain listener that is never reported.
+        plaintext to an internal plain listener, listed in `internal`, not reported.
         """
         endpoints = []
         internal_plain: Endpoint | None = None
         for security in securities:
+            name = f"{protocol}/{security.value}"
+            port = self.ports.get(name, 0)
             faults = self.config.faults_for(protocol, security)
+            if faults is None and port and self.config.backend != "fake":
+                faults = ()  # Dovecot picks its own ports: a front holds the fixed one
             pinned = faults is not None and any(isinstance(f, TLSVersion) for f in faults)
             if not pinned:
-                direct = await bind(security, False)
+                direct = await bind(security, False, 0 if faults is not None else port)
                 if faults is None:
                     endpoints.append(direct)
                     continue
                 backend = direct
+                if self.config.backend == "fake":
+                    self.internal.append((f"behind the fault front of {name}", direct))
             else:
                 if internal_plain is None:
-                    internal_plain = await bind(Security.NONE, True)
+                    internal_plain = await bind(Security.NONE, True, 0)
+                    if self.config.backend == "fake":
+                        what = f"plaintext behind the TLS-ending {protocol} fronts"
+                        self.internal.append((what, internal_plain))
                 backend = internal_plain
             assert faults is not None
             front = FaultFront(
@@ -401,19 +432,24 @@ class MailServer:
                 faults=faults,
                 protocol=protocol,
                 host=self.config.host,
+                port=port,
                 certs=self.ca,
                 transcripts=self.transcripts,
             )
             await front.start()
-            self._fronts[f"{protocol}/{security.value}"] = front
+            self._fronts[name] = front
             endpoints.append(Endpoint(protocol, front.host, front.port, security))
         return tuple(endpoints)
 
     async def _bind(
-        self, server: SMTPServer | IMAPServer, security: Security, tls_terminated: bool = False
+        self,
+        server: SMTPServer | IMAPServer,
+        security: Security,
+        tls_terminated: bool = False,
+        port: int = 0,
     ) -> Endpoint:
         context = None if security is Security.NONE else self.ca.server_context(self.config.cert)
-        sock = bind_loopback(self.config.host)
+        sock = bind_loopback(self.config.host, port)
         try:
             return await server.add_listener(sock, security, context, tls_terminated=tls_terminated)
         except BaseException:
@@ -479,6 +515,7 @@ class MailServer:
         for front in self._fronts.values():
             await front.stop()
         self._fronts.clear()
+        self.internal.clear()
         if self._relay is not None:
             await self._relay.stop()
             self._relay = None
@@ -678,6 +715,10 @@ class MailServer:
             + ", ".join(fronted)
         )
 
+    def fronts(self) -> dict[str, FaultFront]:
+        """Every fault front, by listener name: where faults can be switched at run time."""
+        return dict(self._fronts)
+
     def deliver(self, user: str, message: RawMessage, mailbox: str = "INBOX") -> int:
         """Put a message in a user's mailbox (by login or address); returns its UID.
 
@@ -775,6 +816,8 @@ class MailServer:
             "ca_path": os.fspath(self.ca.ca_path),
             "cert": CertVariant.parse(self.config.cert).value,
             "backend": self.config.backend,
+            # Every other port this server opened (behind fronts, Dovecot's own, its relay).
+            "internal_listeners": [{**e.as_dict(), "role": role} for role, e in self.internal],
         }
 
     def __repr__(self) -> str:
