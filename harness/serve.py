@@ -561,7 +561,12 @@ class Serve:
                     from mailharness.control import ControlAPI
 
                     host = self.running.server.config.host
-                    api = ControlAPI(self, host=host, port=port).start()
+                    try:
+                        api = ControlAPI(self, host=host, port=port).start()
+                    except OSError as error:
+                        raise ConfigError(
+                            f"--api port {port} on {host}: {error.strerror or error}"
+                        ) from None
                     self.api_info = api.publish(self.state_file)
                 self._announce()
                 code = self._wait(ca)
@@ -585,10 +590,17 @@ class Serve:
                 f"scenario {chosen.name!r} is checked on {', '.join(chosen.backends)}, "
                 f"not on backend {config.backend!r}: serving it anyway"
             )
-        server = MailServer(config, ca=ca, label=chosen.name, ports={**keep, **ports})
+        fixed = {**keep, **ports}
+        server = MailServer(config, ca=ca, label=chosen.name, ports=fixed)
         if not self.quiet:
             self._activity.attach(server)
-        server.start()
+        try:
+            server.start()
+        except OSError as error:
+            asked = ", ".join(f"{n}={p}" for n, p in fixed.items()) or "none fixed"
+            raise ConfigError(
+                f"cannot listen on {config.host}: {error.strerror or error} (ports: {asked})"
+            ) from None
         try:
             if chosen.prepare is not None:
                 chosen.prepare(server)

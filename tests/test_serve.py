@@ -9,6 +9,7 @@ import os
 import queue
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -260,12 +261,23 @@ def test_backend_serves_healthy_over_tls(backend: str) -> None:
         assert "relay: Dovecot's submission relays mail here" in roles
 
 
-def test_backend_with_fixed_ports_fronts_dovecot() -> None:
+def test_backend_with_fixed_ports_fronts_dovecot(tmp_path: Path) -> None:
     require_backend("dovecot")
     base = port_base()
-    with serve("--backend", "dovecot", "--port-base", str(base), "--quiet") as served:
+    state = str(tmp_path / "state.json")
+    args = ("--backend", "dovecot", "--port-base", str(base), "--api", "--state-file", state)
+    with serve(*args, "--quiet") as served:
         assert served.endpoint("imap/implicit")[1] == base + 2
+        assert served.facts["api"]["url"].endswith(f":{base + 6}")
         assert imap_login(served)
+        assert (
+            api_call(served, "PUT", "/faults/imap/implicit", {"faults": [{"kind": "refuse"}]})[0]
+            == 200
+        )
+        with pytest.raises(ConnectionRefusedError):
+            imap_login(served)
+        status, body = api_call(served, "PATCH", "/settings/imap", {"backend_maintenance": True})
+        assert status == 409 and body["error"].startswith("not applicable:")
         assert {e["role"] for e in served.facts["internal_listeners"]} >= {
             "relay: Dovecot's submission relays mail here"
         }
@@ -351,6 +363,29 @@ def test_raw_http_switches_change_the_next_login(tmp_path: Path) -> None:
         assert "LOGIN alice@example.test ****" in transcript["text"]
         mailboxes = api_call(served, "GET", "/mailboxes/alice@example.test")[1]
         assert mailboxes["mailboxes"][0]["name"] == "INBOX"
+
+
+def test_ctl_finds_the_api_by_url_token_or_environment(tmp_path: Path) -> None:
+    state = tmp_path / "elsewhere.json"
+    with serve("--api", "--quiet", env={"MAILHARNESS_STATE": str(state)}) as served:
+        api = served.facts["api"]
+        assert api["state_file"] == str(state)
+        by_env = subprocess.run(
+            [*CTL, "status"], capture_output=True, text=True, timeout=WAIT, check=False,
+            env={**os.environ, "MAILHARNESS_STATE": str(state)},
+        )  # fmt: skip
+        assert json.loads(by_env.stdout)["pid"] == served.process.pid
+        by_url = subprocess.run(
+            [*CTL, "--url", api["url"], "--token", api["token"], "maintenance", "on"],
+            capture_output=True, text=True, timeout=WAIT, check=False,
+        )  # fmt: skip
+        assert json.loads(by_url.stdout) == {"maintenance": True}
+        with pytest.raises(imaplib.IMAP4.error, match="maintenance"):
+            imap_login(served)
+    missing = ctl(tmp_path / "none.json", "status")
+    assert (
+        missing.returncode == 2 and "no running `mailharness serve --api` found" in missing.stderr
+    )
 
 
 def test_api_refuses_bad_requests_with_the_field(tmp_path: Path) -> None:
@@ -512,3 +547,19 @@ def test_human_output_states_cert_personality_faults_and_own_expectation(tmp_pat
     assert "latency(ms=5" in text
     assert "issuer for unknown-ca: " in text
     assert "a correct client sees: not stated by acme.toml" in text
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, message in (
+            (["--port", f"imap/implicit={port}"], f"(ports: imap/implicit={port})"),
+            (["--api", str(port), "--state-file", str(tmp_path / "s.json")], f"--api port {port}"),
+        ):
+            result = subprocess.run(
+                [*SERVE, *args], capture_output=True, text=True, timeout=WAIT, check=False
+            )
+            assert result.returncode == 2 and not result.stdout
+            assert message in result.stderr and "Address already in use" in result.stderr
