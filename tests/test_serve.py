@@ -357,9 +357,31 @@ def test_raw_http_switches_change_the_next_login(tmp_path: Path) -> None:
         api_call(served, "PUT", "/auth-outage", {"on": False})
         assert imap_login(served)
 
+        assert api_call(served, "PATCH", "/users/alice@example.test", {"disabled": True})[0] == 200
+        with pytest.raises(imaplib.IMAP4.error, match=r"AUTHENTICATIONFAILED|disabled"):
+            imap_login(served)
+        api_call(served, "PATCH", "/users/alice@example.test", {"disabled": False})
+        quota = {"storage_bytes": None, "messages": 0}
+        assert api_call(served, "PUT", "/users/alice@example.test/quota", quota)[0] == 200
+        host, port = served.endpoint("imap/implicit")
+        with imaplib.IMAP4_SSL(host, port, ssl_context=served.context(), timeout=10) as imap:
+            imap.login("alice@example.test", "alice-password")
+            typ, data = imap.append("INBOX", None, None, b"Subject: x\r\n\r\nx\r\n")
+            assert typ == "NO" and b"OVERQUOTA" in data[0]
+        host, port = served.endpoint("smtp/implicit")
+        with smtplib.SMTP_SSL(host, port, context=served.context(), timeout=10) as smtp:
+            smtp.login("bob@example.test", "bob-password")
+            smtp.sendmail(
+                "bob@example.test", ["carol@example.test"], b"Subject: kept\r\n\r\nhi\r\n"
+            )
+        [captured] = api_call(served, "GET", "/messages")[1]
+        assert captured["subject"] == "kept" and captured["login"] == "bob@example.test"
+        assert "hi" in api_call(served, "GET", "/messages/0")[1]["data"]
+
         sessions = api_call(served, "GET", "/sessions")[1]
         assert any(login["succeeded"] for s in sessions for login in s["logins"])
-        transcript = api_call(served, "GET", f"/sessions/{sessions[-1]['id']}")[1]
+        imap_id = next(x["id"] for x in sessions if x["protocol"] == "imap" and x["logins"])
+        transcript = api_call(served, "GET", f"/sessions/{imap_id}")[1]
         assert "LOGIN alice@example.test ****" in transcript["text"]
         mailboxes = api_call(served, "GET", "/mailboxes/alice@example.test")[1]
         assert mailboxes["mailboxes"][0]["name"] == "INBOX"
