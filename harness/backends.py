@@ -45,13 +45,14 @@ if TYPE_CHECKING:
 # The relay behind Dovecot's submission must advertise SIZE; Dovecot enforces the real limit.
 RELAY_SIZE_LIMIT = 2**31
 
-#: One listener of one protocol: `bind(security, tls_terminated) -> Endpoint`.
-Bind = Callable[[Security, bool], Awaitable[Endpoint]]
+#: One listener of one protocol: `bind(security, tls_terminated, port) -> Endpoint`
+#: (port 0: an ephemeral one).
+Bind = Callable[[Security, bool, int], Awaitable[Endpoint]]
 #: `MailServer._listen`: binds a protocol's listeners, each behind a fault front if the
 #: config names one: `listen(protocol, bind, securities) -> endpoints`.
 Listen = Callable[[str, Bind, tuple[Security, ...]], Awaitable[tuple[Endpoint, ...]]]
 #: `MailServer._bind`: one of our servers on a new loopback socket with the config's cert.
-BindServer = Callable[[IMAPServer | SMTPServer, Security, bool], Awaitable[Endpoint]]
+BindServer = Callable[[IMAPServer | SMTPServer, Security, bool, int], Awaitable[Endpoint]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +70,8 @@ class Shared:
     clock: Callable[[], float]
     ca: MailCA
     bind: BindServer
+    # Listeners opened but not for clients, (what it is, endpoint): `MailServer.internal`.
+    internal: list[tuple[str, Endpoint]]
 
 
 @dataclass(slots=True)
@@ -303,7 +306,9 @@ class DovecotMailBackend(MailBackend):
                 clock=shared.clock,
             )
             self._relay = relay
-            relay_port = (await shared.bind(relay, Security.NONE, False)).port
+            relay_endpoint = await shared.bind(relay, Security.NONE, False, 0)
+            shared.internal.append(("relay: Dovecot's submission relays mail here", relay_endpoint))
+            relay_port = relay_endpoint.port
         dovecot = _make_dovecot(config.backend, dovecot_config(config, shared.ca, relay_port))
         await _in_thread(dovecot.start)
         self.dovecot = dovecot
@@ -313,6 +318,11 @@ class DovecotMailBackend(MailBackend):
             served = served_securities(config, protocol)
             if served:
                 endpoints[protocol] = await listen(protocol, self._binder(protocol), served)
+        reported = {(e.host, e.port) for served in endpoints.values() for e in served}
+        noted = {(e.host, e.port) for _, e in shared.internal}
+        for endpoint in dovecot.endpoints:
+            if endpoint.address not in reported | noted:
+                shared.internal.append((f"dovecot {endpoint.protocol} listener", endpoint))
         return endpoints
 
     def _binder(self, protocol: str) -> Bind:
@@ -321,7 +331,8 @@ class DovecotMailBackend(MailBackend):
         dovecot = self.dovecot
         assert dovecot is not None
 
-        async def bind(security: Security, tls_terminated: bool) -> Endpoint:
+        async def bind(security: Security, tls_terminated: bool, port: int) -> Endpoint:
+            # `port` is never set here: `_listen` fronts a Dovecot listener with a fixed port.
             # A TLS-ending front reaches the plain port from Dovecot's own address (see
             # faults.session), which Dovecot counts as secured: nothing to set here.
             if security is Security.NONE:

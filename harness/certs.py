@@ -38,6 +38,9 @@ from mailharness.servers.tlsversions import MODERN, limit_versions
 SERVER_IDENTITIES = ("localhost", "127.0.0.1", "127.0.0.2", "::1")
 # A name that is never any of ours: the `wrong-host` leaf is valid only for it.
 WRONG_HOST = "mail.wrong-host.invalid"
+# Where `cas()` writes the issuers of the unknown-ca and missing-intermediate leaves.
+OTHER_CA_FILE = "unknown-ca.issuer.pem"
+INTERMEDIATE_CA_FILE = "missing-intermediate.issuer.pem"
 # OpenSSL's security level 2 (Debian's default) refuses RSA keys under 2048 bits.
 WEAK_RSA_BITS = 1024
 
@@ -152,6 +155,8 @@ class MailCA:
         self._ca = trustme.CA(organization_name="mailharness test CA")
         self._lock = threading.Lock()
         self._leaves: dict[CertVariant, ServerCert] = {}
+        # CAs other than ours that a variant's leaf chains to, by file name (see `cas()`).
+        self._other_cas: dict[str, Path] = {}
         self.ca_path = _write_private(self.directory / "ca.pem", self.ca_pem, 0o644)
 
     @property
@@ -183,7 +188,9 @@ class MailCA:
             # A subject CN as well as SANs: fetchmail and mbsync still read the CN.
             leaf = ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
         elif variant is CertVariant.UNKNOWN_CA:
-            leaf = trustme.CA(organization_name="some other CA").issue_cert(*SERVER_IDENTITIES)
+            other = trustme.CA(organization_name="some other CA")
+            self._keep_ca(OTHER_CA_FILE, other.cert_pem.bytes())
+            leaf = other.issue_cert(*SERVER_IDENTITIES)
         elif variant is CertVariant.EXPIRED:
             leaf = ca.issue_cert(
                 *SERVER_IDENTITIES,
@@ -199,7 +206,9 @@ class MailCA:
         elif variant is CertVariant.WRONG_HOST:
             leaf = ca.issue_cert(WRONG_HOST)
         elif variant is CertVariant.MISSING_INTERMEDIATE:
-            leaf = ca.create_child_ca().issue_cert(*SERVER_IDENTITIES)
+            intermediate = ca.create_child_ca()
+            self._keep_ca(INTERMEDIATE_CA_FILE, intermediate.cert_pem.bytes())
+            leaf = intermediate.issue_cert(*SERVER_IDENTITIES)
             # Send the leaf alone: the intermediate is what the client is missing.
             return leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes()
         elif variant is CertVariant.SELF_SIGNED:
@@ -212,6 +221,25 @@ class MailCA:
             )
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
         return chain, leaf.private_key_pem.bytes()
+
+    def _keep_ca(self, name: str, pem: bytes) -> None:
+        self._other_cas[name] = _write_private(self.directory / name, pem, 0o644)
+
+    def cas(self) -> dict[str, Path]:
+        """Every CA a client may be told to trust, by what it is (issues every variant).
+
+        `harness`: ours (`ca.pem`); `unknown-ca`: the other CA that signed the
+        `unknown-ca` leaf (a customer's internal CA); `missing-intermediate`: the
+        intermediate the server does not send; `self-signed`: that leaf, its own issuer.
+        """
+        for variant in CertVariant:
+            self.server_cert(variant)
+        return {
+            "harness": self.ca_path,
+            "unknown-ca": self._other_cas[OTHER_CA_FILE],
+            "missing-intermediate": self._other_cas[INTERMEDIATE_CA_FILE],
+            "self-signed": self.server_cert(CertVariant.SELF_SIGNED).cert_path,
+        }
 
     def server_context(self, variant: str | CertVariant = CertVariant.TRUSTED) -> ssl.SSLContext:
         """A modern server context (TLS 1.2+) presenting the variant's certificate."""

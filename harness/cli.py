@@ -1,33 +1,49 @@
 """`mailharness` command line: serve scenarios for a person (QA) or a script to use.
 
     mailharness serve                  # the healthy scenario, human-readable summary
-    mailharness serve --scenario tls10-only
-    mailharness serve --scenario customer.toml --json
+    mailharness serve --scenario tls10-only --port-base 10140 --host 127.0.0.2
+    mailharness serve --scenario customer.toml --json --api --fronts all
+    mailharness serve --backend dovecot          # the same scenario on real Dovecot
+    mailharness ctl fault imap/implicit refuse   # switch a running serve (see harness/ctl.py)
     mailharness scenarios [--family tls] [--json]    # the catalog
 
-`serve --json` schema (one line, then nothing else on stdout until exit):
-    {"scenario": str, "pid": int, "ca_path": str, "cert": str,
+`serve --json` prints one line once serving, and one more after each SIGHUP reload,
+and nothing else on stdout until exit (activity lines go to stderr):
+    {"scenario": str, "pid": int, "source": "catalog"|str (the .toml path),
+     "base": str|null (a file's base scenario), "backend": "fake"|"dovecot"|"docker",
+     "host": str, "ca_path": str, "cert": str (the certificate variant),
+     "personality": str,
      "endpoints": [{"protocol": "smtp"|"imap", "host": str, "port": int,
                     "security": "none"|"starttls"|"implicit"}, ...],
+     "internal_listeners": [{"protocol", "host", "port", "security",
+                             "role": str}, ...],   # opened, not for clients
      "users": [{"address": str, "login": str, "password": str,
-                "app_password": str|null, "oauth_token": str|null}, ...]}
-It runs until SIGINT or SIGTERM, then stops every listener and exits 0.
+                "app_password": str|null, "oauth_token": str|null}, ...],
+     "faults": {listener: [{"kind": str, field: value, ...}, ...]},  # fronted listeners
+     "cas": {"harness"|"unknown-ca"|"missing-intermediate"|"self-signed": str (PEM path)},
+     "server_does": str, "client_sees": str,
+     "api": null | {"url": str, "token": str, "state_file": str}}
+Addresses: `--port-base N` serves imap/none at N, imap/starttls N+1, imap/implicit N+2,
+smtp/none N+3, smtp/starttls N+4, smtp/implicit N+5 (and `--api` at N+6);
+`--port LISTENER=PORT` fixes one. Signals: SIGINT and SIGTERM stop every listener and
+exit 0; SIGHUP reloads a scenario file (same addresses) or resets a catalog scenario;
+SIGUSR1 prints a status line to stderr; SIGUSR2 is logged and ignored.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
+from pathlib import Path
 
-from mailharness.catalog import CATALOG, scenario
-from mailharness.certs import MailCA
-from mailharness.scenarios import Family, with_personality
-from mailharness.server import MailServer
+from mailharness.catalog import CATALOG
+from mailharness.ctl import add_parser as add_ctl_parser
+from mailharness.ctl import run as run_ctl
+from mailharness.scenarios import Family
+from mailharness.serve import Serve, ServeOptions, parse_port_flags
+from mailharness.server import BACKENDS
 from mailharness.servers.errors import MailharnessError
 
 
@@ -49,8 +65,54 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--certs-dir",
         default=None,
-        help="write the CA and leaves here (default: a private temp dir, removed at exit)",
+        help="write the CAs to trust and every leaf here (default: a private temp dir, "
+        "removed at exit)",
     )
+    serve.add_argument(
+        "--host", default=None, help="loopback address to listen on: 127.0.0.x or ::1"
+    )
+    serve.add_argument(
+        "--port-base",
+        type=int,
+        default=None,
+        help="fixed ports: imap/none=N, imap/starttls=N+1, imap/implicit=N+2, smtp/none=N+3, "
+        "smtp/starttls=N+4, smtp/implicit=N+5, --api N+6",
+    )
+    serve.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        metavar="LISTENER=PORT",
+        help="a fixed port for one listener, e.g. imap/implicit=10993 (repeatable)",
+    )
+    serve.add_argument(
+        "--backend", default=None, choices=BACKENDS, help="who serves the mail (default: fake)"
+    )
+    serve.add_argument(
+        "--fronts",
+        default=None,
+        metavar="LISTENERS",
+        help="serve these listeners (comma-separated, or 'all') through a fault front, so "
+        "faults can be switched on them at run time",
+    )
+    serve.add_argument(
+        "--api",
+        nargs="?",
+        type=int,
+        const=0,
+        default=None,
+        metavar="PORT",
+        help="start the control API on loopback (PORT, else N+6 with --port-base, else any)",
+    )
+    serve.add_argument(
+        "--state-file",
+        default=None,
+        help="where --api writes its URL and token for `mailharness ctl` (0600)",
+    )
+    serve.add_argument(
+        "--quiet", action="store_true", help="no activity lines on stderr (one per session event)"
+    )
+    add_ctl_parser(commands)
     listing = commands.add_parser("scenarios", help="list the scenario catalog")
     listing.add_argument("--family", default=None, help="only this family")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -86,47 +148,26 @@ def list_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
-def _human_summary(name: str, facts: dict[str, object]) -> str:
-    lines = [f"mailharness: serving scenario {name!r} (pid {os.getpid()})", ""]
-    for e in facts["endpoints"]:  # type: ignore[attr-defined]
-        lines.append(f"  {e['protocol'].upper():5} {e['security']:9} {e['host']}:{e['port']}")
-    lines.append("")
-    for u in facts["users"]:  # type: ignore[attr-defined]
-        extra = f"  app password: {u['app_password']}" if u["app_password"] else ""
-        lines.append(f"  user {u['login']}  password: {u['password']}{extra}")
-    lines += ["", f"  CA certificate to trust: {facts['ca_path']}", "", "Ctrl-C stops."]
-    return "\n".join(lines)
-
-
 def serve(args: argparse.Namespace) -> int:
-    chosen = scenario(args.scenario)
-    config = chosen.config
-    if args.personality is not None:
-        config = with_personality(config, args.personality)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with (
-            MailCA(args.certs_dir) as ca,
-            MailServer(config, ca=ca, label=chosen.name) as server,
-        ):
-            if chosen.prepare is not None:
-                chosen.prepare(server)
-            facts = {"scenario": chosen.name, "pid": os.getpid(), **server.describe()}
-            if args.json:
-                print(json.dumps(facts), flush=True)
-            else:
-                print(_human_summary(chosen.name, facts), flush=True)
-                print(f"  {chosen.server}\n  a correct client sees: {chosen.client_sees}")
-            stop.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    fronts = tuple(f.strip() for f in args.fronts.split(",") if f.strip()) if args.fronts else ()
+    options = ServeOptions(
+        host=args.host,
+        port_base=args.port_base,
+        ports=parse_port_flags(args.port),
+        backend=args.backend,
+        fronts=fronts,
+    )
+    options.check()
+    return Serve(
+        args.scenario,
+        options,
+        personality=args.personality,
+        as_json=args.json,
+        quiet=args.quiet,
+        certs_dir=args.certs_dir,
+        api_port=args.api,
+        state_file=Path(args.state_file) if args.state_file else None,
+    ).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args)
         if args.command == "scenarios":
             return list_scenarios(args)
+        if args.command == "ctl":
+            return run_ctl(args)
     except MailharnessError as error:
         print(f"mailharness: error: {error}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -215,8 +215,18 @@ class MailServer:
         ca: MailCA | None = None,
         label: str = "",
         clock: Callable[[], float] = time.monotonic,
+        ports: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config or MailConfig()
+        # Fixed ports by listener name ("imap/implicit": 10993), for a `serve` whose
+        # addresses must not change between runs; unnamed listeners get ephemeral ports.
+        # A Dovecot listener with a fixed port is served through a (fault-free) front.
+        self.ports = dict(ports or {})
+        for name, port in self.ports.items():
+            if name not in LISTENER_NAMES:
+                raise choice_error("ports key", name, LISTENER_NAMES)
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+                raise ConfigError(f"ports[{name!r}]={port!r}: expected a port, 0 to 65535")
         # The scenario (or purpose) this server serves; shown in reprs and reports.
         self.label = label
         # What lockouts and rate limits count time with: a test may pass a fake clock
@@ -235,6 +245,8 @@ class MailServer:
         self.smtp = ProtocolEndpoints("smtp")
         self.imap = ProtocolEndpoints("imap")
         self._fronts: dict[str, FaultFront] = {}
+        # Listeners opened but not for clients: (what it is, endpoint); see `describe()`.
+        self.internal: list[tuple[str, Endpoint]] = []
         self._thread: LoopThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Last: a CA of our own owns a private temp dir, and nothing above may fail after it.
@@ -253,6 +265,7 @@ class MailServer:
                 clock=clock,
                 ca=self.ca,
                 bind=self._bind,
+                internal=self.internal,
             )
         )
 
@@ -284,22 +297,31 @@ class MailServer:
         """Bind each listener; put a FaultFront before those the config names.
 
         A front that pins a TLS version terminates TLS itself and forwards
-        plaintext to an internal plain listener that is never reported.
+        plaintext to an internal plain listener, listed in `internal`, not reported.
         """
         endpoints = []
         internal_plain: Endpoint | None = None
         for security in securities:
+            name = f"{protocol}/{security.value}"
+            port = self.ports.get(name, 0)
             faults = self.config.faults_for(protocol, security)
+            if faults is None and port and self.config.backend != "fake":
+                faults = ()  # Dovecot picks its own ports: a front holds the fixed one
             pinned = faults is not None and any(isinstance(f, TLSVersion) for f in faults)
             if not pinned:
-                direct = await bind(security, False)
+                direct = await bind(security, False, 0 if faults is not None else port)
                 if faults is None:
                     endpoints.append(direct)
                     continue
                 backend = direct
+                if self.config.backend == "fake":
+                    self.internal.append((f"behind the fault front of {name}", direct))
             else:
                 if internal_plain is None:
-                    internal_plain = await bind(Security.NONE, True)
+                    internal_plain = await bind(Security.NONE, True, 0)
+                    if self.config.backend == "fake":
+                        what = f"plaintext behind the TLS-ending {protocol} fronts"
+                        self.internal.append((what, internal_plain))
                 backend = internal_plain
             assert faults is not None
             front = FaultFront(
@@ -307,19 +329,24 @@ class MailServer:
                 faults=faults,
                 protocol=protocol,
                 host=self.config.host,
+                port=port,
                 certs=self.ca,
                 transcripts=self.transcripts,
             )
             await front.start()
-            self._fronts[f"{protocol}/{security.value}"] = front
+            self._fronts[name] = front
             endpoints.append(Endpoint(protocol, front.host, front.port, security))
         return tuple(endpoints)
 
     async def _bind(
-        self, server: SMTPServer | IMAPServer, security: Security, tls_terminated: bool = False
+        self,
+        server: SMTPServer | IMAPServer,
+        security: Security,
+        tls_terminated: bool = False,
+        port: int = 0,
     ) -> Endpoint:
         context = None if security is Security.NONE else self.ca.server_context(self.config.cert)
-        sock = bind_loopback(self.config.host)
+        sock = bind_loopback(self.config.host, port)
         try:
             return await server.add_listener(sock, security, context, tls_terminated=tls_terminated)
         except BaseException:
@@ -330,6 +357,7 @@ class MailServer:
         for front in self._fronts.values():
             await front.stop()
         self._fronts.clear()
+        self.internal.clear()
         await self._backend.stop()
         self._loop = None
         if self._owns_ca:
@@ -497,6 +525,10 @@ class MailServer:
             + ", ".join(fronted)
         )
 
+    def fronts(self) -> dict[str, FaultFront]:
+        """Every fault front, by listener name: where faults can be switched at run time."""
+        return dict(self._fronts)
+
     def deliver(self, user: str, message: RawMessage, mailbox: str = "INBOX") -> int:
         """Put a message in a user's mailbox (by login or address); returns its UID.
 
@@ -566,6 +598,8 @@ class MailServer:
             "ca_path": os.fspath(self.ca.ca_path),
             "cert": CertVariant.parse(self.config.cert).value,
             "backend": self.config.backend,
+            # Every other port this server opened (behind fronts, Dovecot's own, its relay).
+            "internal_listeners": [{**e.as_dict(), "role": role} for role, e in self.internal],
         }
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -97,6 +97,8 @@ class Transcript:
     # IMAP tags sent and not yet completed: only these make a server line a tagged reply
     # (a message body line such as "Hello OK" does not).
     _open_tags: set[str] = field(default_factory=set)
+    # Told of every event as it is added (the `serve` activity lines); set by TranscriptLog.
+    on_event: Callable[[Transcript, TranscriptEvent], None] | None = None
 
     # -- writing (from the server's event loop) --------------------------------------
 
@@ -134,6 +136,8 @@ class Transcript:
             secret=secret,
         )
         self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(self, event)
 
     def client(
         self, line: bytes | str, *, tag: str | None = None, command: str | None = None
@@ -353,6 +357,10 @@ class TranscriptLog:
     dropped: int = 0
     _items: deque[Transcript] = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Hooks for a live view (`mailharness serve` prints one line per session event):
+    # called on the server's loop, so they must be quick and must not raise.
+    on_open: Callable[[Transcript], None] | None = None
+    on_event: Callable[[Transcript, TranscriptEvent], None] | None = None
 
     def __post_init__(self) -> None:
         if self.max_items < 1:
@@ -360,11 +368,15 @@ class TranscriptLog:
         self._items = deque(maxlen=self.max_items)
 
     def open(self, protocol: str, peer: str, listener: str) -> Transcript:
-        transcript = Transcript(protocol=protocol, peer=peer, listener=listener)
+        transcript = Transcript(
+            protocol=protocol, peer=peer, listener=listener, on_event=self.on_event
+        )
         with self._lock:
             if len(self._items) == self.max_items:
                 self.dropped += 1
             self._items.append(transcript)
+        if self.on_open is not None:
+            self.on_open(transcript)
         return transcript
 
     def clear(self) -> None:

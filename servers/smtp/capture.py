@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -70,6 +70,8 @@ class MessageLog:
     _async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], int]] = field(
         default_factory=list, init=False
     )
+    # Told of each captured message (the `serve` activity lines); quick, must not raise.
+    on_add: Callable[[CapturedMessage], None] | None = None
 
     def __post_init__(self) -> None:
         limit = self.max_items
@@ -93,6 +95,8 @@ class MessageLog:
             self._async_waiters = [w for w in self._async_waiters if w[2] > count]
         for loop, future, _ in ready:
             loop.call_soon_threadsafe(_resolve, future)
+        if self.on_add is not None:
+            self.on_add(message)
 
     def clear(self) -> None:
         with self._cond:

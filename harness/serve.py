@@ -1,0 +1,696 @@
+"""`mailharness serve`: a scenario served for hours, for QA and for scripts.
+
+What the command line (harness/cli.py) hands over is resolved here into one
+`ServeOptions` (addresses, backend, fronts, API), a scenario is served with it,
+and the process then waits for signals: SIGINT/SIGTERM stop, SIGHUP reloads a
+scenario file, SIGUSR1 prints a status line, SIGUSR2 is logged and ignored.
+
+Addresses are stable when asked: `--port-base N` puts each listener at a fixed
+offset from N (`PORT_OFFSETS`), `--port imap/implicit=10993` fixes one, and a
+scenario file may carry the same in a `[serve]` table, read here and removed
+before the rest goes to the scenario loader:
+
+    [serve]
+    host = "127.0.0.2"
+    port_base = 10140
+    ports = { "smtp/starttls" = 10587 }
+    backend = "fake"
+    fronts = ["imap/implicit"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from mailharness.catalog import CATALOG
+from mailharness.certs import CertVariant, MailCA
+from mailharness.scenarios import Scenario, load_toml, with_personality
+from mailharness.server import BACKENDS, LISTENER_NAMES, MailConfig, MailServer
+from mailharness.servers.errors import ConfigError, choice_error
+from mailharness.servers.listeners import require_loopback
+from mailharness.servers.smtp import CapturedMessage
+from mailharness.servers.transcript import Transcript, TranscriptEvent
+
+# `--port-base N`: each listener at N + its offset, in LISTENER_NAMES order; the API next.
+PORT_OFFSETS: dict[str, int] = {name: offset for offset, name in enumerate(LISTENER_NAMES)}
+API_OFFSET = len(LISTENER_NAMES)
+SERVE_TABLE_FIELDS = ("host", "port_base", "ports", "backend", "fronts")
+# Sessions whose login outcome the activity view still waits for: bounded for a long serve.
+MAX_PENDING_LOGINS = 1000
+
+
+@dataclass(slots=True, kw_only=True)
+class ServeOptions:
+    """How to serve, apart from what: addresses, backend, fronts. CLI beats the file's table."""
+
+    host: str | None = None
+    port_base: int | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    backend: str | None = None
+    # Listeners served through a fault front, so the API can switch faults on them.
+    fronts: tuple[str, ...] = ()
+
+    def merged_over(self, base: ServeOptions) -> ServeOptions:
+        """These options where set, `base`'s elsewhere (the CLI over a file's `[serve]`)."""
+        return ServeOptions(
+            host=self.host if self.host is not None else base.host,
+            port_base=self.port_base if self.port_base is not None else base.port_base,
+            ports={**base.ports, **self.ports},
+            backend=self.backend if self.backend is not None else base.backend,
+            fronts=self.fronts or base.fronts,
+        )
+
+    def check(self) -> None:
+        if self.host is not None:
+            self.host = require_loopback(self.host)
+        if self.port_base is not None and not (
+            isinstance(self.port_base, int)
+            and not isinstance(self.port_base, bool)
+            and 1 <= self.port_base <= 65535 - API_OFFSET
+        ):
+            raise ConfigError(
+                f"port_base={self.port_base!r}: expected an integer, 1 to {65535 - API_OFFSET}"
+            )
+        for name, port in self.ports.items():
+            if name not in LISTENER_NAMES:
+                raise choice_error("port listener", name, LISTENER_NAMES)
+            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+                raise ConfigError(f"port {name}={port!r}: expected an integer, 1 to 65535")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise choice_error("backend", self.backend, BACKENDS)
+        for name in self.fronts:
+            if name not in (*LISTENER_NAMES, "all"):
+                raise choice_error("fronts", name, (*LISTENER_NAMES, "all"))
+
+    def listener_ports(self, config: MailConfig) -> dict[str, int]:
+        """The fixed port of each listener `config` serves (none fixed: {})."""
+        ports: dict[str, int] = {}
+        for protocol in ("imap", "smtp"):
+            if getattr(config, protocol) is None:
+                continue
+            for security in config.securities(protocol):
+                name = f"{protocol}/{security.value}"
+                if name in self.ports:
+                    ports[name] = self.ports[name]
+                elif self.port_base is not None:
+                    ports[name] = self.port_base + PORT_OFFSETS[name]
+        return ports
+
+    def api_port(self, requested: int | None) -> int | None:
+        """`--api` alone: port_base + API_OFFSET when a base is set, else ephemeral (0)."""
+        if requested is None:
+            return None
+        if requested == 0 and self.port_base is not None:
+            return self.port_base + API_OFFSET
+        return requested
+
+
+def parse_port_flags(values: list[str]) -> dict[str, int]:
+    """`--port imap/implicit=10993` (repeatable) as a dict; bad ones name the flag."""
+    ports: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or not number.strip().isdigit():
+            raise ConfigError(
+                f"--port {value!r}: expected LISTENER=PORT, e.g. imap/implicit=10993; "
+                f"listeners: {', '.join(LISTENER_NAMES)}"
+            )
+        ports[name.strip()] = int(number)
+    return ports
+
+
+# --- the scenario: a catalog name or a file with an optional [serve] table ---------------
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A scenario to serve and where it came from (a file is reloaded on SIGHUP)."""
+
+    scenario: Scenario
+    options: ServeOptions
+    path: Path | None = None
+    base: str | None = None  # a file's base scenario
+
+
+def resolve(name_or_path: str) -> Resolved:
+    if not name_or_path.endswith(".toml"):
+        return Resolved(CATALOG[name_or_path], ServeOptions())
+    path = Path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"scenario file {path}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    options = _serve_table(path, data.get("serve"))
+    base = str(data.get("base", "healthy"))
+    if "serve" not in data:
+        return Resolved(load_toml(path, CATALOG), options, path, base)
+    with _without_serve_table(path, data) as stripped:
+        try:
+            chosen = load_toml(stripped, CATALOG)
+        except ConfigError as error:
+            raise ConfigError(str(error).replace(os.fspath(stripped), os.fspath(path))) from None
+    return Resolved(chosen, options, path, base)
+
+
+def _serve_table(path: Path, table: object) -> ServeOptions:
+    if table is None:
+        return ServeOptions()
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: serve={table!r}: expected a table, [serve]")
+    for key in table:
+        if key not in SERVE_TABLE_FIELDS:
+            raise choice_error(f"{path}: [serve] field", key, SERVE_TABLE_FIELDS)
+    ports = table.get("ports", {})
+    if not isinstance(ports, dict):
+        raise ConfigError(
+            f"{path}: [serve] ports={ports!r}: expected a table of listener = port, "
+            'e.g. ports = { "imap/implicit" = 10993 }'
+        )
+    fronts = table.get("fronts", ())
+    if isinstance(fronts, str):
+        fronts = (fronts,)
+    if not isinstance(fronts, list | tuple) or not all(isinstance(f, str) for f in fronts):
+        raise ConfigError(f"{path}: [serve] fronts={fronts!r}: expected a list of listener names")
+    for key in ("host", "backend"):
+        if key in table and not isinstance(table[key], str):
+            raise ConfigError(f"{path}: [serve] {key}={table[key]!r}: expected a string")
+    options = ServeOptions(
+        host=table.get("host"),
+        port_base=table.get("port_base"),
+        ports=dict(ports),
+        backend=table.get("backend"),
+        fronts=tuple(fronts),
+    )
+    try:
+        options.check()
+    except ConfigError as error:
+        raise ConfigError(f"{path}: [serve] {error}") from None
+    return options
+
+
+_SERVE_HEADER = re.compile(r"^\s*\[\s*serve\s*(\.[^\]]*)?\]\s*(#.*)?$")
+_ANY_HEADER = re.compile(r"^\s*\[")
+_SERVE_INLINE = re.compile(r"^\s*serve\s*=")
+
+
+@contextmanager
+def _without_serve_table(path: Path, data: dict[str, Any]) -> Iterator[Path]:
+    """The file minus its `[serve]` table, under the same name in a private temp dir (the
+    scenario loader names a scenario after its file and knows no `serve` field)."""
+    kept: list[str] = []
+    inside = False
+    for line in path.read_text().splitlines(keepends=True):
+        if _SERVE_HEADER.match(line):
+            inside = True
+            continue
+        if inside and _ANY_HEADER.match(line):
+            inside = False
+        if not inside and not _SERVE_INLINE.match(line):
+            kept.append(line)
+    text = "".join(kept)
+    rest = {k: v for k, v in data.items() if k != "serve"}
+    if tomllib.loads(text) != rest:
+        raise ConfigError(
+            f"{path}: write the serve settings as one [serve] table before any other "
+            "table, or at the end of the file"
+        )
+    directory = Path(tempfile.mkdtemp(prefix="mailharness-scenario-"))
+    try:
+        stripped = directory / path.name
+        stripped.write_text(text)
+        yield stripped
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def build_config(
+    resolved: Resolved, options: ServeOptions, personality: str | None
+) -> tuple[MailConfig, dict[str, int]]:
+    """The config to serve and its fixed ports, from the scenario and the options."""
+    config = resolved.scenario.config
+    if personality is not None:
+        config = with_personality(config, personality)
+    changes: dict[str, Any] = {}
+    if options.host is not None:
+        changes["host"] = options.host
+    if options.backend is not None:
+        changes["backend"] = options.backend
+    if options.fronts:
+        faults = dict(config.faults)
+        wanted = LISTENER_NAMES if "all" in options.fronts else options.fronts
+        for name in wanted:
+            faults.setdefault(name, ())
+        changes["faults"] = faults
+    if changes:
+        config = dataclasses.replace(config, **changes)
+    return config, options.listener_ports(config)
+
+
+# --- facts ----------------------------------------------------------------------------------
+def fault_dict(fault: object) -> dict[str, Any]:
+    """A fault as JSON: its kind (kebab-case, as in scenario files) and its fields."""
+    values = {
+        f.name: _jsonable(getattr(fault, f.name))
+        for f in dataclasses.fields(fault)  # type: ignore[arg-type]
+    }
+    return {"kind": kebab(type(fault).__name__), **values}
+
+
+def kebab(name: str) -> str:
+    out = "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+    return out.replace("t-l-s", "tls")
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):
+        return _jsonable(value.value)
+    if value is None or isinstance(value, int | float | str | bool):
+        return value
+    return str(value)
+
+
+def facts(
+    resolved: Resolved, server: MailServer, cas: Mapping[str, Path], api: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The `serve --json` object (its schema is in harness/cli.py's docstring)."""
+    chosen = resolved.scenario
+    config = server.config
+    personality = config.smtp.personality if config.smtp is not None else chosen.personality
+    return {
+        "scenario": chosen.name,
+        "pid": os.getpid(),
+        "source": os.fspath(resolved.path) if resolved.path else "catalog",
+        "base": resolved.base,
+        **server.describe(),
+        "host": config.host,
+        "personality": personality,
+        "faults": {
+            name: [fault_dict(f) for f in front.faults] for name, front in server.fronts().items()
+        },
+        "cas": {name: os.fspath(path) for name, path in cas.items()},
+        "server_does": chosen.server,
+        "client_sees": expectation(resolved),
+        "api": api,
+    }
+
+
+def expectation(resolved: Resolved) -> str:
+    """What a correct client sees, as far as the scenario states it: a file that keeps its
+    base's text says so, since its changes may void the base's expectation."""
+    chosen = resolved.scenario
+    if resolved.path is None or resolved.base is None or resolved.base not in CATALOG:
+        return chosen.client_sees
+    base = CATALOG[resolved.base]
+    if chosen.client_sees != base.client_sees:
+        return chosen.client_sees
+    return (
+        f"not stated by {resolved.path.name} (its changes to {base.name!r} may change it); "
+        f"{base.name!r} alone: {base.client_sees}"
+    )
+
+
+def human_summary(info: Mapping[str, Any]) -> str:
+    lines = [f"mailharness: serving scenario {info['scenario']!r} (pid {info['pid']})"]
+    if info["source"] != "catalog":
+        lines.append(f"  from {info['source']}, based on {info['base']!r}")
+    lines.append("")
+    for e in info["endpoints"]:
+        lines.append(f"  {e['protocol'].upper():5} {e['security']:9} {_hostport(e)}")
+    for e in info["internal_listeners"]:
+        lines.append(f"  (internal {e['protocol']} {_hostport(e)}: {e['role']})")
+    lines.append("")
+    for u in info["users"]:
+        extra = f"  app password: {u['app_password']}" if u["app_password"] else ""
+        lines.append(f"  user {u['login']}  password: {u['password']}{extra}")
+    lines += [
+        "",
+        f"  backend: {info['backend']}   personality: {info['personality']}",
+        f"  certificate: {info['cert']} ({CERT_NOTES[info['cert']]})",
+        f"  CA certificate to trust: {info['ca_path']}",
+    ]
+    for name, path in info["cas"].items():
+        if name != "harness":
+            lines.append(f"    issuer for {name}: {path}")
+    if info["faults"]:
+        lines.append("  faults (switchable at run time):")
+        for listener, faults in info["faults"].items():
+            shown = ", ".join(_fault_text(f) for f in faults) or "none now"
+            lines.append(f"    {listener}: {shown}")
+    api = info["api"]
+    if api is not None:
+        lines.append(f"  control API: {api['url']}  (token in {api['state_file']})")
+    lines += [
+        "",
+        f"  server: {info['server_does']}",
+        f"  a correct client sees: {info['client_sees']}",
+        "",
+        "Ctrl-C stops. SIGHUP reloads a scenario file; SIGUSR1 prints a status line.",
+    ]
+    return "\n".join(lines)
+
+
+CERT_NOTES = {
+    CertVariant.TRUSTED.value: "signed by the harness CA",
+    CertVariant.SELF_SIGNED.value: "self-signed: not trusted through any CA",
+    CertVariant.UNKNOWN_CA.value: "signed by another CA, not the harness CA",
+    CertVariant.EXPIRED.value: "expired 30 days ago",
+    CertVariant.NOT_YET_VALID.value: "valid only from 30 days on",
+    CertVariant.WRONG_HOST.value: "names another host only",
+    CertVariant.MISSING_INTERMEDIATE.value: "the server does not send the intermediate CA",
+    CertVariant.WEAK_KEY.value: "RSA 1024-bit key",
+}
+
+
+def _hostport(endpoint: Mapping[str, Any]) -> str:
+    host = endpoint["host"]
+    return f"[{host}]:{endpoint['port']}" if ":" in host else f"{host}:{endpoint['port']}"
+
+
+def _fault_text(fault: Mapping[str, Any]) -> str:
+    rest = ", ".join(f"{k}={v!r}" for k, v in fault.items() if k != "kind")
+    return f"{fault['kind']}({rest})"
+
+
+# --- activity on the terminal ----------------------------------------------------------------
+class Activity:
+    """One line per session event on a stream (stderr): connect, TLS, login and its outcome,
+    mail captured, faults applied, close. Hooks run on the server's loop: quick, never raise."""
+
+    def __init__(self, out: TextIO, clock: Callable[[], dt.datetime] | None = None) -> None:
+        self.out = out
+        self._clock = clock or (lambda: dt.datetime.now().astimezone())
+        self._lock = threading.Lock()
+        # session id -> (tag, mechanism, login) of a login awaiting its reply
+        self._pending: dict[int, tuple[str | None, str, str | None]] = {}
+        self._order: deque[int] = deque()
+        # Listeners a TLS-ending front forwards plaintext to: their sessions had TLS.
+        self._behind_tls_fronts: tuple[str, ...] = ()
+        self._server: MailServer | None = None
+
+    def attach(self, server: MailServer) -> None:
+        """Hook into a server before it starts (its internal listeners are read later)."""
+        self._server = server
+        self._behind_tls_fronts = ()
+        server.transcripts.on_open = self._opened
+        server.transcripts.on_event = self._event
+        server.messages.on_add = self._captured
+
+    def line(self, text: str) -> None:
+        stamp = self._clock().strftime("%H:%M:%S")
+        with self._lock:
+            # A closed terminal must not break a session.
+            with contextlib.suppress(OSError, ValueError):
+                print(f"{stamp} {text}", file=self.out, flush=True)
+
+    def _tls(self, transcript: Transcript, version: str | None) -> str:
+        if version is not None:
+            return version
+        if not self._behind_tls_fronts and self._server is not None:
+            self._behind_tls_fronts = tuple(
+                f":{e.port}" for role, e in self._server.internal if "TLS-ending" in role
+            ) or ("-",)
+        if transcript.listener.split(" ")[0].endswith(self._behind_tls_fronts):
+            return "TLS ended at the front"
+        return "no TLS"
+
+    def _opened(self, transcript: Transcript) -> None:
+        self.line(f"{_who(transcript)} connect from {transcript.peer} to {transcript.listener}")
+
+    def _event(self, transcript: Transcript, event: TranscriptEvent) -> None:
+        try:
+            self._describe(transcript, event)
+        except Exception as error:
+            self.line(f"{_who(transcript)} (activity view error: {error!r})")
+
+    def _describe(self, transcript: Transcript, event: TranscriptEvent) -> None:
+        who = _who(transcript)
+        sid = transcript.session_id
+        if event.direction == "event":
+            self.line(f"{who} {event.text}")
+        elif event.direction == "client" and event.mechanism is not None:
+            self._remember(sid, (event.tag, event.mechanism, event.login))
+        elif event.direction == "client" and event.login is not None and sid in self._pending:
+            tag, mechanism, _ = self._pending[sid]
+            self._pending[sid] = (tag, mechanism, event.login)
+        elif event.direction == "server" and sid in self._pending:
+            tag, mechanism, login = self._pending[sid]
+            done = (
+                event.status is not None and event.tag == tag
+                if transcript.protocol == "imap"
+                else event.reply_code not in (None, 334)
+            )
+            if done:
+                del self._pending[sid]
+                ok = event.status == "OK" or event.reply_code == 235
+                outcome = "ok" if ok else f"failed: {event.text}"
+                tls = self._tls(transcript, event.tls_version)
+                self.line(f"{who} login {login or '?'} ({mechanism}, {tls}) {outcome}")
+
+    def _remember(self, sid: int, pending: tuple[str | None, str, str | None]) -> None:
+        if sid not in self._pending:
+            self._order.append(sid)
+        self._pending[sid] = pending
+        while len(self._order) > MAX_PENDING_LOGINS:
+            self._pending.pop(self._order.popleft(), None)
+
+    def _captured(self, message: CapturedMessage) -> None:
+        try:
+            subject = message.subject
+        except Exception:
+            subject = None
+        self.line(
+            f"smtp mail captured {message.queue_id}: from <{message.mail_from}> to "
+            f"{', '.join(f'<{r}>' for r in message.rcpt_tos)}, {len(message.data)} bytes, "
+            f"subject {subject!r}, login {message.login or '-'}, {message.tls_version or 'no TLS'}"
+        )
+
+
+def _who(transcript: Transcript) -> str:
+    return f"{transcript.protocol}#{transcript.session_id}"
+
+
+# --- the running serve ------------------------------------------------------------------------
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass(slots=True)
+class Running:
+    """The server being served now and what it was built from (swapped on reload)."""
+
+    resolved: Resolved
+    server: MailServer
+    started: float = field(default_factory=time.monotonic)
+
+
+class Serve:
+    """Serve until a stop signal; see the module docstring. `run()` returns the exit code."""
+
+    def __init__(
+        self,
+        scenario: str,
+        cli: ServeOptions,
+        *,
+        personality: str | None = None,
+        as_json: bool = False,
+        quiet: bool = False,
+        certs_dir: str | None = None,
+        api_port: int | None = None,
+        state_file: Path | None = None,
+        out: TextIO = sys.stdout,
+        err: TextIO = sys.stderr,
+    ) -> None:
+        self.scenario_arg = scenario
+        self.cli = cli
+        self.personality = personality
+        self.as_json = as_json
+        self.quiet = quiet
+        self.certs_dir = certs_dir
+        self.api_port = api_port
+        self.state_file = state_file
+        self.out = out
+        self.err = err
+        self.lock = threading.RLock()  # held while the server is swapped, and by API calls
+        self.running: Running | None = None
+        self.api_info: dict[str, Any] | None = None
+        self.cas: dict[str, Path] = {}
+        self._signals: deque[int] = deque()
+        self._wake = threading.Event()
+        self._activity = Activity(err)
+
+    # -- logging --------------------------------------------------------------------------
+    def log(self, text: str) -> None:
+        self._activity.line(f"mailharness: {text}")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
+        api = None
+        try:
+            resolved = resolve(self.scenario_arg)
+            options = self.cli.merged_over(resolved.options)
+            options.check()
+            with MailCA(self.certs_dir) as ca:
+                self.cas = ca.cas()
+                self.running = self._start(resolved, options, ca, {})
+                port = options.api_port(self.api_port)
+                if port is not None:
+                    from mailharness.control import ControlAPI
+
+                    host = self.running.server.config.host
+                    try:
+                        api = ControlAPI(self, host=host, port=port).start()
+                    except OSError as error:
+                        raise ConfigError(
+                            f"--api port {port} on {host}: {error.strerror or error}"
+                        ) from None
+                    self.api_info = api.publish(self.state_file)
+                self._announce()
+                code = self._wait(ca)
+                return code
+        finally:
+            if api is not None:
+                api.stop()
+            if self.running is not None:
+                self.running.server.stop()
+                self.running = None
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _start(
+        self, resolved: Resolved, options: ServeOptions, ca: MailCA, keep: Mapping[str, int]
+    ) -> Running:
+        config, ports = build_config(resolved, options, self.personality)
+        chosen = resolved.scenario
+        if config.backend not in chosen.backends:
+            self.log(
+                f"scenario {chosen.name!r} is checked on {', '.join(chosen.backends)}, "
+                f"not on backend {config.backend!r}: serving it anyway"
+            )
+        fixed = {**keep, **ports}
+        server = MailServer(config, ca=ca, label=chosen.name, ports=fixed)
+        if not self.quiet:
+            self._activity.attach(server)
+        try:
+            server.start()
+        except OSError as error:
+            asked = ", ".join(f"{n}={p}" for n, p in fixed.items()) or "none fixed"
+            raise ConfigError(
+                f"cannot listen on {config.host}: {error.strerror or error} (ports: {asked})"
+            ) from None
+        try:
+            if chosen.prepare is not None:
+                chosen.prepare(server)
+        except BaseException:
+            server.stop()
+            raise
+        return Running(resolved, server)
+
+    def _announce(self) -> None:
+        assert self.running is not None
+        info = facts(self.running.resolved, self.running.server, self.cas, self.api_info)
+        if self.as_json:
+            print(json.dumps(info), file=self.out, flush=True)
+        else:
+            print(human_summary(info), file=self.out, flush=True)
+
+    def facts(self) -> dict[str, Any]:
+        with self.lock:
+            assert self.running is not None
+            return facts(self.running.resolved, self.running.server, self.cas, self.api_info)
+
+    @property
+    def server(self) -> MailServer:
+        assert self.running is not None
+        return self.running.server
+
+    # -- signals --------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+        self._wake.set()
+
+    def _wait(self, ca: MailCA) -> int:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._signals:
+                signum = self._signals.popleft()
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    self.log(f"{signal.Signals(signum).name}: stopping")
+                    return 0
+                if signum == signal.SIGHUP:
+                    self.reload(ca)
+                elif signum == signal.SIGUSR1:
+                    self.log(self.status_line())
+                else:
+                    self.log(f"{signal.Signals(signum).name} ignored (SIGUSR1 prints status)")
+
+    def status_line(self) -> str:
+        with self.lock:
+            running = self.running
+            assert running is not None
+            server = running.server
+            uptime = time.monotonic() - running.started
+            return (
+                f"status: scenario {running.resolved.scenario.name!r} up {uptime:.0f}s, "
+                f"{len(server.transcripts) + server.transcripts.dropped} sessions, "
+                f"{server.messages.arrived} messages captured, "
+                f"faults { ({n: len(f.faults) for n, f in server.fronts().items()}) }"
+            )
+
+    def reload(self, ca: MailCA) -> None:
+        """SIGHUP: a scenario file is read again and served on the same addresses; a
+        catalog scenario is reset and its state re-applied. A bad file keeps the old one."""
+        with self.lock:
+            running = self.running
+            assert running is not None
+            if running.resolved.path is None:
+                running.server.reset()
+                if running.resolved.scenario.prepare is not None:
+                    running.resolved.scenario.prepare(running.server)
+                self.log(
+                    f"SIGHUP: {running.resolved.scenario.name!r} is a catalog scenario: "
+                    "state reset and re-applied"
+                )
+                return
+            try:
+                resolved = resolve(os.fspath(running.resolved.path))
+                options = self.cli.merged_over(resolved.options)
+                options.check()
+                build_config(resolved, options, self.personality)
+            except ConfigError as error:
+                self.log(f"SIGHUP: not reloaded, still serving the old scenario: {error}")
+                return
+            old = running.server
+            keep = {
+                f"{e.protocol}/{e.security.value}": e.port
+                for e in old.endpoints()
+                if old.config.host == (options.host or old.config.host)
+            }
+            old.stop()
+            self.running = self._start(resolved, options, ca, keep)
+            self.log(f"SIGHUP: reloaded {running.resolved.path}")
+        self._announce()
