@@ -22,6 +22,7 @@ from mailharness.servers.imap import message as mime
 from mailharness.servers.imap.binary import BinaryError, BinaryFailure
 from mailharness.servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
 from mailharness.servers.imap.fetch import FetchError, FetchPlan, compile_fetch
+from mailharness.servers.imap.header_index import matching_positions
 from mailharness.servers.imap.ordering import Sorter, SortError, parse_sort_return
 from mailharness.servers.imap.protocol import Command, Token
 from mailharness.servers.imap.responses import Status, UntaggedStatus
@@ -664,6 +665,18 @@ def _matches(
     everything = program.matches_everything
     recent = view.recent and any(_mentions(args, key) for key in _RECENT_KEYS)
     search_view = view.search_view if recent else _plain_view
+    if program.terms:
+        # Header keys: the index gives the candidates; only they are read and tested.
+        positions = matching_positions(box, uids, program.terms)
+        for start in range(0, len(positions), BATCH):
+            chunk = positions[start : start + BATCH]
+            messages = box.get_many([uids[p] for p in chunk])
+            whole = len(messages) == len(chunk)
+            for i, msg in enumerate(messages):
+                seq = chunk[i] + 1 if whole else bisect_left(uids, msg.uid) + 1
+                if program.matches_rest(search_view(msg, seq), max_seq=max_seq, max_uid=max_uid):
+                    yield seq, msg
+        return
     for start in range(0, max_seq, BATCH):
         messages = box.get_many(uids[start : start + BATCH])
         whole = len(messages) == min(BATCH, max_seq - start)
