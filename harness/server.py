@@ -412,7 +412,9 @@ class MailServer:
     async def _bind(
         self, server: SMTPServer | IMAPServer, security: Security, tls_terminated: bool = False
     ) -> Endpoint:
-        context = None if security is Security.NONE else self.ca.server_context(self.config.cert)
+        context = (
+            None if security is Security.NONE else self.ca.shared_server_context(self.config.cert)
+        )
         sock = bind_loopback(self.config.host)
         try:
             return await server.add_listener(sock, security, context, tls_terminated=tls_terminated)
@@ -535,6 +537,8 @@ class MailServer:
 
     def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
         """Sync face of :meth:`asettle` (the pytest fixtures call it before judging)."""
+        if self._thread is not None and self._dovecot is None and not len(self.transcripts):
+            return  # no connection since the last reset: nothing to settle
         if self._thread is not None:
             self._thread.run(self.asettle(timeout))
 
@@ -585,8 +589,29 @@ class MailServer:
         finally:
             thread.stop()
 
+    def pristine(self) -> bool:
+        """Whether a reset would change nothing: no connection since the last one (each
+        opens a transcript), no mail, errors, user or settings change. Then `reset()` and
+        `settle()` return at once, without a trip to the loop thread: what a test that did
+        not use the server costs (the shared fixtures reset before and after every test)."""
+        imap, smtp = self._imap_server, self._smtp_server
+        return (
+            self._dovecot is None
+            and not self._fronts
+            and not len(self.transcripts)
+            and not len(self.messages)
+            and not self.errors
+            and not self.client_errors
+            and (imap is None or imap.settings is self.config.imap)
+            and (smtp is None or (smtp.settings is self.config.smtp and not smtp.maintenance))
+            and self.store.pristine()
+            and self.users.are(self.config.users)
+        )
+
     def reset(self) -> None:
         if self._thread is not None:
+            if self.pristine():
+                return
             self._thread.run(self.areset())
         elif self._loop is not None:
             raise ServerStartError("started with astart(): use `await server.areset()`")
