@@ -42,7 +42,7 @@ from mailharness.servers.imap.message import (
 from mailharness.servers.imap.store import Mailbox, StoredMessage
 from mailharness.servers.imap.store.messages import Synthetic
 
-__all__ = ["SEPARATOR", "IndexTerm", "field_values", "matching_positions"]
+__all__ = ["SEPARATOR", "IndexTerm", "field_values", "matching_positions", "sort_keys"]
 
 #: Between two texts of one message (a field given twice): a lone surrogate, which
 #: no decoded header and no client string holds, so no needle matches across it.
@@ -203,11 +203,12 @@ class _Column:
 class _Index:
     """A mailbox's columns, for one UIDVALIDITY."""
 
-    __slots__ = ("columns", "uidvalidity")
+    __slots__ = ("columns", "sort_keys", "uidvalidity")
 
     def __init__(self, uidvalidity: int) -> None:
         self.uidvalidity = uidvalidity
         self.columns: dict[tuple[Kind, str], _Column] = {}
+        self.sort_keys: dict[str, dict[int, int | str]] = {}
 
 
 def _index(box: Mailbox) -> _Index:
@@ -215,6 +216,17 @@ def _index(box: Mailbox) -> _Index:
     if not isinstance(index, _Index) or index.uidvalidity != box.uidvalidity:
         index = box.derived = _Index(box.uidvalidity)
     return index
+
+
+def sort_keys(box: Mailbox, criterion: str) -> dict[int, int | str]:
+    """SORT's keys of one criterion for the stored messages, by UID (`ordering.Sorter` fills
+    it): valid for as long as the UID exists; emptied once it holds many expunged UIDs."""
+    with box.lock:
+        keys = _index(box).sort_keys
+        found = keys.get(criterion)
+        if found is None or len(found) > len(box) + STALE_ROWS:
+            found = keys[criterion] = {}
+        return found
 
 
 # --------------------------------------------------------------------------- searching

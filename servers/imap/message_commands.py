@@ -22,7 +22,7 @@ from mailharness.servers.imap import message as mime
 from mailharness.servers.imap.binary import BinaryError, BinaryFailure
 from mailharness.servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
 from mailharness.servers.imap.fetch import FetchError, FetchPlan, compile_fetch
-from mailharness.servers.imap.header_index import matching_positions
+from mailharness.servers.imap.header_index import matching_positions, sort_keys
 from mailharness.servers.imap.ordering import Sorter, SortError, parse_sort_return
 from mailharness.servers.imap.protocol import Command, Token
 from mailharness.servers.imap.responses import Status, UntaggedStatus
@@ -712,7 +712,8 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
     try:
-        sorter = Sorter([str(c) for c in criteria])
+        box = s.selected().mailbox
+        sorter = Sorter([str(c) for c in criteria], lambda name: sort_keys(box, name))
     except SortError as exc:
         raise s.bad(cmd, str(exc)) from None
     # Only the hits' numbers and sort keys are kept, never their messages.

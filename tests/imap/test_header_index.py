@@ -303,3 +303,31 @@ def test_synthetic_messages_with_flags_expunges_and_appends(
     alice.select("INBOX")
     assert uid_search(alice, "SUBJECT", '"message 1235 "') == [1234, 2000]
     assert uid_search(alice, "SUBJECT", '"message 2000 "') == [1999]
+
+
+def uid_sort(client: imaplib.IMAP4, criteria: str) -> list[int]:
+    status, data = client.uid("SORT", criteria, "UTF-8", "ALL")
+    assert status == "OK", data
+    return [int(n) for n in (data[0] or b"").split()]
+
+
+def test_sort_keys_kept_right_across_changes(imap: RunningIMAP, alice: imaplib.IMAP4) -> None:
+    for subject, sender in (("b", "zed@x.test"), ("c", "amy@x.test"), ("a", "kim@x.test")):
+        imap.store.deliver(ALICE[0], mail(subject, sender=sender))
+    imap.store.add_synthetic(ALICE[0], "INBOX", 3)  # "Synthetic message 1..3": after "c"
+    alice.select("INBOX")
+    assert uid_sort(alice, "(SUBJECT)") == [3, 1, 2, 4, 5, 6]
+    assert uid_sort(alice, "(FROM)") == [2, 3, 4, 5, 6, 1]
+    alice.append("INBOX", None, None, mail("Re: a", sender="bob@x.test"))
+    assert uid_sort(alice, "(SUBJECT)") == [3, 7, 1, 2, 4, 5, 6]
+    assert uid_sort(alice, "(FROM)") == [2, 7, 3, 4, 5, 6, 1]
+    alice.uid("STORE", "3,5", "+FLAGS", "\\Deleted")
+    assert uid_sort(alice, "(SUBJECT)") == [3, 7, 1, 2, 4, 5, 6]
+    alice.expunge()
+    assert uid_sort(alice, "(SUBJECT)") == [7, 1, 2, 4, 6]
+    alice.close()
+    imap.store.user(ALICE[0]).change_uidvalidity("INBOX")
+    alice.select("INBOX")
+    # Renumbered 1..5 in the same order: 1 b, 2 c, 3 synthetic 1, 4 synthetic 3, 5 "Re: a".
+    assert uid_sort(alice, "(SUBJECT)") == [5, 1, 2, 3, 4]
+    assert uid_sort(alice, "(REVERSE FROM)") == [1, 4, 3, 5, 2]  # zed sender3 sender1 bob amy
