@@ -4,9 +4,7 @@ renumbering, asked through imaplib as a connector would."""
 
 from __future__ import annotations
 
-import contextlib
 import imaplib
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -18,9 +16,7 @@ from mailharness.servers.imap.store import MailStore
 from mailharness.servers.imap.store.messages import Synthetic
 from mailharness.servers.imap.view import SelectedView
 
-from tests.imap.conftest import RunningIMAP
-
-ALICE = ("alice@example.test", "alice-password")
+from tests.imap.conftest import ALICE, RunningIMAP
 
 
 def mail(subject: str, *, extra: str = "", sender: str = "Bob <bob@example.test>") -> bytes:
@@ -28,15 +24,6 @@ def mail(subject: str, *, extra: str = "", sender: str = "Bob <bob@example.test>
         f"From: {sender}\r\nTo: alice@example.test\r\nSubject: {subject}\r\n{extra}"
         "Message-ID: <x@example.test>\r\n\r\nbody\r\n"
     ).encode()
-
-
-@pytest.fixture
-def alice(imap: RunningIMAP) -> Iterator[imaplib.IMAP4]:
-    client = imaplib.IMAP4(*imap.plain.address)
-    client.login(*ALICE)
-    yield client
-    with contextlib.suppress(imaplib.IMAP4.abort, OSError):
-        client.logout()
 
 
 def uid_search(client: imaplib.IMAP4, *criteria: str) -> list[int]:
