@@ -4,7 +4,7 @@ Runs one pytest session, in-process, with N trivial tests per contender and
 reads each test's setup, call and teardown durations from pytest's own reports
 (the call counts: `mail_server_factory()` starts its server inside the test):
 
-  bare test                   no fixture: pytest's own cost per test, subtracted ("net")
+  bare test                   no fixture: pytest's own cost per test, for reference
   smtp_server                 ours: session-wide server with TLS listeners, reset per test
   Controller, session, reset  peer: one aiosmtpd Controller (STARTTLS context) for the
                               session, its handler's messages cleared per test
@@ -13,8 +13,10 @@ reads each test's setup, call and teardown durations from pytest's own reports
   mail_server_factory()       ours, fresh: a whole new server (three listeners, TLS) per
                               test, its start counted
 
-Like for like: the shared fixture against the session-wide Controller, the fresh
-server against the Controller per test.
+Like for like: the shared fixture against the session-wide Controller ("ctl-s"), the
+fresh server against the Controller per test ("ctl"): "extra µs" is what a test pays
+over its peer, "vs peer" the ratio of the per-test medians (pytest's own cost included,
+as a suite pays it; the bare test shows that part).
 
 Usage: python bench/bench_smtp_fixture.py [N]   (default N=300). Prints medians and ratios.
 """
@@ -119,9 +121,17 @@ class _Timer:
         self.cost: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Interleave the contenders (test i of each, then i + 1...): a shared machine's
-        load then weighs on all alike."""
-        items.sort(key=lambda item: int(item.nodeid.split("[")[1].rstrip("]")))
+        """Interleave the contenders (test i of each, then i + 1...), rotating their order
+        each round: a shared machine's load, and what a test leaves behind (a stopped
+        thread, garbage), then weigh on all alike."""
+        names = list(dict.fromkeys(item.nodeid.split("::")[1].split("[")[0] for item in items))
+
+        def key(item: pytest.Item) -> tuple[int, int]:
+            index = int(item.nodeid.split("[")[1].rstrip("]"))
+            name = item.nodeid.split("::")[1].split("[")[0]
+            return index, (names.index(name) + index) % len(names)
+
+        items.sort(key=key)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when in ("setup", "call", "teardown"):
@@ -149,17 +159,23 @@ def main() -> int:
         if index == 0:
             continue  # the first test of each group pays session set-up (CA, shared server)
         groups[name].append(sum(phases.values()) * 1e6)
-    bare = statistics.median(groups["test_bare"])
-    net = {name: statistics.median(values) - bare for name, values in groups.items()}
-    print(f"\nper-test cost (setup + call + teardown), median of {n - 1} tests; net = minus bare")
-    print(f"{'contender':40} {'median µs':>10} {'p90 µs':>10} {'net µs':>8} {'net vs peer':>12}")
+    medians = {name: statistics.median(values) for name, values in groups.items()}
+    print(f"\nper-test cost (setup + call + teardown), median of {n - 1} tests per contender")
+    print(
+        f"{'contender':40} {'median µs':>10} {'p90 µs':>10} {'peer':>6}"
+        f" {'extra µs':>9} {'vs peer':>8}"
+    )
     for name in LABELS:
         values = sorted(groups[name])
-        median = statistics.median(values)
         p90 = values[int(len(values) * 0.9)]
         peer = PEERS.get(name)
-        versus = f"{net[name] / net[peer]:11.2f}x" if peer else ""
-        print(f"{LABELS[name]:40} {median:10.0f} {p90:10.0f} {net[name]:8.0f} {versus:>12}")
+        extra = versus = ""
+        if peer is not None and peer != name:
+            extra = f"{medians[name] - medians[peer]:9.0f}"
+            versus = f"{medians[name] / medians[peer]:7.2f}x"
+        label = "" if peer is None or peer == name else ("ctl-s" if "session" in peer else "ctl")
+        row = f"{LABELS[name]:40} {medians[name]:10.0f} {p90:10.0f}"
+        print(f"{row} {label:>6} {extra:>9} {versus:>8}")
     return 0
 
 
