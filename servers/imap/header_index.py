@@ -42,7 +42,15 @@ from mailharness.servers.imap.message import (
 from mailharness.servers.imap.store import Mailbox, StoredMessage
 from mailharness.servers.imap.store.messages import Synthetic
 
-__all__ = ["SEPARATOR", "IndexTerm", "field_values", "matching_positions", "sort_keys"]
+__all__ = [
+    "SEPARATOR",
+    "IndexTerm",
+    "field_values",
+    "keep_order",
+    "matching_positions",
+    "sort_keys",
+    "sorted_order",
+]
 
 #: Between two texts of one message (a field given twice): a lone surrogate, which
 #: no decoded header and no client string holds, so no needle matches across it.
@@ -203,12 +211,14 @@ class _Column:
 class _Index:
     """A mailbox's columns, for one UIDVALIDITY."""
 
-    __slots__ = ("columns", "sort_keys", "uidvalidity")
+    __slots__ = ("columns", "orders", "sort_keys", "uidvalidity")
 
     def __init__(self, uidvalidity: int) -> None:
         self.uidvalidity = uidvalidity
         self.columns: dict[tuple[Kind, str], _Column] = {}
         self.sort_keys: dict[str, dict[int, int | str]] = {}
+        #: SORT ... ALL: criteria -> (the UIDs sorted, their order as indexes).
+        self.orders: dict[tuple[str, ...], tuple[array[int], array[int]]] = {}
 
 
 def _index(box: Mailbox) -> _Index:
@@ -227,6 +237,34 @@ def sort_keys(box: Mailbox, criterion: str) -> dict[int, int | str]:
         if found is None or len(found) > len(box) + STALE_ROWS:
             found = keys[criterion] = {}
         return found
+
+
+#: Whole-mailbox SORT orders kept per mailbox (one per criteria list).
+MAX_ORDERS = 8
+
+
+def sorted_order(box: Mailbox, criteria: tuple[str, ...], uids: array[int]) -> array[int] | None:
+    """The order (indexes into ``uids``) a SORT of every message by ``criteria`` gave for
+    exactly these UIDs, or None. Sort keys are fixed per UID (bytes, internal date, size),
+    so the same UIDs sort the same way whatever happened to their flags."""
+    with box.lock:
+        found = _index(box).orders.get(criteria)
+    if found is None or found[0] != uids:
+        return None
+    return found[1]
+
+
+def keep_order(
+    box: Mailbox, criteria: tuple[str, ...], uids: array[int], order: array[int]
+) -> None:
+    """Remember a whole-mailbox SORT's order; not for synthetic messages (memory stays flat)."""
+    if box.synthetic_span() is not None:
+        return
+    with box.lock:
+        orders = _index(box).orders
+        if len(orders) >= MAX_ORDERS:
+            orders.clear()
+        orders[criteria] = (uids[:], order)
 
 
 # --------------------------------------------------------------------------- searching

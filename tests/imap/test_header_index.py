@@ -318,3 +318,29 @@ def test_sort_keys_kept_right_across_changes(imap: RunningIMAP, alice: imaplib.I
     # Renumbered 1..5 in the same order: 1 b, 2 c, 3 synthetic 1, 4 synthetic 3, 5 "Re: a".
     assert uid_sort(alice, "(SUBJECT)") == [5, 1, 2, 3, 4]
     assert uid_sort(alice, "(REVERSE FROM)") == [1, 4, 3, 5, 2]  # zed sender3 sender1 bob amy
+
+
+def test_repeated_sort_of_every_message(imap: RunningIMAP, alice: imaplib.IMAP4) -> None:
+    for subject in ("d", "b", "e", "a", "c"):
+        imap.store.deliver(ALICE[0], mail(subject))
+    alice.select("INBOX")
+    assert uid_sort(alice, "(SUBJECT)") == [4, 2, 5, 1, 3]
+    assert uid_sort(alice, "(SUBJECT)") == [4, 2, 5, 1, 3]  # kept order, same UIDs
+    assert uid_sort(alice, "(REVERSE SUBJECT)") == [3, 1, 5, 2, 4]
+    status, data = alice.sort("(SUBJECT)", "UTF-8", "ALL")
+    assert status == "OK" and data[0] == b"4 2 5 1 3"
+    alice.uid("STORE", "1:*", "+FLAGS", "\\Seen")
+    assert uid_sort(alice, "(SUBJECT)") == [4, 2, 5, 1, 3]
+    other = imaplib.IMAP4(*imap.plain.address)
+    try:
+        other.login(*ALICE)
+        other.select("INBOX")
+        other.uid("STORE", "4", "+FLAGS", "\\Deleted")
+        other.expunge()
+    finally:
+        other.logout()
+    assert uid_sort(alice, "(SUBJECT)") == [2, 5, 1, 3]  # the view is behind: no kept order
+    alice.noop()
+    assert uid_sort(alice, "(SUBJECT)") == [2, 5, 1, 3]
+    status, data = alice.sort("(SUBJECT)", "UTF-8", "ALL")
+    assert data[0] == b"2 4 1 3"
