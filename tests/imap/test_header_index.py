@@ -32,6 +32,18 @@ def uid_search(client: imaplib.IMAP4, *criteria: str) -> list[int]:
     return [int(n) for n in (data[0] or b"").split()]
 
 
+def expunge_elsewhere(imap: RunningIMAP, uid: str) -> None:
+    """Another session expunges ``uid`` from INBOX (this one is told on its next sync)."""
+    other = imaplib.IMAP4(*imap.plain.address)
+    try:
+        other.login(*ALICE)
+        other.select("INBOX")
+        other.uid("STORE", uid, "+FLAGS", "\\Deleted")
+        other.expunge()
+    finally:
+        other.logout()
+
+
 def search(client: imaplib.IMAP4, *criteria: str) -> list[int]:
     status, data = client.search(None, *criteria)
     assert status == "OK", data
@@ -210,14 +222,7 @@ def test_expunge_by_another_session_before_sync(imap: RunningIMAP, alice: imapli
         imap.store.deliver(ALICE[0], mail(subject))
     alice.select("INBOX")
     assert uid_search(alice, "SUBJECT", "x") == [1, 2, 3]
-    other = imaplib.IMAP4(*imap.plain.address)
-    try:
-        other.login(*ALICE)
-        other.select("INBOX")
-        other.uid("STORE", "2", "+FLAGS", "\\Deleted")
-        other.expunge()
-    finally:
-        other.logout()
+    expunge_elsewhere(imap, "2")
     # The gone message is not a hit, as without the index (and no EXPUNGE is sent mid-SEARCH).
     assert uid_search(alice, "SUBJECT", "x") == [1, 3]
 
@@ -331,14 +336,7 @@ def test_repeated_sort_of_every_message(imap: RunningIMAP, alice: imaplib.IMAP4)
     assert status == "OK" and data[0] == b"4 2 5 1 3"
     alice.uid("STORE", "1:*", "+FLAGS", "\\Seen")
     assert uid_sort(alice, "(SUBJECT)") == [4, 2, 5, 1, 3]
-    other = imaplib.IMAP4(*imap.plain.address)
-    try:
-        other.login(*ALICE)
-        other.select("INBOX")
-        other.uid("STORE", "4", "+FLAGS", "\\Deleted")
-        other.expunge()
-    finally:
-        other.logout()
+    expunge_elsewhere(imap, "4")
     assert uid_sort(alice, "(SUBJECT)") == [2, 5, 1, 3]  # the view is behind: no kept order
     alice.noop()
     assert uid_sort(alice, "(SUBJECT)") == [2, 5, 1, 3]
