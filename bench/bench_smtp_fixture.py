@@ -1,12 +1,22 @@
-"""Per-test cost (setup + teardown) of the `smtp_server` fixture, beside its peers.
+"""Per-test cost of the `smtp_server` fixture, beside its like-for-like peers.
 
 Runs one pytest session, in-process, with N trivial tests per contender and
-reads each test's setup and teardown durations from pytest's own reports:
+reads each test's setup, call and teardown durations from pytest's own reports
+(the call counts: `mail_server_factory()` starts its server inside the test):
 
-  smtp_server            ours: session-wide server with TLS listeners, reset per test
-  aiosmtpd Controller    bare peer: a Controller with a STARTTLS context, started and
-                         stopped per test (what a project writes without mailharness)
-  mail_server_factory()  ours, fresh: a whole new server (three listeners, TLS) per test
+  bare test                   no fixture: pytest's own cost per test, for reference
+  smtp_server                 ours: session-wide server with TLS listeners, reset per test
+  Controller, session, reset  peer: one aiosmtpd Controller (STARTTLS context) for the
+                              session, its handler's messages cleared per test
+  Controller per test         peer: a Controller started and stopped per test (what a
+                              project writes without mailharness)
+  mail_server_factory()       ours, fresh: a whole new server (three listeners, TLS) per
+                              test, its start counted
+
+Like for like: the shared fixture against the session-wide Controller ("ctl-s"), the
+fresh server against the Controller per test ("ctl"): "extra µs" is what a test pays
+over its peer, "vs peer" the ratio of the per-test medians (pytest's own cost included,
+as a suite pays it; the bare test shows that part).
 
 Usage: python bench/bench_smtp_fixture.py [N]   (default N=300). Prints medians and ratios.
 """
@@ -37,6 +47,16 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+class Collect(Sink):
+    # Sink, keeping what arrives (a shared server must be reset between tests).
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 OK"
+
 @pytest.fixture
 def controller(mail_ca):
     ctl = Controller(Sink(), hostname="127.0.0.1", port=free_port(), server_hostname="localhost",
@@ -45,8 +65,30 @@ def controller(mail_ca):
     yield ctl
     ctl.stop()
 
+@pytest.fixture(scope="session")
+def session_controller(mail_ca):
+    ctl = Controller(Collect(), hostname="127.0.0.1", port=free_port(),
+                     server_hostname="localhost", tls_context=mail_ca.server_context())
+    ctl.start()
+    yield ctl
+    ctl.stop()
+
+@pytest.fixture
+def reset_controller(session_controller):
+    session_controller.handler.messages.clear()
+    yield session_controller
+    session_controller.handler.messages.clear()
+
+@pytest.mark.parametrize("i", range(N))
+def test_bare(i):
+    pass
+
 @pytest.mark.parametrize("i", range(N))
 def test_ours(smtp_server, i):
+    pass
+
+@pytest.mark.parametrize("i", range(N))
+def test_session_controller(reset_controller, i):
     pass
 
 @pytest.mark.parametrize("i", range(N))
@@ -59,9 +101,18 @@ def test_fresh(mail_server_factory, i):
 """
 
 LABELS = {
+    "test_bare": "bare test (no fixture)",
     "test_ours": "smtp_server (ours, reset per test)",
-    "test_controller": "aiosmtpd Controller start/stop",
+    "test_session_controller": "Controller, session-wide, reset",
+    "test_controller": "Controller started/stopped per test",
     "test_fresh": "mail_server_factory() (ours, fresh)",
+}
+#: contender -> the peer it is compared with, like for like.
+PEERS = {
+    "test_ours": "test_session_controller",
+    "test_session_controller": "test_session_controller",
+    "test_controller": "test_controller",
+    "test_fresh": "test_controller",
 }
 
 
@@ -69,8 +120,21 @@ class _Timer:
     def __init__(self) -> None:
         self.cost: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Interleave the contenders (test i of each, then i + 1...), rotating their order
+        each round: a shared machine's load, and what a test leaves behind (a stopped
+        thread, garbage), then weigh on all alike."""
+        names = list(dict.fromkeys(item.nodeid.split("::")[1].split("[")[0] for item in items))
+
+        def key(item: pytest.Item) -> tuple[int, int]:
+            index = int(item.nodeid.split("[")[1].rstrip("]"))
+            name = item.nodeid.split("::")[1].split("[")[0]
+            return index, (names.index(name) + index) % len(names)
+
+        items.sort(key=key)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when in ("setup", "teardown"):
+        if report.when in ("setup", "call", "teardown"):
             self.cost[report.nodeid][report.when] += report.duration
         if report.failed:
             raise SystemExit(f"benchmark test failed: {report.nodeid}\n{report.longrepr}")
@@ -94,15 +158,24 @@ def main() -> int:
         index = int(nodeid.split("[")[1].rstrip("]"))
         if index == 0:
             continue  # the first test of each group pays session set-up (CA, shared server)
-        groups[name].append((phases["setup"] + phases["teardown"]) * 1e6)
-    baseline = statistics.median(groups["test_controller"])
-    print(f"\nper-test fixture cost (setup + teardown), median of {n - 1} tests")
-    print(f"{'contender':40} {'median µs':>10} {'p90 µs':>10} {'vs Controller':>14}")
-    for name in ("test_ours", "test_controller", "test_fresh"):
+        groups[name].append(sum(phases.values()) * 1e6)
+    medians = {name: statistics.median(values) for name, values in groups.items()}
+    print(f"\nper-test cost (setup + call + teardown), median of {n - 1} tests per contender")
+    print(
+        f"{'contender':40} {'median µs':>10} {'p90 µs':>10} {'peer':>6}"
+        f" {'extra µs':>9} {'vs peer':>8}"
+    )
+    for name in LABELS:
         values = sorted(groups[name])
-        median = statistics.median(values)
         p90 = values[int(len(values) * 0.9)]
-        print(f"{LABELS[name]:40} {median:10.0f} {p90:10.0f} {median / baseline:13.2f}x")
+        peer = PEERS.get(name)
+        extra = versus = ""
+        if peer is not None and peer != name:
+            extra = f"{medians[name] - medians[peer]:9.0f}"
+            versus = f"{medians[name] / medians[peer]:7.2f}x"
+        label = "" if peer is None or peer == name else ("ctl-s" if "session" in peer else "ctl")
+        row = f"{LABELS[name]:40} {medians[name]:10.0f} {p90:10.0f}"
+        print(f"{row} {label:>6} {extra:>9} {versus:>8}")
     return 0
 
 

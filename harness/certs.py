@@ -157,6 +157,7 @@ class MailCA:
         self._leaves: dict[CertVariant, ServerCert] = {}
         # CAs other than ours that a variant's leaf chains to, by file name (see `cas()`).
         self._other_cas: dict[str, Path] = {}
+        self._shared: dict[CertVariant, ssl.SSLContext] = {}
         self.ca_path = _write_private(self.directory / "ca.pem", self.ca_pem, 0o644)
 
     @property
@@ -250,6 +251,21 @@ class MailCA:
             # Our own OpenSSL would refuse to load a 1024-bit key at level 2.
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         cert.configure(ctx)
+        return ctx
+
+    def shared_server_context(
+        self, variant: str | CertVariant = CertVariant.TRUSTED
+    ) -> ssl.SSLContext:
+        """`server_context`, made once per variant and shared by every server of this CA.
+
+        Loading a certificate chain costs about a millisecond, and a server has up to four
+        TLS listeners; the servers only wrap sockets with it, so one context serves all.
+        Do not change it: take `server_context` for a context of your own.
+        """
+        variant = CertVariant.parse(variant)
+        ctx = self._shared.get(variant)
+        if ctx is None:
+            ctx = self._shared.setdefault(variant, self.server_context(variant))
         return ctx
 
     def client_context(self) -> ssl.SSLContext:

@@ -54,6 +54,8 @@ from mailharness.servers.errors import choice_error
 TRANSCRIPT_MODES = ("on-failure", "always", "never")
 _SERVERS_KEY = pytest.StashKey[list[MailServer]]()
 _CLIENT_ERRORS_KEY = pytest.StashKey[list[str]]()
+#: The --mail-transcripts mode, read once at configure time (every test's report asks).
+_MODE_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -105,7 +107,7 @@ def _transcript_mode(config: pytest.Config) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    _transcript_mode(config)  # fail fast on a bad value
+    config.stash[_MODE_KEY] = _transcript_mode(config)  # and fail fast on a bad value
     _backend_option(config)
     config.addinivalue_line(
         "markers",
@@ -134,7 +136,7 @@ def _track(request: pytest.FixtureRequest, server: MailServer) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     servers = item.stash.get(_SERVERS_KEY, None)
     if servers and call.when in ("call", "teardown"):
-        mode = _transcript_mode(item.config)
+        mode = item.config.stash.get(_MODE_KEY, None) or _transcript_mode(item.config)
         failed = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
         if (mode == "always" and call.when == "call") or (mode == "on-failure" and failed):
             text = "\n\n".join(s.transcripts.text() for s in servers if len(s.transcripts))
@@ -192,6 +194,9 @@ class _SharedServers:
     def __init__(self, ca: MailCA) -> None:
         self._ca = ca
         self._servers: dict[str, MailServer] = {}
+        #: Backends whose server the last test's teardown left reset (or never touched):
+        #: the next setup need not check again.
+        self.clean: set[str] = set()
 
     def get(self, backend: str) -> MailServer:
         server = self._servers.get(backend)
@@ -260,14 +265,22 @@ def _fresh_shared_server(
     if chosen is not None:
         yield from _serve_scenario(request, chosen, request.getfixturevalue("mail_ca"))
         return
-    server = shared.get(_backend(request))
-    server.reset()
+    backend = _backend(request)
+    server = shared.get(backend)
+    if backend in shared.clean:
+        shared.clean.discard(backend)  # a second fixture of this test resets again, as ever
+    else:
+        server.reset()
     _track(request, server)
     yield server
+    if server.pristine():
+        shared.clean.add(backend)
+        return  # untouched by the test: nothing to judge, nothing to reset
     try:
         _judge(request, [server])
     finally:
         server.reset()
+        shared.clean.add(backend)
 
 
 @pytest.fixture

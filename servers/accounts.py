@@ -10,7 +10,7 @@ import enum
 import ipaddress
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from mailharness.servers.errors import ConfigError
@@ -150,6 +150,9 @@ class Accounts:
     _listeners: list[Callable[[AccountChange], None]] = field(default_factory=list)
     # Held across a change and its notification, so callbacks see changes in order.
     _change_lock: threading.RLock = field(default_factory=threading.RLock)
+    # Changes made (each notified), and (id of the users, that count) at the last replace_all.
+    _changes: int = 0
+    _reset_to: tuple[int, int] = (0, -1)
 
     def on_change(self, callback: Callable[[AccountChange], None]) -> Callable[[], None]:
         """Call `callback(change)` after every add, update, set_password and replace_all.
@@ -171,6 +174,7 @@ class Accounts:
 
     def _notify(self, change: AccountChange) -> None:
         with self._lock:
+            self._changes += 1
             listeners = list(self._listeners)
         for callback in listeners:
             callback(change)
@@ -206,6 +210,16 @@ class Accounts:
             self._notify(AccountChange(added=(user,)))
             return user
 
+    def are(self, users: Sequence[User]) -> bool:
+        """Whether nothing changed since `replace_all(users)` (this very sequence): no user
+        change, no failure counted, no login bucket; the per-test reset's shortcut."""
+        return (
+            self._reset_to == (id(users), self._changes)
+            and not self._failures
+            and not self._backend_down
+            and not len(self._login_buckets)
+        )
+
     def replace_all(self, users: Iterable[User]) -> None:
         """Reset to these users and forget every failure count and switch."""
         with self._change_lock:
@@ -224,6 +238,7 @@ class Accounts:
                         added=changed, removed=removed, backend_down=False if was_down else None
                     )
                 )
+            self._reset_to = (id(users), self._changes)
 
     def update(self, login: str, **changes: object) -> User:
         """Change a user at run time: `accounts.update("alice@example.test", disabled=True)`."""

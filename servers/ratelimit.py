@@ -49,3 +49,8 @@ class TokenBuckets:
     def clear(self) -> None:
         with self._lock:
             self._buckets.clear()
+
+    def __len__(self) -> int:
+        """How many keys have a bucket (none after `clear`)."""
+        with self._lock:
+            return len(self._buckets)

@@ -22,6 +22,12 @@ from mailharness.servers.imap import message as mime
 from mailharness.servers.imap.binary import BinaryError, BinaryFailure
 from mailharness.servers.imap.commands import CommandHandler, Disconnect, Effect, Fail, Handler
 from mailharness.servers.imap.fetch import FetchError, FetchPlan, compile_fetch
+from mailharness.servers.imap.header_index import (
+    keep_order,
+    matching_positions,
+    sort_keys,
+    sorted_order,
+)
 from mailharness.servers.imap.ordering import Sorter, SortError, esearch_line, parse_sort_return
 from mailharness.servers.imap.protocol import Command, Token
 from mailharness.servers.imap.responses import Status, UntaggedStatus
@@ -672,6 +678,18 @@ def _matches(
     everything = program.matches_everything
     recent = view.recent and any(_mentions(args, key) for key in _RECENT_KEYS)
     search_view = view.search_view if recent else _plain_view
+    if program.terms:
+        # Header keys: the index gives the candidates; only they are read and tested.
+        positions = matching_positions(box, uids, program.terms)
+        for start in range(0, len(positions), BATCH):
+            chunk = positions[start : start + BATCH]
+            messages = box.get_many([uids[p] for p in chunk])
+            whole = len(messages) == len(chunk)
+            for i, msg in enumerate(messages):
+                seq = chunk[i] + 1 if whole else bisect_left(uids, msg.uid) + 1
+                if program.matches_rest(search_view(msg, seq), max_seq=max_seq, max_uid=max_uid):
+                    yield seq, msg
+        return
     for start in range(0, max_seq, BATCH):
         messages = box.get_many(uids[start : start + BATCH])
         whole = len(messages) == min(BATCH, max_seq - start)
@@ -706,16 +724,27 @@ def cmd_SORT(s: Session, cmd: Command, after: list[Effect]) -> Handler:
         raise s.bad(cmd, s.replies.invalid_arguments)
     charset = s.astring(cmd, args.pop(0))
     program = _compile_search(s, cmd, args, charset)
+    view = s.selected()
+    box = view.mailbox
     try:
-        sorter = Sorter([str(c) for c in criteria], s.replies)
+        sorter = Sorter([str(c) for c in criteria], s.replies, lambda name: sort_keys(box, name))
     except SortError as exc:
         raise s.bad(cmd, str(exc)) from None
-    # Only the hits' numbers and sort keys are kept, never their messages.
-    numbers = array("I")
-    for seq, msg in _matches(s.selected(), program, args):
-        numbers.append(msg.uid if cmd.uid else seq)
-        sorter.add(msg)
-    order = sorter.order()
+    # SORT ... ALL of a current view: the order of the same UIDs is the same as last time.
+    whole = program.matches_everything and box.uids_equal(view.uids)
+    names = tuple(str(c).upper() for c in criteria)
+    order = sorted_order(box, names, view.uids) if whole else None
+    if order is not None:
+        numbers = view.uids if cmd.uid else array("I", range(1, len(view.uids) + 1))
+    else:
+        # Only the hits' numbers and sort keys are kept, never their messages.
+        numbers = array("I")
+        for seq, msg in _matches(view, program, args):
+            numbers.append(msg.uid if cmd.uid else seq)
+            sorter.add(msg)
+        order = sorter.order()
+        if whole and len(order) == len(view.uids):
+            keep_order(box, names, view.uids, order)
     del sorter
     ordered = array("I", map(numbers.__getitem__, order))
     del numbers, order

@@ -339,6 +339,28 @@ SORT_KEYS: dict[str, tuple[Callable[[StoredMessage], int | str], bool]] = {
 }
 
 
+#: Criteria whose key is worth keeping: read from the header (ARRIVAL and SIZE are fields).
+_MEMOIZED = frozenset(("DATE", "SUBJECT", "FROM", "TO", "CC", "DISPLAYFROM", "DISPLAYTO"))
+
+
+def _memoized(
+    key: Callable[[StoredMessage], int | str], memo: dict[int, int | str]
+) -> Callable[[StoredMessage], int | str]:
+    """``key``, remembered by UID for stored messages: the bytes (and internal date) of a
+    UID never change. Synthetic messages are computed each time, so a million of them
+    cost no memory."""
+
+    def remembered(msg: StoredMessage) -> int | str:
+        if msg.synthetic:
+            return key(msg)
+        value = memo.get(msg.uid)
+        if value is None:
+            value = memo[msg.uid] = key(msg)
+        return value
+
+    return remembered
+
+
 class _Column:
     """One criterion's keys, one per hit in hit order."""
 
@@ -383,7 +405,14 @@ class Sorter:
     program that is empty or ends with ``REVERSE`` is an error.
     """
 
-    def __init__(self, criteria: Sequence[str], replies: Replies = DOVECOT) -> None:
+    def __init__(
+        self,
+        criteria: Sequence[str],
+        replies: Replies = DOVECOT,
+        memo: Callable[[str], dict[int, int | str]] | None = None,
+    ) -> None:
+        """``memo(criterion)``: a dict of that criterion's keys by UID, kept by the caller
+        for the mailbox (the header index): a stored message's key is read once."""
         self.columns: list[_Column] = []
         self.names: list[str] = []
         reverse = False
@@ -397,7 +426,10 @@ class Sorter:
                 raise SortError(replies.sort_unknown_key.format(key=word))
             if upper not in self.names:
                 self.names.append(upper)
-                self.columns.append(_Column(*found, reverse))
+                key, text = found
+                if memo is not None and upper in _MEMOIZED:
+                    key = _memoized(key, memo(upper))
+                self.columns.append(_Column(key, text, reverse))
             reverse = False
         if not criteria:
             raise SortError(replies.sort_empty)

@@ -22,6 +22,7 @@ from email.utils import parsedate_tz
 from typing import Protocol
 
 from mailharness.servers.imap.casemap import casemap
+from mailharness.servers.imap.header_index import SEPARATOR, IndexTerm
 from mailharness.servers.imap.message import address_texts, decoded_headers, text_content
 from mailharness.servers.imap.replies import DOVECOT, Replies
 from mailharness.servers.imap.sequence import SequenceSet, SequenceSetError
@@ -134,23 +135,45 @@ class _Node:
     needs_raw: bool
     #: The test is true of every message (``ALL``, ``(ALL ALL)``).
     everything: bool = False
+    #: ``test`` is: every one of ``terms`` holds (the header index answers those), and
+    #: ``rest`` (None: nothing more) is true. Without terms, ``rest`` is ``test``.
+    terms: tuple[IndexTerm, ...] = ()
+    rest: _Test | None = None
+
+
+def _leaf(test: _Test, needs_raw: bool) -> _Node:
+    return _Node(test, needs_raw, rest=test)
+
+
+def _indexed(test: _Test, term: IndexTerm) -> _Node:
+    if SEPARATOR in term.needle:  # it could match across two fields' texts
+        return _leaf(test, True)
+    return _Node(test, True, terms=(term,))
 
 
 class SearchProgram:
     """A compiled SEARCH; immutable, so one program may be shared between threads."""
 
-    __slots__ = ("_test", "matches_everything", "needs_raw")
+    __slots__ = ("_rest", "_test", "matches_everything", "needs_raw", "terms")
 
     def __init__(self, node: _Node) -> None:
         self._test = node.test
+        self._rest = node.rest
         #: False when only flags, numbers, sizes and internal dates are tested.
         self.needs_raw = node.needs_raw
         #: True when every message matches (``SEARCH ALL``): callers may skip reading them.
         self.matches_everything = node.everything
+        #: Header keys ANDed into the program that `header_index` can answer for the whole
+        #: mailbox; then `matches_rest` is the rest of the program.
+        self.terms = node.terms
 
     def matches(self, msg: MessageView, *, max_seq: int, max_uid: int) -> bool:
         """Whether ``msg`` matches; ``max_seq``/``max_uid`` give the value of ``*``."""
         return self._test(_Context(msg, max_seq, max_uid))
+
+    def matches_rest(self, msg: MessageView, *, max_seq: int, max_uid: int) -> bool:
+        """Whether ``msg``, known to satisfy every one of `terms`, matches the program."""
+        return self._rest is None or self._rest(_Context(msg, max_seq, max_uid))
 
 
 # --------------------------------------------------------------------------- arguments
@@ -336,73 +359,77 @@ class _Compiler:
         word = token if isinstance(token, str) else token.decode("ascii", "replace")
         name = word.upper()
         if name in _FLAG_KEYS:
-            return _Node(_has_flag(_FLAG_KEYS[name]), False)
+            return _leaf(_has_flag(_FLAG_KEYS[name]), False)
         if name.startswith("UN") and name[2:] in _FLAG_KEYS and name != "UNRECENT":
-            return _Node(_not(_has_flag(_FLAG_KEYS[name[2:]])), False)
+            return _leaf(_not(_has_flag(_FLAG_KEYS[name[2:]])), False)
         if name == "ALL":
             return _Node(lambda ctx: True, False, everything=True)
         if name == "NEW":
             recent, seen = _has_flag("\\Recent"), _has_flag("\\Seen")
-            return _Node(lambda ctx: recent(ctx) and not seen(ctx), False)
+            return _leaf(lambda ctx: recent(ctx) and not seen(ctx), False)
         if name == "OLD":
-            return _Node(_not(_has_flag("\\Recent")), False)
+            return _leaf(_not(_has_flag("\\Recent")), False)
         if name in ("KEYWORD", "UNKEYWORD"):
             flag = _as_atom(self.take(name), name, "a flag", self.replies)
             test = _has_flag(flag)
-            return _Node(test if name == "KEYWORD" else _not(test), False)
+            return _leaf(test if name == "KEYWORD" else _not(test), False)
         if name in _HEADER_KEYS:
             needle = _as_text(self.take(name), name, self.charset, self.replies)
+            field = _HEADER_KEYS[name]
             if name != "SUBJECT" and needle:
-                return _Node(_address_contains(_HEADER_KEYS[name], needle), True)
-            return _Node(_header_contains(_HEADER_KEYS[name], needle), True)
+                term = IndexTerm("address", field, casemap(needle))
+                return _indexed(_address_contains(field, needle), term)
+            term = IndexTerm("text", field, casemap(needle))
+            return _indexed(_header_contains(field, needle), term)
         if name == "HEADER":
             field = _as_text(self.take(name), name, self.charset, self.replies)
             needle = _as_text(self.take(name), name, self.charset, self.replies)
-            return _Node(_header_contains(field, needle), True)
+            term = IndexTerm("text", field.lower(), casemap(needle))
+            return _indexed(_header_contains(field, needle), term)
         if name == "BODY":
             needle = casemap(_as_text(self.take(name), name, self.charset, self.replies))
-            return _Node(lambda ctx: needle in ctx.text, True)
+            return _leaf(lambda ctx: needle in ctx.text, True)
         if name == "TEXT":
             needle = casemap(_as_text(self.take(name), name, self.charset, self.replies))
-            return _Node(
+            return _leaf(
                 lambda ctx: needle in ctx.text or any(needle in v for _, v in ctx.headers), True
             )
         if name in _DATE_KEYS:
             op, sent = _DATE_KEYS[name]
             when = _as_date(self.take(name), name, self.replies)
-            return _Node(_date_test(_sent_date if sent else _internal_date, op, when), sent)
+            return _leaf(_date_test(_sent_date if sent else _internal_date, op, when), sent)
         if name == "LARGER":
             n = _as_number(self.take(name), name, self.replies)
-            return _Node(lambda ctx: ctx.msg.size > n, False)
+            return _leaf(lambda ctx: ctx.msg.size > n, False)
         if name == "SMALLER":
             n = _as_number(self.take(name), name, self.replies)
-            return _Node(lambda ctx: ctx.msg.size < n, False)
+            return _leaf(lambda ctx: ctx.msg.size < n, False)
         if name == "UID":
             uids = self.sequence(_as_atom(self.take(name), name, "a UID set", self.replies), name)
-            return _Node(lambda ctx: uids.contains(ctx.msg.uid, ctx.max_uid), False)
+            return _leaf(lambda ctx: uids.contains(ctx.msg.uid, ctx.max_uid), False)
         if name == "MODSEQ":
             return self.modseq()
         if name == "$":  # RFC 5182: the saved result (UIDs)
             saved = self.saved
-            return _Node(lambda ctx: ctx.msg.uid in saved, False)
+            return _leaf(lambda ctx: ctx.msg.uid in saved, False)
         if name in ("OLDER", "YOUNGER"):
             seconds = _as_number(self.take(name), name, self.replies)
-            return _Node(_within(name == "OLDER", seconds), False)
+            return _leaf(_within(name == "OLDER", seconds), False)
         if name in _SAVED_DATE_KEYS:
             when = _as_date(self.take(name), name, self.replies)
-            return _Node(_date_test(_saved_date, _SAVED_DATE_KEYS[name], when), False)
+            return _leaf(_date_test(_saved_date, _SAVED_DATE_KEYS[name], when), False)
         if name == "SAVEDATESUPPORTED":
-            return _Node(lambda ctx: True, False)
+            return _leaf(lambda ctx: True, False)
         if name == "NOT":
             inner = self.key(depth + 1)
-            return _Node(_not(inner.test), inner.needs_raw)
+            return _leaf(_not(inner.test), inner.needs_raw)
         if name == "OR":
             left, right = self.key(depth + 1), self.key(depth + 1)
             lt, rt = left.test, right.test
-            return _Node(lambda ctx: lt(ctx) or rt(ctx), left.needs_raw or right.needs_raw)
+            return _leaf(lambda ctx: lt(ctx) or rt(ctx), left.needs_raw or right.needs_raw)
         if word[:1].isdigit() or word[:1] == "*":
             seqs = self.sequence(word, "sequence set")
-            return _Node(lambda ctx: seqs.contains(ctx.msg.seq, ctx.max_seq), False)
+            return _leaf(lambda ctx: seqs.contains(ctx.msg.seq, ctx.max_seq), False)
         raise SearchError(self.replies.search_unknown_key.format(key=word))
 
     def sequence(self, text: str, key: str) -> SequenceSet:
@@ -419,17 +446,25 @@ class _Compiler:
             self.take("MODSEQ")  # entry type: "priv" / "shared" / "all"
             first = self.take("MODSEQ")
         n = _as_number(first, "MODSEQ", self.replies)
-        return _Node(lambda ctx: ctx.msg.modseq >= n, False)
+        return _leaf(lambda ctx: ctx.msg.modseq >= n, False)
 
 
 def _all_of(nodes: list[_Node]) -> _Node:
     if len(nodes) == 1:
         return nodes[0]
     tests = tuple(n.test for n in nodes)
+    rests = tuple(n.rest for n in nodes if n.rest is not None)
+    rest: _Test | None = None
+    if len(rests) == 1:
+        rest = rests[0]
+    elif rests:
+        rest = lambda ctx: all(t(ctx) for t in rests)  # noqa: E731
     return _Node(
         lambda ctx: all(t(ctx) for t in tests),
         any(n.needs_raw for n in nodes),
         everything=all(n.everything for n in nodes),
+        terms=tuple(term for n in nodes for term in n.terms),
+        rest=rest,
     )
 
 

@@ -6,7 +6,9 @@ synchronous clients (imaplib, imapclient) exactly as connectors do.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import imaplib
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -113,6 +115,20 @@ def make_imap(loop_thread: LoopThread, certs: Certs) -> Iterator[MakeIMAP]:
 @pytest.fixture
 def imap(make_imap: MakeIMAP) -> RunningIMAP:
     return make_imap()
+
+
+#: The default user's login and password (servers.accounts.DEFAULT_USERS).
+ALICE = ("alice@example.test", "alice-password")
+
+
+@pytest.fixture
+def alice(imap: RunningIMAP) -> Iterator[imaplib.IMAP4]:
+    """imaplib logged in as alice over the plaintext (none) listener; logged out at teardown."""
+    client = imaplib.IMAP4(*imap.none.address)
+    client.login(*ALICE)
+    yield client
+    with contextlib.suppress(imaplib.IMAP4.abort, OSError):
+        client.logout()
 
 
 class RawClient:

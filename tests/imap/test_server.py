@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import imaplib
 import threading
 import time
-from collections.abc import Iterator
 
 import imapclient
 import pytest
@@ -16,9 +14,8 @@ from mailharness.servers.imap import IMAPSettings
 from mailharness.servers.imap.replies import DOVECOT
 from mailharness.servers.imap.session import COMMANDS
 
-from tests.imap.conftest import MakeIMAP, RawClient, RunningIMAP
+from tests.imap.conftest import ALICE, MakeIMAP, RawClient, RunningIMAP
 
-ALICE = ("alice@example.test", "alice-password")
 GREETING = (
     b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS "
     b"AUTH=PLAIN AUTH=LOGIN] Dovecot ready.\r\n"
@@ -28,15 +25,6 @@ MESSAGE = (
     b"Date: Tue, 16 Mar 2010 16:45:32 +0000\r\nMessage-ID: <1@example.test>\r\n\r\n"
     b"Hello Alice\r\n"
 )
-
-
-@pytest.fixture
-def alice(imap: RunningIMAP) -> Iterator[imaplib.IMAP4]:
-    client = imaplib.IMAP4(*imap.none.address)
-    client.login(*ALICE)
-    yield client
-    with contextlib.suppress(imaplib.IMAP4.abort, OSError):
-        client.logout()
 
 
 def seed(imap: RunningIMAP, count: int = 3) -> None:

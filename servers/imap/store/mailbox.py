@@ -164,6 +164,10 @@ class Mailbox:
         self._synth_modseq = 0
         self._synth_gapless = True  # no UID of the range expunged: skip the bisect
         self._lru: OrderedDict[int, StoredMessage] = OrderedDict()
+        #: What SEARCH derives from message contents (its header index), kept by the
+        #: session layer: a message's bytes never change under its UID, so flags, appends
+        #: and expunges leave it valid; renumbering and deletion drop it.
+        self.derived: object | None = None
 
     def __repr__(self) -> str:
         return f"<Mailbox {self.name!r} messages={len(self._uids)} uidnext={self.uidnext}>"
@@ -182,6 +186,27 @@ class Mailbox:
         """Whether ``uids`` are exactly the UIDs now here (a view still current), without a copy."""
         with self._core.lock:
             return self._uids == uids
+
+    def uids_after(self, uid: int) -> array[int]:
+        """The UIDs above ``uid``, ascending (what arrived since an index last looked)."""
+        with self._core.lock:
+            return self._uids[bisect_right(self._uids, uid) :]
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The store's lock, for a reader that must see several calls as one state."""
+        return self._core.lock
+
+    def synthetic_span(self) -> tuple[Synthetic, int, int, array[int] | None] | None:
+        """(generator, first UID, last UID, keys) of the synthetic range, or None.
+
+        A UID ``u`` of the range that still exists is message ``u - first + 1`` of the
+        generator, or ``keys[u - first]`` after renumbering; its bytes never change.
+        """
+        with self._core.lock:
+            if self._synth is None:
+                return None
+            return self._synth, self._synth_first, self._synth_last, self._synth_keys
 
     def get(self, uid: int) -> StoredMessage | None:
         with self._core.lock:
@@ -511,6 +536,7 @@ class Mailbox:
     def _drop(self) -> None:
         """The mailbox is gone (DELETE, reset): empty it and tell whoever has it selected."""
         self.deleted = True
+        self.derived = None
         self._uids = array("I")
         self._msgs.clear()
         self._lru.clear()
@@ -565,6 +591,7 @@ class Mailbox:
         self._msgs = renamed
         self._uids = array("I", range(1, len(old) + 1))
         self._lru.clear()
+        self.derived = None  # keyed by UID
         self._gone_ms, self._gone_uid = array("Q"), array("I")
         self.vanished_floor = 0
         self._rebuild_log()

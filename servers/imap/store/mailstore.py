@@ -51,6 +51,11 @@ class MailStore:
                 raise NoSuchMailbox(mailbox)
             return box.append(raw)
 
+    def pristine(self) -> bool:
+        """Whether `reset()` would change nothing: no user's folders were ever made."""
+        with self._core.lock:
+            return not self._users and not self._core.errors
+
     def reset(self) -> None:
         """Drop every user and message; sessions watching old mailboxes see them deleted."""
         with self._core.txn():

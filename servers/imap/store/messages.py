@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.message
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -112,6 +112,29 @@ class Synthetic:
             "Content-Type: text/plain; charset=us-ascii\r\n"
             "\r\n"
         ).encode()
+
+    def field(self, name: str) -> Callable[[int], bytes] | None:
+        """Field ``name`` (lower case) of message `key` as `header` writes it (unfolded, after
+        the colon's space), from `key` alone; None when no synthetic message has the field.
+
+        The SEARCH header index reads a million of these without rendering headers.
+        """
+        seed, to = self.seed, self.to.encode()
+        if name == "date":
+            return lambda key: _date_text(self.date(min(key, 10**8))).encode()
+        if name == "from":
+            return lambda key: b'"Sender %d" <sender%d@example.test>' % (key % 1000, key % 1000)
+        if name == "to":
+            return lambda key: to
+        if name == "subject":
+            return lambda key: b"Synthetic message %d (seed %d)" % (key, seed)
+        if name == "message-id":
+            return lambda key: b"<%d.%d@synthetic.mailharness.test>" % (key, seed)
+        if name == "mime-version":
+            return lambda key: b"1.0"
+        if name == "content-type":
+            return lambda key: b"text/plain; charset=us-ascii"
+        return None
 
     def render(self, key: int) -> bytes:
         header = self.header(key)
