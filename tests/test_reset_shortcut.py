@@ -69,8 +69,9 @@ def test_any_change_makes_the_reset_happen(
     assert server.pristine()
     assert len(server.store.users()) == 0
     assert not server.users.get(ALICE).disabled  # type: ignore[union-attr]
-    assert server._imap_server is not None
-    assert server._imap_server.settings is server.config.imap
+    live = server._backend.live_servers()
+    assert live is not None and live.imap is not None
+    assert live.imap.settings is server.config.imap
     assert not len(server.transcripts)
 
 
