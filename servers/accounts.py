@@ -39,6 +39,11 @@ class User:
     disabled: bool = False
     # Dovecot's passdb allow_nets: logins from elsewhere fail like a wrong password.
     allow_nets: tuple[str, ...] | None = None
+    # The user's mailbox quota in bytes (Dovecot's quota_rule *:storage=): at or over it,
+    # APPEND/COPY get NO [OVERQUOTA] and SMTP RCPT to the user 552. None: no limit.
+    quota_bytes: int | None = None
+    # The same, counted in messages (quota_rule *:messages=).
+    quota_messages: int | None = None
 
     def __post_init__(self) -> None:
         if "@" not in self.address:
@@ -49,6 +54,10 @@ class User:
             raise ConfigError(f"user {self.address!r}: password must not be empty")
         if not self.login:
             object.__setattr__(self, "login", self.address)
+        for name in ("quota_bytes", "quota_messages"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 0):
+                raise ConfigError(f"user {self.address!r}: {name}={value!r}: expected >= 0 or None")
         if self.require_app_password and not self.app_password:
             raise ConfigError(f"user {self.address!r}: require_app_password needs app_password")
         if self.allow_nets is not None:

@@ -334,20 +334,27 @@ class TLSVersion:
     ``security="implicit"``: TLS from the first byte (993/465 style).
     ``security="starttls"``: plaintext until the client's STARTTLS, which the
     front answers itself (the front must know its protocol). ``cert`` names
-    a ``MailCA`` certificate variant. SSL 3.0 is served by tlslite-ng,
-    because OpenSSL 3 cannot.
+    a ``MailCA`` certificate variant; None serves the server's own (a
+    ``MailConfig`` fills in its ``cert``; a bare front serves "trusted"), so a
+    scenario's certificate is never silently swapped by a fault. SSL 3.0 is
+    served by tlslite-ng, because OpenSSL 3 cannot.
     """
 
     live: ClassVar[bool] = False
     version: TLSVersionName = "modern"
     security: TLSSecurity = "implicit"
-    cert: str = "trusted"
+    cert: str | None = None
 
     def __post_init__(self) -> None:
         _choice("version", self.version, TLS_VERSIONS)
         _choice("security", self.security, TLS_SECURITIES)
-        if not isinstance(self.cert, str):
+        if self.cert is not None and not isinstance(self.cert, str):
             raise ConfigError(f"cert={self.cert!r}: expected a certificate variant name")
+
+    @property
+    def variant(self) -> str:
+        """The certificate variant served: `cert`, or "trusted" when none is set."""
+        return self.cert or "trusted"
 
 
 Fault = (
