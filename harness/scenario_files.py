@@ -51,7 +51,7 @@ TOP_LEVEL: tuple[tuple[str, str, str, str], ...] = (
     (
         "expectation",
         "string",
-        '"" (unchecked)',
+        "not stated",
         "what a correct client sees against this setup, in your words (shown by serve; the "
         "base's own expectation no longer applies)",
     ),
@@ -237,6 +237,10 @@ def build(where: str, cls: type, table: Mapping[str, Any]) -> Any:
     settable = [name for name in hints if name not in PYTHON_ONLY]
     check_keys(where, table, settable)
     values = {name: convert(f"{where}.{name}", v, hints[name]) for name, v in table.items()}
+    for field in dataclasses.fields(cls):
+        missing = field.default is dataclasses.MISSING
+        if missing and field.default_factory is dataclasses.MISSING and field.name not in values:
+            raise ConfigError(f"{where}: {field.name} is required ({describe(hints[field.name])})")
     try:
         return cls(**values)
     except ConfigError as error:
@@ -329,14 +333,16 @@ def load_toml(path: str | Path, catalog: Mapping[str, Scenario]) -> Scenario:
             _kind(f"{where} schedule[{i}]", spec, EVENT_KINDS)
             for i, spec in enumerate(_tables("schedule", data["schedule"]))
         )
-    faults = {k: tuple(v) for k, v in config.faults.items()}
+    # The base's faults were given its certificate when it was built: with a new `cert`
+    # they take that one instead, as a TLS fault the file adds with no `cert` of its
+    # own does (MailConfig fills it in).
+    faults = {
+        k: tuple(_recert(f, config) if "cert" in data else f for f in v)
+        for k, v in config.faults.items()
+    }
     for protocol in ("imap", "smtp"):
         if protocol in data:
             _protocol(where, protocol, _table(protocol, data[protocol]), config, changes, faults)
-    # Faults the base holds were already given its certificate; a TLS fault the file
-    # adds with no `cert` takes the scenario's (MailConfig fills it in).
-    if "cert" in data:
-        faults = {k: tuple(_recert(f, base.config) for f in v) for k, v in faults.items()}
     changes["faults"] = faults
     try:
         config = dataclasses.replace(config, **changes)

@@ -46,8 +46,11 @@ class Flap:
     """
 
     kind: ClassVar[str] = "flap"
+    #: Seconds each up phase lasts (the first comes first).
     up_seconds: float = 2.0
+    #: Seconds each refused phase lasts.
     down_seconds: float = 2.0
+    #: Which listeners flap: *, imap, smtp or one listener (imap/starttls...).
     listeners: str = "*"
 
     def __post_init__(self) -> None:
@@ -61,7 +64,9 @@ class MaintenanceWindow:
     `421 4.3.2`; the first window opens `every_seconds - lasts_seconds` after start."""
 
     kind: ClassVar[str] = "maintenance-window"
+    #: Seconds from the start of one window to the next.
     every_seconds: float = 60.0
+    #: Seconds each window lasts.
     lasts_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -80,6 +85,7 @@ class Shutdown:
     connections are served as before (a restart)."""
 
     kind: ClassVar[str] = "shutdown"
+    #: Seconds between two announcements.
     every_seconds: float = 5.0
 
     def __post_init__(self) -> None:
@@ -93,7 +99,9 @@ class MailboxChurn:
     closed with `* BYE ... UIDVALIDITY changed` (what Dovecot does)."""
 
     kind: ClassVar[str] = "mailbox-churn"
+    #: Seconds between two UIDVALIDITY changes.
     every_seconds: float = 5.0
+    #: The mailbox that changes, for every user that has it.
     mailbox: str = "INBOX"
 
     def __post_init__(self) -> None:

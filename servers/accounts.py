@@ -26,16 +26,23 @@ class User:
     hands out when two-factor auth is on; `oauth_token` is accepted by XOAUTH2.
     """
 
+    #: The mail address (also the login unless `login` is set).
     address: str
+    #: The password LOGIN and AUTH accept.
     password: str
+    #: The user name to log in with (default: the address).
     login: str = ""
+    #: A second secret, as providers hand out with two-factor auth on.
     app_password: str | None = None
+    #: The bearer token XOAUTH2 accepts.
     oauth_token: str | None = None
     # Account states a provider can put a mailbox in; each fails login its own way.
     require_app_password: bool = False  # 2FA on: the normal password is refused
     imap_enabled: bool = True  # Gmail's "IMAP access" switch; SMTP still works
     web_login_required: bool = False  # Gmail's "please log in via your web browser"
+    #: Login fails as the provider says for an expired password.
     password_expired: bool = False
+    #: Login fails as for a disabled account.
     disabled: bool = False
     # Dovecot's passdb allow_nets: logins from elsewhere fail like a wrong password.
     allow_nets: tuple[str, ...] | None = None

@@ -73,6 +73,7 @@ logging.getLogger("mail.log").addFilter(_DropKnownNoise())
 class SMTPSettings:
     """How the fake SMTP server behaves; vary with `dataclasses.replace`."""
 
+    #: The server's name in the greeting and replies.
     hostname: str = "localhost"
     # Real submission servers (587/465) require AUTH; so do we unless told otherwise.
     auth_required: bool = True
@@ -82,8 +83,11 @@ class SMTPSettings:
     # disable_plaintext_auth = yes and Postfix's 587 (smtpd_tls_security_level=encrypt) do.
     # False only for a scenario that allows plaintext credentials (`plaintext-only`).
     starttls_required: bool = True
+    #: SASL mechanisms advertised after TLS (PLAIN, LOGIN, XOAUTH2).
     auth_mechanisms: tuple[str, ...] = AUTH_MECHANISMS
+    #: The SIZE advertised and enforced, in bytes (none: no limit).
     size_limit: int | None = DEFAULT_SIZE_LIMIT
+    #: Seconds without a command before `421 4.4.2 <host> Error: timeout exceeded`.
     timeout: float = DEFAULT_TIMEOUT
     # Which provider's wording and limits (servers.personality.PERSONALITIES).
     personality: str = "dovecot"
@@ -109,6 +113,8 @@ class SMTPSettings:
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     # Source networks allowed to send; others get 554 at RCPT, or as the greeting.
     allowed_networks: tuple[str, ...] | None = None
+    #: Where a client outside allowed_networks is refused: rcpt (554 at RCPT) or greeting (554
+    #: greeting).
     reject_unlisted_at: str = "rcpt"
     # Take the submitter's login and address from Postfix's XCLIENT LOGIN= and ADDR= (as
     # Postfix does for smtpd_authorized_xclient_hosts): the relay behind Dovecot's
