@@ -532,7 +532,7 @@ class _Handler:
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         if self.service.settings.xclient:
             responses.insert(1, "250-XCLIENT ADDR LOGIN")
-        return responses
+        return _as_personality(responses, self.service.replies, server.peer_ip)
 
     async def handle_AUTH(
         self, server: _HarnessSMTP, session: Session, envelope: Envelope, args: list[str]
@@ -777,7 +777,7 @@ class SMTPServer:
                 endpoint,
                 tls_terminated=tls_terminated,
                 hostname=settings.hostname,
-                ident="ESMTP mailharness",
+                ident=self.reply(self.replies.banner, date=_exchange_date()),
                 tls_context=ssl_context if security is Security.STARTTLS else None,
                 # Dovecot's way (before_starttls None) is done in the hooks instead.
                 require_starttls=settings.starttls_required
@@ -825,3 +825,28 @@ class SMTPServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+
+
+def _exchange_date() -> str:
+    """Now as Exchange's banner words it: ``Tue, 1 Sep 2020 17:02:13 +0200``."""
+    now = dt.datetime.now().astimezone()
+    return f"{now:%a}, {now.day} {now:%b %Y %H:%M:%S %z}"
+
+
+def _as_personality(responses: list[str], texts: replies.SMTPReplies, ip: str) -> list[str]:
+    """EHLO's lines as the personality words and orders them (`SMTPReplies.ehlo_*`)."""
+    first, *rest = (r[4:] for r in responses)
+    if texts.ehlo_hello:
+        first = f"{first} {texts.ehlo_hello.format(ip=ip)}"
+    by_keyword = {line.split(" ", 1)[0].upper(): line for line in rest}
+    if texts.auth_shown is not None and "AUTH" in by_keyword:
+        offered = by_keyword["AUTH"].split()[1:]
+        shown = [m for m in texts.auth_shown if m in offered] or offered
+        by_keyword["AUTH"] = " ".join(["AUTH", *shown])
+    if texts.ehlo_keywords is not None:
+        extra = [k for k in by_keyword if k == "XCLIENT"]  # the relay's, never a provider's
+        rest = [by_keyword[k] for k in (*texts.ehlo_keywords, *extra) if k in by_keyword]
+    else:
+        rest = [by_keyword.get(line.split(" ", 1)[0].upper(), line) for line in rest]
+    lines = [first, *rest]
+    return [("250 " if i == len(lines) - 1 else "250-") + line for i, line in enumerate(lines)]
