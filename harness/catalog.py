@@ -798,7 +798,8 @@ AUTH = [
         server="login refused: Dovecot nologin",
         client_sees="IMAP: IMAP4.error(b'[CONTACTADMIN] Login disabled for this user'); "
         "SMTP: 525 5.7.13 Login disabled for this user",
-        prepare=_update_alice(disabled=True),
+        # Data, not a run-time step: so compose serves it too (passwd-file nologin=y).
+        config=MailConfig(users=(dataclasses.replace(ALICE, disabled=True), *DEFAULT_USERS[1:])),
         expect=(
             imap(IMPLICIT, _imap_login_error("[CONTACTADMIN] Login disabled for this user")),
             smtp(IMPLICIT, _smtp_login_error(525, "5.7.13 Login disabled for this user")),
