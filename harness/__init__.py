@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mailharness.diagnosis import Diagnosis, diagnose
     from mailharness.journeys import ClientProfile, Outcome
     from mailharness.scenarios import Expect, Family, Scenario
+    from mailharness.schedule import Flap, MailboxChurn, MaintenanceWindow, Shutdown
     from mailharness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
     from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User
     from mailharness.servers.errors import ConfigError, MailharnessError, ServerStartError
@@ -62,6 +63,10 @@ _EXPORTS = {
     "diagnose": "mailharness.diagnosis",
     "ClientProfile": "mailharness.journeys",
     "Outcome": "mailharness.journeys",
+    "Flap": "mailharness.schedule",
+    "MailboxChurn": "mailharness.schedule",
+    "MaintenanceWindow": "mailharness.schedule",
+    "Shutdown": "mailharness.schedule",
     "Expect": "mailharness.scenarios",
     "Family": "mailharness.scenarios",
     "Scenario": "mailharness.scenarios",
@@ -132,6 +137,7 @@ __all__ = [
     "Fault",
     "FaultFront",
     "FirewallDrop",
+    "Flap",
     "Hang",
     "IMAPSettings",
     "Latency",
@@ -141,7 +147,9 @@ __all__ = [
     "MailConfig",
     "MailServer",
     "MailServerFactory",
+    "MailboxChurn",
     "MailharnessError",
+    "MaintenanceWindow",
     "Outcome",
     "ProtocolEndpoints",
     "RateLimit",
@@ -152,6 +160,7 @@ __all__ = [
     "Security",
     "ServerCert",
     "ServerStartError",
+    "Shutdown",
     "SlowGreeting",
     "TLSVersion",
     "Transcript",

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 from mailharness.certs import CertVariant
 from mailharness.journeys import ClientProfile, Outcome
-from mailharness.scenarios import Catalog, Expect, Family, Scenario, load_toml, with_personality
+from mailharness.scenario_files import load_toml
+from mailharness.scenarios import Catalog, Expect, Family, Scenario, with_personality
+from mailharness.schedule import Flap, MailboxChurn, MaintenanceWindow, Shutdown
 from mailharness.server import DEFAULT_SECURITIES, MailConfig, MailServer
 from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User
 from mailharness.servers.errors import choice_error
@@ -796,7 +798,8 @@ AUTH = [
         server="login refused: Dovecot nologin",
         client_sees="IMAP: IMAP4.error(b'[CONTACTADMIN] Login disabled for this user'); "
         "SMTP: 525 5.7.13 Login disabled for this user",
-        prepare=_update_alice(disabled=True),
+        # Data, not a run-time step: so compose serves it too (passwd-file nologin=y).
+        config=MailConfig(users=(dataclasses.replace(ALICE, disabled=True), *DEFAULT_USERS[1:])),
         expect=(
             imap(IMPLICIT, _imap_login_error("[CONTACTADMIN] Login disabled for this user")),
             smtp(IMPLICIT, _smtp_login_error(525, "5.7.13 Login disabled for this user")),
@@ -888,9 +891,19 @@ FILLER = b"Subject: filler\r\n\r\n" + b"x" * 1000 + b"\r\n"
 
 
 def _fill_quota(server: MailServer) -> None:
-    """One message, and a storage quota of exactly its size: the mailbox is full."""
-    server.deliver(ALICE.login, FILLER)
-    server.set_quota(ALICE.login, storage_bytes=len(FILLER))
+    """Fill every user whose data sets a quota (`User.quota_bytes` / `quota_messages`)
+    up to it: one message of the quota's size, or as many messages as it counts."""
+    for user in server.users:
+        if user.quota_bytes is not None:
+            header = b"Subject: filler\r\n\r\n"
+            server.deliver(user.login, header + b"x" * max(0, user.quota_bytes - len(header)))
+        for _ in range(user.quota_messages or 0):
+            server.deliver(user.login, FILLER)
+
+
+# quota-full's full user, as data: alice's quota is exactly the filler message's size.
+FULL_ALICE = dataclasses.replace(ALICE, quota_bytes=len(FILLER))
+FULL_MAILBOX = (FULL_ALICE, *DEFAULT_USERS[1:])
 
 
 def _append_limit(server: MailServer) -> None:
@@ -906,6 +919,7 @@ MAILBOX = [
         server="the user's quota is used up: APPEND/COPY/MOVE refused; RCPT to the user 552",
         client_sees=f"IMAP APPEND: ('NO', [b'[OVERQUOTA] {OVER_QUOTA_TEXT}']) (no exception); "
         f"SMTP: SMTPRecipientsRefused 552 5.2.2 <rcpt> {OVER_QUOTA_TEXT}",
+        config=MailConfig(users=FULL_MAILBOX),
         prepare=_fill_quota,
         expect=(
             imap(IMPLICIT, Outcome("append", "imap.NO", f"[OVERQUOTA] {OVER_QUOTA_TEXT}")),
@@ -927,7 +941,7 @@ MAILBOX = [
         requirement="a full mailbox, reported as a temporary failure",
         server="RCPT to the user: 452 4.2.2 (quota_full_tempfail)",
         client_sees=f"SMTPRecipientsRefused 452 4.2.2 <rcpt> {OVER_QUOTA_TEXT}",
-        config=MailConfig(smtp=SMTPSettings(quota_temporary=True)),
+        config=MailConfig(users=FULL_MAILBOX, smtp=SMTPSettings(quota_temporary=True)),
         prepare=_fill_quota,
         expect=(
             smtp(
@@ -996,9 +1010,11 @@ MAILBOX = [
         name="mailbox-churn",
         family=Family.MAILBOX,
         requirement="the mailbox changes under the connector",
-        server="UIDVALIDITY changes; the mailbox is deleted while selected; another session "
-        "expunges messages",
+        server="every 5 s INBOX gets a new UIDVALIDITY (a session that has it selected is "
+        "closed); a mailbox deleted while selected, or messages expunged by another session, "
+        "are announced",
         client_sees="imaplib.IMAP4.abort after * BYE; unsolicited EXPUNGE and EXISTS",
+        config=MailConfig(schedule=(MailboxChurn(every_seconds=5.0),)),
         dynamic=True,
     ),
 ]
@@ -1015,11 +1031,14 @@ LIMITS = [
         name="conn-limit",
         family=Family.LIMITS,
         requirement="connection limits",
-        server="IMAP: per user+IP after login (mail_max_userip_connections); SMTP: per client "
-        "address (Postfix)",
         client_sees="the connection over the limit: IMAP NO [UNAVAILABLE] Maximum number of "
         "connections from user+IP exceeded; SMTP 421 4.7.0 <host> Error: too many connections",
-        config=MailConfig(smtp=SMTPSettings(max_connections_per_ip=1)),
+        server="IMAP: one session per user+IP after login (mail_max_userip_connections=1); "
+        "SMTP: one connection per client address (Postfix smtpd_client_connection_count_limit)",
+        config=MailConfig(
+            imap=IMAPSettings(max_userip_connections=1),
+            smtp=SMTPSettings(max_connections_per_ip=1),
+        ),
         dynamic=True,
     ),
     Scenario(
@@ -1143,18 +1162,20 @@ AVAILABILITY = [
         name="shutdown-mid-session",
         family=Family.AVAILABILITY,
         requirement="the server goes away during a session",
-        server="IMAP: * BYE Server shutting down. then close; SMTP: 421 4.3.2 Shutting down",
+        server="every 5 s, each open session: IMAP * BYE Server shutting down. then close; "
+        "SMTP 421 4.3.2 Shutting down; new connections are served (a restart)",
         client_sees="imaplib.IMAP4.abort on the next command; smtplib.SMTPServerDisconnected",
+        config=MailConfig(schedule=(Shutdown(every_seconds=5.0),)),
         dynamic=True,
     ),
     Scenario(
         name="idle-timeout",
         family=Family.AVAILABILITY,
         requirement="the server drops idle sessions",
-        server="IMAP: * BYE Disconnected for inactivity.; SMTP: 421 4.4.2 <host> Error: timeout "
-        "exceeded",
+        server="after 1 s without a command, IMAP: * BYE Disconnected for inactivity.; SMTP: "
+        "421 4.4.2 <host> Error: timeout exceeded",
         client_sees="imaplib.IMAP4.abort / SMTPServerDisconnected on the next command",
-        config=MailConfig(smtp=SMTPSettings(timeout=0.3)),
+        config=MailConfig(imap=IMAPSettings(idle_timeout=1.0), smtp=SMTPSettings(timeout=1.0)),
         dynamic=True,
     ),
     Scenario(
@@ -1175,9 +1196,21 @@ AVAILABILITY = [
         name="flapping",
         family=Family.AVAILABILITY,
         requirement="an unstable server",
-        server="alternates between up and refused, switched at run time",
+        server="every listener alternates: up for 2 s, then refused for 2 s",
         client_sees="works, then ConnectionRefusedError, then works",
-        config=MailConfig(faults={"*": ()}),
+        config=MailConfig(schedule=(Flap(up_seconds=2.0, down_seconds=2.0),)),
+        dynamic=True,
+    ),
+    Scenario(
+        name="maintenance-window",
+        family=Family.AVAILABILITY,
+        requirement="scheduled maintenance: the server is down for a while, then back",
+        server="every 30 s a 10 s window (the first opens 20 s after start) in which new "
+        "connections are greeted IMAP * BYE [UNAVAILABLE] Server down for maintenance, SMTP "
+        "421 4.3.2 Service not available",
+        client_sees="works; in a window imaplib.IMAP4.error(b'* BYE [UNAVAILABLE] Server down "
+        "for maintenance') / smtplib.SMTPConnectError(421, ...); then works again",
+        config=MailConfig(schedule=(MaintenanceWindow(every_seconds=30.0, lasts_seconds=10.0),)),
         dynamic=True,
     ),
 ]

@@ -17,16 +17,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mailharness.certs import MailCA
 from mailharness.journeys import ClientProfile, Outcome
 from mailharness.server import MailConfig, MailServer
-from mailharness.servers.accounts import User
 from mailharness.servers.errors import ConfigError, choice_error, parse_choice
 from mailharness.servers.listeners import Security
 
@@ -168,124 +165,3 @@ def with_personality(config: MailConfig, personality: str) -> MailConfig:
 
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
-
-
-# --- TOML: a customer's setup, as QA writes it --------------------------------------------
-TOML_FIELDS = ("name", "base", "requirement", "personality", "cert", "users", "imap", "smtp")
-PROTOCOL_TABLE_EXTRAS = ("enabled", "listeners", "faults")
-
-
-def _check_keys(where: str, table: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    for key in table:
-        if key not in allowed:
-            raise choice_error(f"{where}: field", key, allowed)
-
-
-def _fault(where: str, spec: Mapping[str, Any]) -> Any:
-    from mailharness.servers.faults import toxics
-
-    kinds: Mapping[str, type] = toxics.FAULT_KINDS
-    if "kind" not in spec:
-        raise ConfigError(f"{where}: a fault needs kind = one of {', '.join(map(repr, kinds))}")
-    params = {k: v for k, v in spec.items() if k != "kind"}
-    cls = kinds.get(str(spec["kind"]))
-    if cls is None:
-        raise choice_error(f"{where}: kind", spec["kind"], kinds)
-    _check_keys(f"{where} ({spec['kind']})", params, _field_names(cls))
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
-
-
-def _settings(where: str, current: Any, table: Mapping[str, Any]) -> Any:
-    from mailharness.servers.ratelimit import RateLimit
-
-    names = _field_names(type(current))
-    _check_keys(where, table, (*names, *PROTOCOL_TABLE_EXTRAS))
-    changes: dict[str, Any] = {}
-    for key, value in table.items():
-        if key in PROTOCOL_TABLE_EXTRAS:
-            continue
-        if isinstance(value, dict) and key.endswith("rate"):
-            _check_keys(f"{where}.{key}", value, ("count", "per_seconds"))
-            value = RateLimit(**value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        changes[key] = value
-    try:
-        return dataclasses.replace(current, **changes)
-    except TypeError as error:
-        raise ConfigError(f"{where}: {error}") from None
-
-
-def load_toml(path: str | Path, catalog: Mapping[str, Scenario]) -> Scenario:
-    """A scenario from a TOML file: a catalog scenario (`base`) with a customer's changes.
-
-        name = "acme-exchange"
-        base = "tls10-only"
-        personality = "outlook"
-        cert = "self-signed"
-        [smtp]
-        listeners = ["starttls"]
-        size_limit = 10_000_000
-        [[imap.faults]]
-        listener = "imap/implicit"
-        kind = "latency"
-        ms = 200
-        [[users]]
-        address = "qa@acme.test"
-        password = "qa-password"
-
-    Every unknown field is an error naming the field and the allowed ones.
-    """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    _check_keys(str(path), data, TOML_FIELDS)
-    base = catalog[str(data.get("base", "healthy"))]
-    config = base.config
-    changes: dict[str, Any] = {}
-    if "cert" in data:
-        changes["cert"] = data["cert"]
-    if "users" in data:
-        user_fields = _field_names(User)
-        users = []
-        for index, spec in enumerate(data["users"]):
-            _check_keys(f"{path}: users[{index}]", spec, user_fields)
-            values: dict[str, Any] = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()
-            }
-            users.append(User(**values))
-        changes["users"] = tuple(users)
-    faults = {k: tuple(v) for k, v in config.faults.items()}
-    for protocol in ("imap", "smtp"):
-        table = data.get(protocol)
-        if table is None:
-            continue
-        where = f"{path}: [{protocol}]"
-        if table.get("enabled", True) is False:
-            changes[protocol] = None
-            continue
-        current = getattr(config, protocol) or getattr(MailConfig(), protocol)
-        changes[protocol] = _settings(where, current, table)
-        if "listeners" in table:
-            changes[f"{protocol}_listeners"] = tuple(table["listeners"])
-        for index, spec in enumerate(table.get("faults", [])):
-            listener = spec.get("listener", protocol)
-            rest = {k: v for k, v in spec.items() if k != "listener"}
-            fault = _fault(f"{where} faults[{index}]", rest)
-            faults[listener] = (*faults.get(listener, ()), fault)
-    changes["faults"] = faults
-    config = dataclasses.replace(config, **changes)
-    personality = str(data.get("personality", base.personality))
-    if personality != base.personality or "personality" in data:
-        config = with_personality(config, personality)
-    return dataclasses.replace(
-        base,
-        name=str(data.get("name", path.stem)),
-        requirement=str(data.get("requirement", base.requirement)),
-        personality=personality,
-        config=config,
-        expect=(),  # a customer's changes void the base's checked expectations
-    )

@@ -42,7 +42,8 @@ from typing import Any, TextIO
 
 from mailharness.catalog import CATALOG
 from mailharness.certs import CertVariant, MailCA
-from mailharness.scenarios import Scenario, load_toml, with_personality
+from mailharness.scenario_files import load_toml
+from mailharness.scenarios import Scenario, with_personality
 from mailharness.server import BACKENDS, LISTENER_NAMES, MailConfig, MailServer
 from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.listeners import require_loopback

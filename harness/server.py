@@ -27,6 +27,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mailharness.backends import Bind, DovecotMailBackend, LiveServers, Shared, make_backend
 from mailharness.certs import CertVariant, MailCA
 from mailharness.lifecycle import LoopThread
+from mailharness.schedule import (
+    FAKE_ONLY,
+    ScheduledEvent,
+    ScheduleRunner,
+    check_schedule,
+    flapped_selectors,
+)
 from mailharness.servers.accounts import DEFAULT_USERS, Accounts, User
 from mailharness.servers.errors import ConfigError, ServerStartError, choice_error
 from mailharness.servers.faults import Fault, FaultFront, TLSVersion
@@ -100,6 +107,9 @@ class MailConfig:
     # forgotten transcripts.
     max_messages: int | None = MAX_MESSAGES
     max_transcripts: int = MAX_TRANSCRIPTS
+    # What the scenario does over time (flapping, maintenance windows, mid-session
+    # shutdowns, mailbox churn): run by MailServer from start to stop; see harness.schedule.
+    schedule: tuple[ScheduledEvent, ...] = ()
 
     def __post_init__(self) -> None:
         require_loopback(self.host)
@@ -120,6 +130,24 @@ class MailConfig:
         for name in ("smtp_listeners", "imap_listeners"):
             object.__setattr__(self, name, _parse_listeners(name, getattr(self, name)))
         allowed = (*LISTENER_NAMES, *PROTOCOLS, "*")
+        object.__setattr__(self, "schedule", check_schedule(self.schedule))
+        for selector in flapped_selectors(self.schedule):
+            if selector not in allowed:
+                raise choice_error("Flap.listeners", selector, allowed)
+        # A TLS-ending fault with no cert of its own serves the scenario's certificate.
+        object.__setattr__(
+            self,
+            "faults",
+            {
+                selector: tuple(
+                    dataclasses.replace(f, cert=CertVariant.parse(self.cert).value)
+                    if isinstance(f, TLSVersion) and f.cert is None
+                    else f
+                    for f in faults
+                )
+                for selector, faults in self.faults.items()
+            },
+        )
         for selector, faults in self.faults.items():
             if selector not in allowed:
                 raise choice_error("faults key", selector, allowed)
@@ -138,10 +166,12 @@ class MailConfig:
         """The faults before one listener, or None when it is served directly."""
         found: list[Fault] = []
         named = False
+        flapped = flapped_selectors(self.schedule)
         for selector in ("*", protocol, f"{protocol}/{security.value}"):
             if selector in self.faults:
                 named = True
                 found.extend(self.faults[selector])
+            named = named or selector in flapped
         return tuple(found) if named else None
 
 
@@ -245,6 +275,7 @@ class MailServer:
         self.smtp = ProtocolEndpoints("smtp")
         self.imap = ProtocolEndpoints("imap")
         self._fronts: dict[str, FaultFront] = {}
+        self._schedule: ScheduleRunner | None = None
         # Listeners opened but not for clients: (what it is, endpoint); see `describe()`.
         self.internal: list[tuple[str, Endpoint]] = []
         self._thread: LoopThread | None = None
@@ -277,10 +308,28 @@ class MailServer:
         self._loop = asyncio.get_running_loop()
         try:
             await self._serve()
+            self._apply_quotas()
+            self._start_schedule()
         except BaseException:
             await self.astop()
             raise
         return self
+
+    def _apply_quotas(self) -> None:
+        """The quotas the users' data sets (`User.quota_bytes`, `User.quota_messages`)."""
+        for user in self.config.users:
+            if user.quota_bytes is not None or user.quota_messages is not None:
+                self.set_quota(user.login, user.quota_bytes, user.quota_messages)
+
+    def _start_schedule(self) -> None:
+        schedule = self.config.schedule
+        if self.config.backend != "fake" and any(isinstance(e, FAKE_ONLY) for e in schedule):
+            raise NotApplicable(
+                f"{NOT_APPLICABLE} backend={self.config.backend!r}: this schedule switches the "
+                "fake servers' state; Dovecot's is fixed by its config at start"
+            )
+        if schedule:
+            self._schedule = ScheduleRunner(self, schedule)
 
     async def _serve(self) -> None:
         endpoints = await self._backend.start(self._listen)
@@ -356,6 +405,9 @@ class MailServer:
             raise
 
     async def astop(self) -> None:
+        if self._schedule is not None:
+            await self._schedule.stop()
+            self._schedule = None
         for front in self._fronts.values():
             await front.stop()
         self._fronts.clear()
@@ -405,6 +457,8 @@ class MailServer:
         self.client_errors.clear()
         self.users.replace_all(self.config.users)
         self._backend.reset_state()
+        if self._loop is not None:
+            self._apply_quotas()
 
     async def __aenter__(self) -> MailServer:
         return await self.astart()
@@ -445,7 +499,8 @@ class MailServer:
             return False
         imap, smtp = live.imap, live.smtp
         return (
-            not self._fronts
+            self._schedule is None  # a schedule changes the servers by itself
+            and not self._fronts
             and not len(self.transcripts)
             and not len(self.messages)
             and not self.errors
@@ -506,18 +561,18 @@ class MailServer:
 
     def announce_shutdown(self, timeout: float = 5.0) -> None:
         """`* BYE Server shutting down.` / `421 4.3.2 Shutting down` to every open session."""
-        live = self._live("announce_shutdown")
-        imap, smtp = live.imap, live.smtp
-
-        async def announce() -> None:
-            if imap is not None:
-                await imap.announce_shutdown()
-            if smtp is not None:
-                smtp.announce_shutdown()
-
+        self._live("announce_shutdown")
         if self._thread is None:
             raise ServerStartError("announce_shutdown() needs a server started with start()")
-        self._thread.run(announce(), timeout)
+        self._thread.run(self.aannounce_shutdown(), timeout)
+
+    async def aannounce_shutdown(self) -> None:
+        """Async face of :meth:`announce_shutdown` (the server's own loop)."""
+        live = self._live("announce_shutdown")
+        if live.imap is not None:
+            await live.imap.announce_shutdown()
+        if live.smtp is not None:
+            live.smtp.announce_shutdown()
 
     def _live(self, what: str) -> LiveServers:
         """The servers `what` switches at run time, if the backend has such (its capability)."""
@@ -551,6 +606,14 @@ class MailServer:
             f"listener={listener!r}: not served through a fault front; fronted: "
             + ", ".join(fronted)
         )
+
+    def fronts_matching(self, selector: str) -> list[FaultFront]:
+        """The fronts a faults selector ("*", "imap", "imap/starttls") stands before."""
+        return [
+            front
+            for name, front in self._fronts.items()
+            if selector in ("*", name, name.split("/")[0])
+        ]
 
     def fronts(self) -> dict[str, FaultFront]:
         """Every fault front, by listener name: where faults can be switched at run time."""

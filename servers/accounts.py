@@ -26,19 +26,31 @@ class User:
     hands out when two-factor auth is on; `oauth_token` is accepted by XOAUTH2.
     """
 
+    #: The mail address (also the login unless `login` is set).
     address: str
+    #: The password LOGIN and AUTH accept.
     password: str
+    #: The user name to log in with (default: the address).
     login: str = ""
+    #: A second secret, as providers hand out with two-factor auth on.
     app_password: str | None = None
+    #: The bearer token XOAUTH2 accepts.
     oauth_token: str | None = None
     # Account states a provider can put a mailbox in; each fails login its own way.
     require_app_password: bool = False  # 2FA on: the normal password is refused
     imap_enabled: bool = True  # Gmail's "IMAP access" switch; SMTP still works
     web_login_required: bool = False  # Gmail's "please log in via your web browser"
+    #: Login fails as the provider says for an expired password.
     password_expired: bool = False
+    #: Login fails as for a disabled account.
     disabled: bool = False
     # Dovecot's passdb allow_nets: logins from elsewhere fail like a wrong password.
     allow_nets: tuple[str, ...] | None = None
+    # The user's mailbox quota in bytes (Dovecot's quota_rule *:storage=): at or over it,
+    # APPEND/COPY get NO [OVERQUOTA] and SMTP RCPT to the user 552. None: no limit.
+    quota_bytes: int | None = None
+    # The same, counted in messages (quota_rule *:messages=).
+    quota_messages: int | None = None
 
     def __post_init__(self) -> None:
         if "@" not in self.address:
@@ -49,6 +61,10 @@ class User:
             raise ConfigError(f"user {self.address!r}: password must not be empty")
         if not self.login:
             object.__setattr__(self, "login", self.address)
+        for name in ("quota_bytes", "quota_messages"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 0):
+                raise ConfigError(f"user {self.address!r}: {name}={value!r}: expected >= 0 or None")
         if self.require_app_password and not self.app_password:
             raise ConfigError(f"user {self.address!r}: require_app_password needs app_password")
         if self.allow_nets is not None:

@@ -12,7 +12,9 @@ from typing import TypeVar
 
 from mailharness.servers.errors import choice_error
 
-PERSONALITIES = ("dovecot", "gmail", "outlook", "yahoo", "icloud")
+# "outlook" is Exchange Online (Microsoft 365); "exchange" is Exchange Server 2013/2016
+# on premises.
+PERSONALITIES = ("dovecot", "gmail", "outlook", "exchange", "yahoo", "icloud")
 
 _T = TypeVar("_T")
 

@@ -12,6 +12,7 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -214,3 +215,28 @@ def imap_starttls(server: Any, *, timeout: float = 5) -> imaplib.IMAP4:
         client.shutdown()
         raise
     return client
+
+
+def observe_states(
+    probe: Callable[[], str], wanted: list[str], timeout: float = 20.0, poll: float = 0.02
+) -> list[str]:
+    """Probe until the states it reports have gone through `wanted` in order.
+
+    For a schedule that switches a server over time (flapping, maintenance windows):
+    each call is a real client's attempt. A refused port has nothing to block on, so
+    this polls every `poll` seconds; `timeout` bounds the whole wait, and the error
+    says what was seen.
+    """
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    step = 0
+    while time.monotonic() < deadline:
+        state = probe()
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state == wanted[step]:
+            step += 1
+            if step == len(wanted):
+                return seen
+        time.sleep(poll)
+    raise AssertionError(f"wanted states {wanted} in order within {timeout} s; saw {seen}")

@@ -6,6 +6,7 @@ module and the catalog in step.
 
 from __future__ import annotations
 
+import dataclasses
 import imaplib
 import smtplib
 import socket
@@ -15,26 +16,41 @@ from collections.abc import Iterator
 import pytest
 from mailharness.catalog import CATALOG
 from mailharness.certs import MailCA
+from mailharness.schedule import scaled
 from mailharness.server import MailServer
 
-from tests.helpers import imap_starttls, submission
+from tests.helpers import imap_starttls, observe_states, submission
 
 ALICE = ("alice@example.test", "alice-password")
 MESSAGE = b"Subject: s\r\n\r\nbody\r\n"
 
 
+# The catalog's schedules, ten times as fast: the same events, short enough for a test.
+QUICK = 0.1
+
+
 @pytest.fixture
 def served(request: pytest.FixtureRequest, mail_ca: MailCA) -> Iterator[MailServer]:
-    server = CATALOG[request.param].serve(ca=mail_ca)
+    name, timing = request.param
+    chosen = CATALOG[name]
+    if timing != "as-is":
+        # "off": a test of the mechanics a schedule uses (a mailbox deleted while
+        # selected), which a scheduled event at the same moment would blur.
+        schedule = () if timing == "off" else scaled(chosen.config.schedule, QUICK)
+        chosen = dataclasses.replace(
+            chosen, config=dataclasses.replace(chosen.config, schedule=schedule)
+        )
+    server = chosen.serve(ca=mail_ca)
     try:
         yield server
     finally:
         server.stop()
 
 
-def scenario(name: str) -> pytest.MarkDecorator:
+def scenario(name: str, timing: str = "quick") -> pytest.MarkDecorator:
+    """Serve a dynamic scenario with its schedule `timing`: "quick", "as-is" or "off"."""
     assert CATALOG[name].dynamic, f"{name} is not a dynamic scenario"
-    return pytest.mark.parametrize("served", [name], indirect=True, ids=[name])
+    return pytest.mark.parametrize("served", [(name, timing)], indirect=True, ids=[name])
 
 
 def _imap(server: MailServer) -> imaplib.IMAP4:
@@ -51,15 +67,24 @@ def _smtp(server: MailServer) -> smtplib.SMTP:
 
 @scenario("mailbox-churn")
 def test_uidvalidity_change_while_selected(served: MailServer) -> None:
+    """The schedule gives INBOX a new UIDVALIDITY: the session that has it selected is told."""
     client = _imap(served)
     assert client.select("INBOX")[0] == "OK"
-    served.store.user(ALICE[0]).change_uidvalidity("INBOX")
-    with pytest.raises(imaplib.IMAP4.abort):
-        client.noop()
-    assert any(b"UIDVALIDITY changed" in line for line in _bye_lines(client))
+    client.send(b"w IDLE\r\n")  # told at once while idling, as a connector waits for mail
+    assert client.readline() == b"+ idling\r\n"
+    try:
+        assert _next_line(client) == b"* BYE Mailbox UIDVALIDITY changed, have to disconnect.\r\n"
+    finally:
+        client.shutdown()
 
 
-@scenario("mailbox-churn")
+def _next_line(client: imaplib.IMAP4) -> bytes:
+    """What the server says next without being asked (a scheduled event's BYE)."""
+    client.sock.settimeout(10)
+    return client.readline()
+
+
+@scenario("mailbox-churn", "off")
 def test_mailbox_deleted_while_selected(served: MailServer) -> None:
     mailboxes = served.store.user(ALICE[0])
     mailboxes.create("Projects")
@@ -71,7 +96,7 @@ def test_mailbox_deleted_while_selected(served: MailServer) -> None:
     assert any(b"Selected mailbox was deleted" in line for line in _bye_lines(client))
 
 
-@scenario("mailbox-churn")
+@scenario("mailbox-churn", "off")
 def test_expunge_by_another_session_is_announced(served: MailServer) -> None:
     for n in range(3):
         served.deliver(ALICE[0], f"Subject: m{n}\r\n\r\nx\r\n".encode())
@@ -94,8 +119,7 @@ def _bye_lines(client: imaplib.IMAP4) -> list[bytes]:
 
 @scenario("conn-limit")
 def test_imap_userip_connection_limit(served: MailServer) -> None:
-    served.switch_imap(max_userip_connections=1)
-    first = _imap(served)
+    first = _imap(served)  # the limit is the scenario's data: max_userip_connections=1
     second = imap_starttls(served, timeout=5)
     with pytest.raises(imaplib.IMAP4.error) as caught:
         second.login(*ALICE)
@@ -167,24 +191,31 @@ def test_send_rate_limit_recovers_when_the_window_passes(mail_ca: MailCA) -> Non
 
 @scenario("shutdown-mid-session")
 def test_shutdown_mid_session(served: MailServer) -> None:
-    imap_client = _imap(served)
-    imap_client.select("INBOX")
-    smtp_client = _smtp(served)
-    served.announce_shutdown()
-    with pytest.raises(imaplib.IMAP4.abort):
-        imap_client.noop()
-    assert any(b"Server shutting down." in line for line in _bye_lines(imap_client))
+    """The schedule announces a shutdown to every open session, again and again."""
+    for _ in range(5):  # a session opened just before an announcement is closed early: again
+        try:
+            imap_client = _imap(served)
+            imap_client.select("INBOX")
+            smtp_client = _smtp(served)
+            break
+        except (imaplib.IMAP4.abort, smtplib.SMTPServerDisconnected, OSError):
+            continue
+    else:
+        pytest.fail("no session lived long enough to log in")
+    try:
+        assert _next_line(imap_client) == b"* BYE Server shutting down.\r\n"
+    finally:
+        imap_client.shutdown()
     with pytest.raises(smtplib.SMTPServerDisconnected):
         smtp_client.noop()
         smtp_client.noop()  # the 421 answers the first; the second finds the socket closed
-    transcript = served.transcripts.text()
-    assert "S: 421 4.3.2 Shutting down" in transcript
+    smtp_client.close()
+    assert "S: 421 4.3.2 Shutting down" in served.transcripts.text()
 
 
 @scenario("idle-timeout")
 def test_idle_timeout(served: MailServer) -> None:
-    client = _imap(served)
-    served.switch_imap(idle_timeout=0.2)  # applies to the open session at once
+    client = _imap(served)  # the scenario's idle_timeout (1 s) is its data
     raw = socket.create_connection(served.smtp.starttls.address, timeout=5)
     reader = raw.makefile("rb")
     assert reader.readline().startswith(b"220 ")
@@ -212,15 +243,41 @@ def test_drop_inside_a_fetch_literal(served: MailServer) -> None:
 
 @scenario("flapping")
 def test_flapping_between_up_and_refused(served: MailServer) -> None:
-    from mailharness.servers.faults import Refuse
+    def state() -> str:
+        try:
+            with imap_starttls(served, timeout=5) as client:
+                return "up" if client.noop()[0] == "OK" else "odd"
+        except ConnectionRefusedError:
+            return "refused"
+        except (imaplib.IMAP4.abort, OSError):
+            return "cut"  # the port closed between connect and the end of the session
 
-    for _ in range(2):
-        with imap_starttls(served, timeout=5) as client:
-            assert client.noop()[0] == "OK"
-        served.faults("imap/starttls").set(Refuse())
-        with pytest.raises(ConnectionRefusedError):
-            imap_starttls(served, timeout=5)
-        served.faults("imap/starttls").clear()
+    observe_states(state, ["up", "refused", "up", "refused", "up"])
+
+
+@scenario("maintenance-window")
+def test_maintenance_window_comes_and_goes(served: MailServer) -> None:
+    def imap_state() -> str:
+        try:
+            with imaplib.IMAP4(*served.imap.starttls.address, timeout=5):
+                return "up"
+        except imaplib.IMAP4.error as error:
+            assert str(error) == "b'* BYE [UNAVAILABLE] Server down for maintenance'"
+            return "maintenance"
+
+    def smtp_state() -> str:
+        try:
+            smtplib.SMTP(*served.smtp.starttls.address, timeout=5).quit()
+            return "up"
+        except smtplib.SMTPConnectError as error:
+            assert (error.smtp_code, error.smtp_error) == (421, b"4.3.2 Service not available")
+            return "maintenance"
+
+    def both() -> str:
+        imap_now, smtp_now = imap_state(), smtp_state()
+        return imap_now if imap_now == smtp_now else "switching"
+
+    observe_states(both, ["up", "maintenance", "up"])
 
 
 def test_every_dynamic_scenario_has_a_test() -> None:
@@ -232,6 +289,7 @@ def test_every_dynamic_scenario_has_a_test() -> None:
         for mark in getattr(getattr(module, name), "pytestmark", [])
         if mark.name == "parametrize" and mark.args[0] == "served"
     }
+    tested = {name[0] if isinstance(name, tuple) else name for name in tested}
     tested.add("rate-limit-send")  # checked on a fake clock, without the served fixture
     dynamic = {s.name for s in CATALOG.values() if s.dynamic}
     assert dynamic == tested

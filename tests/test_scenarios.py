@@ -41,6 +41,7 @@ name = "acme-legacy"
 base = "tls10-only"
 personality = "outlook"
 cert = "self-signed"
+users_mode = "replace"
 
 [smtp]
 listeners = ["starttls", "implicit"]
@@ -93,7 +94,10 @@ def test_toml_customer_setup(tmp_path: Path) -> None:
         ('[[imap.faults]]\nkind = "lag"', "kind='lag': expected one of 'latency'"),
         ('[[imap.faults]]\nkind = "latency"\nmsec = 3', "(latency): field='msec'"),
         ('base = "tls10-onyl"', "scenario='tls10-onyl': no such scenario"),
-        ('[[users]]\naddress = "x@y.test"\npasswd = "p"', "users[0]: field='passwd'"),
+        (
+            'users_mode = "add"\n[[users]]\naddress = "x@y.test"\npasswd = "p"',
+            "users[0]: field='passwd'",
+        ),
         ("= broken", "not valid TOML"),
     ],
 )
@@ -132,7 +136,7 @@ def test_plain_fixture_is_healthy(mail_server):
 def test_marker_and_parametrize_in_a_user_project(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(MARKED)
     (pytester.path / "customer.toml").write_text(
-        '[[users]]\naddress = "qa@acme.test"\npassword = "qa-password"\n'
+        'users_mode = "replace"\n[[users]]\naddress = "qa@acme.test"\npassword = "qa-password"\n'
     )
     result = pytester.runpytest_subprocess("-v", "-p", "no:cacheprovider")
     tls_names = [s.name for s in CATALOG.family("tls")]

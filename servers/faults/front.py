@@ -83,7 +83,7 @@ def _check_needs(fault: object, protocol: str | None, certs: CertSource | None) 
     if isinstance(fault, TLSVersion):
         if certs is None:
             raise ConfigError(f"{fault!r}: the front needs certs=MailCA(...) to terminate TLS")
-        certs.server_cert(fault.cert)  # an unknown variant fails here, not at the first client
+        certs.server_cert(fault.variant)  # an unknown variant fails here, not at the first client
 
 
 def _listener_mode(faults: tuple[Fault, ...]) -> ListenerMode:

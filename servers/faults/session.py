@@ -218,7 +218,7 @@ class Session:
                 return False
         transcript = self._opened()
         if transcript is not None:  # later events carry the version the front negotiated
-            transcript.tls(version, f"{how}, cert {pin.cert}")
+            transcript.tls(version, f"{how}, cert {pin.variant}")
         return True
 
     # --- pumping ---------------------------------------------------------------------

@@ -76,12 +76,12 @@ class ContextCache:
         self._lock = threading.Lock()
 
     def context(self, pin: TLSVersion) -> ssl.SSLContext:
-        key = (pin.version, pin.cert)
+        key = (pin.version, pin.variant)
         with self._lock:
             ctx = self._contexts.get(key)
             if ctx is None:
-                cert = self.certs.server_cert(pin.cert)
-                ctx = server_context(pin.version, cert, pin.cert)
+                cert = self.certs.server_cert(pin.variant)
+                ctx = server_context(pin.version, cert, pin.variant)
                 self._contexts[key] = ctx
         return ctx
 
@@ -97,7 +97,7 @@ async def start_server_tls(
     """
     tls: TlsliteChannel | SSLObjectChannel
     if pin.version == TLSProtocol.SSLV3.value:
-        cert = contexts.certs.server_cert(pin.cert)
+        cert = contexts.certs.server_cert(pin.variant)
         tls = TlsliteChannel(channel, cert.chain_pem, cert.key_pem)
     else:
         tls = SSLObjectChannel(channel, contexts.context(pin))

@@ -100,9 +100,13 @@ class Latency:
     """
 
     live: ClassVar[bool] = True
+    #: Delay added to each chunk, in milliseconds.
     ms: float
+    #: Random extra delay, uniform in ± this many milliseconds.
     jitter_ms: float = 0.0
+    #: Which stream it acts on: downstream (server to client), upstream or both.
     direction: Direction = "downstream"
+    #: Chance (0 to 1) that a chunk is delayed.
     probability: float = 1.0
 
     def __post_init__(self) -> None:
@@ -122,7 +126,9 @@ class Bandwidth:
     """
 
     live: ClassVar[bool] = True
+    #: Throughput cap per connection and direction.
     bytes_per_second: int
+    #: Which stream it acts on: downstream, upstream or both.
     direction: Direction = "downstream"
 
     def __post_init__(self) -> None:
@@ -143,8 +149,11 @@ class DropAfter:
     """
 
     live: ClassVar[bool] = True
+    #: Bytes forwarded before the FIN (0: at the next chunk).
     bytes: int
+    #: Which stream is counted: downstream, upstream or both.
     direction: Direction = "downstream"
+    #: Chance (0 to 1), rolled once per connection.
     probability: float = 1.0
 
     def __post_init__(self) -> None:
@@ -164,8 +173,12 @@ class DropOnCommand:
     """
 
     live: ClassVar[bool] = True
+    #: A regular expression a client line is matched against (e.g. FETCH).
     pattern: bytes
+    #: Bytes of the server's reply let through before the close (0: the command never reaches
+    #: the server).
     reply_bytes: int = 0
+    #: Chance (0 to 1), rolled per matching line.
     probability: float = 1.0
 
     def __post_init__(self) -> None:
@@ -198,7 +211,9 @@ class Reset:
     """
 
     live: ClassVar[bool] = False
+    #: Chance (0 to 1) that a connection is reset.
     probability: float = 1.0
+    #: Seconds after accept before the RST.
     after_seconds: float = 0.0
 
     def __post_init__(self) -> None:
@@ -211,6 +226,7 @@ class Hang:
     """Accept and never greet: the client's read times out (a wedged server)."""
 
     live: ClassVar[bool] = False
+    #: Chance (0 to 1) that a connection is never greeted.
     probability: float = 1.0
 
     def __post_init__(self) -> None:
@@ -222,7 +238,9 @@ class SlowGreeting:
     """Hold the server's first bytes until ``seconds`` after accept (after any TLS handshake)."""
 
     live: ClassVar[bool] = False
+    #: Seconds after accept before the server's first bytes.
     seconds: float
+    #: Chance (0 to 1) that a connection is slowed.
     probability: float = 1.0
 
     def __post_init__(self) -> None:
@@ -273,7 +291,9 @@ class Allowlist:
     """
 
     live: ClassVar[bool] = False
+    #: Source networks served normally (e.g. 127.0.0.1/32).
     networks: tuple[str, ...] = ("127.0.0.1/32",)
+    #: What the others meet: close, reset, hang, greeting, login or rcpt.
     mode: DenyMode = "close"
 
     def __post_init__(self) -> None:
@@ -304,8 +324,12 @@ class ConnectionCap:
     """
 
     live: ClassVar[bool] = False
+    #: Open connections at once through this front (none: no cap).
     max_total: int | None = None
+    #: Open connections at once per client address (none: no cap).
     per_source: int | None = None
+    #: What a connection over the cap meets: close, reset, hang or greeting (the protocol's
+    #: too-many-connections greeting).
     on_excess: str | ExcessReply = "close"
 
     def __post_init__(self) -> None:
@@ -326,20 +350,31 @@ class TLSVersion:
     ``security="implicit"``: TLS from the first byte (993/465 style).
     ``security="starttls"``: plaintext until the client's STARTTLS, which the
     front answers itself (the front must know its protocol). ``cert`` names
-    a ``MailCA`` certificate variant. SSL 3.0 is served by tlslite-ng,
-    because OpenSSL 3 cannot.
+    a ``MailCA`` certificate variant; None serves the server's own (a
+    ``MailConfig`` fills in its ``cert``; a bare front serves "trusted"), so a
+    scenario's certificate is never silently swapped by a fault. SSL 3.0 is
+    served by tlslite-ng, because OpenSSL 3 cannot.
     """
 
     live: ClassVar[bool] = False
+    #: The one protocol version offered: sslv3, tls1.0, tls1.1, tls1.2, tls1.3 or modern (1.2
+    #: and 1.3).
     version: TLSVersionName = "modern"
+    #: implicit (TLS from the first byte) or starttls (plaintext until STARTTLS).
     security: TLSSecurity = "implicit"
-    cert: str = "trusted"
+    #: The certificate variant served; none: the scenario's own `cert`.
+    cert: str | None = None
 
     def __post_init__(self) -> None:
         _choice("version", self.version, TLS_VERSIONS)
         _choice("security", self.security, TLS_SECURITIES)
-        if not isinstance(self.cert, str):
+        if self.cert is not None and not isinstance(self.cert, str):
             raise ConfigError(f"cert={self.cert!r}: expected a certificate variant name")
+
+    @property
+    def variant(self) -> str:
+        """The certificate variant served: `cert`, or "trusted" when none is set."""
+        return self.cert or "trusted"
 
 
 Fault = (

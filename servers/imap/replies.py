@@ -19,8 +19,10 @@ from dataclasses import dataclass, replace
 from mailharness.servers.personality import PERSONALITIES, pick
 
 __all__ = [
+    "AUTH_SLOT",
     "BY_PERSONALITY",
     "DOVECOT",
+    "EXCHANGE",
     "GMAIL",
     "ICLOUD",
     "OUTLOOK",
@@ -40,9 +42,25 @@ class Reply:
     text: str
 
 
+#: In a personality's capability list, where the entries that depend on TLS and settings
+#: go: STARTTLS, LOGINDISABLED and the AUTH= mechanisms the session offers.
+AUTH_SLOT = "{auth}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Replies:
+    #: ``* OK <greeting>``; may hold ``{ip}`` (the client's address).
     greeting: str = "Dovecot ready."
+    #: Capabilities as a response code in the greeting and the login's tagged OK
+    #: (Dovecot does); a provider that sends them only when asked says False.
+    capability_codes: bool = True
+    #: The provider's CAPABILITY lists, in its order, limited to what our server
+    #: implements (a connector must not be offered an extension it would then meet
+    #: unanswered); None: Dovecot 2.3's. ``AUTH_SLOT`` marks where STARTTLS,
+    #: LOGINDISABLED and AUTH= go.
+    capabilities_before_login: tuple[str, ...] | None = None
+    capabilities_after_login: tuple[str, ...] | None = None
+    #: A successful LOGIN/AUTHENTICATE; may hold ``{command}``.
     logged_in: str = "Logged in"
     bye_logout: str = "Logging out"
     logout_ok: str = "Logout completed (0.001 + 0.000 secs)."
@@ -326,6 +344,41 @@ _GMAIL_TEMPORARY = Reply("UNAVAILABLE", "Temporary System Problem. Try again lat
 
 GMAIL = replace(
     DOVECOT,
+    # Source: https://mikeboers.com/blog/2014/10/14/google-status (openssl s_client to
+    # imap.gmail.com:993): "* OK Gimap ready for requests from <ip> <id>", no capability
+    # code. The id is a per-connection token there; ours is fixed.
+    greeting="Gimap ready for requests from {ip} mh01gimap",
+    capability_codes=False,
+    # Source: https://github.com/zone-eu/wildduck/pull/943 (2025, imap.gmail.com:993):
+    # IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 XYZZY SASL-IR
+    # AUTH=XOAUTH2 AUTH=PLAIN AUTH=PLAIN-CLIENTTOKEN AUTH=OAUTHBEARER. Not offered here
+    # (not implemented): XLIST, X-GM-EXT-1, XYZZY, PLAIN-CLIENTTOKEN, OAUTHBEARER.
+    capabilities_before_login=(
+        "IMAP4rev1",
+        "UNSELECT",
+        "IDLE",
+        "NAMESPACE",
+        "QUOTA",
+        "ID",
+        "CHILDREN",
+        "SASL-IR",
+        AUTH_SLOT,
+    ),
+    # Source: https://archivio-jazzo-blog.m4ss.net/2011/11/14/connessione-imap-gmail-via-shell-osx/
+    # (after LOGIN): IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1
+    # UIDPLUS COMPRESS=DEFLATE; later lists add ENABLE MOVE CONDSTORE ESEARCH UTF8=ACCEPT
+    # LIST-EXTENDED LIST-STATUS LITERAL- SPECIAL-USE (unsourced here, so left out).
+    # Not offered: XLIST, X-GM-EXT-1, COMPRESS=DEFLATE.
+    capabilities_after_login=(
+        "IMAP4rev1",
+        "UNSELECT",
+        "IDLE",
+        "NAMESPACE",
+        "QUOTA",
+        "ID",
+        "CHILDREN",
+        "UIDPLUS",
+    ),
     auth_failed=Reply("AUTHENTICATIONFAILED", "Invalid credentials (Failure)"),
     auth_app_password_required=Reply(
         "ALERT",
@@ -346,8 +399,59 @@ GMAIL = replace(
 _OUTLOOK_FAILED = Reply(None, "{command} failed.")
 _OUTLOOK_UNAVAILABLE = Reply(None, "Server Unavailable. 15")
 
+# Exchange's IMAP4 service (Exchange Server 2013/2016/2019 and Exchange Online) sends
+# capabilities only when asked: "Microsoft Exchange Server does not use the CAPABILITY
+# response code" ([MS-STANXIMAP] 2.2.30,
+# https://msdn.microsoft.com/en-us/library/ee624969(v=exchg.80).aspx).
+_EXCHANGE_AFTER_LOGIN = ("IMAP4", "IMAP4rev1", "UIDPLUS", "MOVE", "ID", "CHILDREN", "IDLE")
+
 OUTLOOK = replace(
     DOVECOT,
+    # Exchange Online. Source: https://github.com/jstedfast/MailKit/issues/2016 (2026,
+    # outlook.office365.com:993): "* OK Microsoft Exchange IMAP4 service ready. <guid>
+    # (tcpproxy/15.21.0406.000 BACKENDAUTHENTICATE) [<stamp>]"; the source redacts the
+    # guid and stamp, so those two values are ours.
+    greeting="Microsoft Exchange IMAP4 service ready. 6d61696c-6861-726e-6573-733031303130 "
+    "(tcpproxy/15.21.0406.000 BACKENDAUTHENTICATE) [TQBBAEkATABIAEEAUgBOAEUAUwBTAA==]",
+    capability_codes=False,
+    # Source: https://github.com/Cocoanetics/SwiftMail/pull/109 (2026-03-05,
+    # outlook.office365.com:993, before login): IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2
+    # SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+.
+    capabilities_before_login=(
+        "IMAP4",
+        "IMAP4rev1",
+        AUTH_SLOT,
+        "SASL-IR",
+        "UIDPLUS",
+        "MOVE",
+        "ID",
+        "UNSELECT",
+        "CHILDREN",
+        "IDLE",
+        "NAMESPACE",
+        "LITERAL+",
+    ),
+    # Source: MailKit issue 2016 above, after AUTHENTICATE: the same list plus ENABLE
+    # (IMAP4rev2 and Microsoft's CLIENTACCESSRULES, CLIENTNETWORKPRESENCELOCATION,
+    # BACKENDAUTHENTICATE[-IR] not offered: not implemented).
+    capabilities_after_login=(
+        "IMAP4",
+        "IMAP4rev1",
+        "SASL-IR",
+        "UIDPLUS",
+        "MOVE",
+        "ID",
+        "UNSELECT",
+        "ENABLE",
+        "CHILDREN",
+        "IDLE",
+        "NAMESPACE",
+        "LITERAL+",
+    ),
+    # Sources: MailKit issue 2016 above ("OK AUTHENTICATE completed.") and
+    # https://github.com/jstedfast/MailKit/issues/269 ("OK CAPABILITY completed.").
+    logged_in="{command} completed.",
+    capability="CAPABILITY completed.",
     auth_failed=_OUTLOOK_FAILED,
     auth_app_password_required=_OUTLOOK_FAILED,
     auth_imap_disabled=_OUTLOOK_FAILED,
@@ -363,18 +467,72 @@ OUTLOOK = replace(
     xoauth2_challenge=None,
 )
 
+# Exchange Server 2013/2016 on premises: the same login refusals as Exchange Online
+# (unsourced for on-premises: assumed the same service code), its own greeting and lists.
+EXCHANGE = replace(
+    OUTLOOK,
+    # Sources: https://github.com/jstedfast/MailKit/issues/269 (hosted Exchange, 143) and
+    # https://github.com/jakartaee/mail-api/issues/485 (Exchange 2013, 993):
+    # "* OK The Microsoft Exchange IMAP4 service is ready."
+    greeting="The Microsoft Exchange IMAP4 service is ready.",
+    # Same sources: before STARTTLS "IMAP4 IMAP4rev1 LOGINDISABLED STARTTLS UIDPLUS MOVE
+    # ID CHILDREN IDLE NAMESPACE LITERAL+"; after it "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=NTLM
+    # AUTH=GSSAPI UIDPLUS MOVE ID CHILDREN IDLE NAMESPACE LITERAL+". Not offered here (not
+    # implemented): AUTH=NTLM, AUTH=GSSAPI.
+    capabilities_before_login=(
+        "IMAP4",
+        "IMAP4rev1",
+        AUTH_SLOT,
+        "UIDPLUS",
+        "MOVE",
+        "ID",
+        "CHILDREN",
+        "IDLE",
+        "NAMESPACE",
+        "LITERAL+",
+    ),
+    # After login: unsourced; the list without its AUTH entries, as Exchange Online's.
+    capabilities_after_login=(*_EXCHANGE_AFTER_LOGIN, "NAMESPACE", "LITERAL+"),
+)
+
 # Yahoo's IMAP lockout is assumed to carry the code of its SMTP one.
 YAHOO = replace(
     DOVECOT,
+    # Source: https://github.com/zone-eu/wildduck/pull/943 (2025, imap.mail.yahoo.com:993):
+    # IMAP4rev1 SASL-IR AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER ID MOVE NAMESPACE
+    # XYMHIGHESTMODSEQ UIDPLUS LITERAL+ CHILDREN UNSELECT X-MSG-EXT OBJECTID IDLE ENABLE
+    # UIDONLY X-ALL-MAIL X-UIDONLY LIST-EXTENDED LIST-STATUS SPECIAL-USE PARTIAL
+    # APPENDLIMIT=41697280. Not offered (not implemented): OAUTHBEARER, XYMHIGHESTMODSEQ,
+    # X-MSG-EXT, OBJECTID, UIDONLY, X-ALL-MAIL, X-UIDONLY, PARTIAL; APPENDLIMIT comes
+    # from the scenario. The greeting is unsourced: Dovecot's is kept.
+    capabilities_before_login=(
+        "IMAP4rev1",
+        "SASL-IR",
+        AUTH_SLOT,
+        "ID",
+        "MOVE",
+        "NAMESPACE",
+        "UIDPLUS",
+        "LITERAL+",
+        "CHILDREN",
+        "UNSELECT",
+        "IDLE",
+        "ENABLE",
+        "LIST-EXTENDED",
+        "LIST-STATUS",
+        "SPECIAL-USE",
+    ),
     auth_locked_out=Reply("AUTHENTICATIONFAILED", "(#AUTH005) Too many bad auth attempts."),
 )
 
+# iCloud: unsourced; Dovecot's greeting and lists are kept.
 ICLOUD = DOVECOT
 
 BY_PERSONALITY: dict[str, Replies] = {
     "dovecot": DOVECOT,
     "gmail": GMAIL,
     "outlook": OUTLOOK,
+    "exchange": EXCHANGE,
     "yahoo": YAHOO,
     "icloud": ICLOUD,
 }

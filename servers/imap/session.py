@@ -37,7 +37,7 @@ from mailharness.servers.imap.commands import (
 from mailharness.servers.imap.fetch import FetchError, FetchPlan, compile_fetch
 from mailharness.servers.imap.notify import NotifyError, NotifyState, parse_notify
 from mailharness.servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
-from mailharness.servers.imap.replies import Replies, Reply
+from mailharness.servers.imap.replies import AUTH_SLOT, Replies, Reply
 from mailharness.servers.imap.responses import (
     Continuation,
     Status,
@@ -126,18 +126,34 @@ class Session:
     def _plaintext_ok(self) -> bool:
         return self.secure or not self.settings.plaintext_auth_requires_tls
 
+    def _auth_capabilities(self) -> list[str]:
+        """STARTTLS, LOGINDISABLED and AUTH=: what TLS and the settings allow now."""
+        caps = []
+        if self.starttls_available:
+            caps.append("STARTTLS")
+        if not self._plaintext_ok() or self.settings.login_disabled:
+            caps.append("LOGINDISABLED")
+        for mech in self.settings.auth_mechanisms:
+            if mech == "XOAUTH2" or self._plaintext_ok():
+                caps.append("AUTH=" + mech)
+        return caps
+
     def capabilities(self) -> str:
+        before_login = self.state is State.NOT_AUTHENTICATED
+        listed = (
+            self.replies.capabilities_before_login
+            if before_login
+            else self.replies.capabilities_after_login
+        )
+        if listed is not None:  # a provider's own list (servers.imap.replies)
+            caps = []
+            for cap in listed:
+                caps.extend(self._auth_capabilities() if cap == AUTH_SLOT else [cap])
+            return " ".join(caps if before_login else self._scenario_capabilities(caps))
         caps = ["IMAP4rev1", "SASL-IR", "LOGIN-REFERRALS", "ID", "ENABLE", "IDLE"]
-        if self.state is State.NOT_AUTHENTICATED:
+        if before_login:
             caps.append("LITERAL+")
-            if self.starttls_available:
-                caps.append("STARTTLS")
-            if not self._plaintext_ok() or self.settings.login_disabled:
-                caps.append("LOGINDISABLED")
-            for mech in self.settings.auth_mechanisms:
-                if mech == "XOAUTH2" or self._plaintext_ok():
-                    caps.append("AUTH=" + mech)
-            return " ".join(caps)
+            return " ".join(caps + self._auth_capabilities())
         # In Dovecot 2.3's order.
         caps += [
             "SORT",
@@ -174,16 +190,25 @@ class Session:
             "SPECIAL-USE",
             "QUOTA",
         ]
+        return " ".join(self._scenario_capabilities(caps))
+
+    def _scenario_capabilities(self, caps: list[str]) -> list[str]:
+        """What the scenario adds after login: ACL, APPENDLIMIT."""
         if self.settings.acl:
             caps.append("ACL")
         limit = self.mailboxes.append_limit if self.mailboxes is not None else None
         if limit is not None:
             caps.append(f"APPENDLIMIT={limit}")
-        return " ".join(caps)
+        return caps
+
+    def _capability_code(self) -> str | None:
+        """The [CAPABILITY ...] code, for a provider that sends one unasked."""
+        return "CAPABILITY " + self.capabilities() if self.replies.capability_codes else None
 
     def greeting(self) -> bytes:
         text = self.settings.greeting or self.replies.greeting
-        return UntaggedStatus(Status.OK, text, "CAPABILITY " + self.capabilities()).to_bytes()
+        text = text.replace("{ip}", self.peer or "127.0.0.1")
+        return UntaggedStatus(Status.OK, text, self._capability_code()).to_bytes()
 
     # -- entry points ------------------------------------------------------------
 
@@ -464,7 +489,8 @@ class Session:
         self.login = login
         self.mailboxes = self.store.user(login)
         self.transition(Transition.LOGGED_IN)
-        return self.ok(cmd, self.replies.logged_in, "CAPABILITY " + self.capabilities())
+        text = self.replies.logged_in.replace("{command}", cmd.name.upper())
+        return self.ok(cmd, text, self._capability_code())
 
     def _auth_reply(self, cmd: Command, reply: Reply, limit: str = "") -> Tagged:
         """A refused login, its text filled in (``[host:time]``, ``{command} failed.``)."""

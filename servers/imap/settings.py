@@ -54,22 +54,27 @@ class IMAPSettings:
     'Too many simultaneous connections. (Failure)'
     """
 
+    #: The server's name in replies (Dovecot's hostname).
     hostname: str = "localhost"
+    #: Whose wording and limits: dovecot, gmail, outlook, exchange, yahoo or icloud.
     personality: str = "dovecot"
     replies: Replies | None = None  # None: the personality's
     #: Dovecot's ``disable_plaintext_auth`` (``yes`` by default there too): before
     #: TLS the capability carries LOGINDISABLED and LOGIN gets ``NO [PRIVACYREQUIRED]``.
     #: False only for a scenario that allows plaintext credentials (``plaintext-only``).
     plaintext_auth_requires_tls: bool = True
+    #: SASL mechanisms advertised and accepted (PLAIN, LOGIN, XOAUTH2).
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     #: Advertise LOGINDISABLED and refuse LOGIN even over TLS (an OAuth-only
     #: provider: pair with ``auth_mechanisms=("XOAUTH2",)``).
     login_disabled: bool = False
+    #: Seconds before a failed login is answered (Dovecot's auth_failure_delay, 2 s there).
     failure_delay: float = 0.0
     greeting: str | None = None  # None: the personality's text
     #: Seconds before the greeting. Stock Dovecot spawns a login process per connection
     #: and greets in ~5 ms (0.005 mimics it); our default answers at once.
     greeting_delay: float = 0.0
+    #: Seconds without a command before `* BYE Disconnected for inactivity.` (Dovecot: 30 min).
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     #: Seconds from connect to a successful login (see ``DEFAULT_LOGIN_TIMEOUT``).
     login_timeout: float = DEFAULT_LOGIN_TIMEOUT
@@ -102,6 +107,8 @@ class IMAPSettings:
     #: a quarter of the process's open-file limit (``listeners.default_connection_cap``),
     #: as Dovecot's ``default_client_limit`` keeps a login process inside its fds.
     max_connections: int | None = None
+    #: What a connection over max_connections meets: bye (`* BYE Connection queue full`) or hang
+    #: (no greeting until a slot frees).
     queue_full_mode: str = "bye"
     #: A soft storage quota in bytes: an APPEND that leaves the user above it
     #: succeeds with ``OK [OVERQUOTA] You are now over your soft quota``.

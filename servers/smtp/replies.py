@@ -87,6 +87,18 @@ class SMTPReplies:
     # advertised with no mechanism, AUTH refused with 523, MAIL with auth_required);
     # a text is what every other command before STARTTLS gets (Postfix, Gmail).
     before_starttls: str | None = STARTTLS_FIRST
+    # The greeting after "220 <hostname> "; may hold {date} (Exchange's "Tue, 1 Sep 2020
+    # 17:02:13 +0200") and {id}.
+    banner: str = "ESMTP mailharness"
+    # The text after "250-<hostname>" on EHLO's first line; may hold {ip}.
+    ehlo_hello: str = ""
+    # EHLO keywords in the provider's order, limited to those our server implements
+    # (SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH, HELP): a keyword the server does not
+    # offer at that moment (STARTTLS inside TLS) is left out. None: aiosmtpd's order.
+    ehlo_keywords: tuple[str, ...] | None = None
+    # AUTH mechanisms advertised, in the provider's order, among those the settings
+    # allow; None: all of those. A client may still use another the settings allow.
+    auth_shown: tuple[str, ...] | None = None
 
     def for_outcome(self, outcome: AuthOutcome) -> str:
         """The reply to a failed AUTH, by why it failed."""
@@ -112,6 +124,15 @@ POSTFIX_LIKE = SMTPReplies()
 
 GMAIL = replace(
     POSTFIX_LIKE,
+    # Source: https://github.com/halojoy/PHP-SMTP-Mailer/issues/6 (2020): "220
+    # smtp.gmail.com ESMTP v7sm7921742wrp.45 - gsmtp".
+    banner="ESMTP {id} - gsmtp",
+    # Source: https://github.com/The-Login/SMTP-Smuggling-Tools/issues/11 (2024,
+    # mx.google.com): "at your service, [<ip>]", then SIZE 8BITMIME STARTTLS
+    # ENHANCEDSTATUSCODES PIPELINING CHUNKING SMTPUTF8 (not offered here: not implemented:
+    # ENHANCEDSTATUSCODES, PIPELINING, CHUNKING). AUTH on smtp.gmail.com: unsourced.
+    ehlo_hello="at your service, [{ip}]",
+    ehlo_keywords=("SIZE", "8BITMIME", "STARTTLS", "AUTH", "SMTPUTF8"),
     before_starttls="530 5.7.0 Must issue a STARTTLS command first. {id} - gsmtp",
     auth_failed=(
         "535-5.7.8 Username and Password not accepted. For more information, go to\r\n"
@@ -136,8 +157,28 @@ GMAIL = replace(
     send_rate_exceeded="550 5.4.5 Daily user sending quota exceeded.",
 )
 
+# Exchange's transport (Exchange Server 2013/2016/2019, and Exchange Online's front
+# end). Sources: https://github.com/testssl/testssl.sh/issues/763 (Exchange, port 25):
+# "220 <host> Microsoft ESMTP MAIL Service ready at Tue, 1 Sep 2020 17:02:13 +0200",
+# "250-<host> Hello [<ip>]", then SIZE PIPELINING DSN ENHANCEDSTATUSCODES STARTTLS
+# X-ANONYMOUSTLS AUTH NTLM X-EXPS 8BITMIME BINARYMIME CHUNKING XRDST; and
+# https://github.com/namshi/docker-smtp/issues/37 (Exchange after STARTTLS): "250-AUTH
+# GSSAPI NTLM LOGIN". Not offered here (not implemented): PIPELINING, DSN,
+# ENHANCEDSTATUSCODES, X-ANONYMOUSTLS, X-EXPS, BINARYMIME, CHUNKING, XRDST, GSSAPI, NTLM.
+_EXCHANGE_BANNER = "Microsoft ESMTP MAIL Service ready at {date}"
+_EXCHANGE_EHLO = ("SIZE", "STARTTLS", "AUTH", "8BITMIME")
+
 OUTLOOK = replace(
     POSTFIX_LIKE,
+    # Exchange Online. Source: https://github.com/ietf-tools/datatracker/pull/5888 (2023,
+    # <x>.mail.protection.outlook.com): the same banner and hello as Exchange Server, then
+    # SIZE PIPELINING DSN ENHANCEDSTATUSCODES STARTTLS 8BITMIME BINARYMIME CHUNKING
+    # SMTPUTF8 (that is the inbound MX; smtp.office365.com:587 is assumed to answer alike,
+    # with AUTH LOGIN XOAUTH2 after STARTTLS: unsourced).
+    banner=_EXCHANGE_BANNER,
+    ehlo_hello="Hello [{ip}]",
+    ehlo_keywords=("SIZE", "STARTTLS", "AUTH", "8BITMIME", "SMTPUTF8"),
+    auth_shown=("LOGIN", "XOAUTH2"),
     auth_failed=(
         "535 5.7.139 Authentication unsuccessful, basic authentication is disabled. [{hostname}]"
     ),
@@ -148,6 +189,15 @@ OUTLOOK = replace(
     too_many_connections="432 4.3.2 Concurrent connections limit exceeded.",
 )
 
+# Exchange Server 2013/2016 on premises: Exchange's banner and EHLO (sources above); its
+# refusals are those of Exchange Online (unsourced for on-premises).
+EXCHANGE = replace(
+    OUTLOOK,
+    ehlo_keywords=_EXCHANGE_EHLO,
+    auth_shown=("LOGIN",),
+)
+
+# Yahoo and iCloud: banner and EHLO unsourced, so ours ("ESMTP mailharness") is kept.
 YAHOO = replace(POSTFIX_LIKE, locked_out="535 5.7.0 (#AUTH005) Too many bad auth attempts.")
 
 ICLOUD = POSTFIX_LIKE
@@ -156,6 +206,7 @@ BY_PERSONALITY: dict[str, SMTPReplies] = {
     "dovecot": DOVECOT,
     "gmail": GMAIL,
     "outlook": OUTLOOK,
+    "exchange": EXCHANGE,
     "yahoo": YAHOO,
     "icloud": ICLOUD,
 }

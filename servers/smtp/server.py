@@ -73,6 +73,7 @@ logging.getLogger("mail.log").addFilter(_DropKnownNoise())
 class SMTPSettings:
     """How the fake SMTP server behaves; vary with `dataclasses.replace`."""
 
+    #: The server's name in the greeting and replies.
     hostname: str = "localhost"
     # Real submission servers (587/465) require AUTH; so do we unless told otherwise.
     auth_required: bool = True
@@ -82,8 +83,11 @@ class SMTPSettings:
     # disable_plaintext_auth = yes and Postfix's 587 (smtpd_tls_security_level=encrypt) do.
     # False only for a scenario that allows plaintext credentials (`plaintext-only`).
     starttls_required: bool = True
+    #: SASL mechanisms advertised after TLS (PLAIN, LOGIN, XOAUTH2).
     auth_mechanisms: tuple[str, ...] = AUTH_MECHANISMS
+    #: The SIZE advertised and enforced, in bytes (none: no limit).
     size_limit: int | None = DEFAULT_SIZE_LIMIT
+    #: Seconds without a command before `421 4.4.2 <host> Error: timeout exceeded`.
     timeout: float = DEFAULT_TIMEOUT
     # Which provider's wording and limits (servers.personality.PERSONALITIES).
     personality: str = "dovecot"
@@ -109,6 +113,8 @@ class SMTPSettings:
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     # Source networks allowed to send; others get 554 at RCPT, or as the greeting.
     allowed_networks: tuple[str, ...] | None = None
+    #: Where a client outside allowed_networks is refused: rcpt (554 at RCPT) or greeting (554
+    #: greeting).
     reject_unlisted_at: str = "rcpt"
     # Take the submitter's login and address from Postfix's XCLIENT LOGIN= and ADDR= (as
     # Postfix does for smtpd_authorized_xclient_hosts): the relay behind Dovecot's
@@ -527,7 +533,7 @@ class _Handler:
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         if self.service.settings.xclient:
             responses.insert(1, "250-XCLIENT ADDR LOGIN")
-        return responses
+        return _as_personality(responses, self.service.replies, server.peer_ip)
 
     async def handle_AUTH(
         self, server: _HarnessSMTP, session: Session, envelope: Envelope, args: list[str]
@@ -772,7 +778,7 @@ class SMTPServer:
                 endpoint,
                 tls_terminated=tls_terminated,
                 hostname=settings.hostname,
-                ident=self.replies.ident,
+                ident=self.reply(self.replies.banner, date=_exchange_date()),
                 tls_context=ssl_context if security is Security.STARTTLS else None,
                 # Dovecot's way (before_starttls None) is done in the hooks instead.
                 require_starttls=settings.starttls_required
@@ -820,3 +826,28 @@ class SMTPServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+
+
+def _exchange_date() -> str:
+    """Now as Exchange's banner words it: ``Tue, 1 Sep 2020 17:02:13 +0200``."""
+    now = dt.datetime.now().astimezone()
+    return f"{now:%a}, {now.day} {now:%b %Y %H:%M:%S %z}"
+
+
+def _as_personality(responses: list[str], texts: replies.SMTPReplies, ip: str) -> list[str]:
+    """EHLO's lines as the personality words and orders them (`SMTPReplies.ehlo_*`)."""
+    first, *rest = (r[4:] for r in responses)
+    if texts.ehlo_hello:
+        first = f"{first} {texts.ehlo_hello.format(ip=ip)}"
+    by_keyword = {line.split(" ", 1)[0].upper(): line for line in rest}
+    if texts.auth_shown is not None and "AUTH" in by_keyword:
+        offered = by_keyword["AUTH"].split()[1:]
+        shown = [m for m in texts.auth_shown if m in offered] or offered
+        by_keyword["AUTH"] = " ".join(["AUTH", *shown])
+    if texts.ehlo_keywords is not None:
+        extra = [k for k in by_keyword if k == "XCLIENT"]  # the relay's, never a provider's
+        rest = [by_keyword[k] for k in (*texts.ehlo_keywords, *extra) if k in by_keyword]
+    else:
+        rest = [by_keyword.get(line.split(" ", 1)[0].upper(), line) for line in rest]
+    lines = [first, *rest]
+    return [("250 " if i == len(lines) - 1 else "250-") + line for i, line in enumerate(lines)]
