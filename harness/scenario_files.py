@@ -353,7 +353,12 @@ def load_toml(path: str | Path, catalog: Mapping[str, Scenario]) -> Scenario:
         requirement=_string(f"{where} requirement", data.get("requirement", base.requirement)),
         client_sees=_string(
             f"{where} expectation",
-            data.get("expectation", "not stated (set `expectation` in the scenario file)"),
+            data.get(
+                "expectation",
+                f"not stated by {path.name} (set `expectation` in it: its changes to "
+                f"{base.name!r} may change what a client sees); {base.name!r} alone: "
+                f"{base.client_sees}",
+            ),
         ),
         personality=personality,
         config=config,
