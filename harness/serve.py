@@ -25,9 +25,11 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import queue
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -55,6 +57,10 @@ API_OFFSET = len(LISTENER_NAMES)
 SERVE_TABLE_FIELDS = ("host", "port_base", "ports", "backend", "fronts")
 # Sessions whose login outcome the activity view still waits for: bounded for a long serve.
 MAX_PENDING_LOGINS = 1000
+# Activity lines waiting for a slow stderr before new ones are dropped (~1 MB).
+MAX_QUEUED_LINES = 10_000
+# How long the last activity lines may take to reach stderr at exit.
+WRITER_STOP_TIMEOUT = 2.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -398,12 +404,24 @@ def _fault_text(fault: Mapping[str, Any]) -> str:
 # --- activity on the terminal ----------------------------------------------------------------
 class Activity:
     """One line per session event on a stream (stderr): connect, TLS, login and its outcome,
-    mail captured, faults applied, close. Hooks run on the server's loop: quick, never raise."""
+    mail captured, faults applied, close. Hooks run on the server's loop: quick, never raise.
 
-    def __init__(self, out: TextIO, clock: Callable[[], dt.datetime] | None = None) -> None:
+    A writer thread does the writing: a stderr pipe nobody reads fills up, and a blocked
+    write must not stop the mail servers. Past `MAX_QUEUED_LINES` lines are dropped and
+    counted (`dropped`), and the count is written once the stream moves again.
+    """
+
+    def __init__(
+        self,
+        out: TextIO,
+        clock: Callable[[], dt.datetime] | None = None,
+        max_queued: int = MAX_QUEUED_LINES,
+    ) -> None:
         self.out = out
         self._clock = clock or (lambda: dt.datetime.now().astimezone())
-        self._lock = threading.Lock()
+        self._lines: queue.Queue[str | None] = queue.Queue(max_queued)
+        self.dropped = 0
+        self._writer: threading.Thread | None = None
         # session id -> (tag, mechanism, login) of a login awaiting its reply
         self._pending: dict[int, tuple[str | None, str, str | None]] = {}
         self._order: deque[int] = deque()
@@ -419,12 +437,43 @@ class Activity:
         server.transcripts.on_event = self._event
         server.messages.on_add = self._captured
 
+    def start(self) -> Activity:
+        self._writer = threading.Thread(target=self._write, name="mailharness-activity")
+        self._writer.daemon = True  # a write blocked on a full pipe must not hold the exit
+        self._writer.start()
+        return self
+
+    def stop(self, timeout: float = WRITER_STOP_TIMEOUT) -> None:
+        """Write what is queued (for up to `timeout`), then end the writer."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._lines.put(None, timeout=timeout)
+        writer.join(timeout)
+
     def line(self, text: str) -> None:
         stamp = self._clock().strftime("%H:%M:%S")
-        with self._lock:
-            # A closed terminal must not break a session.
-            with contextlib.suppress(OSError, ValueError):
-                print(f"{stamp} {text}", file=self.out, flush=True)
+        if self._writer is None:  # not started: write here (tests, errors before start)
+            self._print(f"{stamp} {text}")
+            return
+        try:
+            self._lines.put_nowait(f"{stamp} {text}")
+        except queue.Full:
+            self.dropped += 1
+
+    def _write(self) -> None:
+        reported = 0
+        while (text := self._lines.get()) is not None:
+            self._print(text)
+            if self.dropped != reported and self._lines.empty():
+                self._print(f"({self.dropped - reported} activity lines dropped: stderr was slow)")
+                reported = self.dropped
+
+    def _print(self, text: str) -> None:
+        # A closed terminal must not break a session.
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=self.out, flush=True)
 
     def _tls(self, transcript: Transcript, version: str | None) -> str:
         if version is not None:
@@ -537,8 +586,8 @@ class Serve:
         self.running: Running | None = None
         self.api_info: dict[str, Any] | None = None
         self.cas: dict[str, Path] = {}
-        self._signals: deque[int] = deque()
-        self._wake = threading.Event()
+        # Signals reach the main thread through a wakeup socket (see `_signal_socket`).
+        self._signal_reader: socket.socket | None = None
         self._activity = Activity(err)
 
     # -- logging --------------------------------------------------------------------------
@@ -547,8 +596,12 @@ class Serve:
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
-        previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
+        with self._signal_socket():
+            return self._run()
+
+    def _run(self) -> int:
         api = None
+        self._activity.start()
         try:
             resolved = resolve(self.scenario_arg)
             options = self.cli.merged_over(resolved.options)
@@ -577,8 +630,7 @@ class Serve:
             if self.running is not None:
                 self.running.server.stop()
                 self.running = None
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self._activity.stop()
 
     def _start(
         self, resolved: Resolved, options: ServeOptions, ca: MailCA, keep: Mapping[str, int]
@@ -628,16 +680,39 @@ class Serve:
         return self.running.server
 
     # -- signals --------------------------------------------------------------------------
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._signals.append(signum)
-        self._wake.set()
+    @staticmethod
+    def _on_signal(signum: int, frame: object) -> None:
+        """Nothing: the signal's number reaches `_wait` through the wakeup socket."""
+
+    @contextmanager
+    def _signal_socket(self) -> Iterator[None]:
+        """Every handled signal as a byte on a socket the main thread waits on.
+
+        The kernel may deliver a signal to any thread (the loop's, the API's); Python
+        then runs its handler only when the main thread next runs bytecode, which a
+        main thread blocked in `Event.wait()` may never do. The C-level handler
+        writes the signal number to the wakeup fd whichever thread took it.
+        """
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
+        self._signal_reader = reader
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_fd)
+            self._signal_reader = None
+            reader.close()
+            writer.close()
 
     def _wait(self, ca: MailCA) -> int:
+        reader = self._signal_reader
+        assert reader is not None
         while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self._signals:
-                signum = self._signals.popleft()
+            for signum in reader.recv(64):
                 if signum in (signal.SIGINT, signal.SIGTERM):
                     self.log(f"{signal.Signals(signum).name}: stopping")
                     return 0

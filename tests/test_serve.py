@@ -4,6 +4,7 @@ real signals, activity on stderr. Readiness is always the `--json` line on stdou
 from __future__ import annotations
 
 import imaplib
+import io
 import json
 import os
 import queue
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from mailharness.serve import Activity
 
 from tests.helpers import require_backend
 
@@ -585,3 +587,29 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             )
             assert result.returncode == 2 and not result.stdout
             assert message in result.stderr and "Address already in use" in result.stderr
+
+
+class _StuckStream(io.StringIO):
+    """A stderr nobody reads: every write waits until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(WAIT)
+        return super().write(text)
+
+
+def test_activity_never_blocks_the_server_on_a_stuck_stderr() -> None:
+    stream = _StuckStream()
+    activity = Activity(stream, max_queued=3).start()
+    try:
+        for n in range(10):  # returns at once although nothing can be written
+            activity.line(f"event {n}")
+        assert activity.dropped >= 6
+    finally:
+        stream.release.set()
+        activity.stop()
+    written = stream.getvalue()
+    assert "event 0" in written and "activity lines dropped: stderr was slow" in written
