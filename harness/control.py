@@ -34,8 +34,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-from mailharness.serve import fault_dict, kebab
+from mailharness.serve import fault_dict, jsonable, kebab
 from mailharness.server import LISTENER_NAMES, NotApplicable
 from mailharness.servers.accounts import User
 from mailharness.servers.errors import ConfigError, MailharnessError, choice_error
@@ -313,7 +314,7 @@ def _protocol_settings(r: Request) -> Any:
 
 
 def _get_settings(r: Request) -> object:
-    return fault_values(_protocol_settings(r))
+    return as_json(_protocol_settings(r))
 
 
 def _patch_settings(r: Request) -> object:
@@ -321,14 +322,12 @@ def _patch_settings(r: Request) -> object:
     current = _protocol_settings(r)
     changes = changes_for(protocol, type(current), r.body)
     switch = r.server.switch_imap if protocol == "imap" else r.server.switch_smtp
-    return fault_values(switch(**changes))
+    return as_json(switch(**changes))
 
 
-def fault_values(value: object) -> dict[str, Any]:
+def as_json(value: object) -> dict[str, Any]:
     """A dataclass's fields as JSON values."""
-    from mailharness.serve import _jsonable
-
-    shown = _jsonable(value)
+    shown = jsonable(value)
     assert isinstance(shown, dict)
     return shown
 
@@ -342,7 +341,7 @@ def _user(r: Request) -> User:
 
 
 def _users(r: Request) -> object:
-    return [fault_values(u) for u in r.server.users]
+    return [as_json(u) for u in r.server.users]
 
 
 def _patch_user(r: Request) -> object:
@@ -351,7 +350,7 @@ def _patch_user(r: Request) -> object:
     for fixed in ("address", "login"):
         if fixed in changes:
             raise ConfigError(f"user field={fixed!r}: fixed at start; change the others")
-    return fault_values(r.server.users.update(user.login, **changes))
+    return as_json(r.server.users.update(user.login, **changes))
 
 
 def _quota(r: Request) -> object:
@@ -394,8 +393,7 @@ def _session(r: Request) -> object:
                 **_session_summary(t),
                 "text": t.text(),
                 "lines": [
-                    {k: v for k, v in fault_values(e).items() if v is not None}
-                    for e in list(t.events)
+                    {k: v for k, v in as_json(e).items() if v is not None} for e in list(t.events)
                 ],
             }
     raise APIError(404, f"session id={wanted}: not kept (sessions: GET /sessions)")
@@ -493,8 +491,8 @@ _FIELDS = {"type": "object", "additionalProperties": True}
 _QUOTA = {
     "type": "object",
     "properties": {
-        "storage_bytes": {"type": ["integer", "null"]},
-        "messages": {"type": ["integer", "null"]},
+        "storage_bytes": {"type": "integer", "nullable": True},
+        "messages": {"type": "integer", "nullable": True},
     },
 }
 
@@ -535,6 +533,15 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+PARAMETERS = {
+    "listener": "a listener name, e.g. imap/implicit (its slash as is, or as %2F)",
+    "protocol": "imap or smtp",
+    "login": "a user's login or address",
+    "id": "a session id (GET /sessions)",
+    "index": "a captured message's index (GET /messages)",
+}
+
+
 def _identifier(path: str) -> str:
     return re.sub(r"\W+", "_", path).strip("_")
 
@@ -563,7 +570,13 @@ def openapi(url: str) -> dict[str, Any]:
         parameters = re.findall(r"\{(\w+)\}", route.path)
         if parameters:
             operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": p,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": PARAMETERS.get(p, p),
+                }
                 for p in parameters
             ]
         if route.body is not None:
@@ -616,7 +629,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         api = self.server.api
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        path = self.path.split("?", 1)[0].rstrip("/").replace("%2F", "/").replace("%2f", "/")
+        path = path or "/"
         try:
             body = self._body()
         except APIError as error:
@@ -635,7 +649,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 continue
             if route.method != self.command:
                 continue
-            self._run(route, match.groupdict(), body)
+            params = {k: unquote(v) for k, v in match.groupdict().items()}
+            self._run(route, params, body)
             return
         methods = [r.method for r in ROUTES if r.pattern.match(path)]
         if methods:

@@ -274,7 +274,7 @@ def build_config(
 def fault_dict(fault: object) -> dict[str, Any]:
     """A fault as JSON: its kind (kebab-case, as in scenario files) and its fields."""
     values = {
-        f.name: _jsonable(getattr(fault, f.name))
+        f.name: jsonable(getattr(fault, f.name))
         for f in dataclasses.fields(fault)  # type: ignore[arg-type]
     }
     return {"kind": kebab(type(fault).__name__), **values}
@@ -285,15 +285,15 @@ def kebab(name: str) -> str:
     return out.replace("t-l-s", "tls")
 
 
-def _jsonable(value: object) -> object:
+def jsonable(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if hasattr(value, "value") and not isinstance(value, int | float | str | bool):
-        return _jsonable(value.value)
+        return jsonable(value.value)
     if value is None or isinstance(value, int | float | str | bool):
         return value
     return str(value)

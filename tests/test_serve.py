@@ -435,6 +435,11 @@ def test_api_refuses_bad_requests_with_the_field(tmp_path: Path) -> None:
         )
         assert status == 400 and "kind='latncy': expected one of" in body["error"]
         assert api_call(served, "GET", "/nowhere")[0] == 404
+        status, body = api_call(served, "DELETE", "/faults/imap%2Fimplicit")
+        assert (
+            status == 409
+            and "listener='imap/implicit': not served through a fault front" in body["error"]
+        )
         status, body = api_call(
             served, "PATCH", "/settings/smtp", {"send_rate": {"count": 1, "per_seconds": 60}}
         )
