@@ -344,6 +344,19 @@ def _users(r: Request) -> object:
     return [as_json(u) for u in r.server.users]
 
 
+def _add_user(r: Request) -> object:
+    user = build("user", User, r.body)
+    return as_json(r.server.users.add(user))
+
+
+def _deliver(r: Request) -> object:
+    user = _user(r)
+    message = r.field("message", str)
+    mailbox = coerce("mailbox", r.body.get("mailbox", "INBOX"), str)
+    uid = r.server.deliver(user.login, message.encode(), mailbox=mailbox)  # type: ignore[arg-type]
+    return {"user": user.login, "mailbox": mailbox, "uid": uid}
+
+
 def _patch_user(r: Request) -> object:
     user = _user(r)
     changes = changes_for("user", User, r.body)
@@ -496,6 +509,12 @@ _QUOTA = {
     },
 }
 
+_DELIVER = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {"message": {"type": "string"}, "mailbox": {"type": "string"}},
+}
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/status", "What is served: the `serve --json` facts", _status),
     Route("GET", "/faults", "The faults in force, by fronted listener", _faults),
@@ -514,6 +533,7 @@ ROUTES: tuple[Route, ...] = (
         _FIELDS,
     ),
     Route("GET", "/users", "The users and their account states", _users),
+    Route("POST", "/users", "Add a user: address, password, ...", _add_user, _FIELDS),
     Route(
         "PATCH",
         "/users/{login}",
@@ -524,6 +544,13 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/users/{login}/quota", "Limit a user's mailbox", _quota, _QUOTA),
     Route(
         "GET", "/mailboxes/{login}", "A user's mailboxes and messages (fake backend)", _mailboxes
+    ),
+    Route(
+        "POST",
+        "/mailboxes/{login}",
+        "Put a message in a user's mailbox (default INBOX); returns its UID",
+        _deliver,
+        _DELIVER,
     ),
     Route("POST", "/reset", "Forget sessions, mail and changes; re-apply the scenario", _reset),
     Route("GET", "/sessions", "Sessions kept (newest last), with their logins", _sessions),

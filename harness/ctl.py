@@ -12,6 +12,8 @@ path of `mailharness.control.default_state_file`), or takes `--url` and
     mailharness ctl set smtp send_rate='{"count": 2, "per_seconds": 60}'
     mailharness ctl user alice@example.test password=new-secret disabled=true
     mailharness ctl quota alice@example.test --bytes 1000
+    mailharness ctl add-user address=carol@example.test password=carol-password
+    mailharness ctl deliver alice@example.test message.eml [--mailbox Archive]
     mailharness ctl sessions | session 3 | messages | message 0 | mailboxes alice@example.test
     mailharness ctl call GET /openapi.json                  # any route
 """
@@ -59,6 +61,12 @@ def add_parser(commands: Any) -> None:
     show = verbs.add_parser("settings", help="imap or smtp settings in force")
     show.add_argument("protocol", choices=("imap", "smtp"))
     verbs.add_parser("users", help="the users")
+    add_user = verbs.add_parser("add-user", help="add a user: address=... password=... ...")
+    add_user.add_argument("fields", nargs="+", help="FIELD=VALUE (JSON values, or text)")
+    deliver = verbs.add_parser("deliver", help="put a message (a file, - for stdin) in a mailbox")
+    deliver.add_argument("login")
+    deliver.add_argument("file")
+    deliver.add_argument("--mailbox", default="INBOX")
     user = verbs.add_parser("user", help="change a user: password=..., disabled=true, ...")
     user.add_argument("login")
     user.add_argument("fields", nargs="+", help="FIELD=VALUE (JSON values, or text)")
@@ -118,6 +126,12 @@ def request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
         return "GET", f"/settings/{args.protocol}", None
     if verb == "users":
         return "GET", "/users", None
+    if verb == "add-user":
+        return "POST", "/users", fields(args.fields)
+    if verb == "deliver":
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        message: dict[str, Any] = {"message": text, "mailbox": args.mailbox}
+        return "POST", f"/mailboxes/{quote(args.login)}", message
     if verb == "user":
         return "PATCH", f"/users/{quote(args.login)}", fields(args.fields)
     if verb == "quota":

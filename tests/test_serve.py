@@ -330,6 +330,14 @@ def test_a_fault_switched_by_ctl_changes_the_next_login(tmp_path: Path) -> None:
         bad = ctl(state, "fault", "imap/implicit", "latency", "ms=fast")
         assert bad.returncode == 1
         assert "faults[0] (latency).ms='fast': expected a number" in bad.stderr
+        message = tmp_path / "m.eml"
+        message.write_text("Subject: from ctl\n\nhello\n")
+        delivered = ctl(state, "deliver", "alice@example.test", str(message))
+        assert json.loads(delivered.stdout)["uid"] == 1, delivered.stderr
+        host, port = served.endpoint("imap/implicit")
+        with imaplib.IMAP4_SSL(host, port, ssl_context=served.context(), timeout=10) as imap:
+            imap.login("alice@example.test", "alice-password")
+            assert imap.select("INBOX") == ("OK", [b"1"])
         unfronted = ctl(state, "fault", "smtp/implicit", "refuse")
         assert "serve with --fronts smtp/implicit" in unfronted.stderr
         assert stop(served) == 0
@@ -385,8 +393,16 @@ def test_raw_http_switches_change_the_next_login(tmp_path: Path) -> None:
         imap_id = next(x["id"] for x in sessions if x["protocol"] == "imap" and x["logins"])
         transcript = api_call(served, "GET", f"/sessions/{imap_id}")[1]
         assert "LOGIN alice@example.test ****" in transcript["text"]
-        mailboxes = api_call(served, "GET", "/mailboxes/alice@example.test")[1]
-        assert mailboxes["mailboxes"][0]["name"] == "INBOX"
+        seeded = {"message": "Subject: seeded\r\n\r\nhello\r\n"}
+        assert api_call(served, "POST", "/mailboxes/bob@example.test", seeded)[1]["uid"] == 1
+        mailboxes = api_call(served, "GET", "/mailboxes/bob@example.test")[1]
+        inbox = mailboxes["mailboxes"][0]
+        assert inbox["name"] == "INBOX" and inbox["messages"][0]["subject"] == "seeded"
+        carol = {"address": "carol@example.test", "password": "carol-password"}
+        assert api_call(served, "POST", "/users", carol)[0] == 200
+        host, port = served.endpoint("imap/implicit")
+        with imaplib.IMAP4_SSL(host, port, ssl_context=served.context(), timeout=10) as imap:
+            assert imap.login("carol@example.test", "carol-password")[0] == "OK"
 
 
 def test_ctl_finds_the_api_by_url_token_or_environment(tmp_path: Path) -> None:
