@@ -233,10 +233,14 @@ def _without_serve_table(path: Path, data: dict[str, Any]) -> Iterator[Path]:
             kept.append(line)
     text = "".join(kept)
     rest = {k: v for k, v in data.items() if k != "serve"}
-    if tomllib.loads(text) != rest:
+    try:
+        separated = tomllib.loads(text) == rest
+    except tomllib.TOMLDecodeError:
+        separated = False
+    if not separated:
         raise ConfigError(
-            f"{path}: write the serve settings as one [serve] table before any other "
-            "table, or at the end of the file"
+            f"{path}: the [serve] table could not be told from the rest of the file; "
+            "write it as a plain table: [serve] then lines like port_base = 10140"
         )
     directory = Path(tempfile.mkdtemp(prefix="mailharness-scenario-"))
     try:
@@ -600,7 +604,6 @@ class Serve:
             return self._run()
 
     def _run(self) -> int:
-        api = None
         self._activity.start()
         try:
             resolved = resolve(self.scenario_arg)
@@ -608,29 +611,35 @@ class Serve:
             options.check()
             with MailCA(self.certs_dir) as ca:
                 self.cas = ca.cas()
-                self.running = self._start(resolved, options, ca, {})
-                port = options.api_port(self.api_port)
-                if port is not None:
-                    from mailharness.control import ControlAPI
+                return self._serve(resolved, options, ca)
+        finally:
+            self._activity.stop()
 
-                    host = self.running.server.config.host
-                    try:
-                        api = ControlAPI(self, host=host, port=port).start()
-                    except OSError as error:
-                        raise ConfigError(
-                            f"--api port {port} on {host}: {error.strerror or error}"
-                        ) from None
-                    self.api_info = api.publish(self.state_file)
-                self._announce()
-                code = self._wait(ca)
-                return code
+    def _serve(self, resolved: Resolved, options: ServeOptions, ca: MailCA) -> int:
+        """Start, announce, wait for a stop signal; the API and server stop before the CA."""
+        api = None
+        try:
+            self.running = self._start(resolved, options, ca, {})
+            port = options.api_port(self.api_port)
+            if port is not None:
+                from mailharness.control import ControlAPI
+
+                host = self.running.server.config.host
+                try:
+                    api = ControlAPI(self, host=host, port=port).start()
+                except OSError as error:
+                    raise ConfigError(
+                        f"--api port {port} on {host}: {error.strerror or error}"
+                    ) from None
+                self.api_info = api.publish(self.state_file)
+            self._announce()
+            return self._wait(ca)
         finally:
             if api is not None:
                 api.stop()
             if self.running is not None:
                 self.running.server.stop()
                 self.running = None
-            self._activity.stop()
 
     def _start(
         self, resolved: Resolved, options: ServeOptions, ca: MailCA, keep: Mapping[str, int]
