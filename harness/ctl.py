@@ -149,7 +149,10 @@ def request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
         return "GET", f"/messages/{args.index}", None
     if verb == "mailboxes":
         return "GET", f"/mailboxes/{quote(args.login)}", None
-    raw: dict[str, Any] | None = None if args.body is None else json.loads(args.body)
+    try:
+        raw: dict[str, Any] | None = None if args.body is None else json.loads(args.body)
+    except ValueError as error:
+        raise ConfigError(f"body={args.body!r}: not JSON: {error}") from None
     return args.method, args.path, raw
 
 
