@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from mailharness.serve import fault_dict, jsonable, kebab
-from mailharness.server import LISTENER_NAMES, NotApplicable
-from mailharness.servers.accounts import User
+from mailharness.server import LISTENER_NAMES, NOT_APPLICABLE, NotApplicable
+from mailharness.servers.accounts import Lockout, User
 from mailharness.servers.errors import ConfigError, MailharnessError, choice_error
 from mailharness.servers.faults import toxics
+from mailharness.servers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from mailharness.serve import Serve
@@ -87,11 +88,17 @@ def coerce(where: str, value: object, hint: object) -> object:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         arms = typing.get_args(hint)
+        errors: dict[object, ConfigError] = {}
         for arm in arms:
             try:
                 return coerce(where, value, arm)
-            except ConfigError:
-                continue
+            except ConfigError as failed:
+                errors[arm] = failed
+        for arm, reason in errors.items():  # an object or list of the right shape: its error
+            if (isinstance(value, dict) and dataclasses.is_dataclass(arm)) or (
+                isinstance(value, list) and typing.get_origin(arm) is tuple
+            ):
+                raise reason
         raise ConfigError(f"{where}={value!r}: expected {_describe(hint)}")
     if hint is type(None):
         if value is None:
@@ -295,6 +302,37 @@ def _auth_outage(r: Request) -> object:
     return {"auth_outage": on}
 
 
+def _accounts_state(r: Request) -> dict[str, Any]:
+    users = r.server.users
+    return {
+        "backend_down": users.backend_down,
+        "lockout": jsonable(users.lockout),
+        "login_rate": jsonable(users.login_rate),
+    }
+
+
+def _get_accounts(r: Request) -> object:
+    return _accounts_state(r)
+
+
+def _patch_accounts(r: Request) -> object:
+    allowed = {"backend_down": bool, "lockout": Lockout | None, "login_rate": RateLimit | None}
+    changes = {}
+    for key, value in r.body.items():
+        if key not in allowed:
+            raise choice_error("accounts: field", key, allowed)
+        changes[key] = coerce(key, value, allowed[key])
+    if r.server.config.backend != "fake" and set(changes) - {"backend_down"}:
+        raise APIError(
+            409,
+            f"{NOT_APPLICABLE} lockout and login_rate on backend={r.server.config.backend!r}: "
+            "Dovecot's auth policy is fixed by its config at start",
+        )
+    for key, value in changes.items():
+        setattr(r.server.users, key, value)
+    return _accounts_state(r)
+
+
 def _announce_shutdown(r: Request) -> object:
     r.server.announce_shutdown()
     return {"announced": True}
@@ -376,6 +414,8 @@ def _quota(r: Request) -> object:
 
 def _reset(r: Request) -> object:
     r.server.reset()
+    r.server.users.lockout = None  # the scenario's prepare sets them again if it has them
+    r.server.users.login_rate = None
     scenario = r.serve.running.resolved.scenario if r.serve.running is not None else None
     if scenario is not None and scenario.prepare is not None:
         scenario.prepare(r.server)
@@ -523,6 +563,15 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/faults/{listener}", "Clear a listener's faults", _clear_faults),
     Route("PUT", "/maintenance", "Maintenance greeting for new connections", _maintenance, _ON),
     Route("PUT", "/auth-outage", "Every login fails temporarily", _auth_outage, _ON),
+    Route("GET", "/accounts", "Auth policy: backend_down, lockout, login_rate", _get_accounts),
+    Route(
+        "PATCH",
+        "/accounts",
+        "Change the auth policy: lockout {max_failures, seconds}, login_rate {count, "
+        "per_seconds}, backend_down",
+        _patch_accounts,
+        _FIELDS,
+    ),
     Route("POST", "/announce-shutdown", "BYE / 421 to every open session", _announce_shutdown),
     Route("GET", "/settings/{protocol}", "IMAP or SMTP settings in force", _get_settings),
     Route(

@@ -12,6 +12,7 @@ path of `mailharness.control.default_state_file`), or takes `--url` and
     mailharness ctl set smtp send_rate='{"count": 2, "per_seconds": 60}'
     mailharness ctl user alice@example.test password=new-secret disabled=true
     mailharness ctl quota alice@example.test --bytes 1000
+    mailharness ctl accounts login_rate='{"count": 3, "per_seconds": 60}'
     mailharness ctl add-user address=carol@example.test password=carol-password
     mailharness ctl deliver alice@example.test message.eml [--mailbox Archive]
     mailharness ctl sessions | session 3 | messages | message 0 | mailboxes alice@example.test
@@ -54,6 +55,10 @@ def add_parser(commands: Any) -> None:
     for name, what in (("maintenance", "maintenance greeting"), ("auth-outage", "auth outage")):
         switch = verbs.add_parser(name, help=f"{what} on or off")
         switch.add_argument("state", choices=("on", "off"))
+    accounts = verbs.add_parser(
+        "accounts", help="auth policy: lockout=..., login_rate=..., backend_down=... (none: show)"
+    )
+    accounts.add_argument("fields", nargs="*", help="FIELD=VALUE (JSON values, or text)")
     verbs.add_parser("announce-shutdown", help="BYE / 421 to every open session")
     settings = verbs.add_parser("set", help="change imap or smtp settings")
     settings.add_argument("protocol", choices=("imap", "smtp"))
@@ -118,6 +123,10 @@ def request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
         return "DELETE", f"/faults/{args.listener}", None
     if verb in ("maintenance", "auth-outage"):
         return "PUT", f"/{verb}", {"on": args.state == "on"}
+    if verb == "accounts":
+        if not args.fields:
+            return "GET", "/accounts", None
+        return "PATCH", "/accounts", fields(args.fields)
     if verb == "announce-shutdown":
         return "POST", "/announce-shutdown", None
     if verb == "set":

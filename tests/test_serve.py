@@ -388,6 +388,15 @@ def test_raw_http_switches_change_the_next_login(tmp_path: Path) -> None:
         assert captured["subject"] == "kept" and captured["login"] == "bob@example.test"
         assert "hi" in api_call(served, "GET", "/messages/0")[1]["data"]
 
+        status, body = api_call(served, "PATCH", "/accounts", {"lockout": {"max_failures": "3"}})
+        assert (status, body["error"]) == (400, "lockout.max_failures='3': expected an integer")
+        rate = {"login_rate": {"count": 1, "per_seconds": 600}}
+        assert api_call(served, "PATCH", "/accounts", rate)[1]["login_rate"]["count"] == 1
+        assert imap_login(served)
+        with pytest.raises(imaplib.IMAP4.error):
+            imap_login(served)  # the second login within the window
+        api_call(served, "PATCH", "/accounts", {"login_rate": None})
+
         sessions = api_call(served, "GET", "/sessions")[1]
         assert any(login["succeeded"] for s in sessions for login in s["logins"])
         imap_id = next(x["id"] for x in sessions if x["protocol"] == "imap" and x["logins"])
