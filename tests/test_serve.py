@@ -535,6 +535,16 @@ def test_activity_lines_for_each_session_event() -> None:
         assert "subject 'seen'" in captured
 
 
+def test_activity_shows_the_faults_applied(tmp_path: Path) -> None:
+    scenario = tmp_path / "slow.toml"
+    scenario.write_text(
+        '[[imap.faults]]\nlistener = "imap/implicit"\nkind = "slow-greeting"\nseconds = 0.01\n'
+    )
+    with serve("--scenario", str(scenario)) as served:
+        assert imap_login(served)
+        assert "fault: SlowGreeting(seconds=0.01" in served.stderr_until("fault:")[-1]
+
+
 def test_activity_shows_wrong_passwords_and_quiet_silences_it() -> None:
     with serve() as served:
         host, port = served.endpoint("imap/implicit")
