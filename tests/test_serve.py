@@ -487,7 +487,8 @@ def test_api_refuses_bad_requests_with_the_field(tmp_path: Path) -> None:
 def test_sigusr_does_not_kill_and_sighup_reloads_a_file(tmp_path: Path) -> None:
     scenario = tmp_path / "acme.toml"
     scenario.write_text('base = "healthy"\ncert = "trusted"\n')
-    with serve("--scenario", str(scenario)) as served:
+    state = str(tmp_path / "state.json")
+    with serve("--scenario", str(scenario), "--api", "--state-file", state) as served:
         first = served.facts
         served.process.send_signal(signal.SIGUSR1)
         assert "status: scenario 'acme' up" in served.stderr_until("status:")[-1]
@@ -498,6 +499,8 @@ def test_sigusr_does_not_kill_and_sighup_reloads_a_file(tmp_path: Path) -> None:
         second = served.next_facts()
         assert (first["cert"], second["cert"]) == ("trusted", "expired")
         assert second["endpoints"] == first["endpoints"], "a reload keeps the addresses"
+        assert second["api"] == first["api"]
+        assert api_call(served, "GET", "/status")[1]["cert"] == "expired", "the API follows"
         with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
             imap_login(served)
         scenario.write_text('base = "healthy"\ncert = "expird"\n')
