@@ -209,10 +209,13 @@ def test_port_flag_host_and_toml_serve_table(tmp_path: Path) -> None:
         assert imap_login(served)
 
 
-def test_ipv6_loopback() -> None:
-    with serve("--host", "::1", "--quiet") as served:
+def test_ipv6_loopback(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.json")
+    with serve("--host", "::1", "--quiet", "--api", "--state-file", state) as served:
         assert served.endpoint("imap/implicit")[0] == "::1"
         assert imap_login(served)
+        assert served.facts["api"]["url"].startswith("http://[::1]:")
+        assert api_call(served, "GET", "/status")[1]["host"] == "::1"
 
 
 @pytest.mark.parametrize(
