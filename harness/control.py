@@ -34,12 +34,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-from mailharness.serve import fault_dict, kebab
-from mailharness.server import LISTENER_NAMES, NotApplicable
-from mailharness.servers.accounts import User
+from mailharness.serve import fault_dict, jsonable, kebab
+from mailharness.server import LISTENER_NAMES, NOT_APPLICABLE, NotApplicable
+from mailharness.servers.accounts import Lockout, User
 from mailharness.servers.errors import ConfigError, MailharnessError, choice_error
 from mailharness.servers.faults import toxics
+from mailharness.servers.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from mailharness.serve import Serve
@@ -86,11 +88,17 @@ def coerce(where: str, value: object, hint: object) -> object:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         arms = typing.get_args(hint)
+        errors: dict[object, ConfigError] = {}
         for arm in arms:
             try:
                 return coerce(where, value, arm)
-            except ConfigError:
-                continue
+            except ConfigError as failed:
+                errors[arm] = failed
+        for arm, reason in errors.items():  # an object or list of the right shape: its error
+            if (isinstance(value, dict) and dataclasses.is_dataclass(arm)) or (
+                isinstance(value, list) and typing.get_origin(arm) is tuple
+            ):
+                raise reason
         raise ConfigError(f"{where}={value!r}: expected {_describe(hint)}")
     if hint is type(None):
         if value is None:
@@ -294,6 +302,37 @@ def _auth_outage(r: Request) -> object:
     return {"auth_outage": on}
 
 
+def _accounts_state(r: Request) -> dict[str, Any]:
+    users = r.server.users
+    return {
+        "backend_down": users.backend_down,
+        "lockout": jsonable(users.lockout),
+        "login_rate": jsonable(users.login_rate),
+    }
+
+
+def _get_accounts(r: Request) -> object:
+    return _accounts_state(r)
+
+
+def _patch_accounts(r: Request) -> object:
+    allowed = {"backend_down": bool, "lockout": Lockout | None, "login_rate": RateLimit | None}
+    changes = {}
+    for key, value in r.body.items():
+        if key not in allowed:
+            raise choice_error("accounts: field", key, allowed)
+        changes[key] = coerce(key, value, allowed[key])
+    if r.server.config.backend != "fake" and set(changes) - {"backend_down"}:
+        raise APIError(
+            409,
+            f"{NOT_APPLICABLE} lockout and login_rate on backend={r.server.config.backend!r}: "
+            "Dovecot's auth policy is fixed by its config at start",
+        )
+    for key, value in changes.items():
+        setattr(r.server.users, key, value)
+    return _accounts_state(r)
+
+
 def _announce_shutdown(r: Request) -> object:
     r.server.announce_shutdown()
     return {"announced": True}
@@ -313,7 +352,7 @@ def _protocol_settings(r: Request) -> Any:
 
 
 def _get_settings(r: Request) -> object:
-    return fault_values(_protocol_settings(r))
+    return as_json(_protocol_settings(r))
 
 
 def _patch_settings(r: Request) -> object:
@@ -321,14 +360,12 @@ def _patch_settings(r: Request) -> object:
     current = _protocol_settings(r)
     changes = changes_for(protocol, type(current), r.body)
     switch = r.server.switch_imap if protocol == "imap" else r.server.switch_smtp
-    return fault_values(switch(**changes))
+    return as_json(switch(**changes))
 
 
-def fault_values(value: object) -> dict[str, Any]:
+def as_json(value: object) -> dict[str, Any]:
     """A dataclass's fields as JSON values."""
-    from mailharness.serve import _jsonable
-
-    shown = _jsonable(value)
+    shown = jsonable(value)
     assert isinstance(shown, dict)
     return shown
 
@@ -342,7 +379,20 @@ def _user(r: Request) -> User:
 
 
 def _users(r: Request) -> object:
-    return [fault_values(u) for u in r.server.users]
+    return [as_json(u) for u in r.server.users]
+
+
+def _add_user(r: Request) -> object:
+    user = build("user", User, r.body)
+    return as_json(r.server.users.add(user))
+
+
+def _deliver(r: Request) -> object:
+    user = _user(r)
+    message = r.field("message", str)
+    mailbox = coerce("mailbox", r.body.get("mailbox", "INBOX"), str)
+    uid = r.server.deliver(user.login, message.encode(), mailbox=mailbox)  # type: ignore[arg-type]
+    return {"user": user.login, "mailbox": mailbox, "uid": uid}
 
 
 def _patch_user(r: Request) -> object:
@@ -351,7 +401,7 @@ def _patch_user(r: Request) -> object:
     for fixed in ("address", "login"):
         if fixed in changes:
             raise ConfigError(f"user field={fixed!r}: fixed at start; change the others")
-    return fault_values(r.server.users.update(user.login, **changes))
+    return as_json(r.server.users.update(user.login, **changes))
 
 
 def _quota(r: Request) -> object:
@@ -364,6 +414,8 @@ def _quota(r: Request) -> object:
 
 def _reset(r: Request) -> object:
     r.server.reset()
+    r.server.users.lockout = None  # the scenario's prepare sets them again if it has them
+    r.server.users.login_rate = None
     scenario = r.serve.running.resolved.scenario if r.serve.running is not None else None
     if scenario is not None and scenario.prepare is not None:
         scenario.prepare(r.server)
@@ -394,8 +446,7 @@ def _session(r: Request) -> object:
                 **_session_summary(t),
                 "text": t.text(),
                 "lines": [
-                    {k: v for k, v in fault_values(e).items() if v is not None}
-                    for e in list(t.events)
+                    {k: v for k, v in as_json(e).items() if v is not None} for e in list(t.events)
                 ],
             }
     raise APIError(404, f"session id={wanted}: not kept (sessions: GET /sessions)")
@@ -493,9 +544,15 @@ _FIELDS = {"type": "object", "additionalProperties": True}
 _QUOTA = {
     "type": "object",
     "properties": {
-        "storage_bytes": {"type": ["integer", "null"]},
-        "messages": {"type": ["integer", "null"]},
+        "storage_bytes": {"type": "integer", "nullable": True},
+        "messages": {"type": "integer", "nullable": True},
     },
+}
+
+_DELIVER = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {"message": {"type": "string"}, "mailbox": {"type": "string"}},
 }
 
 ROUTES: tuple[Route, ...] = (
@@ -506,6 +563,15 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/faults/{listener}", "Clear a listener's faults", _clear_faults),
     Route("PUT", "/maintenance", "Maintenance greeting for new connections", _maintenance, _ON),
     Route("PUT", "/auth-outage", "Every login fails temporarily", _auth_outage, _ON),
+    Route("GET", "/accounts", "Auth policy: backend_down, lockout, login_rate", _get_accounts),
+    Route(
+        "PATCH",
+        "/accounts",
+        "Change the auth policy: lockout {max_failures, seconds}, login_rate {count, "
+        "per_seconds}, backend_down",
+        _patch_accounts,
+        _FIELDS,
+    ),
     Route("POST", "/announce-shutdown", "BYE / 421 to every open session", _announce_shutdown),
     Route("GET", "/settings/{protocol}", "IMAP or SMTP settings in force", _get_settings),
     Route(
@@ -516,6 +582,7 @@ ROUTES: tuple[Route, ...] = (
         _FIELDS,
     ),
     Route("GET", "/users", "The users and their account states", _users),
+    Route("POST", "/users", "Add a user: address, password, ...", _add_user, _FIELDS),
     Route(
         "PATCH",
         "/users/{login}",
@@ -527,12 +594,28 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "/mailboxes/{login}", "A user's mailboxes and messages (fake backend)", _mailboxes
     ),
+    Route(
+        "POST",
+        "/mailboxes/{login}",
+        "Put a message in a user's mailbox (default INBOX); returns its UID",
+        _deliver,
+        _DELIVER,
+    ),
     Route("POST", "/reset", "Forget sessions, mail and changes; re-apply the scenario", _reset),
     Route("GET", "/sessions", "Sessions kept (newest last), with their logins", _sessions),
     Route("GET", "/sessions/{id}", "One session's transcript", _session),
     Route("GET", "/messages", "Captured SMTP messages", _messages),
     Route("GET", "/messages/{index}", "One captured message, with its data", _message),
 )
+
+
+PARAMETERS = {
+    "listener": "a listener name, e.g. imap/implicit (its slash as is, or as %2F)",
+    "protocol": "imap or smtp",
+    "login": "a user's login or address",
+    "id": "a session id (GET /sessions)",
+    "index": "a captured message's index (GET /messages)",
+}
 
 
 def _identifier(path: str) -> str:
@@ -563,7 +646,13 @@ def openapi(url: str) -> dict[str, Any]:
         parameters = re.findall(r"\{(\w+)\}", route.path)
         if parameters:
             operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": p,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": PARAMETERS.get(p, p),
+                }
                 for p in parameters
             ]
         if route.body is not None:
@@ -616,7 +705,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         api = self.server.api
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        path = self.path.split("?", 1)[0].rstrip("/").replace("%2F", "/").replace("%2f", "/")
+        path = path or "/"
         try:
             body = self._body()
         except APIError as error:
@@ -635,7 +725,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 continue
             if route.method != self.command:
                 continue
-            self._run(route, match.groupdict(), body)
+            params = {k: unquote(v) for k, v in match.groupdict().items()}
+            self._run(route, params, body)
             return
         methods = [r.method for r in ROUTES if r.pattern.match(path)]
         if methods:

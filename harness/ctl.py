@@ -12,6 +12,9 @@ path of `mailharness.control.default_state_file`), or takes `--url` and
     mailharness ctl set smtp send_rate='{"count": 2, "per_seconds": 60}'
     mailharness ctl user alice@example.test password=new-secret disabled=true
     mailharness ctl quota alice@example.test --bytes 1000
+    mailharness ctl accounts login_rate='{"count": 3, "per_seconds": 60}'
+    mailharness ctl add-user address=carol@example.test password=carol-password
+    mailharness ctl deliver alice@example.test message.eml [--mailbox Archive]
     mailharness ctl sessions | session 3 | messages | message 0 | mailboxes alice@example.test
     mailharness ctl call GET /openapi.json                  # any route
 """
@@ -52,6 +55,10 @@ def add_parser(commands: Any) -> None:
     for name, what in (("maintenance", "maintenance greeting"), ("auth-outage", "auth outage")):
         switch = verbs.add_parser(name, help=f"{what} on or off")
         switch.add_argument("state", choices=("on", "off"))
+    accounts = verbs.add_parser(
+        "accounts", help="auth policy: lockout=..., login_rate=..., backend_down=... (none: show)"
+    )
+    accounts.add_argument("fields", nargs="*", help="FIELD=VALUE (JSON values, or text)")
     verbs.add_parser("announce-shutdown", help="BYE / 421 to every open session")
     settings = verbs.add_parser("set", help="change imap or smtp settings")
     settings.add_argument("protocol", choices=("imap", "smtp"))
@@ -59,6 +66,12 @@ def add_parser(commands: Any) -> None:
     show = verbs.add_parser("settings", help="imap or smtp settings in force")
     show.add_argument("protocol", choices=("imap", "smtp"))
     verbs.add_parser("users", help="the users")
+    add_user = verbs.add_parser("add-user", help="add a user: address=... password=... ...")
+    add_user.add_argument("fields", nargs="+", help="FIELD=VALUE (JSON values, or text)")
+    deliver = verbs.add_parser("deliver", help="put a message (a file, - for stdin) in a mailbox")
+    deliver.add_argument("login")
+    deliver.add_argument("file")
+    deliver.add_argument("--mailbox", default="INBOX")
     user = verbs.add_parser("user", help="change a user: password=..., disabled=true, ...")
     user.add_argument("login")
     user.add_argument("fields", nargs="+", help="FIELD=VALUE (JSON values, or text)")
@@ -110,6 +123,10 @@ def request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
         return "DELETE", f"/faults/{args.listener}", None
     if verb in ("maintenance", "auth-outage"):
         return "PUT", f"/{verb}", {"on": args.state == "on"}
+    if verb == "accounts":
+        if not args.fields:
+            return "GET", "/accounts", None
+        return "PATCH", "/accounts", fields(args.fields)
     if verb == "announce-shutdown":
         return "POST", "/announce-shutdown", None
     if verb == "set":
@@ -118,6 +135,12 @@ def request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
         return "GET", f"/settings/{args.protocol}", None
     if verb == "users":
         return "GET", "/users", None
+    if verb == "add-user":
+        return "POST", "/users", fields(args.fields)
+    if verb == "deliver":
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        message: dict[str, Any] = {"message": text, "mailbox": args.mailbox}
+        return "POST", f"/mailboxes/{quote(args.login)}", message
     if verb == "user":
         return "PATCH", f"/users/{quote(args.login)}", fields(args.fields)
     if verb == "quota":
@@ -135,7 +158,10 @@ def request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
         return "GET", f"/messages/{args.index}", None
     if verb == "mailboxes":
         return "GET", f"/mailboxes/{quote(args.login)}", None
-    raw: dict[str, Any] | None = None if args.body is None else json.loads(args.body)
+    try:
+        raw: dict[str, Any] | None = None if args.body is None else json.loads(args.body)
+    except ValueError as error:
+        raise ConfigError(f"body={args.body!r}: not JSON: {error}") from None
     return args.method, args.path, raw
 
 

@@ -25,9 +25,11 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import queue
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -56,6 +58,10 @@ API_OFFSET = len(LISTENER_NAMES)
 SERVE_TABLE_FIELDS = ("host", "port_base", "ports", "backend", "fronts")
 # Sessions whose login outcome the activity view still waits for: bounded for a long serve.
 MAX_PENDING_LOGINS = 1000
+# Activity lines waiting for a slow stderr before new ones are dropped (~1 MB).
+MAX_QUEUED_LINES = 10_000
+# How long the last activity lines may take to reach stderr at exit.
+WRITER_STOP_TIMEOUT = 2.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -228,10 +234,14 @@ def _without_serve_table(path: Path, data: dict[str, Any]) -> Iterator[Path]:
             kept.append(line)
     text = "".join(kept)
     rest = {k: v for k, v in data.items() if k != "serve"}
-    if tomllib.loads(text) != rest:
+    try:
+        separated = tomllib.loads(text) == rest
+    except tomllib.TOMLDecodeError:
+        separated = False
+    if not separated:
         raise ConfigError(
-            f"{path}: write the serve settings as one [serve] table before any other "
-            "table, or at the end of the file"
+            f"{path}: the [serve] table could not be told from the rest of the file; "
+            "write it as a plain table: [serve] then lines like port_base = 10140"
         )
     directory = Path(tempfile.mkdtemp(prefix="mailharness-scenario-"))
     try:
@@ -269,7 +279,7 @@ def build_config(
 def fault_dict(fault: object) -> dict[str, Any]:
     """A fault as JSON: its kind (kebab-case, as in scenario files) and its fields."""
     values = {
-        f.name: _jsonable(getattr(fault, f.name))
+        f.name: jsonable(getattr(fault, f.name))
         for f in dataclasses.fields(fault)  # type: ignore[arg-type]
     }
     return {"kind": kebab(type(fault).__name__), **values}
@@ -280,15 +290,15 @@ def kebab(name: str) -> str:
     return out.replace("t-l-s", "tls")
 
 
-def _jsonable(value: object) -> object:
+def jsonable(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if hasattr(value, "value") and not isinstance(value, int | float | str | bool):
-        return _jsonable(value.value)
+        return jsonable(value.value)
     if value is None or isinstance(value, int | float | str | bool):
         return value
     return str(value)
@@ -390,12 +400,24 @@ def _fault_text(fault: Mapping[str, Any]) -> str:
 # --- activity on the terminal ----------------------------------------------------------------
 class Activity:
     """One line per session event on a stream (stderr): connect, TLS, login and its outcome,
-    mail captured, faults applied, close. Hooks run on the server's loop: quick, never raise."""
+    mail captured, faults applied, close. Hooks run on the server's loop: quick, never raise.
 
-    def __init__(self, out: TextIO, clock: Callable[[], dt.datetime] | None = None) -> None:
+    A writer thread does the writing: a stderr pipe nobody reads fills up, and a blocked
+    write must not stop the mail servers. Past `MAX_QUEUED_LINES` lines are dropped and
+    counted (`dropped`), and the count is written once the stream moves again.
+    """
+
+    def __init__(
+        self,
+        out: TextIO,
+        clock: Callable[[], dt.datetime] | None = None,
+        max_queued: int = MAX_QUEUED_LINES,
+    ) -> None:
         self.out = out
         self._clock = clock or (lambda: dt.datetime.now().astimezone())
-        self._lock = threading.Lock()
+        self._lines: queue.Queue[str | None] = queue.Queue(max_queued)
+        self.dropped = 0
+        self._writer: threading.Thread | None = None
         # session id -> (tag, mechanism, login) of a login awaiting its reply
         self._pending: dict[int, tuple[str | None, str, str | None]] = {}
         self._order: deque[int] = deque()
@@ -411,12 +433,43 @@ class Activity:
         server.transcripts.on_event = self._event
         server.messages.on_add = self._captured
 
+    def start(self) -> Activity:
+        self._writer = threading.Thread(target=self._write, name="mailharness-activity")
+        self._writer.daemon = True  # a write blocked on a full pipe must not hold the exit
+        self._writer.start()
+        return self
+
+    def stop(self, timeout: float = WRITER_STOP_TIMEOUT) -> None:
+        """Write what is queued (for up to `timeout`), then end the writer."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._lines.put(None, timeout=timeout)
+        writer.join(timeout)
+
     def line(self, text: str) -> None:
         stamp = self._clock().strftime("%H:%M:%S")
-        with self._lock:
-            # A closed terminal must not break a session.
-            with contextlib.suppress(OSError, ValueError):
-                print(f"{stamp} {text}", file=self.out, flush=True)
+        if self._writer is None:  # not started: write here (tests, errors before start)
+            self._print(f"{stamp} {text}")
+            return
+        try:
+            self._lines.put_nowait(f"{stamp} {text}")
+        except queue.Full:
+            self.dropped += 1
+
+    def _write(self) -> None:
+        reported = 0
+        while (text := self._lines.get()) is not None:
+            self._print(text)
+            if self.dropped != reported and self._lines.empty():
+                self._print(f"({self.dropped - reported} activity lines dropped: stderr was slow)")
+                reported = self.dropped
+
+    def _print(self, text: str) -> None:
+        # A closed terminal must not break a session.
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=self.out, flush=True)
 
     def _tls(self, transcript: Transcript, version: str | None) -> str:
         if version is not None:
@@ -529,8 +582,8 @@ class Serve:
         self.running: Running | None = None
         self.api_info: dict[str, Any] | None = None
         self.cas: dict[str, Path] = {}
-        self._signals: deque[int] = deque()
-        self._wake = threading.Event()
+        # Signals reach the main thread through a wakeup socket (see `_signal_socket`).
+        self._signal_reader: socket.socket | None = None
         self._activity = Activity(err)
 
     # -- logging --------------------------------------------------------------------------
@@ -539,38 +592,46 @@ class Serve:
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
-        previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
-        api = None
+        with self._signal_socket():
+            return self._run()
+
+    def _run(self) -> int:
+        self._activity.start()
         try:
             resolved = resolve(self.scenario_arg)
             options = self.cli.merged_over(resolved.options)
             options.check()
             with MailCA(self.certs_dir) as ca:
                 self.cas = ca.cas()
-                self.running = self._start(resolved, options, ca, {})
-                port = options.api_port(self.api_port)
-                if port is not None:
-                    from mailharness.control import ControlAPI
+                return self._serve(resolved, options, ca)
+        finally:
+            self._activity.stop()
 
-                    host = self.running.server.config.host
-                    try:
-                        api = ControlAPI(self, host=host, port=port).start()
-                    except OSError as error:
-                        raise ConfigError(
-                            f"--api port {port} on {host}: {error.strerror or error}"
-                        ) from None
-                    self.api_info = api.publish(self.state_file)
-                self._announce()
-                code = self._wait(ca)
-                return code
+    def _serve(self, resolved: Resolved, options: ServeOptions, ca: MailCA) -> int:
+        """Start, announce, wait for a stop signal; the API and server stop before the CA."""
+        api = None
+        try:
+            self.running = self._start(resolved, options, ca, {})
+            port = options.api_port(self.api_port)
+            if port is not None:
+                from mailharness.control import ControlAPI
+
+                host = self.running.server.config.host
+                try:
+                    api = ControlAPI(self, host=host, port=port).start()
+                except OSError as error:
+                    raise ConfigError(
+                        f"--api port {port} on {host}: {error.strerror or error}"
+                    ) from None
+                self.api_info = api.publish(self.state_file)
+            self._announce()
+            return self._wait(ca)
         finally:
             if api is not None:
                 api.stop()
             if self.running is not None:
                 self.running.server.stop()
                 self.running = None
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def _start(
         self, resolved: Resolved, options: ServeOptions, ca: MailCA, keep: Mapping[str, int]
@@ -620,16 +681,39 @@ class Serve:
         return self.running.server
 
     # -- signals --------------------------------------------------------------------------
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._signals.append(signum)
-        self._wake.set()
+    @staticmethod
+    def _on_signal(signum: int, frame: object) -> None:
+        """Nothing: the signal's number reaches `_wait` through the wakeup socket."""
+
+    @contextmanager
+    def _signal_socket(self) -> Iterator[None]:
+        """Every handled signal as a byte on a socket the main thread waits on.
+
+        The kernel may deliver a signal to any thread (the loop's, the API's); Python
+        then runs its handler only when the main thread next runs bytecode, which a
+        main thread blocked in `Event.wait()` may never do. The C-level handler
+        writes the signal number to the wakeup fd whichever thread took it.
+        """
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
+        self._signal_reader = reader
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_fd)
+            self._signal_reader = None
+            reader.close()
+            writer.close()
 
     def _wait(self, ca: MailCA) -> int:
+        reader = self._signal_reader
+        assert reader is not None
         while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self._signals:
-                signum = self._signals.popleft()
+            for signum in reader.recv(64):
                 if signum in (signal.SIGINT, signal.SIGTERM):
                     self.log(f"{signal.Signals(signum).name}: stopping")
                     return 0

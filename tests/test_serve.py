@@ -4,6 +4,7 @@ real signals, activity on stderr. Readiness is always the `--json` line on stdou
 from __future__ import annotations
 
 import imaplib
+import io
 import json
 import os
 import queue
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from mailharness.serve import Activity
 
 from tests.helpers import require_backend
 
@@ -207,10 +209,13 @@ def test_port_flag_host_and_toml_serve_table(tmp_path: Path) -> None:
         assert imap_login(served)
 
 
-def test_ipv6_loopback() -> None:
-    with serve("--host", "::1", "--quiet") as served:
+def test_ipv6_loopback(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.json")
+    with serve("--host", "::1", "--quiet", "--api", "--state-file", state) as served:
         assert served.endpoint("imap/implicit")[0] == "::1"
         assert imap_login(served)
+        assert served.facts["api"]["url"].startswith("http://[::1]:")
+        assert api_call(served, "GET", "/status")[1]["host"] == "::1"
 
 
 @pytest.mark.parametrize(
@@ -328,6 +333,14 @@ def test_a_fault_switched_by_ctl_changes_the_next_login(tmp_path: Path) -> None:
         bad = ctl(state, "fault", "imap/implicit", "latency", "ms=fast")
         assert bad.returncode == 1
         assert "faults[0] (latency).ms='fast': expected a number" in bad.stderr
+        message = tmp_path / "m.eml"
+        message.write_text("Subject: from ctl\n\nhello\n")
+        delivered = ctl(state, "deliver", "alice@example.test", str(message))
+        assert json.loads(delivered.stdout)["uid"] == 1, delivered.stderr
+        host, port = served.endpoint("imap/implicit")
+        with imaplib.IMAP4_SSL(host, port, ssl_context=served.context(), timeout=10) as imap:
+            imap.login("alice@example.test", "alice-password")
+            assert imap.select("INBOX") == ("OK", [b"1"])
         unfronted = ctl(state, "fault", "smtp/implicit", "refuse")
         assert "serve with --fronts smtp/implicit" in unfronted.stderr
         assert stop(served) == 0
@@ -378,13 +391,30 @@ def test_raw_http_switches_change_the_next_login(tmp_path: Path) -> None:
         assert captured["subject"] == "kept" and captured["login"] == "bob@example.test"
         assert "hi" in api_call(served, "GET", "/messages/0")[1]["data"]
 
+        status, body = api_call(served, "PATCH", "/accounts", {"lockout": {"max_failures": "3"}})
+        assert (status, body["error"]) == (400, "lockout.max_failures='3': expected an integer")
+        rate = {"login_rate": {"count": 1, "per_seconds": 600}}
+        assert api_call(served, "PATCH", "/accounts", rate)[1]["login_rate"]["count"] == 1
+        assert imap_login(served)
+        with pytest.raises(imaplib.IMAP4.error):
+            imap_login(served)  # the second login within the window
+        api_call(served, "PATCH", "/accounts", {"login_rate": None})
+
         sessions = api_call(served, "GET", "/sessions")[1]
         assert any(login["succeeded"] for s in sessions for login in s["logins"])
         imap_id = next(x["id"] for x in sessions if x["protocol"] == "imap" and x["logins"])
         transcript = api_call(served, "GET", f"/sessions/{imap_id}")[1]
         assert "LOGIN alice@example.test ****" in transcript["text"]
-        mailboxes = api_call(served, "GET", "/mailboxes/alice@example.test")[1]
-        assert mailboxes["mailboxes"][0]["name"] == "INBOX"
+        seeded = {"message": "Subject: seeded\r\n\r\nhello\r\n"}
+        assert api_call(served, "POST", "/mailboxes/bob@example.test", seeded)[1]["uid"] == 1
+        mailboxes = api_call(served, "GET", "/mailboxes/bob@example.test")[1]
+        inbox = mailboxes["mailboxes"][0]
+        assert inbox["name"] == "INBOX" and inbox["messages"][0]["subject"] == "seeded"
+        carol = {"address": "carol@example.test", "password": "carol-password"}
+        assert api_call(served, "POST", "/users", carol)[0] == 200
+        host, port = served.endpoint("imap/implicit")
+        with imaplib.IMAP4_SSL(host, port, ssl_context=served.context(), timeout=10) as imap:
+            assert imap.login("carol@example.test", "carol-password")[0] == "OK"
 
 
 def test_ctl_finds_the_api_by_url_token_or_environment(tmp_path: Path) -> None:
@@ -433,6 +463,11 @@ def test_api_refuses_bad_requests_with_the_field(tmp_path: Path) -> None:
         )
         assert status == 400 and "kind='latncy': expected one of" in body["error"]
         assert api_call(served, "GET", "/nowhere")[0] == 404
+        status, body = api_call(served, "DELETE", "/faults/imap%2Fimplicit")
+        assert (
+            status == 409
+            and "listener='imap/implicit': not served through a fault front" in body["error"]
+        )
         status, body = api_call(
             served, "PATCH", "/settings/smtp", {"send_rate": {"count": 1, "per_seconds": 60}}
         )
@@ -455,7 +490,8 @@ def test_api_refuses_bad_requests_with_the_field(tmp_path: Path) -> None:
 def test_sigusr_does_not_kill_and_sighup_reloads_a_file(tmp_path: Path) -> None:
     scenario = tmp_path / "acme.toml"
     scenario.write_text('base = "healthy"\ncert = "trusted"\n')
-    with serve("--scenario", str(scenario)) as served:
+    state = str(tmp_path / "state.json")
+    with serve("--scenario", str(scenario), "--api", "--state-file", state) as served:
         first = served.facts
         served.process.send_signal(signal.SIGUSR1)
         assert "status: scenario 'acme' up" in served.stderr_until("status:")[-1]
@@ -466,6 +502,8 @@ def test_sigusr_does_not_kill_and_sighup_reloads_a_file(tmp_path: Path) -> None:
         second = served.next_facts()
         assert (first["cert"], second["cert"]) == ("trusted", "expired")
         assert second["endpoints"] == first["endpoints"], "a reload keeps the addresses"
+        assert second["api"] == first["api"]
+        assert api_call(served, "GET", "/status")[1]["cert"] == "expired", "the API follows"
         with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
             imap_login(served)
         scenario.write_text('base = "healthy"\ncert = "expird"\n')
@@ -501,6 +539,16 @@ def test_activity_lines_for_each_session_event() -> None:
         captured = served.stderr_until("mail captured")[-1]
         assert "from <alice@example.test> to <bob@example.test>" in captured
         assert "subject 'seen'" in captured
+
+
+def test_activity_shows_the_faults_applied(tmp_path: Path) -> None:
+    scenario = tmp_path / "slow.toml"
+    scenario.write_text(
+        '[[imap.faults]]\nlistener = "imap/implicit"\nkind = "slow-greeting"\nseconds = 0.01\n'
+    )
+    with serve("--scenario", str(scenario)) as served:
+        assert imap_login(served)
+        assert "fault: SlowGreeting(seconds=0.01" in served.stderr_until("fault:")[-1]
 
 
 def test_activity_shows_wrong_passwords_and_quiet_silences_it() -> None:
@@ -585,3 +633,29 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             )
             assert result.returncode == 2 and not result.stdout
             assert message in result.stderr and "Address already in use" in result.stderr
+
+
+class _StuckStream(io.StringIO):
+    """A stderr nobody reads: every write waits until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(WAIT)
+        return super().write(text)
+
+
+def test_activity_never_blocks_the_server_on_a_stuck_stderr() -> None:
+    stream = _StuckStream()
+    activity = Activity(stream, max_queued=3).start()
+    try:
+        for n in range(10):  # returns at once although nothing can be written
+            activity.line(f"event {n}")
+        assert activity.dropped >= 6
+    finally:
+        stream.release.set()
+        activity.stop()
+    written = stream.getvalue()
+    assert "event 0" in written and "activity lines dropped: stderr was slow" in written
