@@ -42,6 +42,13 @@ USERS_MODES = ("add", "replace")
 TOP_LEVEL: tuple[tuple[str, str, str, str], ...] = (
     ("name", "string", "the file's stem", "the scenario's name in output and reports"),
     (
+        "serve",
+        "table",
+        "none",
+        "where `mailharness serve` listens (host, port_base, ports, backend, fronts; see "
+        "docs/serve.md); the pytest fixtures ignore it",
+    ),
+    (
         "base",
         "string: a catalog scenario",
         '"healthy"',

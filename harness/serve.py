@@ -26,12 +26,9 @@ import datetime as dt
 import json
 import os
 import queue
-import re
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import tomllib
@@ -167,14 +164,8 @@ def resolve(name_or_path: str) -> Resolved:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     options = _serve_table(path, data.get("serve"))
     base = str(data.get("base", "healthy"))
-    if "serve" not in data:
-        return Resolved(load_toml(path, CATALOG), options, path, base)
-    with _without_serve_table(path, data) as stripped:
-        try:
-            chosen = load_toml(stripped, CATALOG)
-        except ConfigError as error:
-            raise ConfigError(str(error).replace(os.fspath(stripped), os.fspath(path))) from None
-    return Resolved(chosen, options, path, base)
+    # The loader knows the `[serve]` table and leaves it to us.
+    return Resolved(load_toml(path, CATALOG), options, path, base)
 
 
 def _serve_table(path: Path, table: object) -> ServeOptions:
@@ -211,45 +202,6 @@ def _serve_table(path: Path, table: object) -> ServeOptions:
     except ConfigError as error:
         raise ConfigError(f"{path}: [serve] {error}") from None
     return options
-
-
-_SERVE_HEADER = re.compile(r"^\s*\[\s*serve\s*(\.[^\]]*)?\]\s*(#.*)?$")
-_ANY_HEADER = re.compile(r"^\s*\[")
-_SERVE_INLINE = re.compile(r"^\s*serve\s*=")
-
-
-@contextmanager
-def _without_serve_table(path: Path, data: dict[str, Any]) -> Iterator[Path]:
-    """The file minus its `[serve]` table, under the same name in a private temp dir (the
-    scenario loader names a scenario after its file and knows no `serve` field)."""
-    kept: list[str] = []
-    inside = False
-    for line in path.read_text().splitlines(keepends=True):
-        if _SERVE_HEADER.match(line):
-            inside = True
-            continue
-        if inside and _ANY_HEADER.match(line):
-            inside = False
-        if not inside and not _SERVE_INLINE.match(line):
-            kept.append(line)
-    text = "".join(kept)
-    rest = {k: v for k, v in data.items() if k != "serve"}
-    try:
-        separated = tomllib.loads(text) == rest
-    except tomllib.TOMLDecodeError:
-        separated = False
-    if not separated:
-        raise ConfigError(
-            f"{path}: the [serve] table could not be told from the rest of the file; "
-            "write it as a plain table: [serve] then lines like port_base = 10140"
-        )
-    directory = Path(tempfile.mkdtemp(prefix="mailharness-scenario-"))
-    try:
-        stripped = directory / path.name
-        stripped.write_text(text)
-        yield stripped
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def build_config(

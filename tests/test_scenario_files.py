@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mailharness.catalog import CATALOG, scenario
 from mailharness.journeys import ClientProfile
-from mailharness.scenario_files import reference_markdown
+from mailharness.scenario_files import load_toml, reference_markdown
 from mailharness.scenarios import Scenario
 from mailharness.server import MailServer
 from mailharness.servers.errors import ConfigError
@@ -171,3 +171,11 @@ def test_reference_gives_every_field_a_meaning() -> None:
     assert not empty
     for name in ("allowed_networks", "reject_unlisted_at", "quota_bytes", "users_mode"):
         assert any(row.startswith(f"| `{name}`") for row in rows), name
+
+
+def test_a_serve_table_is_left_to_serve_and_the_fixtures_load_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "acme.toml"
+    path.write_text('base = "tls12-only"\n[serve]\nport_base = 10140\n[imap]\ngreeting_delay = 0.01\n')
+    loaded = load_toml(path, CATALOG)
+    assert loaded.name == "acme"
+    assert loaded.config.imap is not None and loaded.config.imap.greeting_delay == 0.01
