@@ -175,7 +175,9 @@ def test_reference_gives_every_field_a_meaning() -> None:
 
 def test_a_serve_table_is_left_to_serve_and_the_fixtures_load_the_file(tmp_path: Path) -> None:
     path = tmp_path / "acme.toml"
-    path.write_text('base = "tls12-only"\n[serve]\nport_base = 10140\n[imap]\ngreeting_delay = 0.01\n')
+    path.write_text(
+        'base = "tls12-only"\n[serve]\nport_base = 10140\n[imap]\ngreeting_delay = 0.01\n'
+    )
     loaded = load_toml(path, CATALOG)
     assert loaded.name == "acme"
     assert loaded.config.imap is not None and loaded.config.imap.greeting_delay == 0.01
