@@ -6,6 +6,11 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed-stamp
 SCENARIO ?= healthy
 PYTEST_ARGS ?= -n 2
+# The other Pythons pyproject.toml declares: the whole suite runs on each, in a venv of its
+# own (.venv-py312, .venv-py313). The interpreters are pyenv builds on the CI machine.
+PYTHON_312 ?= $(firstword $(wildcard /root/.pyenv/versions/3.12.1/bin/python3.12) python3.12)
+PYTHON_313 ?= $(firstword $(wildcard /root/.pyenv/versions/3.13.0/bin/python3.13) python3.13)
+EXTRA_VENVS ?= .venv-py312 .venv-py313
 
 .PHONY: serve test lint install docker-image bench clean
 
@@ -17,6 +22,13 @@ $(STAMP): pyproject.toml scripts/install-system-deps
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# One venv per extra Python: `.venv-py312` is made with $(PYTHON_312).
+.venv-py%/.installed-stamp: pyproject.toml $(STAMP)
+	$(PYTHON_$*) -m venv .venv-py$*
+	.venv-py$*/bin/pip install --quiet --upgrade pip
+	.venv-py$*/bin/pip install --quiet -e '.[dev]'
+	touch $@
 
 serve: $(STAMP)
 	$(VENV)/bin/mailharness serve --scenario $(SCENARIO) $(ARGS)
@@ -33,13 +45,18 @@ docker-image: $(STAMP)
 	sh scripts/docker-engine build-image
 
 # The suite, then examples/connector's suite as a user runs it: the package installed
-# (not editable) into a venv of its own, every scenario's client cases, random order.
-test: lint docker-image
+# (not editable) into a venv of its own, every scenario's client cases, random order;
+# then the suite again on each extra Python (the examples once is enough).
+test: lint docker-image $(EXTRA_VENVS:%=%/.installed-stamp)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 	scripts/run-examples
+	set -e; for venv in $(EXTRA_VENVS); do \
+		echo "== the suite on $$($$venv/bin/python --version)"; \
+		$$venv/bin/pytest $(PYTEST_ARGS); \
+	done
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_smtp_fixture.py
 
 clean:
-	rm -rf $(VENV) .venv-examples .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EXTRA_VENVS) .venv-examples .pytest_cache .mypy_cache .ruff_cache

@@ -332,6 +332,7 @@ class MailServer:
             self._schedule = ScheduleRunner(self, schedule)
 
     async def _serve(self) -> None:
+        """The backend binds its listeners through `_listen`, behind fronts where named."""
         endpoints = await self._backend.start(self._listen)
         for protocol in PROTOCOLS:
             if protocol in endpoints:

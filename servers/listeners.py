@@ -14,6 +14,7 @@ import logging
 import resource
 import socket
 import ssl
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -154,36 +155,134 @@ def bind_loopback(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
     return sock
 
 
-class ImplicitTLS(asyncio.Protocol):
-    """Accepts a connection, does the TLS handshake with ``loop.start_tls``, then hands
-    the TLS transport to the real protocol (``make()``).
+class Listeners:
+    """One server's listening sockets, and every connection they accepted until it is gone.
 
-    Used instead of ``create_server(ssl=...)`` for implicit TLS (993/465): there a
+        listeners = Listeners()
+        await listeners.serve(sock, make_protocol, tls=context)   # tls=None: plaintext first
+        ...
+        await listeners.close()    # stop accepting; then say goodbye to the sessions
+        await listeners.stop()     # abort what is left, wait until all is gone
+
+    `stop()` aborts what is left because, since Python 3.12.1,
+    `asyncio.Server.wait_closed()` waits for every connection the server accepted,
+    and some never end on their own: a TLS connection being closed waits for the
+    client's close_notify (asyncio's ssl_shutdown_timeout, 30 s) and a client that
+    never sends its ClientHello holds a handshake open (ssl_handshake_timeout, 60 s).
+    Dovecot too closes its sockets after its BYE without waiting for the client.
+    (Python 3.13's `Server.abort_clients()` does this; 3.11 and 3.12 lack it.)
+    """
+
+    def __init__(self) -> None:
+        self._servers: list[asyncio.Server] = []
+        self._sockets: list[socket.socket] = []
+        self._closed = False
+        # Weak: a connection leaves when it is gone; aborting a closed transport does nothing.
+        self._accepted: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+
+    async def serve(
+        self,
+        sock: socket.socket,
+        make: Callable[[], asyncio.Protocol],
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """Accept on an already listening socket (see `bind_loopback`), each connection
+        for a protocol from `make()`; with `tls`, after an implicit TLS handshake."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Accept(make, tls, self._accepted), sock=sock)
+        self._servers.append(server)
+        self._sockets.append(sock)
+
+    async def close(self) -> None:
+        """Stop accepting; every connection accepted so far is open and in the server's hands.
+
+        Not `Server.close()` at once: a connection asyncio has accepted but not yet
+        made a transport for would fail there (`Server._attach` asserts the server is
+        open) and leave its socket to the garbage collector. So: no more accepts
+        first (the listening socket's reader goes), then two loop iterations, first in
+        first out: asyncio's accept task makes the transport at its next step, and
+        connection_made comes one iteration later. No wait for time.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            loop.remove_reader(sock.fileno())
+        for _ in range(2):
+            await asyncio.sleep(0)
+        for server in self._servers:
+            server.close()
+
+    async def stop(self) -> None:
+        """Stop accepting, abort every connection still open, return once all are gone."""
+        await self.close()
+        for transport in list(self._accepted):
+            transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self._sockets.clear()
+
+
+class _Accept(asyncio.Protocol):
+    """Every connection's first protocol: records it for `Listeners.stop`, does the
+    implicit TLS handshake if any, then hands the connection to the server's protocol.
+
+    The handshake is ``loop.start_tls``, not ``create_server(ssl=...)``: there a
     failed handshake (a client refusing our certificate) ends inside asyncio, and
     its error's traceback kept the protocol, buffers and frames in a reference cycle
     (~140 KB each, until the collector ran). Here it ends in our ``except``.
     """
 
-    def __init__(self, make: Callable[[], asyncio.Protocol], context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        make: Callable[[], asyncio.Protocol],
+        tls: ssl.SSLContext | None,
+        accepted: weakref.WeakSet[asyncio.Transport],
+    ) -> None:
         self._make = make
-        self._context = context
+        self._tls = tls
+        self._accepted = accepted
+        # What the TLS layer delivered between the handshake and the hand-off.
+        self._early: list[Callable[[asyncio.Protocol], object]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self._accepted.add(transport)
+        if self._tls is None:
+            app = self._make()
+            transport.set_protocol(app)
+            app.connection_made(transport)
+            return
         transport.pause_reading()  # the ClientHello is for the TLS layer, not for us
-        asyncio.get_running_loop().create_task(self._handshake(transport))
+        asyncio.get_running_loop().create_task(self._handshake(transport, self._tls))
 
-    async def _handshake(self, plain: asyncio.Transport) -> None:
-        app = self._make()
+    async def _handshake(self, plain: asyncio.Transport, context: ssl.SSLContext) -> None:
         try:
-            tls = await asyncio.get_running_loop().start_tls(
-                plain, app, self._context, server_side=True
-            )
+            tls = await asyncio.get_running_loop().start_tls(plain, self, context, server_side=True)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             forget_traceback(exc)
             plain.close()
             return
-        if tls is None:  # pragma: no cover - start_tls returns None only on a closed loop
+        if tls is None:  # the connection was lost as the handshake ended (a stop aborted it)
             plain.close()
             return
+        app = self._make()  # only now: a refused handshake makes no session at all
+        tls.set_protocol(app)
         app.connection_made(tls)
+        early, self._early = self._early, []
+        for deliver in early:
+            deliver(app)
+
+    # Between the handshake's end and this task's turn the TLS layer may already pass on
+    # the client's first bytes or the connection's end; the app gets them after
+    # connection_made, in order (aiosmtpd asserts on connection_lost before it).
+    def data_received(self, data: bytes) -> None:
+        self._early.append(lambda app: app.data_received(data))
+
+    def eof_received(self) -> None:
+        self._early.append(lambda app: app.eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._early.append(lambda app: app.connection_lost(exc))

@@ -46,7 +46,7 @@ from mailharness.servers.imap.session import Session
 from mailharness.servers.imap.settings import IMAPSettings
 from mailharness.servers.imap.states import State
 from mailharness.servers.imap.store import MailStore
-from mailharness.servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
+from mailharness.servers.listeners import Endpoint, Listeners, Security, default_connection_cap
 from mailharness.servers.transcript import Transcript, TranscriptLog, tls_version_of
 
 __all__ = ["IMAPServer"]
@@ -104,7 +104,7 @@ class IMAPServer:
         #: What a client got wrong (protocol violations, BAD answers): shown, fail nothing.
         self.client_errors: list[str] = []
         self._errors_lock = threading.Lock()
-        self._servers: list[asyncio.Server] = []
+        self._listeners = Listeners()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[_Connection] = set()
         self._greeted = 0  # connections counted against max_connections
@@ -177,14 +177,8 @@ class IMAPServer:
         def factory() -> asyncio.Protocol:
             return _Connection(self, security, ssl_context, listener, tls_terminated)
 
-        if security is Security.IMPLICIT:
-            assert ssl_context is not None
-            context = ssl_context
-            # Our handshake, not asyncio's: a refused one leaves no reference cycle.
-            server = await loop.create_server(lambda: ImplicitTLS(factory, context), sock=sock)
-        else:
-            server = await loop.create_server(factory, sock=sock)
-        self._servers.append(server)
+        tls = ssl_context if security is Security.IMPLICIT else None
+        await self._listeners.serve(sock, factory, tls)
         return endpoint
 
     def transports(self) -> list[asyncio.Transport | None]:
@@ -224,15 +218,13 @@ class IMAPServer:
 
     async def stop(self) -> None:
         """Stop listening, say ``* BYE Server shutting down.`` to every client, close."""
-        for server in self._servers:
-            server.close()
+        await self._listeners.close()
         self._queue.clear()
         for conn in list(self._connections):
             conn.shutdown()
         await self.close_sessions()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        # The BYEs are sent; TLS sessions would now wait for each client's close_notify.
+        await self._listeners.stop()
 
     @property
     def connections(self) -> int:

@@ -37,7 +37,7 @@ from aiosmtpd.smtp import (
 )
 from mailharness.servers.accounts import Accounts, Mechanism
 from mailharness.servers.errors import ConfigError, choice_error, forget_traceback
-from mailharness.servers.listeners import Endpoint, ImplicitTLS, Security, default_connection_cap
+from mailharness.servers.listeners import Endpoint, Listeners, Security, default_connection_cap
 from mailharness.servers.ratelimit import RateLimit, TokenBuckets
 from mailharness.servers.smtp import replies
 from mailharness.servers.smtp.capture import CapturedMessage, MessageLog
@@ -715,7 +715,7 @@ class SMTPServer:
     send_buckets: TokenBuckets = field(default_factory=TokenBuckets)
     clock: Callable[[], float] = time.monotonic
     maintenance: bool = False
-    _servers: list[asyncio.Server] = field(default_factory=list)
+    _listeners: Listeners = field(default_factory=Listeners)
 
     def __post_init__(self) -> None:
         self.handler = _Handler(self)
@@ -792,14 +792,9 @@ class SMTPServer:
                 loop=loop,
             )
 
-        if security is Security.IMPLICIT:
-            assert ssl_context is not None
-            context = ssl_context
-            # Our handshake, not asyncio's: a refused one leaves no reference cycle.
-            server = await loop.create_server(lambda: ImplicitTLS(factory, context), sock=sock)
-        else:
-            server = await loop.create_server(factory, sock=sock)
-        self._servers.append(server)
+        await self._listeners.serve(
+            sock, factory, ssl_context if security is Security.IMPLICIT else None
+        )
         self.endpoints.append(endpoint)
         return endpoint
 
@@ -820,12 +815,9 @@ class SMTPServer:
         self.send_buckets.clear()
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
+        await self._listeners.close()
         self.close_connections()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        await self._listeners.stop()
 
 
 def _exchange_date() -> str:
