@@ -42,13 +42,6 @@ USERS_MODES = ("add", "replace")
 TOP_LEVEL: tuple[tuple[str, str, str, str], ...] = (
     ("name", "string", "the file's stem", "the scenario's name in output and reports"),
     (
-        "serve",
-        "table",
-        "none",
-        "where `mailharness serve` listens (host, port_base, ports, backend, fronts; see "
-        "docs/serve.md); the pytest fixtures ignore it",
-    ),
-    (
         "base",
         "string: a catalog scenario",
         '"healthy"',
@@ -90,6 +83,13 @@ TOP_LEVEL: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("imap", "[imap] table", "the base's", "IMAP settings; see [imap]"),
     ("smtp", "[smtp] table", "the base's", "SMTP settings; see [smtp]"),
+    (
+        "serve",
+        "table",
+        "none",
+        "where `mailharness serve` listens (host, port_base, ports, backend, fronts; see "
+        "docs/serve.md); the pytest fixtures ignore it",
+    ),
 )
 PROTOCOL_EXTRAS: tuple[tuple[str, str, str, str], ...] = (
     ("enabled", "true or false", "true", "false serves no listener of this protocol at all"),
