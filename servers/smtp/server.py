@@ -291,6 +291,10 @@ class _HarnessSMTP(SMTP):
             self.service.per_ip[self.peer_ip] -= 1
         if self.transcript is not None:
             self.transcript.event("connection closed" + (f": {error}" if error else ""))
+        if self.session is None:
+            # An implicit-TLS handshake that failed (a TLS 1.0 client, a version scan):
+            # asyncio reports the loss though aiosmtpd never started a session.
+            return
         super().connection_lost(error)
         task = self._handler_coroutine
         if task is not None and not self._forgetting:
