@@ -60,9 +60,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_tools(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Subcommands that live beside what they run: each sets `run` on its namespace."""
-    from mailharness import probe
+    from mailharness import matrix, probe
 
     probe.add_cli(commands)
+    matrix.add_cli(commands)
 
 
 def list_scenarios(args: argparse.Namespace) -> int:
