@@ -162,6 +162,7 @@ class ProbeReport:
     host: str
     port: int
     security: Security
+    username: str = ""
     steps: list[Step] = field(default_factory=list)
     greeting: str = ""
     capabilities_before_tls: tuple[str, ...] = ()
@@ -285,7 +286,9 @@ class ProbeReport:
 
 def _without_volatile(text: str) -> str:
     """A reply without the parts that change per connection (times, addresses, sessions)."""
-    return re.sub(r"\[[^\]]*:\d+[^\]]*\]|\d{4}-\d\d-\d\d[T ][\d:.]+", "[...]", text)
+    # [host:time] stamps, dates, and hex session ids (Gmail's "... 4cdc12092c44 - gsmtp").
+    volatile = r"\[[^\]]*:\d+[^\]]*\]|\d{4}-\d\d-\d\d[T ][\d:.]+|\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b"
+    return re.sub(volatile, "[...]", text)
 
 
 # --- personalities: whose words these are ----------------------------------------------
@@ -327,6 +330,7 @@ class _Run:
             host=settings.host,
             port=settings.port,
             security=settings.security,
+            username=settings.username,
         )
         self.step = "connect"
         self.secure = False
@@ -377,7 +381,12 @@ def probe(settings: ProbeSettings) -> ProbeReport:
     except (OSError, imaplib.IMAP4.error, smtplib.SMTPException, ssl.SSLError) as error:
         report.outcome = _failure(run.step, error)
         report.diagnosis = diagnose(report.outcome, secure=_secure_at(settings, run))
-    if report.outcome.text and not report.ok and report.outcome.step not in ("connect", "tls"):
+    if (
+        report.outcome.text
+        and not report.ok
+        and report.outcome.step not in ("connect", "tls")
+        and report.outcome.error != "probe.stopped"
+    ):
         report.replies.append(report.outcome.text)
     if settings.scan and settings.security is not Security.NONE and _reached_tls(report):
         _scan(run)
@@ -463,10 +472,6 @@ def _probe_imap(run: _Run) -> None:
             else:
                 text = _imap_ok("login", *client.login(settings.username, settings.password))
             detail.append(text)
-            if client.state == "AUTH":  # capabilities change after login
-                with contextlib.suppress(imaplib.IMAP4.error):
-                    _typ, caps = client.capability()
-                    report.capabilities = tuple(caps[-1].decode().split()) if caps else ()
         with run.timed("select") as detail:
             typ, data = client.select("INBOX")
             detail.append(f"{_imap_ok('select', typ, data)} messages")
@@ -742,16 +747,23 @@ def _key_text(cert: x509.Certificate) -> str:
 
 
 def _default_client_verdict(settings: ProbeSettings) -> tuple[Diagnosis, str]:
-    """What a client with default settings (and the given CA trusted) says of the certificate."""
-    strict = replace(settings, verify_certificate=True, tls="legacy")
-    try:
-        with _tls_socket(strict, strict.context()):
-            return Diagnosis.OK, ""
-    except ssl.SSLCertVerificationError as error:
-        outcome = _outcome("tls", error)
-        return diagnose(outcome), error.verify_message or str(error)
-    except (OSError, ssl.SSLError) as error:
-        return Diagnosis.UNKNOWN, str(error)
+    """What a client with default settings (and the given CA trusted) says of the certificate.
+
+    A server too old for the default client is asked again by one that allows TLS 1.0
+    (which, at security level 0, no longer minds weak keys).
+    """
+    error_text = ""
+    for tls in ("default", "legacy"):
+        strict = replace(settings, verify_certificate=True, tls=tls)
+        try:
+            with _tls_socket(strict, strict.context()):
+                return Diagnosis.OK, ""
+        except ssl.SSLCertVerificationError as error:
+            outcome = _outcome("tls", error)
+            return diagnose(outcome), error.verify_message or str(error)
+        except (OSError, ssl.SSLError) as error:
+            error_text = str(error)
+    return Diagnosis.UNKNOWN, error_text
 
 
 # --- from a client case -----------------------------------------------------------------
@@ -863,6 +875,13 @@ def add_cli(commands: Any) -> None:
     )
     parser.add_argument("--no-scan", action="store_true", help="skip the TLS version scan")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    parser.add_argument(
+        "--save-scenario",
+        metavar="FILE.toml",
+        default=None,
+        help="write what was seen as a scenario file `mailharness serve` reproduces "
+        "(never a password)",
+    )
     parser.set_defaults(run=run_cli)
 
 
@@ -899,6 +918,10 @@ def run_cli(args: Any) -> int:
             scan=not args.no_scan,
         )
         reports.append(probe(settings))
+    if args.save_scenario:
+        from mailharness.capture import save_scenario
+
+        save_scenario(args.save_scenario, reports)
     if args.json:
         print(
             json.dumps(
@@ -910,4 +933,6 @@ def run_cli(args: Any) -> int:
         )
     else:
         print("\n\n".join(r.human() for r in reports))
+        if args.save_scenario:
+            print(f"\nsaved as a scenario: {args.save_scenario}")
     return max(r.exit_code for r in reports)
