@@ -344,7 +344,12 @@ class _Run:
         try:
             yield detail
         except BaseException as error:
-            text = detail[0] if detail else (str(error.outcome) if isinstance(error, _Stop) else "")
+            if detail:
+                text = detail[0]
+            elif isinstance(error, _Stop):
+                text = error.outcome.text
+            else:
+                text = f"{type(error).__name__}: {error}"[:200]
             self.report.steps.append(Step(name, False, time.monotonic() - start, text))
             raise
         self.report.steps.append(Step(name, True, time.monotonic() - start, " ".join(detail)))
@@ -381,12 +386,10 @@ def probe(settings: ProbeSettings) -> ProbeReport:
     except (OSError, imaplib.IMAP4.error, smtplib.SMTPException, ssl.SSLError) as error:
         report.outcome = _failure(run.step, error)
         report.diagnosis = diagnose(report.outcome, secure=_secure_at(settings, run))
-    if (
-        report.outcome.text
-        and not report.ok
-        and report.outcome.step not in ("connect", "tls")
-        and report.outcome.error != "probe.stopped"
-    ):
+    # What the server answered (a NO, a 5xx), not what the client library concluded.
+    kind = report.outcome.error or ""
+    said = kind.startswith(("imap", "smtplib.SMTP")) and "Disconnected" not in kind
+    if said and report.outcome.text:
         report.replies.append(report.outcome.text)
     if settings.scan and settings.security is not Security.NONE and _reached_tls(report):
         _scan(run)

@@ -18,6 +18,8 @@ from mailharness.matrix import CodeMapping, command_for, run_matrix, select_scen
 from mailharness.scenarios import Family
 from mailharness.servers.errors import ConfigError
 
+from tests.helpers import require_backend
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "connector" / "inbox_connector.py"
 CURL_CONNECTOR = ROOT / "examples" / "curl-connector"
@@ -40,6 +42,20 @@ def test_matrix_of_the_probe_passes_every_case_on_the_fake() -> None:
     assert not result.failed, result.table()
     assert len(result.rows) == sum(len(s.expect) for s in scenarios)
     assert result.exit_code == 0
+
+
+def test_matrix_of_the_probe_passes_on_dovecot_where_it_serves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_backend("dovecot")
+    junit = tmp_path / "dovecot.xml"
+    assert main(["matrix", "--backend", "dovecot", "-n", "2", "--junit", str(junit)]) == 0
+    out = capsys.readouterr().out
+    scenarios, skipped = select_scenarios(backend="dovecot")
+    assert f"0 failed, {len(skipped)} scenarios skipped (dovecot" in out
+    suite = ElementTree.parse(junit).getroot()
+    assert suite.get("tests") == str(sum(len(s.expect) for s in scenarios))
+    assert suite.get("skipped") == str(len(skipped)) and suite.get("failures") == "0"
 
 
 def test_example_connector_through_the_matrix() -> None:
