@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from mailharness.diagnosis import Diagnosis, diagnose
-from mailharness.journeys import _IMAP, _SMTP, TLS_MODES, Outcome, _outcome
+from mailharness.journeys import _IMAP, _SMTP, TLS_MODES, ClientProfile, Outcome, _outcome
 from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.listeners import Security
 
@@ -109,20 +109,9 @@ class ProbeSettings:
         return self.server_name or self.host
 
     def context(self) -> ssl.SSLContext:
-        """The client TLS context these settings make (as ClientProfile.context does)."""
-        ctx = ssl.create_default_context(cafile=None if self.ca_path is None else str(self.ca_path))
-        if self.tls != "default":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ctx.minimum_version = ssl.TLSVersion.TLSv1
-                if self.tls == "tls1.0-only":
-                    ctx.maximum_version = ssl.TLSVersion.TLSv1
-            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        if not self.verify_certificate:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        return ctx
+        """The client TLS context these settings make (a connector's, as ClientProfile's)."""
+        profile = ClientProfile(verify=self.verify_certificate, tls=self.tls)
+        return profile.context(self.ca_path)
 
 
 @dataclass(frozen=True, slots=True)
