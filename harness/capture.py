@@ -67,8 +67,10 @@ class _Protocol:
 def _listener_security(report: ProbeReport) -> Security | None:
     """The listener's own security, from what the probe met (it may differ from the setting)."""
     probed, diagnosis = report.security, report.diagnosis
-    if diagnosis is Diagnosis.TLS_MISMATCH or diagnosis is Diagnosis.GREETING_TIMEOUT:
-        return None  # the probe's setting was wrong for this port: nothing to tell
+    if diagnosis is Diagnosis.TLS_MISMATCH or (
+        diagnosis is Diagnosis.GREETING_TIMEOUT and probed is Security.NONE
+    ):
+        return None  # the probe's setting may be wrong for this port: nothing to tell
     if probed is Security.NONE:
         return Security.STARTTLS if "STARTTLS" in report.capabilities_before_tls else Security.NONE
     if probed is Security.STARTTLS and diagnosis is Diagnosis.STARTTLS_UNAVAILABLE:
@@ -104,6 +106,11 @@ def _observe(protocol: str, reports: Sequence[ProbeReport], cert: str) -> _Proto
             listener.faults.append({"kind": "refuse"})
         elif diagnosis is Diagnosis.CONNECT_TIMEOUT and not listener.faults:
             listener.faults.append({"kind": "firewall-drop"})
+        elif diagnosis is Diagnosis.CONNECTION_RESET and not listener.faults:
+            # After the client's connect has completed, as a middlebox does.
+            listener.faults.append({"kind": "reset", "after_seconds": 0.02})
+        elif diagnosis is Diagnosis.GREETING_TIMEOUT and not listener.faults:
+            listener.faults.append({"kind": "hang"})
         versions = report.tls_versions
         if versions and security is not Security.NONE and tuple(versions) != MODERN:
             if len(versions) == 1 and not any(f["kind"] == "tls-version" for f in listener.faults):
@@ -183,8 +190,8 @@ def _personality(reports: Sequence[ProbeReport]) -> str:
 def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a TOML basic string
     if isinstance(value, list):

@@ -37,7 +37,8 @@ CAPTURABLE_AUTH = (
 ROUND_TRIP = [
     *(s for s in CATALOG.values() if s.family in (Family.TLS, Family.CERT)),
     *(CATALOG[name] for name in CAPTURABLE_AUTH),
-    CATALOG["healthy"],
+    *(CATALOG[name] for name in ("healthy", "refused", "no-imap", "reset", "hang-greeting")),
+    CATALOG["maintenance"],
 ]
 
 
