@@ -447,11 +447,10 @@ def _probe_imap(run: _Run) -> None:
         report.capabilities_before_tls = tuple(client.capabilities)
         report.capabilities = report.capabilities_before_tls
         if settings.security is Security.STARTTLS:
-            with run.timed("starttls"):
+            with run.timed("starttls"):  # imaplib asks for the new CAPABILITY within
                 _imap_ok("starttls", *client.starttls(ssl_context=settings.context()))
                 run.record_tls(client.sock)  # type: ignore[arg-type]
-            with run.timed("capability"):
-                report.capabilities = tuple(client.capabilities)
+            report.capabilities = tuple(client.capabilities)
         report.auth_mechanisms = tuple(
             c.split("=", 1)[1] for c in report.capabilities if c.startswith("AUTH=")
         )

@@ -78,7 +78,6 @@ def test_report_has_steps_tls_certificate_and_capabilities(healthy: MailServer) 
         "connect",
         "greeting",
         "starttls",
-        "capability",
         "login",
         "select",
         "append",
