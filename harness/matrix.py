@@ -524,7 +524,9 @@ def add_cli(commands: Any) -> None:
         default=DEFAULT_CONNECTOR_TIMEOUT,
         help="seconds per connector run",
     )
-    parser.add_argument("--json", metavar="FILE", default=None, help="write a JSON report")
+    parser.add_argument(
+        "--json", metavar="FILE", default=None, help="write a JSON report ('-': stdout)"
+    )
     parser.add_argument("--junit", metavar="FILE", default=None, help="write JUnit XML")
     parser.add_argument("--html", metavar="FILE", default=None, help="write an HTML report")
     parser.set_defaults(run=run_cli)
@@ -559,12 +561,15 @@ def run_cli(args: Any) -> int:
         )
     finally:
         progress.close()
-    print(result.table())
+    if args.json == "-":
+        print(json.dumps(result.as_dict(), indent=1))
+    else:
+        print(result.table())
     for path, text in (
         (args.json, json.dumps(result.as_dict(), indent=1)),
         (args.junit, result.junit()),
         (args.html, result.html()),
     ):
-        if path:
+        if path and path != "-":
             Path(path).write_text(text)
     return result.exit_code

@@ -145,6 +145,9 @@ def test_cli_reports_table_json_junit_and_html(
     failure = suite.find("testcase/failure")
     assert failure is not None and failure.get("message") == "expected CERT_EXPIRED, observed OK"
     assert "<script" not in paths["html"].read_text() and "http" not in paths["html"].read_text()
+    assert main(["matrix", "-k", "cert-expired/imap-implicit-insecure", "--json", "-"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["scenario"], r["observed"]) for r in rows] == [("cert-expired", "OK")]
 
 
 class _Table(HTMLParser):
