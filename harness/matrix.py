@@ -48,11 +48,12 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from mailharness.cases import ClientCase, client_cases
+from mailharness.cases import ClientCase, case_ids, client_cases
 from mailharness.catalog import CATALOG
 from mailharness.certs import MailCA
 from mailharness.diagnosis import Diagnosis
-from mailharness.scenarios import Scenario
+from mailharness.probe import probe_case
+from mailharness.scenarios import BACKENDS, Scenario
 from mailharness.server import MailServer
 from mailharness.servers.errors import ConfigError
 
@@ -273,8 +274,6 @@ def _selected(text: str, patterns: list[str]) -> bool:
 
 
 def _any_case_selected(scenario: Scenario, patterns: list[str]) -> bool:
-    from mailharness.cases import case_ids
-
     return any(_selected(f"{scenario.name}/{c}", patterns) for c in case_ids(scenario))
 
 
@@ -370,8 +369,6 @@ def _run_scenario(
     require_code: bool,
     on_row: Callable[[Row], None],
 ) -> list[Row]:
-    from mailharness.probe import probe_case
-
     rows = []
     server = scenario.serve(ca=ca, backend=backend)
     try:
@@ -496,9 +493,13 @@ def add_cli(commands: Any) -> None:
     parser = commands.add_parser(
         "matrix",
         help="run the probe or your connector against every scenario",
-        description=(__doc__ or "").split("\n\n")[1] if __doc__ else None,
+        description="Serve each scenario in turn and judge each client case with the probe "
+        "or a connector command (placeholders {host} {port} {security} {user} {password}...; "
+        "see docs/probe.md). Exit 0 when every case passes, 1 on any mismatch.",
     )
-    parser.add_argument("--backend", default="fake", help="fake (default), dovecot or docker")
+    parser.add_argument(
+        "--backend", default="fake", choices=BACKENDS, help="who serves the mail (fake)"
+    )
     parser.add_argument("--family", default=None, help="only this scenario family")
     parser.add_argument(
         "-k",
@@ -537,8 +538,6 @@ def run_cli(args: Any) -> int:
     if not scenarios:
         raise ConfigError("matrix: no scenario selected")
     mapping = CodeMapping.load(args.mapping) if args.mapping else CodeMapping()
-    from mailharness.cases import case_ids
-
     total = sum(
         1
         for s in scenarios
