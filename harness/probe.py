@@ -31,16 +31,14 @@ import socket
 import ssl
 import time
 import uuid
-import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from mailharness.diagnosis import Diagnosis, diagnose
 from mailharness.journeys import _IMAP, _SMTP, TLS_MODES, ClientProfile, Outcome, _outcome
+from mailharness.probe_tls import Certificate, certificate_facts, connect, scan_versions
 from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.listeners import Security
 
@@ -51,14 +49,6 @@ __all__ = ["ProbeReport", "ProbeSettings", "Step", "probe", "probe_case", "setti
 
 PROTOCOLS = ("imap", "smtp")
 AUTHS = ("password", "xoauth2")
-# The versions a scan tries, oldest first, by the names TLSVersion faults and reports use.
-SCAN_VERSIONS: tuple[tuple[str, ssl.TLSVersion], ...] = (
-    ("tls1.0", ssl.TLSVersion.TLSv1),
-    ("tls1.1", ssl.TLSVersion.TLSv1_1),
-    ("tls1.2", ssl.TLSVersion.TLSv1_2),
-    ("tls1.3", ssl.TLSVersion.TLSv1_3),
-)
-_VERSION_NAMES = {"TLSv1": "tls1.0", "TLSv1.1": "tls1.1", "TLSv1.2": "tls1.2", "TLSv1.3": "tls1.3"}
 # Exit codes of `mailharness probe`: scripts tell "works" from "the server refused" from
 # "the probe itself was misused".
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -122,25 +112,6 @@ class Step:
     ok: bool
     seconds: float
     detail: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Certificate:
-    """Facts of the server's leaf certificate, and what a default client says of it."""
-
-    subject: str
-    issuer: str
-    names: tuple[str, ...]
-    not_before: str
-    not_after: str
-    key: str  # "RSA 2048", "EC secp256r1"
-    chain_length: int  # certificates the server sent
-    self_signed: bool
-    default_client: str  # the Diagnosis code a verifying client gives ("OK", "CERT_EXPIRED")
-    default_client_says: str  # its words
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -350,14 +321,6 @@ class _Run:
         self.report.tls_cipher = cipher[0] if cipher else None
 
 
-def _connect(settings: ProbeSettings) -> socket.socket:
-    source = (settings.source_address, 0) if settings.source_address else None
-    host = "127.0.0.1" if settings.host == "localhost" else settings.host
-    return socket.create_connection(
-        (host, settings.port), timeout=settings.timeout, source_address=source
-    )
-
-
 def probe(settings: ProbeSettings) -> ProbeReport:
     """Probe one listener as a connector configured with `settings` would use it."""
     run = _Run(settings)
@@ -418,7 +381,7 @@ def _imap_ok(step: str, typ: str, data: Sequence[Any]) -> str:
 def _open(run: _Run) -> socket.socket:
     settings = run.settings
     with run.timed("connect") as detail:
-        sock = _connect(settings)
+        sock = connect(settings)
         detail.append(f"{sock.getpeername()[0]}")
     if settings.security is Security.IMPLICIT:
         with run.timed("tls"):
@@ -593,168 +556,14 @@ def _plaintext_guard_smtp(run: _Run, client: smtplib.SMTP) -> None:
         )
 
 
-# --- TLS facts: certificate and version scan --------------------------------------------
-def _tls_socket(settings: ProbeSettings, ctx: ssl.SSLContext) -> ssl.SSLSocket:
-    """A fresh connection up to a finished handshake (after STARTTLS on a STARTTLS port)."""
-    sock = _connect(settings)
-    try:
-        if settings.security is Security.STARTTLS:
-            _starttls_plain(sock, settings.protocol)
-        return ctx.wrap_socket(sock, server_hostname=settings.tls_name)
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _starttls_plain(sock: socket.socket, protocol: str) -> None:
-    """The plaintext exchange before a STARTTLS handshake, on a raw socket."""
-    reader = sock.makefile("rb")
-    try:
-
-        def line() -> bytes:
-            got = reader.readline(8192)
-            if not got:
-                raise ConnectionError("closed before STARTTLS")
-            return got
-
-        if protocol == "imap":
-            line()
-            sock.sendall(b"P1 STARTTLS\r\n")
-            while not (got := line()).startswith(b"P1 "):
-                pass
-            if not got.startswith(b"P1 OK"):
-                raise ConnectionError(got.decode("utf-8", "replace").strip())
-        else:
-            while line()[3:4] == b"-":
-                pass
-            sock.sendall(b"EHLO probe.mailharness.test\r\n")
-            while line()[3:4] == b"-":
-                pass
-            sock.sendall(b"STARTTLS\r\n")
-            got = line()
-            if not got.startswith(b"220"):
-                raise ConnectionError(got.decode("utf-8", "replace").strip())
-    finally:
-        reader.close()
-
-
-def _permissive(minimum: ssl.TLSVersion, maximum: ssl.TLSVersion) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    # Security level 0 lets OpenSSL 3 speak TLS 1.0/1.1 and accept weak keys.
-    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.minimum_version = minimum
-        ctx.maximum_version = maximum
-    return ctx
-
-
 def _scan(run: _Run) -> None:
     settings, report = run.settings, run.report
     with run.timed("scan") as detail:
-        accepted = []
-        for name, version in SCAN_VERSIONS:
-            try:
-                with _tls_socket(settings, _permissive(version, version)):
-                    accepted.append(name)
-            except (OSError, ssl.SSLError):
-                continue
-        if not accepted and _sslv3_accepted(settings):
-            accepted.append("sslv3")
-        report.tls_versions = tuple(accepted)
-        detail.append(", ".join(accepted) or "no TLS version accepted")
-        if accepted and accepted != ["sslv3"]:
+        report.tls_versions = scan_versions(settings)
+        detail.append(", ".join(report.tls_versions) or "no TLS version accepted")
+        if report.tls_versions not in ((), ("sslv3",)):
             with contextlib.suppress(OSError, ssl.SSLError):
-                report.certificate = _certificate(settings)
-
-
-def _sslv3_accepted(settings: ProbeSettings) -> bool:
-    """SSL 3.0 through tlslite-ng: OpenSSL 3 has no SSLv3 client either."""
-    from tlslite.api import HandshakeSettings, TLSConnection
-
-    try:
-        sock = _connect(settings)
-    except OSError:
-        return False
-    try:
-        if settings.security is Security.STARTTLS:
-            _starttls_plain(sock, settings.protocol)
-        hs = HandshakeSettings()
-        hs.minVersion = (3, 0)
-        hs.maxVersion = (3, 0)
-        TLSConnection(sock).handshakeClientCert(settings=hs)
-        return True
-    except Exception:  # tlslite raises its own alert classes, or OSError
-        return False
-    finally:
-        sock.close()
-
-
-def _certificate(settings: ProbeSettings) -> Certificate:
-    with _tls_socket(
-        settings, _permissive(ssl.TLSVersion.TLSv1, ssl.TLSVersion.MAXIMUM_SUPPORTED)
-    ) as s:
-        der = s.getpeercert(binary_form=True)
-        chain = s._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]  # public in 3.13
-    if der is None:
-        raise ssl.SSLError("no certificate")
-    cert = x509.load_der_x509_certificate(der)
-    verdict, words = _default_client_verdict(settings)
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = tuple(
-            [*sans.get_values_for_type(x509.DNSName)]
-            + [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
-        )
-    except x509.ExtensionNotFound:
-        names = ()
-    return Certificate(
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        names=names,
-        not_before=cert.not_valid_before_utc.isoformat(),
-        not_after=cert.not_valid_after_utc.isoformat(),
-        key=_key_text(cert),
-        chain_length=len(chain),
-        self_signed=cert.issuer == cert.subject,
-        default_client=verdict.value,
-        default_client_says=words,
-    )
-
-
-def _key_text(cert: x509.Certificate) -> str:
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA {key.key_size}"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"EC {key.curve.name}"
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"DSA {key.key_size}"
-    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return type(key).__name__.removesuffix("PublicKey")
-    return type(key).__name__
-
-
-def _default_client_verdict(settings: ProbeSettings) -> tuple[Diagnosis, str]:
-    """What a client with default settings (and the given CA trusted) says of the certificate.
-
-    A server too old for the default client is asked again by one that allows TLS 1.0
-    (which, at security level 0, no longer minds weak keys).
-    """
-    error_text = ""
-    for tls in ("default", "legacy"):
-        strict = replace(settings, verify_certificate=True, tls=tls)
-        try:
-            with _tls_socket(strict, strict.context()):
-                return Diagnosis.OK, ""
-        except ssl.SSLCertVerificationError as error:
-            outcome = _outcome("tls", error)
-            return diagnose(outcome), error.verify_message or str(error)
-        except (OSError, ssl.SSLError) as error:
-            error_text = str(error)
-    return Diagnosis.UNKNOWN, error_text
+                report.certificate = certificate_facts(settings)
 
 
 # --- from a client case -----------------------------------------------------------------
