@@ -17,6 +17,7 @@ missing-intermediate leaves look the same to a client and are saved as `unknown-
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,25 @@ class _Protocol:
     listeners: dict[Security, _Listener] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def toml_fields() -> tuple[str, ...]:
+    """The top-level fields the scenario-file loader knows.
+
+    The loader is being reworked (it moves to `mailharness.scenario_files`, and [[users]]
+    gains `users_mode`); capture writes only what the loader in this tree reads.
+    """
+    try:
+        from mailharness.scenario_files import (  # type: ignore[import-not-found, unused-ignore]
+            TOP_LEVEL,
+        )
+    except ImportError:
+        from mailharness.scenarios import (  # type: ignore[attr-defined, unused-ignore]
+            TOML_FIELDS,
+        )
+
+        return tuple(TOML_FIELDS)
+    return tuple(str(row[0]) for row in TOP_LEVEL)
 
 
 def _listener_security(report: ProbeReport) -> Security | None:
@@ -135,9 +155,9 @@ def _settings(protocol: str, report: ProbeReport, settings: dict[str, Any]) -> N
     outcome, secure = report.outcome, report.tls_version is not None
     login_ok = any(s.name == "login" and s.ok for s in report.steps)
     if protocol == "imap":
-        welcome = report.greeting
-        if welcome.startswith("* OK"):
-            settings.setdefault("greeting", welcome.rsplit("]", 1)[-1].strip())
+        welcome = re.match(r"\* OK (?:\[[^\]]*\] ?)?(.*)$", report.greeting)
+        if welcome is not None:
+            settings.setdefault("greeting", welcome.group(1).strip())
         if outcome.step == "greeting" and "UNAVAILABLE" in outcome.text:
             settings["maintenance"] = True
         if secure and report.capabilities:
@@ -227,6 +247,10 @@ def scenario_toml(reports: Sequence[ProbeReport], name: str = "captured") -> str
             "",
             "# The account refused the probe's login; its password here is random, never the",
             "# one the probe used.",
+        ]
+        if "users_mode" in toml_fields():
+            lines.append('users_mode = "replace"')
+        lines += [
             "[[users]]",
             f"address = {_value(refused_logins[0].username)}",
             f"password = {_value(secrets.token_urlsafe(12))}",

@@ -191,7 +191,7 @@ class ProbeReport:
             "diagnosis": self.diagnosis.value,
             "outcome": (self.outcome.step, self.outcome.error, self.outcome.code),
             "steps": [(s.name, s.ok) for s in self.steps],
-            "greeting": self.greeting,
+            "greeting": _without_volatile(self.greeting),
             "capabilities_before_tls": self.capabilities_before_tls,
             "capabilities": self.capabilities,
             "auth_mechanisms": self.auth_mechanisms,

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mailharness.capture import scenario_toml
+from mailharness.capture import scenario_toml, toml_fields
 from mailharness.cases import ClientCase, client_cases
 from mailharness.catalog import CATALOG, scenario
 from mailharness.certs import MailCA
 from mailharness.cli import main
 from mailharness.diagnosis import Diagnosis
 from mailharness.probe import ProbeReport, ProbeSettings, probe, probe_case, settings_for_case
-from mailharness.scenarios import TOML_FIELDS, Family, Scenario
+from mailharness.scenarios import Family, Scenario
 from mailharness.server import MailServer
 from mailharness.servers.listeners import Security
 
@@ -86,7 +86,7 @@ def test_the_file_uses_documented_fields_and_never_a_password(
     path, _cases, reports = _capture(CATALOG["auth-bad-password"], mail_ca, tmp_path)
     text = path.read_text()
     data = tomllib.loads(text)
-    assert set(data) <= set(TOML_FIELDS)
+    assert set(data) <= set(toml_fields())
     assert "alice-password" not in text and "not-the-password" not in text
     assert data["users"][0]["address"] == "alice@example.test"
     assert all(r.diagnosis is Diagnosis.AUTH_FAILED for r in reports)
