@@ -10,11 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mailharness.capture import save_scenario, scenario_toml
     from mailharness.cases import ClientCase, Expected
     from mailharness.catalog import CATALOG, parametrize, parametrize_cases, scenario
     from mailharness.certs import CertVariant, MailCA, ServerCert
     from mailharness.diagnosis import Diagnosis, diagnose
     from mailharness.journeys import ClientProfile, Outcome
+    from mailharness.matrix import MatrixResult, run_matrix
+    from mailharness.probe import ProbeReport, ProbeSettings, probe_case
     from mailharness.scenarios import Expect, Family, Scenario
     from mailharness.schedule import Flap, MailboxChurn, MaintenanceWindow, Shutdown
     from mailharness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
 # Imported when first used: `import mailharness` (and the sans-IO IMAP core beneath it)
 # costs no asyncio, ssl, certificates or catalog until something asks for them.
 _EXPORTS = {
+    "save_scenario": "mailharness.capture",
+    "scenario_toml": "mailharness.capture",
     "ClientCase": "mailharness.cases",
     "Expected": "mailharness.cases",
     "CATALOG": "mailharness.catalog",
@@ -67,6 +72,11 @@ _EXPORTS = {
     "MailboxChurn": "mailharness.schedule",
     "MaintenanceWindow": "mailharness.schedule",
     "Shutdown": "mailharness.schedule",
+    "MatrixResult": "mailharness.matrix",
+    "run_matrix": "mailharness.matrix",
+    "ProbeReport": "mailharness.probe",
+    "ProbeSettings": "mailharness.probe",
+    "probe_case": "mailharness.probe",
     "Expect": "mailharness.scenarios",
     "Family": "mailharness.scenarios",
     "Scenario": "mailharness.scenarios",
@@ -150,7 +160,10 @@ __all__ = [
     "MailboxChurn",
     "MailharnessError",
     "MaintenanceWindow",
+    "MatrixResult",
     "Outcome",
+    "ProbeReport",
+    "ProbeSettings",
     "ProtocolEndpoints",
     "RateLimit",
     "Refuse",
@@ -170,5 +183,9 @@ __all__ = [
     "diagnose",
     "parametrize",
     "parametrize_cases",
+    "probe_case",
+    "run_matrix",
+    "save_scenario",
     "scenario",
+    "scenario_toml",
 ]

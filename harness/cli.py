@@ -116,7 +116,16 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("scenarios", help="list the scenario catalog")
     listing.add_argument("--family", default=None, help="only this family")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_tools(commands)
     return parser
+
+
+def _add_tools(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Subcommands that live beside what they run: each sets `run` on its namespace."""
+    from mailharness import matrix, probe
+
+    probe.add_cli(commands)
+    matrix.add_cli(commands)
 
 
 def list_scenarios(args: argparse.Namespace) -> int:
@@ -179,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_scenarios(args)
         if args.command == "ctl":
             return run_ctl(args)
+        if hasattr(args, "run"):
+            return int(args.run(args))
     except MailharnessError as error:
         print(f"mailharness: error: {error}", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ class Diagnosis(enum.Enum):
     STARTTLS_UNAVAILABLE = "STARTTLS_UNAVAILABLE"
     STARTTLS_FAILED = "STARTTLS_FAILED"
     PLAINTEXT_REFUSED = "PLAINTEXT_REFUSED"
+    PLAINTEXT_BLOCKED = "PLAINTEXT_BLOCKED"
     AUTH_FAILED = "AUTH_FAILED"
     AUTH_MECHANISM_UNSUPPORTED = "AUTH_MECHANISM_UNSUPPORTED"
     APP_PASSWORD_REQUIRED = "APP_PASSWORD_REQUIRED"
@@ -98,6 +99,8 @@ HINTS: dict[Diagnosis, str] = {
     "problem; no credentials were sent.",
     Diagnosis.PLAINTEXT_REFUSED: "The server refuses credentials before TLS: enable STARTTLS "
     "or implicit TLS.",
+    Diagnosis.PLAINTEXT_BLOCKED: "The connection is not encrypted, so the password was not "
+    "sent: use STARTTLS or implicit TLS, or allow plaintext explicitly if you trust the network.",
     Diagnosis.AUTH_FAILED: "User name or password is wrong (or the password changed).",
     Diagnosis.AUTH_MECHANISM_UNSUPPORTED: "The server does not offer the authentication method "
     "used: check the login method (password or OAuth).",

@@ -22,7 +22,9 @@ import smtplib
 import socket
 import ssl
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import imapclient
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError
@@ -320,7 +322,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--source-address")
     args = parser.parse_args(argv)
-    result = check(
+    with _source_bound(args.source_address):
+        result = _check_from_args(args)
+    print(result.code, result.message)
+    return 0 if result.ok else 1
+
+
+@contextlib.contextmanager
+def _source_bound(address: str | None) -> Iterator[None]:
+    """imapclient has no source-address setting: for this one-shot run, every
+    connection leaves from `address` (SMTP passes it to smtplib as well)."""
+    if not address:
+        yield
+        return
+    original = socket.create_connection
+    default_timeout = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+
+    def bound(
+        target: Any, timeout: Any = default_timeout, source_address: Any = None, **kw: Any
+    ) -> Any:
+        return original(target, timeout, source_address or (address, 0), **kw)
+
+    socket.create_connection = bound  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        socket.create_connection = original
+
+
+def _check_from_args(args: argparse.Namespace) -> Result:
+    return check(
         Settings(
             protocol=args.protocol,
             host=args.host,
@@ -336,8 +367,6 @@ def main(argv: list[str] | None = None) -> int:
             source_address=args.source_address,
         )
     )
-    print(result.code, result.message)
-    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -297,6 +297,14 @@ class _HarnessSMTP(SMTP):
             self.service.per_ip[self.peer_ip] -= 1
         if self.transcript is not None:
             self.transcript.event("connection closed" + (f": {error}" if error else ""))
+        if self.session is None:
+            # An implicit-TLS handshake that failed (a TLS 1.0 client, a version scan):
+            # asyncio reports the loss though aiosmtpd never started a session, and
+            # aiosmtpd's own bookkeeping asserts one. Only the stream's is left to undo,
+            # and the tables that tie a session into cycles.
+            asyncio.StreamReaderProtocol.connection_lost(self, error)
+            self._forget_tables()
+            return
         super().connection_lost(error)
         task = self._handler_coroutine
         if task is not None and not self._forgetting:
@@ -311,6 +319,9 @@ class _HarnessSMTP(SMTP):
         a session at once instead of the cycle collector, sessions later."""
         if not task.cancelled() and task.exception() is not None:
             forget_traceback(task.exception())
+        self._forget_tables()
+
+    def _forget_tables(self) -> None:
         self._smtp_methods = {}
         self._auth_methods = {}
         self._client_connected_cb = None
