@@ -178,9 +178,13 @@ def imap_server_process(*, synthetic: int = 0, timeout: float = 60.0) -> Iterato
 
 @contextlib.contextmanager
 def served(scenario: str, **popen: Any) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
-    """`mailharness serve --json` in its own process (its memory and fds measured alone):
-    yields the process and the endpoint of each protocol by name."""
-    command = [sys.executable, "-m", "mailharness.cli", "serve", "--scenario", scenario, "--json"]
+    """`mailharness serve --json --quiet` in its own process (its memory and fds measured
+    alone; stderr carries only what goes wrong): yields the process and the endpoint of
+    each protocol by name."""
+    command = [
+        *(sys.executable, "-m", "mailharness.cli", "serve", "--scenario", scenario),
+        *("--json", "--quiet"),
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, **popen)
     try:
         assert proc.stdout is not None
