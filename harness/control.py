@@ -19,7 +19,6 @@ behaviour is fixed by its config) gets 409. Standard library only.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hmac
 import http.server
 import json
@@ -28,15 +27,14 @@ import re
 import secrets
 import socket
 import threading
-import types
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from mailharness.serve import fault_dict, jsonable, kebab
+from mailharness import values
+from mailharness.serve import fault_dict, jsonable
 from mailharness.server import LISTENER_NAMES, NOT_APPLICABLE, NotApplicable
 from mailharness.servers.accounts import Lockout, User
 from mailharness.servers.errors import ConfigError, MailharnessError, choice_error
@@ -50,7 +48,7 @@ if TYPE_CHECKING:
 API_VERSION = "1"
 # A request body larger than this is refused: the API takes switches, not mail.
 MAX_BODY_BYTES = 1 << 20
-FAULT_KINDS: dict[str, type] = {kebab(cls.__name__): cls for cls in toxics.FAULT_TYPES}
+FAULT_KINDS: dict[str, type] = dict(toxics.FAULT_KINDS)  # the one list of fault kinds
 
 
 class APIError(Exception):
@@ -83,117 +81,25 @@ def _write_state(path: Path, state: Mapping[str, Any]) -> None:
 
 # --- values from JSON, checked against the field's type ---------------------------------------
 def coerce(where: str, value: object, hint: object) -> object:
-    """`value` (from JSON) as the type `hint` wants, or a ConfigError naming `where`,
-    the value and what is allowed. Lists become tuples, objects become dataclasses."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        arms = typing.get_args(hint)
-        errors: dict[object, ConfigError] = {}
-        for arm in arms:
-            try:
-                return coerce(where, value, arm)
-            except ConfigError as failed:
-                errors[arm] = failed
-        for arm, reason in errors.items():  # an object or list of the right shape: its error
-            if (isinstance(value, dict) and dataclasses.is_dataclass(arm)) or (
-                isinstance(value, list) and typing.get_origin(arm) is tuple
-            ):
-                raise reason
-        raise ConfigError(f"{where}={value!r}: expected {_describe(hint)}")
-    if hint is type(None):
-        if value is None:
-            return None
-    elif origin is typing.Literal:
-        allowed = typing.get_args(hint)
-        if value in allowed:
-            return value
-        raise choice_error(where, value, allowed)
-    elif origin is tuple:
-        args = typing.get_args(hint)
-        if isinstance(value, list | tuple):
-            if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(coerce(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value))
-            if len(args) == len(value):
-                return tuple(
-                    coerce(f"{where}[{i}]", v, a)
-                    for i, (v, a) in enumerate(zip(value, args, strict=True))
-                )
-    elif hint is typing.Any:
-        return value
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif hint is bytes:
-        if isinstance(value, str):
-            return value.encode()
-    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise choice_error(where, value, [m.value for m in hint]) from None
-    elif isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return build(where, hint, value)
-    raise ConfigError(f"{where}={value!r}: expected {_describe(hint)}")
+    """`value` (from JSON) as the type `hint` wants (see `mailharness.values`)."""
+    return values.convert(where, value, hint, "json")
 
 
 def _describe(hint: object) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin is tuple:
-        args = typing.get_args(hint)
-        return f"a list of {_describe(args[0])}" if args else "a list"
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return "one of " + ", ".join(repr(m.value) for m in hint)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        names = ", ".join(f.name for f in dataclasses.fields(hint))
-        return f"an object with {names}"
-    simple: dict[object, str] = {
-        type(None): "null",
-        bool: "true or false",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        bytes: "a string",
-    }
-    return simple.get(hint, str(hint))
+    return values.describe(hint, "json")
 
 
-def build(where: str, cls: type, values: Mapping[str, object]) -> Any:
+def build(where: str, cls: type, body: Mapping[str, object]) -> Any:
     """A dataclass from a JSON object: each field checked, unknown fields named."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in values:
-        if key not in names:
-            raise choice_error(f"{where}: field", key, names)
-    kwargs = {k: coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise ConfigError(f"{where}: {error}") from None
+    return values.build(where, cls, body, "json")
 
 
-def changes_for(where: str, cls: type, values: Mapping[str, object]) -> dict[str, object]:
+def changes_for(where: str, cls: type, body: Mapping[str, object]) -> dict[str, object]:
     """Field changes for `dataclasses.replace`, each checked against the field's type."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    changes = {}
-    for key, value in values.items():
-        if key not in names:
-            raise choice_error(f"{where}: field", key, names)
-        changes[key] = coerce(f"{where}.{key}", value, hints[key])
-    return changes
+    hints = values.hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in values.PYTHON_ONLY]
+    values.check_keys(where, body, names)
+    return {key: coerce(f"{where}.{key}", value, hints[key]) for key, value in body.items()}
 
 
 def parse_fault(where: str, spec: object) -> toxics.Fault:

@@ -20,12 +20,11 @@ import inspect
 import re
 import sys
 import tomllib
-import types
-import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mailharness import values
 from mailharness.certs import CertVariant
 from mailharness.scenarios import Scenario, with_personality
 from mailharness.schedule import EVENT_TYPES
@@ -106,8 +105,6 @@ PROTOCOL_EXTRAS: tuple[tuple[str, str, str, str], ...] = (
         "network and TLS faults before the listeners, added to the base's; see the faults section",
     ),
 )
-#: Fields a file cannot set (objects only Python builds), with why.
-PYTHON_ONLY = {"replies": "custom reply texts: a Replies object, from Python only"}
 
 
 # --- the model's own words -------------------------------------------------------------
@@ -134,133 +131,6 @@ def field_meanings(cls: type) -> dict[str, str]:
     return meanings
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def describe(hint: Any) -> str:
-    """What a TOML value for `hint` must be, in words."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        arms = [describe(a) for a in args if a is not type(None) and not _is_callable(a)]
-        return " or ".join(arms)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is tuple:
-        return f"a list of {_plural(describe(args[0]))}"
-    if hint is bool:
-        return "true or false"
-    if hint is int:
-        return "an integer"
-    if hint is float:
-        return "a number"
-    if hint in (str, bytes):
-        return "a string"
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return "one of " + ", ".join(repr(m.value) for m in hint)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        inner = ", ".join(f"{k} = {describe(v)}" for k, v in _hints(hint).items())
-        return f"a table {{ {inner} }}"
-    return "not settable from a file"
-
-
-def _plural(text: str) -> str:
-    return text.removeprefix("an ").removeprefix("a ") + "s" if text[:2] in ("a ", "an") else text
-
-
-def _is_callable(hint: Any) -> bool:
-    return typing.get_origin(hint) is Callable or hint is Callable
-
-
-class _Mismatch(Exception):
-    """The value does not have the hint's type (turned into a ConfigError by `convert`)."""
-
-
-def convert(where: str, value: object, hint: Any) -> Any:
-    """`value` as the field's type (lists become tuples, strings enums); else an error
-    naming `where` (the field), the value and what is allowed."""
-    try:
-        return _convert(where, value, hint)
-    except _Mismatch:
-        raise ConfigError(f"{where}={value!r}: expected {describe(hint)}") from None
-
-
-def _convert(where: str, value: object, hint: Any) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arm in args:
-            if arm is type(None) or _is_callable(arm):
-                continue
-            try:
-                return _convert(where, value, arm)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if origin is typing.Literal:
-        if value in args:
-            return value
-        raise _Mismatch
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise _Mismatch
-        return tuple(
-            convert(f"{where}[{index}]", item, args[0]) for index, item in enumerate(value)
-        )
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if hint is bytes:
-        if isinstance(value, str):
-            return value.encode()
-        raise _Mismatch
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        for member in hint:
-            if value == member.value:
-                return member
-        raise _Mismatch
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise _Mismatch
-        return build(where, hint, value)
-    raise _Mismatch
-
-
-def build(where: str, cls: type, table: Mapping[str, Any]) -> Any:
-    """A `cls` from a TOML table: every key a field, every value of the field's type."""
-    hints = _hints(cls)
-    settable = [name for name in hints if name not in PYTHON_ONLY]
-    check_keys(where, table, settable)
-    values = {name: convert(f"{where}.{name}", v, hints[name]) for name, v in table.items()}
-    for field in dataclasses.fields(cls):
-        missing = field.default is dataclasses.MISSING
-        if missing and field.default_factory is dataclasses.MISSING and field.name not in values:
-            raise ConfigError(f"{where}: {field.name} is required ({describe(hints[field.name])})")
-    try:
-        return cls(**values)
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
-
-
-def check_keys(where: str, table: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    for key in table:
-        if key not in allowed:
-            raise choice_error(f"{where}: field", key, allowed)
-
-
 def _table(where: str, value: object) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}={value!r}: expected a table")
@@ -285,7 +155,7 @@ def _kind(where: str, spec: Mapping[str, Any], kinds: Mapping[str, type]) -> Any
     if cls is None:
         raise choice_error(f"{where}: kind", spec["kind"], kinds)
     params = {k: v for k, v in spec.items() if k != "kind"}
-    return build(f"{where} ({spec['kind']})", cls, params)
+    return values.build(f"{where} ({spec['kind']})", cls, params)
 
 
 def _string(where: str, value: object) -> str:
@@ -323,13 +193,13 @@ def load_toml(path: str | Path, catalog: Mapping[str, Scenario]) -> Scenario:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    check_keys(str(path), data, [row[0] for row in TOP_LEVEL])
+    values.check_keys(str(path), data, [row[0] for row in TOP_LEVEL])
     where = f"{path}:"
     base = catalog[_string(f"{where} base", data.get("base", "healthy"))]
     config = base.config
     changes: dict[str, Any] = {}
     if "cert" in data:
-        changes["cert"] = convert(f"{where} cert", data["cert"], CertVariant)
+        changes["cert"] = values.convert(f"{where} cert", data["cert"], CertVariant)
     changes.update(_users(where, data, config))
     if "schedule" in data:
         changes["schedule"] = tuple(
@@ -394,7 +264,7 @@ def _users(where: str, data: Mapping[str, Any], config: MailConfig) -> dict[str,
     if mode not in USERS_MODES:
         raise choice_error(f"{where} users_mode", mode, USERS_MODES)
     users = tuple(
-        build(f"{where} users[{i}]", User, spec)
+        values.build(f"{where} users[{i}]", User, spec)
         for i, spec in enumerate(_tables("users", data["users"]))
     )
     if mode == "add":
@@ -420,20 +290,22 @@ def _protocol(
     where = f"{where} [{protocol}]"
     settings_cls = IMAPSettings if protocol == "imap" else SMTPSettings
     current = getattr(config, protocol) or settings_cls()
-    hints = _hints(settings_cls)
-    settable = [n for n in hints if n not in PYTHON_ONLY]
-    check_keys(where, table, (*settable, *(row[0] for row in PROTOCOL_EXTRAS)))
-    enabled = convert(f"{where} enabled", table.get("enabled", True), bool)
+    hints = values.hints(settings_cls)
+    settable = [n for n in hints if n not in values.PYTHON_ONLY]
+    values.check_keys(where, table, (*settable, *(row[0] for row in PROTOCOL_EXTRAS)))
+    enabled = values.convert(f"{where} enabled", table.get("enabled", True), bool)
     if not enabled:
         changes[protocol] = None
         return
-    values = {k: convert(f"{where} {k}", v, hints[k]) for k, v in table.items() if k in hints}
+    settings = {
+        k: values.convert(f"{where} {k}", v, hints[k]) for k, v in table.items() if k in hints
+    }
     try:
-        changes[protocol] = dataclasses.replace(current, **values)
+        changes[protocol] = dataclasses.replace(current, **settings)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
     if "listeners" in table:
-        listeners = convert(f"{where} listeners", table["listeners"], tuple[Security, ...])
+        listeners = values.convert(f"{where} listeners", table["listeners"], tuple[Security, ...])
         changes[f"{protocol}_listeners"] = listeners
     for index, spec in enumerate(_tables(f"{protocol}.faults", table.get("faults", []))):
         selector = spec.get("listener", protocol)
@@ -466,12 +338,12 @@ def _cell(text: str) -> str:
 
 
 def _rows(cls: type, skip: Iterable[str] = ()) -> list[str]:
-    hints, meanings = _hints(cls), field_meanings(cls)
+    hints, meanings = values.hints(cls), field_meanings(cls)
     lines = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
     for field in dataclasses.fields(cls):
         if field.name in skip:
             continue
-        kind = PYTHON_ONLY.get(field.name) or describe(hints[field.name])
+        kind = values.PYTHON_ONLY.get(field.name) or values.describe(hints[field.name])
         lines.append(
             f"| `{field.name}` | {_cell(kind)} | `{_cell(_default(field))}` | "
             f"{_cell(meanings.get(field.name, ''))} |"

@@ -229,17 +229,19 @@ def build_config(
 
 # --- facts ----------------------------------------------------------------------------------
 def fault_dict(fault: object) -> dict[str, Any]:
-    """A fault as JSON: its kind (kebab-case, as in scenario files) and its fields."""
-    values = {
+    """A fault as JSON: its kind (as scenario files name it) and its fields."""
+    fields = {
         f.name: jsonable(getattr(fault, f.name))
         for f in dataclasses.fields(fault)  # type: ignore[arg-type]
     }
-    return {"kind": kebab(type(fault).__name__), **values}
+    return {"kind": fault_kind(fault), **fields}
 
 
-def kebab(name: str) -> str:
-    out = "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
-    return out.replace("t-l-s", "tls")
+def fault_kind(fault: object) -> str:
+    """The kind name of a fault: the one list's (`toxics.FAULT_KINDS`) key for its class."""
+    from mailharness.servers.faults import toxics
+
+    return next(k for k, cls in toxics.FAULT_KINDS.items() if type(fault) is cls)
 
 
 def jsonable(value: object) -> object:
