@@ -294,7 +294,11 @@ def _jsonable(value: object) -> object:
 
 
 def facts(
-    resolved: Resolved, server: MailServer, cas: Mapping[str, Path], api: dict[str, Any] | None
+    resolved: Resolved,
+    server: MailServer,
+    cas: Mapping[str, Path],
+    api: dict[str, Any] | None,
+    ui: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `serve --json` object (its schema is in harness/cli.py's docstring)."""
     chosen = resolved.scenario
@@ -315,6 +319,7 @@ def facts(
         "server_does": chosen.server,
         "client_sees": expectation(resolved),
         "api": api,
+        "ui": ui,
     }
 
 
@@ -363,6 +368,9 @@ def human_summary(info: Mapping[str, Any]) -> str:
     api = info["api"]
     if api is not None:
         lines.append(f"  control API: {api['url']}  (token in {api['state_file']})")
+    ui = info.get("ui")
+    if ui is not None:
+        lines.append(f"  web console: {ui['open']}")
     lines += [
         "",
         f"  server: {info['server_does']}",
@@ -519,6 +527,7 @@ class Serve:
         quiet: bool = False,
         certs_dir: str | None = None,
         api_port: int | None = None,
+        ui_port: int | None = None,
         state_file: Path | None = None,
         out: TextIO = sys.stdout,
         err: TextIO = sys.stderr,
@@ -530,6 +539,7 @@ class Serve:
         self.quiet = quiet
         self.certs_dir = certs_dir
         self.api_port = api_port
+        self.ui_port = ui_port
         self.state_file = state_file
         self.out = out
         self.err = err
@@ -540,6 +550,11 @@ class Serve:
         self._signals: deque[int] = deque()
         self._wake = threading.Event()
         self._activity = Activity(err)
+        # Told of each server before it starts (first start, reload, switch): the console's
+        # live view hooks its transcripts and captured mail here.
+        self.on_server: list[Callable[[MailServer], None]] = []
+        self.ui_info: dict[str, Any] | None = None
+        self._ca: MailCA | None = None
 
     # -- logging --------------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -549,14 +564,22 @@ class Serve:
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
         api = None
+        console = None
         try:
             resolved = resolve(self.scenario_arg)
             options = self.cli.merged_over(resolved.options)
             options.check()
             with MailCA(self.certs_dir) as ca:
                 self.cas = ca.cas()
+                self._ca = ca
+                if self.ui_port is not None:
+                    from mailharness.console import Console
+
+                    console = Console(self)
                 self.running = self._start(resolved, options, ca, {})
                 port = options.api_port(self.api_port)
+                if port is None and console is not None:
+                    port = options.api_port(0)  # the console is a client of the API
                 if port is not None:
                     from mailharness.control import ControlAPI
 
@@ -568,10 +591,14 @@ class Serve:
                             f"--api port {port} on {host}: {error.strerror or error}"
                         ) from None
                     self.api_info = api.publish(self.state_file)
+                if console is not None and api is not None and self.ui_port is not None:
+                    self.ui_info = console.start(api, self.ui_port)
                 self._announce()
                 code = self._wait(ca)
                 return code
         finally:
+            if console is not None:
+                console.stop()
             if api is not None:
                 api.stop()
             if self.running is not None:
@@ -594,6 +621,8 @@ class Serve:
         server = MailServer(config, ca=ca, label=chosen.name, ports=fixed)
         if not self.quiet:
             self._activity.attach(server)
+        for hook in self.on_server:
+            hook(server)
         try:
             server.start()
         except OSError as error:
@@ -611,7 +640,9 @@ class Serve:
 
     def _announce(self) -> None:
         assert self.running is not None
-        info = facts(self.running.resolved, self.running.server, self.cas, self.api_info)
+        info = facts(
+            self.running.resolved, self.running.server, self.cas, self.api_info, self.ui_info
+        )
         if self.as_json:
             print(json.dumps(info), file=self.out, flush=True)
         else:
@@ -620,7 +651,9 @@ class Serve:
     def facts(self) -> dict[str, Any]:
         with self.lock:
             assert self.running is not None
-            return facts(self.running.resolved, self.running.server, self.cas, self.api_info)
+            return facts(
+                self.running.resolved, self.running.server, self.cas, self.api_info, self.ui_info
+            )
 
     @property
     def server(self) -> MailServer:
@@ -660,6 +693,26 @@ class Serve:
                 f"{server.messages.arrived} messages captured, "
                 f"faults { ({n: len(f.faults) for n, f in server.fronts().items()}) }"
             )
+
+    def switch(self, name: str) -> None:
+        """Serve catalog scenario `name` instead, on the same addresses (the console's
+        scenario switcher); options and fronts stay as started."""
+        resolved = resolve(name)  # an unknown name raises, naming the catalog's
+        with self.lock:
+            running = self.running
+            assert running is not None and self._ca is not None
+            options = self.cli.merged_over(resolved.options)
+            options.check()
+            old = running.server
+            keep = {f"{e.protocol}/{e.security.value}": e.port for e in old.endpoints()}
+            old.stop()
+            try:
+                self.running = self._start(resolved, options, self._ca, keep)
+            except Exception:  # keep serving what was served
+                before = self.cli.merged_over(running.resolved.options)
+                self.running = self._start(running.resolved, before, self._ca, keep)
+                raise
+            self.log(f"switched to scenario {resolved.scenario.name!r}")
 
     def reload(self, ca: MailCA) -> None:
         """SIGHUP: a scenario file is read again and served on the same addresses; a

@@ -1,0 +1,373 @@
+// mailharness console: a client of the serve's control API (under /api) and its event
+// stream (/api/events). Data is only ever put in the page as text (textContent), never as
+// markup; a captured message's HTML goes into a sandboxed frame that may run nothing.
+"use strict";
+
+const state = {
+  facts: null, sessions: [], messages: [], users: [], switches: {},
+  quotaFull: new Set(), view: "overview", session: null, message: null, messagePart: "text", mailboxUser: null,
+};
+
+// --- small helpers ---------------------------------------------------------------------------
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+const $ = (id) => document.getElementById(id);
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const reply = await fetch("/api" + path, init);
+  const type = reply.headers.get("Content-Type") || "";
+  const data = type.startsWith("application/json") ? await reply.json() : await reply.text();
+  if (!reply.ok) {
+    const message = (data && data.error) || String(data);
+    if (reply.status === 401) showError("Not signed in: open the console URL that serve printed (with ?token=).");
+    else showError(`${method} ${path}: ${message}`);
+    throw new Error(message);
+  }
+  showError("");
+  return data;
+}
+const change = (method, path, body) => api(method, path, body === undefined ? {} : body);
+
+// Refreshes coalesce: a burst of events reads each resource once.
+const pending = new Map();
+function soon(key, fn) {
+  if (pending.has(key)) return;
+  pending.set(key, setTimeout(() => { pending.delete(key); fn().catch(() => {}); }, 60));
+}
+
+// --- views -----------------------------------------------------------------------------------
+function showView(name) {
+  state.view = name;
+  for (const tab of document.querySelectorAll(".tab")) {
+    if (tab.dataset.view === name) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+  for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== "view-" + name;
+  if (name === "mailboxes") loadMailboxes().catch(() => {});
+  history.replaceState(null, "", "#" + name);
+}
+
+async function loadFacts() {
+  const facts = await api("GET", "/status");
+  state.facts = facts;
+  $("scenario-name").textContent = facts.scenario;
+  document.title = `${facts.scenario} · mailharness console`;
+  $("server-does").textContent = facts.server_does;
+  $("client-sees").textContent = facts.client_sees;
+  $("cert").textContent = facts.cert;
+  const select = $("scenario-select");
+  if (select.value !== facts.scenario && select.options.length) select.value = facts.scenario;
+  $("listeners").tBodies[0].replaceChildren(...facts.endpoints.map((e) => el("tr", {},
+    el("td", { text: e.protocol.toUpperCase() }), el("td", { text: e.security }),
+    el("td", { class: "mono", text: e.host.includes(":") ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}` }))));
+  $("cas").replaceChildren(...Object.keys(facts.cas).map((name) => el("li", {},
+    el("a", { href: `/api/ui/ca/${encodeURIComponent(name)}`, download: `${name}.pem` }, `${name}.pem`),
+    name === "harness" ? " (signs the server certificate)" : "")));
+  renderFronts(facts.faults || {});
+}
+
+async function loadScenarios() {
+  const list = await api("GET", "/ui/scenarios");
+  $("scenario-select").replaceChildren(...list.map((s) => el("option", { value: s.name, text: `${s.name} (${s.family})` })));
+  if (state.facts) $("scenario-select").value = state.facts.scenario;
+}
+
+async function loadUsers() {
+  const users = await api("GET", "/users");
+  state.users = users;
+  $("users").tBodies[0].replaceChildren(...users.map((u) => el("tr", {},
+    el("td", { class: "mono", text: u.login }), el("td", { class: "mono", text: u.address }),
+    el("td", { class: "mono", text: u.password }), el("td", { class: "mono", text: u.app_password || "—" }),
+    el("td", { text: u.disabled ? "disabled" : "active" }))));
+  const select = $("mb-user");
+  const chosen = state.mailboxUser || (users[0] && users[0].login);
+  select.replaceChildren(...users.map((u) => el("option", { value: u.login, text: u.login })));
+  if (chosen) select.value = chosen;
+  renderUserSwitches(users);
+}
+
+// --- sessions ----------------------------------------------------------------------------------
+function outcomeClass(outcome) {
+  return outcome === "login ok" ? "outcome-ok" : outcome === "open" ? "" : "outcome-bad";
+}
+
+async function loadSessions() {
+  state.sessions = await api("GET", "/ui/sessions");
+  renderSessions();
+  if (state.session !== null) loadTranscript(state.session).catch(() => {});
+}
+
+function renderSessions() {
+  const protocol = $("f-protocol").value, user = $("f-user").value.trim().toLowerCase(), outcome = $("f-outcome").value;
+  const shown = state.sessions.filter((s) => (!protocol || s.protocol === protocol)
+    && (!user || s.users.some((u) => u.toLowerCase().includes(user)))
+    && (!outcome || s.outcome === outcome)).reverse();
+  $("count-sessions").textContent = state.sessions.length;
+  $("no-sessions").hidden = shown.length > 0;
+  $("sessions").tBodies[0].replaceChildren(...shown.map((s) => el("tr",
+    { class: s.id === state.session ? "selected" : null, "data-session": s.id, "data-outcome": s.outcome },
+    el("td", {}, el("button", { type: "button", class: "link", onclick: () => loadTranscript(s.id), "aria-label": `Session ${s.id} transcript` }, `#${s.id}`)),
+    el("td", { text: s.protocol.toUpperCase() }),
+    el("td", { class: "mono", text: s.users.join(", ") || "—" }),
+    el("td", { text: s.tls_version || "none" }),
+    el("td", { class: outcomeClass(s.outcome), text: s.outcome }),
+    el("td", { class: "reason", text: s.reason || "" }))));
+}
+
+async function loadTranscript(id) {
+  const t = await api("GET", `/sessions/${id}`);
+  const changed = state.session !== id;
+  state.session = id;
+  for (const row of $("sessions").tBodies[0].rows) row.classList.toggle("selected", row.dataset.session === String(id));
+  const lines = t.lines.map((line) => el("div", { class: "line-" + line.direction },
+    `${line.elapsed.toFixed(3).padStart(8)} ${{ client: "C", server: "S", event: "*" }[line.direction]}: ${line.text}`));
+  $("transcript").replaceChildren(
+    el("h3", {}, `${t.protocol.toUpperCase()} session #${t.id}`),
+    el("p", { class: "hint" }, `from ${t.peer} on ${t.listener} · TLS: ${t.tls_version || "none"}`),
+    el("pre", { id: "transcript-text", tabindex: "0", "aria-label": "Transcript lines" }, lines));
+  if (changed) $("transcript").scrollIntoView({ block: "nearest" });
+}
+
+// --- captured mail -----------------------------------------------------------------------------
+async function loadMessages() {
+  state.messages = await api("GET", "/messages");
+  $("count-mail").textContent = state.messages.length;
+  $("no-mail").hidden = state.messages.length > 0;
+  $("messages").tBodies[0].replaceChildren(...[...state.messages].reverse().map((m) => el("tr",
+    { class: m.index === state.message ? "selected" : null, "data-message": m.index },
+    el("td", { text: m.index }),
+    el("td", { class: "mono", text: m.mail_from }),
+    el("td", { class: "mono", text: m.rcpt_tos.join(", ") }),
+    el("td", {}, el("button", { type: "button", class: "link", onclick: () => loadMessage(m.index) }, m.subject || "(no subject)")),
+    el("td", { class: "mono", text: m.login || "—" }))));
+}
+
+async function loadMessage(index) {
+  const m = await api("GET", `/ui/messages/${index}`);
+  state.message = index;
+  for (const row of $("messages").tBodies[0].rows) row.classList.toggle("selected", row.dataset.message === String(index));
+  const parts = [["text", "Text"], ["html", "HTML"], ["headers", "Headers"], ["raw", "Raw source"], ["attachments", `Attachments (${m.attachments.length})`]];
+  if (!m.html && state.messagePart === "html") state.messagePart = "text";
+  const body = el("div", { id: "message-part" });
+  const buttons = parts.map(([key, label]) => el("button", {
+    type: "button", "aria-pressed": String(key === state.messagePart), disabled: key === "html" && !m.html,
+    onclick: () => { state.messagePart = key; loadMessage(index).catch(() => {}); },
+  }, label));
+  $("message").replaceChildren(
+    el("h3", {}, m.subject || "(no subject)"),
+    el("dl", { class: "headers" },
+      el("dt", {}, "From"), el("dd", { class: "mono" }, m.mail_from),
+      el("dt", {}, "To"), el("dd", { class: "mono" }, m.rcpt_tos.join(", ")),
+      el("dt", {}, "Login"), el("dd", { class: "mono" }, m.login || "—"),
+      el("dt", {}, "TLS"), el("dd", {}, m.tls_version || "none"),
+      el("dt", {}, "Received"), el("dd", {}, m.received_at)),
+    el("div", { class: "subtabs", role: "group", "aria-label": "Message part" }, buttons), body);
+  const part = state.messagePart;
+  if (part === "text") body.append(el("pre", { tabindex: "0" }, m.text ?? "(no text part)"));
+  else if (part === "html") body.append(htmlFrame(m.html));
+  else if (part === "headers") body.append(el("dl", { class: "headers" }, m.headers.map(([k, v]) => [el("dt", {}, k), el("dd", { class: "mono" }, v)])));
+  else if (part === "raw") {
+    const raw = await api("GET", `/ui/messages/${index}/raw`);
+    body.append(el("p", {}, el("a", { href: `/api/ui/messages/${index}/raw`, download: `${m.queue_id}.eml` }, "Download .eml")),
+      el("pre", { tabindex: "0", id: "raw-source" }, raw));
+  } else {
+    body.append(m.attachments.length ? el("ul", { class: "links" }, m.attachments.map((a) => el("li", {},
+      el("a", { href: `/api/ui/messages/${index}/attachments/${a.index}`, download: a.filename }, a.filename),
+      ` (${a.content_type}, ${a.size} bytes)`))) : el("p", { class: "empty" }, "No attachments."));
+  }
+}
+
+// The message's own HTML, shown with no permission at all: sandbox="" (no scripts, no
+// forms, no top navigation, an opaque origin) and a policy inside that forbids scripts too.
+function htmlFrame(html) {
+  const policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:";
+  const frame = el("iframe", { class: "html-body", sandbox: "", title: "HTML body (sandboxed, no scripts)", referrerpolicy: "no-referrer" });
+  frame.srcdoc = `<!doctype html><meta http-equiv="Content-Security-Policy" content="${policy}">` + html;
+  return frame;
+}
+
+// --- mailboxes ---------------------------------------------------------------------------------
+async function loadMailboxes() {
+  const login = $("mb-user").value;
+  if (!login) return;
+  state.mailboxUser = login;
+  let data;
+  try { data = await api("GET", `/mailboxes/${encodeURIComponent(login)}`); } catch (error) {
+    $("mailboxes").replaceChildren(el("p", { class: "empty" }, error.message));
+    showError("");
+    return;
+  }
+  $("mailboxes").replaceChildren(...data.mailboxes.map((box) => el("details", { open: box.messages.length > 0 || box.name === "INBOX" },
+    el("summary", {}, `${box.name}${box.special_use ? " " + box.special_use : ""} — ${box.messages.length} message(s)`),
+    box.messages.length ? el("div", { class: "scroll" }, el("table", {},
+      el("thead", {}, el("tr", {}, ["UID", "Subject", "Flags", "Size"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, box.messages.map((m) => el("tr", {},
+        el("td", {}, m.uid), el("td", {}, m.subject || "(no subject)"),
+        el("td", { class: "mono" }, m.flags.join(" ")), el("td", {}, m.size)))))) : null)));
+}
+
+// --- switches ----------------------------------------------------------------------------------
+async function loadSwitches() {
+  const switches = await api("GET", "/ui/switches");
+  state.switches = switches;
+  $("sw-outage").setAttribute("aria-pressed", String(switches.auth_outage));
+  let maintenance = false;
+  for (const protocol of ["imap", "smtp"]) {
+    const reply = await fetch(`/api/settings/${protocol}`, { credentials: "same-origin" });
+    if (!reply.ok) continue; // not served
+    const settings = await reply.json();
+    maintenance = maintenance || Boolean(settings.maintenance);
+    if (protocol === "smtp") {
+      $("rs-count").value = settings.send_rate ? settings.send_rate.count : "";
+      if (settings.send_rate) $("rs-per").value = settings.send_rate.per_seconds;
+    }
+  }
+  $("sw-maintenance").setAttribute("aria-pressed", String(maintenance));
+  $("rl-count").value = switches.login_rate ? switches.login_rate.count : "";
+  if (switches.login_rate) $("rl-per").value = switches.login_rate.per_seconds;
+}
+
+function renderFronts(faults) {
+  const names = Object.keys(faults);
+  if (!names.length) {
+    $("fronts").replaceChildren(el("p", { class: "hint" }, "No listener is fronted: serve with --fronts all to switch latency, bandwidth, refusals here."));
+    return;
+  }
+  $("fronts").replaceChildren(...names.map((name) => {
+    const id = "lat-" + name.replace(/\W/g, "-");
+    const latency = faults[name].find((f) => f.kind === "latency");
+    const form = el("form", { class: "row", onsubmit: (event) => {
+      event.preventDefault();
+      const ms = Number($(id).value);
+      const rest = faults[name].filter((f) => f.kind !== "latency");
+      change("PUT", `/faults/${name}`, { faults: ms > 0 ? [...rest, { kind: "latency", ms }] : rest }).then(refreshState, () => {});
+    } },
+    el("span", { class: "mono" }, name),
+    el("label", { for: id }, "latency ms"), el("input", { id, type: "number", min: "0", value: latency ? latency.ms : "" }),
+    el("button", { type: "submit" }, "Apply"),
+    el("button", { type: "button", onclick: () => change("PUT", `/faults/${name}`, { faults: [{ kind: "refuse" }] }).then(refreshState, () => {}) }, "Refuse"),
+    el("button", { type: "button", onclick: () => change("DELETE", `/faults/${name}`).then(refreshState, () => {}) }, "Clear"),
+    el("span", { class: "hint" }, faults[name].map((f) => f.kind).join(", ") || "no faults"));
+    return form;
+  }));
+}
+
+function renderUserSwitches(users) {
+  $("user-switches").replaceChildren(...users.map((u) => {
+    const id = "pw-" + u.login.replace(/\W/g, "-");
+    return el("div", { class: "row" },
+      el("strong", { class: "mono" }, u.login),
+      el("button", { type: "button", class: "toggle", "aria-pressed": String(Boolean(u.disabled)),
+        onclick: () => change("PATCH", `/users/${encodeURIComponent(u.login)}`, { disabled: !u.disabled }).then(refreshState, () => {}) }, "Account disabled"),
+      el("button", { type: "button", class: "toggle", "aria-pressed": String(state.quotaFull.has(u.login)),
+        onclick: () => {
+          const full = !state.quotaFull.has(u.login);
+          change("PUT", `/users/${encodeURIComponent(u.login)}/quota`, full ? { storage_bytes: 1, messages: 1 } : { storage_bytes: null, messages: null })
+            .then(() => { if (full) state.quotaFull.add(u.login); else state.quotaFull.delete(u.login); return refreshState(); }, () => {});
+        } }, "Quota full"),
+      el("form", { class: "row", onsubmit: (event) => {
+        event.preventDefault();
+        change("PATCH", `/users/${encodeURIComponent(u.login)}`, { password: $(id).value }).then(refreshState, () => {});
+      } }, el("label", { for: id }, "password"), el("input", { id, value: u.password, class: "mono" }),
+        el("button", { type: "submit" }, "Change password")));
+  }));
+}
+
+async function refreshState() {
+  await Promise.all([loadFacts(), loadUsers(), loadSwitches()]);
+  if (state.view === "mailboxes") await loadMailboxes();
+}
+
+async function refreshAll() {
+  await Promise.all([refreshState(), loadSessions(), loadMessages()]);
+}
+
+// --- live updates --------------------------------------------------------------------------------
+function listen() {
+  const live = $("live");
+  const source = new EventSource("/api/events");
+  source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
+  source.onerror = () => { live.textContent = "disconnected, retrying…"; live.className = "live off"; };
+  source.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    if (event.kind === "hello") {
+      live.textContent = "live"; live.className = "live on";
+      soon("all", refreshAll);
+    } else if (event.kind === "session") soon("sessions", loadSessions);
+    else if (event.kind === "message") {
+      soon("messages", loadMessages);
+      if (state.view === "mailboxes") soon("mailboxes", loadMailboxes);
+    } else soon("all", refreshAll);
+  };
+}
+
+// --- wiring ----------------------------------------------------------------------------------------
+function wire() {
+  for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
+  // Arrow keys move between the view tabs, as in a tab bar.
+  $("main").previousElementSibling.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+    const tabs = [...document.querySelectorAll(".tab")];
+    const at = tabs.indexOf(document.activeElement);
+    if (at < 0) return;
+    const next = tabs[(at + (event.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+    next.focus();
+    event.preventDefault();
+  });
+  for (const id of ["f-protocol", "f-user", "f-outcome"]) $(id).addEventListener("input", renderSessions);
+  $("session-filters").addEventListener("submit", (event) => event.preventDefault());
+  $("mb-user").addEventListener("change", () => loadMailboxes().catch(() => {}));
+  $("switcher").addEventListener("submit", (event) => {
+    event.preventDefault();
+    change("PUT", "/ui/scenario", { name: $("scenario-select").value }).then(refreshAll, () => {});
+  });
+  $("sw-outage").addEventListener("click", () => change("PUT", "/auth-outage",
+    { on: $("sw-outage").getAttribute("aria-pressed") !== "true" }).then(refreshState, () => {}));
+  $("sw-maintenance").addEventListener("click", () => change("PUT", "/maintenance",
+    { on: $("sw-maintenance").getAttribute("aria-pressed") !== "true" }).then(refreshState, () => {}));
+  $("sw-shutdown").addEventListener("click", () => change("POST", "/announce-shutdown").catch(() => {}));
+  $("sw-reset").addEventListener("click", () => change("POST", "/reset").then(refreshAll, () => {}));
+  $("rate-login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const count = $("rl-count").value;
+    change("PUT", "/ui/login-rate", count ? { count: Number(count), per_seconds: Number($("rl-per").value) } : { count: null }).then(refreshState, () => {});
+  });
+  $("rate-send").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const count = $("rs-count").value;
+    change("PATCH", "/settings/smtp", { send_rate: count ? { count: Number(count), per_seconds: Number($("rs-per").value) } : null }).then(refreshState, () => {});
+  });
+  const start = location.hash.slice(1);
+  showView(document.querySelector(`.tab[data-view="${start}"]`) ? start : "overview");
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wire();
+  loadScenarios().catch(() => {});
+  refreshAll().catch(() => {});
+  listen();
+});
