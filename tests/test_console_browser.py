@@ -212,3 +212,43 @@ def test_keyboard_narrow_window_and_dark_theme(page: Page, served: Served) -> No
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(21, 23, 26)"
     shot(page, "overview-dark")
+    # A message appended over IMAP shows in alice's INBOX, live.
+    page.emulate_media(color_scheme="light")
+    tab(page, "mailboxes")
+    inbox = page.locator("#mailboxes summary").first
+    expect(inbox).to_contain_text("INBOX — 0 message(s)")
+    host, port = served.endpoint("imap/implicit")
+    with imaplib.IMAP4_SSL(host, port, ssl_context=served.context(), timeout=10) as imap:
+        imap.login("alice@example.test", "alice-password")
+        imap.append("INBOX", "(\\Seen)", None, mail("Welcome aboard", "hello").as_bytes())
+    expect(inbox).to_contain_text("INBOX — 1 message(s)")
+    expect(page.locator("#mailboxes")).to_contain_text("Welcome aboard")
+    shot(page, "mailboxes")
+
+
+def test_user_and_front_switches_in_the_page_change_the_next_login(
+    page: Page, served: Served
+) -> None:
+    tab(page, "switches")
+    alice = page.locator("#user-switches .row").filter(has_text="alice@example.test").first
+    disabled = alice.get_by_role("button", name="Account disabled")
+    disabled.click()
+    expect(disabled).to_have_attribute("aria-pressed", "true")
+    with pytest.raises(imaplib.IMAP4.error):
+        imap_login(served)
+    disabled.click()
+    expect(disabled).to_have_attribute("aria-pressed", "false")
+    imap_login(served)
+    alice.get_by_label("password").fill("changed-by-qa")
+    alice.get_by_role("button", name="Change password").click()
+    expect(page.locator("#users")).to_contain_text("changed-by-qa")
+    with pytest.raises(imaplib.IMAP4.error):
+        imap_login(served)
+    imap_login(served, "changed-by-qa")
+    front = page.locator("#fronts form").filter(has_text="imap/implicit")
+    front.get_by_label("latency ms").fill("5")
+    front.get_by_role("button", name="Apply").click()
+    expect(front.locator(".hint")).to_have_text("latency")
+    imap_login(served, "changed-by-qa")
+    front.get_by_role("button", name="Clear").click()
+    expect(front.locator(".hint")).to_have_text("no faults")

@@ -216,7 +216,7 @@ async function loadMailboxes() {
   if (!login) return;
   state.mailboxUser = login;
   let data;
-  try { data = await api("GET", `/mailboxes/${encodeURIComponent(login)}`); } catch (error) {
+  try { data = await api("GET", `/mailboxes/${encodeURI(login)}`); } catch (error) {
     $("mailboxes").replaceChildren(el("p", { class: "empty" }, error.message));
     showError("");
     return;
@@ -282,16 +282,16 @@ function renderUserSwitches(users) {
     return el("div", { class: "row" },
       el("strong", { class: "mono" }, u.login),
       el("button", { type: "button", class: "toggle", "aria-pressed": String(Boolean(u.disabled)),
-        onclick: () => change("PATCH", `/users/${encodeURIComponent(u.login)}`, { disabled: !u.disabled }).then(refreshState, () => {}) }, "Account disabled"),
+        onclick: () => change("PATCH", `/users/${encodeURI(u.login)}`, { disabled: !u.disabled }).then(refreshState, () => {}) }, "Account disabled"),
       el("button", { type: "button", class: "toggle", "aria-pressed": String(state.quotaFull.has(u.login)),
         onclick: () => {
           const full = !state.quotaFull.has(u.login);
-          change("PUT", `/users/${encodeURIComponent(u.login)}/quota`, full ? { storage_bytes: 1, messages: 1 } : { storage_bytes: null, messages: null })
+          change("PUT", `/users/${encodeURI(u.login)}/quota`, full ? { storage_bytes: 1, messages: 1 } : { storage_bytes: null, messages: null })
             .then(() => { if (full) state.quotaFull.add(u.login); else state.quotaFull.delete(u.login); return refreshState(); }, () => {});
         } }, "Quota full"),
       el("form", { class: "row", onsubmit: (event) => {
         event.preventDefault();
-        change("PATCH", `/users/${encodeURIComponent(u.login)}`, { password: $(id).value }).then(refreshState, () => {});
+        change("PATCH", `/users/${encodeURI(u.login)}`, { password: $(id).value }).then(refreshState, () => {});
       } }, el("label", { for: id }, "password"), el("input", { id, value: u.password, class: "mono" }),
         el("button", { type: "submit" }, "Change password")));
   }));
@@ -317,8 +317,10 @@ function listen() {
     if (event.kind === "hello") {
       live.textContent = "live"; live.className = "live on";
       soon("all", refreshAll);
-    } else if (event.kind === "session") soon("sessions", loadSessions);
-    else if (event.kind === "message") {
+    } else if (event.kind === "session") {
+      soon("sessions", loadSessions);
+      if (state.view === "mailboxes") soon("mailboxes", loadMailboxes); // APPEND, EXPUNGE...
+    } else if (event.kind === "message") {
       soon("messages", loadMessages);
       if (state.view === "mailboxes") soon("mailboxes", loadMailboxes);
     } else soon("all", refreshAll);
