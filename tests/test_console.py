@@ -154,3 +154,53 @@ def test_the_scenario_switcher_serves_another_scenario_on_the_same_addresses() -
         status, _, body = request(served, "PUT", "/api/ui/scenario", {"name": "no-such"})
         assert status == 400 and b"no-such" in body
         assert get_json(served, "/api/status")["scenario"] == "auth-lockout"
+
+
+def test_refusals_and_faults_are_the_sessions_outcome() -> None:
+    with serve("--ui", "--quiet", "--fronts", "imap/implicit") as served:
+        host, port = served.endpoint("imap/implicit")
+        assert request(served, "PUT", "/api/maintenance", {"on": True})[0] == 200
+        with pytest.raises((imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError)):
+            imaplib.IMAP4_SSL(host, port, ssl_context=served.context(), timeout=10)
+        refused = [s for s in get_json(served, "/api/ui/sessions") if s["outcome"] == "refused"]
+        assert refused and "UNAVAILABLE" in refused[-1]["reason"]
+        assert request(served, "PUT", "/api/maintenance", {"on": False})[0] == 200
+        faults = {"faults": [{"kind": "reset"}]}
+        status, _, body = request(served, "PUT", "/api/faults/imap/implicit", faults)
+        assert status == 200, body
+        with pytest.raises((imaplib.IMAP4.abort, OSError)):
+            imaplib.IMAP4_SSL(host, port, ssl_context=served.context(), timeout=10)
+        (faulted,) = [s for s in get_json(served, "/api/ui/sessions") if s["faults"]]
+        assert faulted["outcome"] == "fault"
+        assert "RST" in faulted["reason"]
+
+
+def test_the_event_stream_tells_of_sessions_and_captured_mail() -> None:
+    with serve("--ui", "--quiet") as served:
+        host, port = _split(served.facts["ui"]["url"])
+        stream = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            cookie = f"mailharness_console={served.facts['api']['token']}"
+            stream.request("GET", "/api/events", headers={"Cookie": cookie})
+            reply = stream.getresponse()
+            assert reply.status == 200
+            assert reply.getheader("Content-Type") == "text/event-stream"
+
+            def next_event() -> dict[str, Any]:
+                while True:
+                    line = reply.fp.readline()
+                    assert line, "stream closed"
+                    if line.startswith(b"data: "):
+                        return json.loads(line[6:])  # type: ignore[no-any-return]
+
+            assert next_event() == {"kind": "hello"}
+            send_to = served.endpoint("smtp/implicit")
+            with smtplib.SMTP_SSL(*send_to, context=served.context(), timeout=10) as smtp:
+                smtp.login("alice@example.test", "alice-password")
+                smtp.sendmail("alice@example.test", ["bob@example.test"], b"Subject: hi\r\n\r\nx")
+            kinds = []
+            while "message" not in kinds:
+                kinds.append(next_event()["kind"])
+            assert kinds[0] == "session"
+        finally:
+            stream.close()

@@ -35,7 +35,7 @@ from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from mailharness.control import APIError, ControlAPI, _Handler, _HTTPServer
+from mailharness.control import APIError, ControlAPI, _Handler, _HTTPServer, _session_summary
 from mailharness.servers.errors import ConfigError, MailharnessError, choice_error
 from mailharness.servers.ratelimit import RateLimit
 
@@ -130,6 +130,10 @@ class EventHub:
 
 
 # --- what the page reads that the API does not give as such ---------------------------------
+# Words of a `*` event line that say the connection was turned away (allowlist, TLS, caps).
+_REFUSALS = ("refused", "failed", "error", "queued")
+
+
 def session_view(t: Transcript) -> dict[str, Any]:
     """A session for the list: who, TLS, its outcome with the server's reason, its faults."""
     events = list(t.events)
@@ -146,25 +150,19 @@ def session_view(t: Transcript) -> dict[str, Any]:
     if faults:
         outcome = "fault" if outcome in ("open", "login ok") else outcome
         reason = reason or faults[-1]
-    elif not logins and any(
-        "refused" in text or "failed" in text or "error" in text for text in closing
-    ):
-        outcome = "refused"
-        reason = next(x for x in closing if "refused" in x or "failed" in x or "error" in x)
-    greeting = next((e.text for e in events if e.direction == "server"), "")
-    if not logins and ("UNAVAILABLE" in greeting or greeting.startswith("421")):
-        outcome, reason = "refused", greeting
+    elif not logins:
+        refusal = next((x for x in closing if any(w in x for w in _REFUSALS)), None)
+        greeting = next((e.text for e in events if e.direction == "server"), "")
+        if "UNAVAILABLE" in greeting or greeting.startswith("421"):
+            refusal = greeting
+        if refusal is not None:
+            outcome, reason = "refused", refusal
     return {
-        "id": t.session_id,
-        "protocol": t.protocol,
-        "peer": t.peer,
-        "listener": t.listener,
-        "tls_version": t.tls_version,
+        **_session_summary(t),
         "users": users,
         "outcome": outcome,
         "reason": reason,
         "faults": faults,
-        "lines": len(events),
     }
 
 
