@@ -230,7 +230,7 @@ def test_user_and_front_switches_in_the_page_change_the_next_login(
     page: Page, served: Served
 ) -> None:
     tab(page, "switches")
-    alice = page.locator("#user-switches .row").filter(has_text="alice@example.test").first
+    alice = page.locator('#user-switches [data-user="alice@example.test"]')
     disabled = alice.get_by_role("button", name="Account disabled")
     disabled.click()
     expect(disabled).to_have_attribute("aria-pressed", "true")
@@ -250,5 +250,21 @@ def test_user_and_front_switches_in_the_page_change_the_next_login(
     front.get_by_role("button", name="Apply").click()
     expect(front.locator(".hint")).to_have_text("latency")
     imap_login(served, "changed-by-qa")
+    front.get_by_label("bytes/s").fill("100000")
+    front.get_by_role("button", name="Apply").click()
+    expect(front.locator(".hint")).to_have_text("latency, bandwidth")
     front.get_by_role("button", name="Clear").click()
     expect(front.locator(".hint")).to_have_text("no faults")
+
+
+def test_the_scenario_switcher_serves_another_scenario(page: Page, served: Served) -> None:
+    before = page.locator("#client-sees").inner_text()
+    page.get_by_label("Switch scenario").select_option("auth-account-disabled")
+    page.get_by_role("button", name="Serve it").click()
+    expect(page.locator("#scenario-name")).to_have_text("auth-account-disabled")
+    expect(page.locator("#client-sees")).not_to_have_text(before)
+    # The same addresses now refuse alice, and the new server's sessions show live.
+    with pytest.raises(imaplib.IMAP4.error):
+        imap_login(served)
+    tab(page, "sessions")
+    expect(page.locator('#sessions tbody tr[data-outcome="login failed"]')).to_have_count(1)

@@ -26,6 +26,20 @@ function el(tag, attrs, ...children) {
 }
 const $ = (id) => document.getElementById(id);
 
+// A field the person is editing keeps what they typed: refreshes from the server (which
+// arrive whenever anything happens) only set fields that are not "dirty". A field becomes
+// dirty on input and clean again once its form is applied.
+function setValue(field, value) {
+  if (field.dataset.dirty !== "1") field.value = value === null || value === undefined ? "" : String(value);
+}
+function clean(form) {
+  for (const field of form.querySelectorAll("[data-dirty]")) delete field.dataset.dirty;
+}
+document.addEventListener("input", (event) => {
+  if (event.target.matches("input, select")) event.target.dataset.dirty = "1";
+});
+const sameKeys = (node, keys) => node.dataset.keys === keys.join("\n");
+
 function showError(message) {
   const box = $("error");
   box.textContent = message || "";
@@ -80,7 +94,7 @@ async function loadFacts() {
   $("client-sees").textContent = facts.client_sees;
   $("cert").textContent = facts.cert;
   const select = $("scenario-select");
-  if (select.value !== facts.scenario && select.options.length) select.value = facts.scenario;
+  if (select.options.length) setValue(select, facts.scenario);
   $("listeners").tBodies[0].replaceChildren(...facts.endpoints.map((e) => el("tr", {},
     el("td", { text: e.protocol.toUpperCase() }), el("td", { text: e.security }),
     el("td", { class: "mono", text: e.host.includes(":") ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}` }))));
@@ -93,7 +107,7 @@ async function loadFacts() {
 async function loadScenarios() {
   const list = await api("GET", "/ui/scenarios");
   $("scenario-select").replaceChildren(...list.map((s) => el("option", { value: s.name, text: `${s.name} (${s.family})` })));
-  if (state.facts) $("scenario-select").value = state.facts.scenario;
+  if (state.facts) setValue($("scenario-select"), state.facts.scenario);
 }
 
 async function loadUsers() {
@@ -105,8 +119,11 @@ async function loadUsers() {
     el("td", { text: u.disabled ? "disabled" : "active" }))));
   const select = $("mb-user");
   const chosen = state.mailboxUser || (users[0] && users[0].login);
-  select.replaceChildren(...users.map((u) => el("option", { value: u.login, text: u.login })));
-  if (chosen) select.value = chosen;
+  if (!sameKeys(select, users.map((u) => u.login))) {
+    select.replaceChildren(...users.map((u) => el("option", { value: u.login, text: u.login })));
+    select.dataset.keys = users.map((u) => u.login).join("\n");
+    if (chosen) select.value = chosen;
+  }
   renderUserSwitches(users);
 }
 
@@ -242,59 +259,97 @@ async function loadSwitches() {
     const settings = await reply.json();
     maintenance = maintenance || Boolean(settings.maintenance);
     if (protocol === "smtp") {
-      $("rs-count").value = settings.send_rate ? settings.send_rate.count : "";
-      if (settings.send_rate) $("rs-per").value = settings.send_rate.per_seconds;
+      setValue($("rs-count"), settings.send_rate ? settings.send_rate.count : "");
+      if (settings.send_rate) setValue($("rs-per"), settings.send_rate.per_seconds);
     }
   }
   $("sw-maintenance").setAttribute("aria-pressed", String(maintenance));
-  $("rl-count").value = switches.login_rate ? switches.login_rate.count : "";
-  if (switches.login_rate) $("rl-per").value = switches.login_rate.per_seconds;
+  setValue($("rl-count"), switches.login_rate ? switches.login_rate.count : "");
+  if (switches.login_rate) setValue($("rl-per"), switches.login_rate.per_seconds);
 }
 
 function renderFronts(faults) {
+  state.faults = faults;
   const names = Object.keys(faults);
+  const box = $("fronts");
   if (!names.length) {
-    $("fronts").replaceChildren(el("p", { class: "hint" }, "No listener is fronted: serve with --fronts all to switch latency, bandwidth, refusals here."));
+    box.replaceChildren(el("p", { class: "hint" }, "No listener is fronted: serve with --fronts all to switch latency, bandwidth, refusals here."));
+    box.dataset.keys = "";
     return;
   }
-  $("fronts").replaceChildren(...names.map((name) => {
-    const id = "lat-" + name.replace(/\W/g, "-");
+  if (!sameKeys(box, names)) {
+    box.replaceChildren(...names.map(frontForm));
+    box.dataset.keys = names.join("\n");
+  }
+  for (const name of names) {
+    const slug = name.replace(/\W/g, "-");
     const latency = faults[name].find((f) => f.kind === "latency");
-    const form = el("form", { class: "row", onsubmit: (event) => {
-      event.preventDefault();
-      const ms = Number($(id).value);
-      const rest = faults[name].filter((f) => f.kind !== "latency");
-      change("PUT", `/faults/${name}`, { faults: ms > 0 ? [...rest, { kind: "latency", ms }] : rest }).then(refreshState, () => {});
-    } },
-    el("span", { class: "mono" }, name),
-    el("label", { for: id }, "latency ms"), el("input", { id, type: "number", min: "0", value: latency ? latency.ms : "" }),
-    el("button", { type: "submit" }, "Apply"),
-    el("button", { type: "button", onclick: () => change("PUT", `/faults/${name}`, { faults: [{ kind: "refuse" }] }).then(refreshState, () => {}) }, "Refuse"),
-    el("button", { type: "button", onclick: () => change("DELETE", `/faults/${name}`).then(refreshState, () => {}) }, "Clear"),
-    el("span", { class: "hint" }, faults[name].map((f) => f.kind).join(", ") || "no faults"));
-    return form;
-  }));
+    const bandwidth = faults[name].find((f) => f.kind === "bandwidth");
+    setValue($("lat-" + slug), latency ? latency.ms : "");
+    setValue($("bw-" + slug), bandwidth ? bandwidth.bytes_per_second : "");
+    $("faults-" + slug).textContent = faults[name].map((f) => f.kind).join(", ") || "no faults";
+  }
+}
+
+function frontForm(name) {
+  const slug = name.replace(/\W/g, "-");
+  const put = (faults) => change("PUT", `/faults/${name}`, { faults });
+  const form = el("form", { class: "row", onsubmit: (event) => {
+    event.preventDefault();
+    // Latency and bandwidth are set here; the listener's other faults stay.
+    const ms = Number($("lat-" + slug).value), rate = Number($("bw-" + slug).value);
+    const kept = state.faults[name].filter((f) => f.kind !== "latency" && f.kind !== "bandwidth");
+    if (ms > 0) kept.push({ kind: "latency", ms });
+    if (rate > 0) kept.push({ kind: "bandwidth", bytes_per_second: rate });
+    put(kept).then(() => { clean(form); return refreshState(); }, () => {});
+  } },
+  el("span", { class: "mono front-name" }, name),
+  el("label", { for: "lat-" + slug }, "latency ms"),
+  el("input", { id: "lat-" + slug, type: "number", min: "0" }),
+  el("label", { for: "bw-" + slug }, "bytes/s"),
+  el("input", { id: "bw-" + slug, type: "number", min: "0" }),
+  el("button", { type: "submit" }, "Apply"),
+  el("button", { type: "button", onclick: () => put([{ kind: "refuse" }]).then(refreshState, () => {}) }, "Refuse"),
+  el("button", { type: "button", onclick: () => change("DELETE", `/faults/${name}`).then(() => { clean(form); return refreshState(); }, () => {}) }, "Clear"),
+  el("span", { class: "hint", id: "faults-" + slug }));
+  return form;
 }
 
 function renderUserSwitches(users) {
-  $("user-switches").replaceChildren(...users.map((u) => {
-    const id = "pw-" + u.login.replace(/\W/g, "-");
-    return el("div", { class: "row" },
-      el("strong", { class: "mono" }, u.login),
-      el("button", { type: "button", class: "toggle", "aria-pressed": String(Boolean(u.disabled)),
-        onclick: () => change("PATCH", `/users/${encodeURI(u.login)}`, { disabled: !u.disabled }).then(refreshState, () => {}) }, "Account disabled"),
-      el("button", { type: "button", class: "toggle", "aria-pressed": String(state.quotaFull.has(u.login)),
-        onclick: () => {
-          const full = !state.quotaFull.has(u.login);
-          change("PUT", `/users/${encodeURI(u.login)}/quota`, full ? { storage_bytes: 1, messages: 1 } : { storage_bytes: null, messages: null })
-            .then(() => { if (full) state.quotaFull.add(u.login); else state.quotaFull.delete(u.login); return refreshState(); }, () => {});
-        } }, "Quota full"),
-      el("form", { class: "row", onsubmit: (event) => {
-        event.preventDefault();
-        change("PATCH", `/users/${encodeURI(u.login)}`, { password: $(id).value }).then(refreshState, () => {});
-      } }, el("label", { for: id }, "password"), el("input", { id, value: u.password, class: "mono" }),
-        el("button", { type: "submit" }, "Change password")));
-  }));
+  const box = $("user-switches");
+  const logins = users.map((u) => u.login);
+  if (!sameKeys(box, logins)) {
+    box.replaceChildren(...logins.map(userRow));
+    box.dataset.keys = logins.join("\n");
+  }
+  for (const u of users) {
+    const slug = u.login.replace(/\W/g, "-");
+    $("dis-" + slug).setAttribute("aria-pressed", String(Boolean(u.disabled)));
+    $("quota-" + slug).setAttribute("aria-pressed", String(state.quotaFull.has(u.login)));
+    setValue($("pw-" + slug), u.password);
+  }
+}
+
+function userRow(login) {
+  const slug = login.replace(/\W/g, "-");
+  const path = `/users/${encodeURI(login)}`;
+  const current = () => state.users.find((u) => u.login === login) || {};
+  const form = el("form", { class: "row", onsubmit: (event) => {
+    event.preventDefault();
+    change("PATCH", path, { password: $("pw-" + slug).value }).then(() => { clean(form); return refreshState(); }, () => {});
+  } }, el("label", { for: "pw-" + slug }, "password"), el("input", { id: "pw-" + slug, class: "mono" }),
+    el("button", { type: "submit" }, "Change password"));
+  return el("div", { class: "row", "data-user": login },
+    el("strong", { class: "mono" }, login),
+    el("button", { type: "button", class: "toggle", id: "dis-" + slug,
+      onclick: () => change("PATCH", path, { disabled: !current().disabled }).then(refreshState, () => {}) }, "Account disabled"),
+    el("button", { type: "button", class: "toggle", id: "quota-" + slug,
+      onclick: () => {
+        const full = !state.quotaFull.has(login);
+        change("PUT", `${path}/quota`, full ? { storage_bytes: 1, messages: 1 } : { storage_bytes: null, messages: null })
+          .then(() => { if (full) state.quotaFull.add(login); else state.quotaFull.delete(login); return refreshState(); }, () => {});
+      } }, "Quota full"),
+    form);
 }
 
 async function refreshState() {
@@ -342,10 +397,10 @@ function wire() {
   });
   for (const id of ["f-protocol", "f-user", "f-outcome"]) $(id).addEventListener("input", renderSessions);
   $("session-filters").addEventListener("submit", (event) => event.preventDefault());
-  $("mb-user").addEventListener("change", () => loadMailboxes().catch(() => {}));
+  $("mb-user").addEventListener("change", () => { clean($("mb-user").parentElement); loadMailboxes().catch(() => {}); });
   $("switcher").addEventListener("submit", (event) => {
     event.preventDefault();
-    change("PUT", "/ui/scenario", { name: $("scenario-select").value }).then(refreshAll, () => {});
+    change("PUT", "/ui/scenario", { name: $("scenario-select").value }).then(() => { clean($("switcher")); return refreshAll(); }, () => {});
   });
   $("sw-outage").addEventListener("click", () => change("PUT", "/auth-outage",
     { on: $("sw-outage").getAttribute("aria-pressed") !== "true" }).then(refreshState, () => {}));
@@ -356,12 +411,12 @@ function wire() {
   $("rate-login").addEventListener("submit", (event) => {
     event.preventDefault();
     const count = $("rl-count").value;
-    change("PUT", "/ui/login-rate", count ? { count: Number(count), per_seconds: Number($("rl-per").value) } : { count: null }).then(refreshState, () => {});
+    change("PUT", "/ui/login-rate", count ? { count: Number(count), per_seconds: Number($("rl-per").value) } : { count: null }).then(() => { clean($("rate-login")); return refreshState(); }, () => {});
   });
   $("rate-send").addEventListener("submit", (event) => {
     event.preventDefault();
     const count = $("rs-count").value;
-    change("PATCH", "/settings/smtp", { send_rate: count ? { count: Number(count), per_seconds: Number($("rs-per").value) } : null }).then(refreshState, () => {});
+    change("PATCH", "/settings/smtp", { send_rate: count ? { count: Number(count), per_seconds: Number($("rs-per").value) } : null }).then(() => { clean($("rate-send")); return refreshState(); }, () => {});
   });
   const start = location.hash.slice(1);
   showView(document.querySelector(`.tab[data-view="${start}"]`) ? start : "overview");
