@@ -25,7 +25,7 @@ and nothing else on stdout until exit (activity lines go to stderr):
      "api": null | {"url": str, "token": str, "state_file": str},
      "ui": null | {"url": str, "open": str}}   # open: the console URL carrying the token
 Addresses: `--port-base N` serves imap/none at N, imap/starttls N+1, imap/implicit N+2,
-smtp/none N+3, smtp/starttls N+4, smtp/implicit N+5 (and `--api` at N+6);
+smtp/none N+3, smtp/starttls N+4, smtp/implicit N+5, `--api` N+6, `--ui` N+7;
 `--port LISTENER=PORT` fixes one. Signals: SIGINT and SIGTERM stop every listener and
 exit 0; SIGHUP reloads a scenario file (same addresses) or resets a catalog scenario;
 SIGUSR1 prints a status line to stderr; SIGUSR2 is logged and ignored.
@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         const=0,
         default=None,
         metavar="PORT",
-        help="start the web console on loopback (PORT, else any); implies --api; "
+        help="start the web console on loopback (PORT, else N+7 with --port-base, else any); "
+        "implies --api; "
         "open the URL it prints (it carries the API token once)",
     )
     serve.add_argument(

@@ -52,6 +52,7 @@ from mailharness.servers.transcript import Transcript, TranscriptEvent
 # `--port-base N`: each listener at N + its offset, in LISTENER_NAMES order; the API next.
 PORT_OFFSETS: dict[str, int] = {name: offset for offset, name in enumerate(LISTENER_NAMES)}
 API_OFFSET = len(LISTENER_NAMES)
+UI_OFFSET = API_OFFSET + 1  # `--ui` with no port, beside a port base
 SERVE_TABLE_FIELDS = ("host", "port_base", "ports", "backend", "fronts")
 # Sessions whose login outcome the activity view still waits for: bounded for a long serve.
 MAX_PENDING_LOGINS = 1000
@@ -592,7 +593,10 @@ class Serve:
                         ) from None
                     self.api_info = api.publish(self.state_file)
                 if console is not None and api is not None and self.ui_port is not None:
-                    self.ui_info = console.start(api, self.ui_port)
+                    ui_port = self.ui_port
+                    if ui_port == 0 and options.port_base is not None:
+                        ui_port = min(options.port_base + UI_OFFSET, 65535)
+                    self.ui_info = console.start(api, ui_port)
                 self._announce()
                 code = self._wait(ca)
                 return code

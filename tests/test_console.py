@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_serve import Served, serve
+from tests.test_serve import Served, port_base, serve
 
 
 def _split(url: str) -> tuple[str, int]:
@@ -204,3 +204,10 @@ def test_the_event_stream_tells_of_sessions_and_captured_mail() -> None:
             assert kinds[0] == "session"
         finally:
             stream.close()
+
+
+def test_a_port_base_puts_the_console_beside_the_api() -> None:
+    base = port_base()
+    with serve("--ui", "--quiet", "--port-base", str(base)) as served:
+        assert served.facts["api"]["url"].endswith(f":{base + 6}")
+        assert served.facts["ui"]["url"] == f"http://127.0.0.1:{base + 7}/ui/"

@@ -19,7 +19,9 @@ import pytest
 from tests.helpers import require_executable
 from tests.test_serve import Served, serve
 
-playwright = pytest.importorskip("playwright.sync_api", reason="not applicable: no playwright")
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+)
 Browser = playwright.Browser
 Page = playwright.Page
 expect = playwright.expect
