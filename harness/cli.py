@@ -22,9 +22,10 @@ and nothing else on stdout until exit (activity lines go to stderr):
      "faults": {listener: [{"kind": str, field: value, ...}, ...]},  # fronted listeners
      "cas": {"harness"|"unknown-ca"|"missing-intermediate"|"self-signed": str (PEM path)},
      "server_does": str, "client_sees": str,
-     "api": null | {"url": str, "token": str, "state_file": str}}
+     "api": null | {"url": str, "token": str, "state_file": str},
+     "ui": null | {"url": str, "open": str}}   # open: the console URL carrying the token
 Addresses: `--port-base N` serves imap/none at N, imap/starttls N+1, imap/implicit N+2,
-smtp/none N+3, smtp/starttls N+4, smtp/implicit N+5 (and `--api` at N+6);
+smtp/none N+3, smtp/starttls N+4, smtp/implicit N+5, `--api` N+6, `--ui` N+7;
 `--port LISTENER=PORT` fixes one. Signals: SIGINT and SIGTERM stop every listener and
 exit 0; SIGHUP reloads a scenario file (same addresses) or resets a catalog scenario;
 SIGUSR1 prints a status line to stderr; SIGUSR2 is logged and ignored.
@@ -105,6 +106,17 @@ def _parser() -> argparse.ArgumentParser:
         help="start the control API on loopback (PORT, else N+6 with --port-base, else any)",
     )
     serve.add_argument(
+        "--ui",
+        nargs="?",
+        type=int,
+        const=0,
+        default=None,
+        metavar="PORT",
+        help="start the web console on loopback (PORT, else N+7 with --port-base, else any); "
+        "implies --api; "
+        "open the URL it prints (it carries the API token once)",
+    )
+    serve.add_argument(
         "--state-file",
         default=None,
         help="where --api writes its URL and token for `mailharness ctl` (0600)",
@@ -175,6 +187,7 @@ def serve(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         certs_dir=args.certs_dir,
         api_port=args.api,
+        ui_port=args.ui,
         state_file=Path(args.state_file) if args.state_file else None,
     ).run()
 

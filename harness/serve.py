@@ -52,6 +52,7 @@ from mailharness.servers.transcript import Transcript, TranscriptEvent
 # `--port-base N`: each listener at N + its offset, in LISTENER_NAMES order; the API next.
 PORT_OFFSETS: dict[str, int] = {name: offset for offset, name in enumerate(LISTENER_NAMES)}
 API_OFFSET = len(LISTENER_NAMES)
+UI_OFFSET = API_OFFSET + 1  # `--ui` with no port, beside a port base
 SERVE_TABLE_FIELDS = ("host", "port_base", "ports", "backend", "fronts")
 # Sessions whose login outcome the activity view still waits for: bounded for a long serve.
 MAX_PENDING_LOGINS = 1000
@@ -259,7 +260,11 @@ def jsonable(value: object) -> object:
 
 
 def facts(
-    resolved: Resolved, server: MailServer, cas: Mapping[str, Path], api: dict[str, Any] | None
+    resolved: Resolved,
+    server: MailServer,
+    cas: Mapping[str, Path],
+    api: dict[str, Any] | None,
+    ui: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `serve --json` object (its schema is in harness/cli.py's docstring)."""
     chosen = resolved.scenario
@@ -280,6 +285,7 @@ def facts(
         "server_does": chosen.server,
         "client_sees": expectation(resolved),
         "api": api,
+        "ui": ui,
     }
 
 
@@ -319,6 +325,9 @@ def human_summary(info: Mapping[str, Any]) -> str:
     api = info["api"]
     if api is not None:
         lines.append(f"  control API: {api['url']}  (token in {api['state_file']})")
+    ui = info.get("ui")
+    if ui is not None:
+        lines.append(f"  web console: {ui['open']}")
     lines += [
         "",
         f"  server: {info['server_does']}",
@@ -518,6 +527,7 @@ class Serve:
         quiet: bool = False,
         certs_dir: str | None = None,
         api_port: int | None = None,
+        ui_port: int | None = None,
         state_file: Path | None = None,
         out: TextIO = sys.stdout,
         err: TextIO = sys.stderr,
@@ -529,6 +539,7 @@ class Serve:
         self.quiet = quiet
         self.certs_dir = certs_dir
         self.api_port = api_port
+        self.ui_port = ui_port
         self.state_file = state_file
         self.out = out
         self.err = err
@@ -539,6 +550,11 @@ class Serve:
         # Signals reach the main thread through a wakeup socket (see `_signal_socket`).
         self._signal_reader: socket.socket | None = None
         self._activity = Activity(err)
+        # Told of each server before it starts (first start, reload, switch): the console's
+        # live view hooks its transcripts and captured mail here.
+        self.on_server: list[Callable[[MailServer], None]] = []
+        self.ui_info: dict[str, Any] | None = None
+        self._ca: MailCA | None = None
 
     # -- logging --------------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -557,6 +573,7 @@ class Serve:
             options.check()
             with MailCA(self.certs_dir) as ca:
                 self.cas = ca.cas()
+                self._ca = ca
                 return self._serve(resolved, options, ca)
         finally:
             self._activity.stop()
@@ -564,9 +581,16 @@ class Serve:
     def _serve(self, resolved: Resolved, options: ServeOptions, ca: MailCA) -> int:
         """Start, announce, wait for a stop signal; the API and server stop before the CA."""
         api = None
+        console = None
         try:
+            if self.ui_port is not None:
+                from mailharness.console import Console
+
+                console = Console(self)  # hooks the server before it starts
             self.running = self._start(resolved, options, ca, {})
             port = options.api_port(self.api_port)
+            if port is None and console is not None:
+                port = options.api_port(0)  # the console is a client of the API
             if port is not None:
                 from mailharness.control import ControlAPI
 
@@ -578,9 +602,16 @@ class Serve:
                         f"--api port {port} on {host}: {error.strerror or error}"
                     ) from None
                 self.api_info = api.publish(self.state_file)
+            if console is not None and api is not None and self.ui_port is not None:
+                ui_port = self.ui_port
+                if ui_port == 0 and options.port_base is not None:
+                    ui_port = min(options.port_base + UI_OFFSET, 65535)
+                self.ui_info = console.start(api, ui_port)
             self._announce()
             return self._wait(ca)
         finally:
+            if console is not None:
+                console.stop()
             if api is not None:
                 api.stop()
             if self.running is not None:
@@ -601,6 +632,8 @@ class Serve:
         server = MailServer(config, ca=ca, label=chosen.name, ports=fixed)
         if not self.quiet:
             self._activity.attach(server)
+        for hook in self.on_server:
+            hook(server)
         try:
             server.start()
         except OSError as error:
@@ -618,7 +651,9 @@ class Serve:
 
     def _announce(self) -> None:
         assert self.running is not None
-        info = facts(self.running.resolved, self.running.server, self.cas, self.api_info)
+        info = facts(
+            self.running.resolved, self.running.server, self.cas, self.api_info, self.ui_info
+        )
         if self.as_json:
             print(json.dumps(info), file=self.out, flush=True)
         else:
@@ -627,7 +662,9 @@ class Serve:
     def facts(self) -> dict[str, Any]:
         with self.lock:
             assert self.running is not None
-            return facts(self.running.resolved, self.running.server, self.cas, self.api_info)
+            return facts(
+                self.running.resolved, self.running.server, self.cas, self.api_info, self.ui_info
+            )
 
     @property
     def server(self) -> MailServer:
@@ -690,6 +727,26 @@ class Serve:
                 f"{server.messages.arrived} messages captured, "
                 f"faults { ({n: len(f.faults) for n, f in server.fronts().items()}) }"
             )
+
+    def switch(self, name: str) -> None:
+        """Serve catalog scenario `name` instead, on the same addresses (the console's
+        scenario switcher); options and fronts stay as started."""
+        resolved = resolve(name)  # an unknown name raises, naming the catalog's
+        with self.lock:
+            running = self.running
+            assert running is not None and self._ca is not None
+            options = self.cli.merged_over(resolved.options)
+            options.check()
+            old = running.server
+            keep = {f"{e.protocol}/{e.security.value}": e.port for e in old.endpoints()}
+            old.stop()
+            try:
+                self.running = self._start(resolved, options, self._ca, keep)
+            except Exception:  # keep serving what was served
+                before = self.cli.merged_over(running.resolved.options)
+                self.running = self._start(running.resolved, before, self._ca, keep)
+                raise
+            self.log(f"switched to scenario {resolved.scenario.name!r}")
 
     def reload(self, ca: MailCA) -> None:
         """SIGHUP: a scenario file is read again and served on the same addresses; a
