@@ -377,9 +377,11 @@ def test_list_subtree_of_20000_mailboxes_looks_at_the_subtree_only(make_imap: Ma
     """LIST "" r7/* froze everyone for 69 s: the literal head now bisects to its range."""
     imap = make_imap()
     _fill(imap, 20000)
-    whole, _ = _list_cpu(imap, b'LIST "" *')
-    part, lines = _list_cpu(imap, b'LIST "" r7/*')
-    assert lines == 400
+    # The least of a few runs: process time counts every thread of this test process.
+    whole = min(_list_cpu(imap, b'LIST "" *')[0] for _ in range(2))
+    runs = [_list_cpu(imap, b'LIST "" r7/*') for _ in range(3)]
+    part = min(spent for spent, _ in runs)
+    assert {lines for _, lines in runs} == {400}
     assert part < whole / 5, (part, whole)
 
 
