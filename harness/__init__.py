@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from mailharness.catalog import CATALOG, parametrize, parametrize_cases, scenario
     from mailharness.certs import CertVariant, MailCA, ServerCert
     from mailharness.diagnosis import Diagnosis, diagnose
-    from mailharness.journeys import ClientProfile, Outcome
+    from mailharness.profiles import ClientProfile, Outcome
     from mailharness.scenarios import Expect, Family, Scenario
     from mailharness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
     from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User
@@ -60,8 +60,8 @@ _EXPORTS = {
     "ServerCert": "mailharness.certs",
     "Diagnosis": "mailharness.diagnosis",
     "diagnose": "mailharness.diagnosis",
-    "ClientProfile": "mailharness.journeys",
-    "Outcome": "mailharness.journeys",
+    "ClientProfile": "mailharness.profiles",
+    "Outcome": "mailharness.profiles",
     "Expect": "mailharness.scenarios",
     "Family": "mailharness.scenarios",
     "Scenario": "mailharness.scenarios",

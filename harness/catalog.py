@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailharness.certs import CertVariant
-from mailharness.journeys import ClientProfile, Outcome
+from mailharness.profiles import ClientProfile, Outcome
 from mailharness.scenarios import Catalog, Expect, Family, Scenario, load_toml, with_personality
 from mailharness.server import DEFAULT_SECURITIES, MailConfig, MailServer
 from mailharness.servers.accounts import DEFAULT_USERS, Lockout, User

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Sequence
 
 from mailharness.catalog import CATALOG, scenario
-from mailharness.certs import MailCA
+from mailharness.certs import MailCA, default_cache_dir
 from mailharness.scenarios import Family, with_personality
 from mailharness.server import MailServer
 from mailharness.servers.errors import MailharnessError
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         "--certs-dir",
         default=None,
         help="write the CA and leaves here (default: a private temp dir, removed at exit)",
+    )
+    serve.add_argument(
+        "--no-cert-cache",
+        action="store_true",
+        help="make a new CA for this run instead of reusing the one kept (private, 0700) "
+        "in the user's cache dir",
     )
     listing = commands.add_parser("scenarios", help="list the scenario catalog")
     listing.add_argument("--family", default=None, help="only this family")
@@ -111,7 +117,7 @@ def serve(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with (
-            MailCA(args.certs_dir) as ca,
+            MailCA(args.certs_dir, cache=None if args.no_cert_cache else default_cache_dir()) as ca,
             MailServer(config, ca=ca, label=chosen.name) as server,
         ):
             if chosen.prepare is not None:

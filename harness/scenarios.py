@@ -15,16 +15,14 @@ scenarios`, the CLI, pytest's marker and the catalog's own tests.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mailharness.certs import MailCA
-from mailharness.journeys import ClientProfile, Outcome
+from mailharness.profiles import ClientProfile, Outcome
 from mailharness.server import MailConfig, MailServer
 from mailharness.servers.accounts import User
 from mailharness.servers.errors import ConfigError, choice_error, parse_choice
@@ -133,6 +131,8 @@ class Catalog(Mapping[str, Scenario]):
         try:
             return self._by_name[name]
         except KeyError:
+            import difflib  # a mistake's hint only: kept out of start-up
+
             close = difflib.get_close_matches(name, self._by_name, n=3, cutoff=0.5)
             hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             raise ConfigError(
@@ -242,6 +242,8 @@ def load_toml(path: str | Path, catalog: Mapping[str, Scenario]) -> Scenario:
 
     Every unknown field is an error naming the field and the allowed ones.
     """
+    import tomllib  # only a TOML scenario needs it
+
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())

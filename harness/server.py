@@ -29,7 +29,7 @@ from mailharness.certs import CertVariant, MailCA
 from mailharness.lifecycle import LoopThread
 from mailharness.servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
 from mailharness.servers.errors import ConfigError, ServerStartError, choice_error
-from mailharness.servers.faults import Fault, FaultFront, TLSVersion
+from mailharness.servers.faults.toxics import Fault, TLSVersion
 from mailharness.servers.imap import IMAPServer, IMAPSettings
 from mailharness.servers.imap.store import MailStore, RawMessage, StoredMessage
 from mailharness.servers.imap.store.messages import to_message_bytes
@@ -41,15 +41,17 @@ from mailharness.servers.listeners import (
     require_loopback,
 )
 from mailharness.servers.settle import unsettled
-from mailharness.servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
-from mailharness.servers.smtp.capture import MAX_MESSAGES
+from mailharness.servers.smtp.capture import MAX_MESSAGES, CapturedMessage, MessageLog
+from mailharness.servers.smtp.settings import SMTPSettings
 from mailharness.servers.transcript import MAX_TRANSCRIPTS, TranscriptLog
 
 if TYPE_CHECKING:
     from mailharness.servers.dovecot.backend import DovecotBackend
     from mailharness.servers.dovecot.config import DovecotConfig
+    from mailharness.servers.faults import FaultFront
+    from mailharness.servers.smtp.server import SMTPServer
 
-_S = TypeVar("_S", IMAPServer, SMTPServer)
+_S = TypeVar("_S", "IMAPServer", "SMTPServer")
 ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
 # The listeners a real server has: IMAP 143 (STARTTLS) and 993, SMTP 587 and 465, as
 # Dovecot and Postfix ship them. A plaintext-only listener is opt-in (`plaintext-only`).
@@ -271,6 +273,9 @@ class MailServer:
                 "imap", await self._listen("imap", self._binder(imap), config.securities("imap"))
             )
         if config.smtp is not None:
+            # Imported here: aiosmtpd costs a server without SMTP nothing.
+            from mailharness.servers.smtp.server import SMTPServer
+
             smtp = SMTPServer(
                 accounts=self.users,
                 transcripts=self.transcripts,
@@ -300,6 +305,8 @@ class MailServer:
             )
         relay_port = None
         if config.smtp is not None:
+            from mailharness.servers.smtp.server import SMTPServer
+
             relay = SMTPServer(
                 accounts=self.users,
                 transcripts=self.transcripts,
@@ -396,6 +403,9 @@ class MailServer:
                     internal_plain = await bind(Security.NONE, True)
                 backend = internal_plain
             assert faults is not None
+            # Imported here: a listener without faults never loads the proxy or TLS stacks.
+            from mailharness.servers.faults.front import FaultFront
+
             front = FaultFront(
                 backend,
                 faults=faults,

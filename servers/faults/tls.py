@@ -18,12 +18,14 @@ import ssl
 import threading
 import warnings
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mailharness.servers.faults.channel import Channel
 from mailharness.servers.faults.sslobject import SSLObjectChannel
-from mailharness.servers.faults.sslv3 import TlsliteChannel
 from mailharness.servers.faults.toxics import TLSVersion, TLSVersionName
+
+if TYPE_CHECKING:
+    from mailharness.servers.faults.sslv3 import TlsliteChannel
 
 # A client that connects and says nothing must not hold a task forever.
 HANDSHAKE_TIMEOUT = 10.0
@@ -104,6 +106,9 @@ async def start_server_tls(
     """
     tls: TlsliteChannel | SSLObjectChannel
     if pin.version == "sslv3":
+        # tlslite-ng costs ~40 ms to import: only an SSLv3 listener pays for it.
+        from mailharness.servers.faults.sslv3 import TlsliteChannel
+
         cert = contexts.certs.server_cert(pin.cert)
         tls = TlsliteChannel(channel, cert.chain_pem, cert.key_pem)
     else:
