@@ -26,9 +26,11 @@ from collections.abc import Sequence
 
 from mailharness.catalog import CATALOG, scenario
 from mailharness.certs import MailCA, default_cache_dir
+from mailharness.lifecycle import fastest_loop_factory
 from mailharness.scenarios import Family, with_personality
-from mailharness.server import MailServer
+from mailharness.server import MailConfig, MailServer
 from mailharness.servers.errors import MailharnessError
+from mailharness.servers.listeners import Security
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make a new CA for this run instead of reusing the one kept (private, 0700) "
         "in the user's cache dir",
+    )
+    serve.add_argument(
+        "--no-uvloop",
+        action="store_true",
+        help="run on asyncio's own event loop even when uvloop is installed (by default a "
+        "scenario with only plaintext listeners and no faults runs on uvloop, if installed)",
     )
     listing = commands.add_parser("scenarios", help="list the scenario catalog")
     listing.add_argument("--family", default=None, help="only this family")
@@ -104,6 +112,22 @@ def _human_summary(name: str, facts: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def _plain(config: MailConfig) -> bool:
+    """Only plaintext listeners and no faults: what `serve` runs on uvloop when installed.
+
+    A TLS handshake on uvloop (its `start_tls`) has timed out against our implicit-TLS
+    listeners, and the fault layer is proven on asyncio's loop only; those stay there.
+    """
+    if config.backend != "fake" or config.faults:
+        return False
+    return all(
+        security is Security.NONE
+        for protocol in ("imap", "smtp")
+        if getattr(config, protocol) is not None
+        for security in config.securities(protocol)
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     chosen = scenario(args.scenario)
     config = chosen.config
@@ -118,7 +142,14 @@ def serve(args: argparse.Namespace) -> int:
     try:
         with (
             MailCA(args.certs_dir, cache=None if args.no_cert_cache else default_cache_dir()) as ca,
-            MailServer(config, ca=ca, label=chosen.name) as server,
+            MailServer(
+                config,
+                ca=ca,
+                label=chosen.name,
+                loop_factory=None
+                if args.no_uvloop or not _plain(config)
+                else fastest_loop_factory(),
+            ) as server,
         ):
             if chosen.prepare is not None:
                 chosen.prepare(server)

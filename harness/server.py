@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailharness.certs import CertVariant, MailCA
-from mailharness.lifecycle import LoopThread
+from mailharness.lifecycle import LoopFactory, LoopThread
 from mailharness.servers.accounts import DEFAULT_USERS, AccountChange, Accounts, User
 from mailharness.servers.errors import ConfigError, ServerStartError, choice_error
 from mailharness.servers.faults.toxics import Fault, TLSVersion
@@ -208,8 +208,12 @@ class MailServer:
         ca: MailCA | None = None,
         label: str = "",
         clock: Callable[[], float] = time.monotonic,
+        loop_factory: LoopFactory | None = None,
     ) -> None:
         self.config = config or MailConfig()
+        # The event loop `start()` runs the listeners on (asyncio's unless given; `serve`
+        # passes uvloop's when it is installed: lifecycle.fastest_loop_factory).
+        self.loop_factory = loop_factory
         # The scenario (or purpose) this server serves; shown in reprs and reports.
         self.label = label
         # What lockouts and rate limits count time with: a test may pass a fake clock
@@ -577,7 +581,7 @@ class MailServer:
         """Start in a background loop thread; raises here if any listener fails."""
         if self._thread is not None:
             raise ServerStartError("MailServer already started")
-        self._thread = LoopThread(name="mailharness-server").start()
+        self._thread = LoopThread(name="mailharness-server", loop_factory=self.loop_factory).start()
         try:
             self._thread.run(self.astart())
         except BaseException:

@@ -16,6 +16,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from mailharness.servers.errors import ConfigError, forget_traceback, parse_choice
 
@@ -159,9 +160,10 @@ class ImplicitTLS(asyncio.Protocol):
         self._context = context
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # the ClientHello is for the TLS layer, not for us
-        asyncio.get_running_loop().create_task(self._handshake(transport))
+        # A full Transport (uvloop's act as one without subclassing asyncio's).
+        plain = cast(asyncio.Transport, transport)
+        plain.pause_reading()  # the ClientHello is for the TLS layer, not for us
+        asyncio.get_running_loop().create_task(self._handshake(plain))
 
     async def _handshake(self, plain: asyncio.Transport) -> None:
         app = self._make()
