@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SCENARIO ?= healthy
 PYTEST_ARGS ?= -n 2
 
-.PHONY: serve test lint install docker-image bench clean
+.PHONY: serve test lint install docker-image bench bench-peers clean
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ test: lint docker-image
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_smtp_fixture.py
+
+# Ours vs smtp-server, maildev, hoodiecrow-imap, pymap, aiosmtpd and Dovecot (issue 13):
+# installs them into bench/.peers, runs interleaved rounds, rewrites the results section of
+# docs/benchmarks.md and docs/bench-peers.png. BENCH_ARGS="--rounds 9 --write" to vary.
+BENCH_ARGS ?= --write
+bench-peers:
+	bash scripts/bench-peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-examples .pytest_cache .mypy_cache .ruff_cache
