@@ -17,20 +17,22 @@ It runs until SIGINT or SIGTERM, then stops every listener and exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from mailharness.catalog import CATALOG, scenario
-from mailharness.certs import MailCA, default_cache_dir
-from mailharness.lifecycle import fastest_loop_factory
-from mailharness.scenarios import Family, with_personality
-from mailharness.server import MailConfig, MailServer
 from mailharness.servers.errors import MailharnessError
-from mailharness.servers.listeners import Security
+
+# The catalog, the servers and their libraries are imported by the command that needs
+# them, inside `_starting()` (see there).
+if TYPE_CHECKING:
+    from mailharness.server import MailConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +73,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    """No garbage collection while starting: start-up makes tens of thousands of objects
+    that live as long as the process (modules, classes, the catalog), and collecting
+    among them cost about a tenth of `serve`'s start. After it, they are frozen out of
+    every later collection (`gc.freeze`), so a long `serve` does not rescan them either."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.freeze()
+            gc.enable()
+
+
 def list_scenarios(args: argparse.Namespace) -> int:
+    from mailharness.catalog import CATALOG
+    from mailharness.scenarios import Family
+
     chosen = CATALOG.values() if args.family is None else CATALOG.family(args.family)
     if args.json:
         for s in chosen:
@@ -118,6 +139,8 @@ def _plain(config: MailConfig) -> bool:
     A TLS handshake on uvloop (its `start_tls`) has timed out against our implicit-TLS
     listeners, and the fault layer is proven on asyncio's loop only; those stay there.
     """
+    from mailharness.servers.listeners import Security
+
     if config.backend != "fake" or config.faults:
         return False
     return all(
@@ -129,10 +152,6 @@ def _plain(config: MailConfig) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
-    chosen = scenario(args.scenario)
-    config = chosen.config
-    if args.personality is not None:
-        config = with_personality(config, args.personality)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -140,20 +159,32 @@ def serve(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with (
-            MailCA(args.certs_dir, cache=None if args.no_cert_cache else default_cache_dir()) as ca,
-            MailServer(
-                config,
-                ca=ca,
-                label=chosen.name,
-                loop_factory=None
-                if args.no_uvloop or not _plain(config)
-                else fastest_loop_factory(),
-            ) as server,
-        ):
-            if chosen.prepare is not None:
-                chosen.prepare(server)
-            facts = {"scenario": chosen.name, "pid": os.getpid(), **server.describe()}
+        with contextlib.ExitStack() as running:
+            with _starting():
+                from mailharness.catalog import scenario
+                from mailharness.certs import MailCA, default_cache_dir
+                from mailharness.lifecycle import fastest_loop_factory
+                from mailharness.scenarios import with_personality
+                from mailharness.server import MailServer
+
+                chosen = scenario(args.scenario)
+                config = chosen.config
+                if args.personality is not None:
+                    config = with_personality(config, args.personality)
+                cache = None if args.no_cert_cache else default_cache_dir()
+                ca = running.enter_context(MailCA(args.certs_dir, cache=cache))
+                fast = not args.no_uvloop and _plain(config)
+                server = running.enter_context(
+                    MailServer(
+                        config,
+                        ca=ca,
+                        label=chosen.name,
+                        loop_factory=fastest_loop_factory() if fast else None,
+                    )
+                )
+                if chosen.prepare is not None:
+                    chosen.prepare(server)
+                facts = {"scenario": chosen.name, "pid": os.getpid(), **server.describe()}
             if args.json:
                 print(json.dumps(facts), flush=True)
             else:
