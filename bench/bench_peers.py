@@ -424,6 +424,14 @@ def report(figures: list[Figure], args: argparse.Namespace, load: float) -> str:
         "the peer's time over ours).",
         "",
     ]
+    cores = os.cpu_count() or 1
+    if load > cores:
+        lines += [
+            f"**Caveat: the load average was {load:.1f} on {cores} cores** (other work shared "
+            "the machine): every contender lost CPU time to it at random, so these figures "
+            "and ratios are noise-bound; re-run `make bench-peers` on a quiet machine.",
+            "",
+        ]
     for figure in figures:
         ratios = figure.ratios()
         better = "higher" if figure.higher_is_better else "lower"
@@ -444,7 +452,18 @@ def report(figures: list[Figure], args: argparse.Namespace, load: float) -> str:
             + ").",
             "",
         ]
-    lines += [f"![ratios ours / best peer]({CHART.name})", "", END]
+    lines += [
+        f"![ratios ours / best peer]({CHART.name})",
+        "",
+        "Profiles behind the changes of issue 13 (py-spy flame graphs, before = main at the "
+        "start of the work): `flamegraphs/startup-{before,after}.svg` (one `serve "
+        "--scenario plaintext-only` start), `flamegraphs/smtp-8conn-{before,after}.svg` "
+        "(the SMTP server under `bench/smtpload.py --connections 8`). Start-up alone, with "
+        "CPU time to the greeting (steadier than wall-clock on a shared machine): "
+        "`python bench/bench_startup.py --rounds 15`.",
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 
@@ -484,19 +503,49 @@ def chart(figures: list[Figure]) -> None:
     plt.close(fig)
 
 
+def _save(figures: list[Figure], load: float) -> None:
+    data = {
+        "load": load,
+        "figures": [
+            {"title": f.title, "unit": f.unit, "higher": f.higher_is_better, "rounds": f.rounds}
+            for f in figures
+        ],
+    }
+    (PEERS / "results.json").write_text(json.dumps(data, indent=1))
+
+
+def _load() -> tuple[list[Figure], float]:
+    data = json.loads((PEERS / "results.json").read_text())
+    figures = [
+        Figure(f["title"], f["unit"], f["higher"], {k: list(v) for k, v in f["rounds"].items()})
+        for f in data["figures"]
+    ]
+    return figures, float(data["load"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--login-seconds", type=float, default=1.0)
     parser.add_argument("--smtp-seconds", type=float, default=2.0)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md + chart")
+    parser.add_argument(
+        "--from-results",
+        action="store_true",
+        help="measure nothing: render bench/.peers/results.json (the last run) again",
+    )
     args = parser.parse_args(argv)
-    if not NODE_MODULES.is_dir() or not PYMAP.exists():
-        raise SystemExit("peers missing: run `make bench-peers` (scripts/bench-peers) first")
-    figures = run(args)
-    section = report(figures, args, os.getloadavg()[0])
+    if args.from_results:
+        figures, load = _load()
+        args.rounds = len(figures[0].rounds["ours"])
+    else:
+        if not NODE_MODULES.is_dir() or not PYMAP.exists():
+            raise SystemExit("peers missing: run `make bench-peers` (scripts/bench-peers) first")
+        figures = run(args)
+        load = os.getloadavg()[0]
+        _save(figures, load)
+    section = report(figures, args, load)
     print(section)
-    (PEERS / "results.json").write_text(json.dumps({f.title: f.rounds for f in figures}, indent=1))
     if args.write:
         write_doc(section)
         chart(figures)
