@@ -10,6 +10,11 @@ Figures, the same client for every server:
   logins/s  connect + greeting + LOGIN + LOGOUT, sequential (bench/imapload.py)
   smtp 1/8  1 KiB messages/s on 1 and on 8 connections (bench/smtpload.py: asyncio
             Protocol client on uvloop, no pipelining, EHLO once, then MAIL/RCPT/DATA)
+  10k       on an INBOX of 10,000 messages of 4 KiB (bench_imap.corpus, seed 7): ms for
+            UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE), UID FETCH 1:* BODY.PEEK[],
+            UID SEARCH SUBJECT and UID SEARCH HEADER, after one warm-up of each; ours,
+            Dovecot and hoodiecrow (pymap's dict backend takes seconds per FETCH:
+            bench/bench_imap.py measures it)
 
 Every round measures every contender once, in an order rotated per round, so a burst of
 load from elsewhere hits them all; the tables give medians over rounds and the median of
@@ -35,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,8 +49,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_imap import corpus, start_ours  # noqa: E402
 from bench.bench_startup import _child_env, _read_greeting  # noqa: E402
-from bench.imapload import login_logout  # noqa: E402
+from bench.imapload import IMAPLoad, login_logout  # noqa: E402
 
 PEERS = ROOT / "bench" / ".peers"
 NODE_MODULES = PEERS / "node" / "node_modules"
@@ -175,6 +182,29 @@ class Contenders:
         process = DovecotProcess(DovecotConfig(ssl=SSLMode.NO, imaps=False)).start()
         return Spawned("Dovecot 2.3", process.endpoint("none").address, process.stop)
 
+    # --- a 10k INBOX ------------------------------------------------------------------
+    def ours_mailbox(self, count: int) -> Spawned:
+        spawned = start_ours(count)
+        return Spawned("ours", spawned.address, spawned.stop)
+
+    def dovecot_mailbox(self, count: int) -> Spawned:
+        from mailharness.servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
+
+        process = DovecotProcess(DovecotConfig(ssl=SSLMode.NO, imaps=False)).start()
+        try:
+            process.deliver_many(LOGIN.decode(), corpus(count))
+        except BaseException:
+            process.stop()
+            raise
+        return Spawned("Dovecot 2.3", process.endpoint("none").address, process.stop)
+
+    def hoodiecrow_mailbox(self, count: int) -> Spawned:
+        messages = self.scratch / "messages.json"
+        messages.write_text(json.dumps([m.decode("latin-1") for m in corpus(count)]))
+        command = ["node", str(ROOT / "bench" / "peers" / "hoodiecrow.js")]
+        env = {**_node_env(), "HOODIECROW_MESSAGES": str(messages)}
+        return _spawn_json("hoodiecrow-imap", command, env, lambda f: int(f["port"]))
+
     # --- SMTP -------------------------------------------------------------------------
     def ours_smtp(self, *extra: str) -> Spawned:
         command = [self.mailharness, "serve", "--json", *extra, "--scenario"]
@@ -261,6 +291,25 @@ def smtp_per_second(server: Spawned, connections: int, seconds: float) -> float:
     return float(facts["per_second"])
 
 
+# The commands of the 10k figures; the SEARCHes match one message (4242).
+MAILBOX_COMMANDS = {
+    text: text.encode()
+    for text in (
+        "UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)",
+        "UID FETCH 1:* BODY.PEEK[]",
+        'UID SEARCH SUBJECT "message 4242"',
+        'UID SEARCH HEADER Message-ID "<4242.7@"',
+    )
+}
+
+
+def _selected(server: Spawned) -> IMAPLoad:
+    conn = IMAPLoad.connect(server.address)
+    conn.command(b"LOGIN " + b" ".join(server.login))
+    conn.command(b"SELECT INBOX")
+    return conn
+
+
 @dataclass
 class Figure:
     """One row of the table: a unit, whether higher is better, each contender's rounds."""
@@ -343,9 +392,40 @@ def run(args: argparse.Namespace) -> list[Figure]:
                 for name in _rotated(list(smtp), r):
                     smtp1.add(name, smtp_per_second(smtp[name], 1, args.smtp_seconds))
                     smtp8.add(name, smtp_per_second(smtp[name], 8, args.smtp_seconds))
+        if args.count:
+            figures += mailbox_figures(contenders, args)
     finally:
         contenders.close()
     return figures
+
+
+def mailbox_figures(contenders: Contenders, args: argparse.Namespace) -> list[Figure]:
+    count = args.count
+    figures = {
+        title: Figure(f"{count:,} messages: {title}", "ms", higher_is_better=False)
+        for title in MAILBOX_COMMANDS
+    }
+    servers = {
+        "ours": lambda: contenders.ours_mailbox(count),
+        "Dovecot 2.3": lambda: contenders.dovecot_mailbox(count),
+        "hoodiecrow-imap": lambda: contenders.hoodiecrow_mailbox(count),
+    }
+    with _running(servers) as running:
+        conns = {name: _selected(server) for name, server in running.items()}
+        try:
+            for conn in conns.values():  # warm-up: indexes, caches, parsed messages
+                for command in MAILBOX_COMMANDS.values():
+                    conn.command(command)
+            for r in range(args.rounds):
+                print(f"mailbox round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
+                for name in _rotated(list(conns), r):
+                    for title, command in MAILBOX_COMMANDS.items():
+                        seconds = conns[name].command(command).seconds
+                        figures[title].add(name, seconds * 1000)
+        finally:
+            for conn in conns.values():
+                conn.close()
+    return list(figures.values())
 
 
 @contextlib.contextmanager
@@ -485,11 +565,11 @@ def chart(figures: list[Figure]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [f.title.replace(", ", "\n").replace(" → ", " →\n") for f in figures]
+    names = ["\n".join(textwrap.wrap(f.title, 22)) for f in figures]
     medians = [statistics.median(f.ratios()) for f in figures]
     lows = [m - min(f.ratios()) for f, m in zip(figures, medians, strict=True)]
     highs = [max(f.ratios()) - m for f, m in zip(figures, medians, strict=True)]
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(figures)), 4.8), dpi=100)
     colors = ["tab:green" if m >= 1 else "tab:red" for m in medians]
     ax.bar(names, medians, yerr=[lows, highs], color=colors, capsize=4)
     ax.axhline(1.0, color="black", linewidth=1)
@@ -497,7 +577,8 @@ def chart(figures: list[Figure]) -> None:
     ax.set_title("mailharness vs the best peer per figure (above 1 = ours leads)")
     for i, m in enumerate(medians):
         ax.text(i, m, f"{m:.2f}x", ha="center", va="bottom")
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(CHART)
     plt.close(fig)
@@ -528,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--login-seconds", type=float, default=1.0)
     parser.add_argument("--smtp-seconds", type=float, default=2.0)
+    parser.add_argument("--count", type=int, default=10_000, help="0: no mailbox figures")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md + chart")
     parser.add_argument(
         "--from-results",
