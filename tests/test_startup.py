@@ -38,7 +38,7 @@ config = MailConfig(
     imap_listeners=(Security.NONE,),
 )
 with MailServer(config) as server:
-    server.imap.plain
+    server.imap.get(Security.NONE)
 """
     assert _loaded_after(script) == set()
 
