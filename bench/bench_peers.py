@@ -392,8 +392,8 @@ def run(args: argparse.Namespace) -> list[Figure]:
             "pymap": contenders.pymap,
         }
         smtp_servers = {
-            "ours": contenders.ours_smtp,
-            "ours, asyncio loop": lambda: contenders.ours_smtp("--no-uvloop"),
+            "ours": lambda: contenders.ours_smtp("--uvloop"),
+            "ours, asyncio loop": contenders.ours_smtp,
             "smtp-server (Node)": contenders.smtp_server,
             "maildev": contenders.maildev,
             "aiosmtpd Controller + Sink": contenders.aiosmtpd,

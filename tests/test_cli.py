@@ -173,10 +173,12 @@ def test_scenarios_lists_the_catalog() -> None:
     assert "tls10-only" not in table
 
 
-def test_serve_plaintext_only_sends_and_fetches_on_the_fast_loop() -> None:
-    """plaintext-only is what `serve` runs on uvloop when installed: the same replies."""
+def test_serve_uvloop_sends_and_fetches_as_asyncio_does() -> None:
+    """`serve --uvloop` (uvloop when installed, else asyncio): the same replies."""
     process = subprocess.Popen(
-        [*SERVE, "--scenario", "plaintext-only", "--json"], stdout=subprocess.PIPE, text=True
+        [*SERVE, "--scenario", "plaintext-only", "--uvloop", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
