@@ -235,6 +235,8 @@ class MailCA:
             cached = self._leaves.get(variant)
             if cached is None:
                 chain, key = self._issue(variant)
+                # A leaf's directory holds its CA too (compose and QA copy the directory).
+                self._ensure_ca_file()
                 stem = self.directory / variant.value
                 cached = ServerCert(
                     variant=variant,

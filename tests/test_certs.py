@@ -219,3 +219,12 @@ def test_a_cert_cache_open_to_others_is_ignored(tmp_path: Path) -> None:
         assert ca.ca_pem != original  # not trusted: a new CA, and the cache left as it was
         assert _handshake(ca, ca).startswith("TLS")
     assert (cache / "ca.pem").read_bytes() == original
+
+
+def test_a_leaf_is_written_beside_its_ca() -> None:
+    """The CA is made lazily, but a directory with a leaf always holds the CA to trust
+    (servers/dovecot/compose.py copies the directory for QA)."""
+    with MailCA() as ca:
+        assert list(ca.directory.iterdir()) == []  # nothing made yet: no TLS, no cost
+        ca.server_cert("expired")
+        assert {p.name for p in ca.directory.iterdir()} == {"ca.pem", "expired.crt", "expired.key"}
