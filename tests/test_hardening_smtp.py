@@ -64,6 +64,17 @@ def test_auth_continuation_over_64kib_is_line_too_long(smtp_server: MailServer) 
     assert smtp_server.errors == []
 
 
+def test_xoauth2_response_decoding_to_non_ascii_is_bad_syntax(smtp_server: MailServer) -> None:
+    """Found by tests/test_hardening_fuzz.py: a challenge response whose base64 decodes to
+    non-ASCII bytes made base64 raise a bare ValueError, recorded as a harness error."""
+    with submission(smtp_server, timeout=5) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "XOAUTH2")[0] == 334
+        assert client.docmd("/w==") == (501, b"5.5.4 Invalid AUTH parameters")  # b"\xff"
+        assert client.noop()[0] == 250
+    assert smtp_server.errors == []
+
+
 def test_rejected_certificate_at_starttls_is_a_client_event(smtp_server: MailServer) -> None:
     """The client refuses our certificate (no CA): a transcript event, not a harness error."""
     with smtplib.SMTP(*smtp_server.smtp.starttls.address, timeout=5) as client:

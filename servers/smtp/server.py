@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import datetime as dt
 import email.utils
 import ipaddress
@@ -437,7 +436,8 @@ class _Handler:
             blob = response.decode("ascii", "replace")
         try:
             fields = base64.b64decode(blob, validate=True).decode("utf-8").split("\x01")
-        except (binascii.Error, UnicodeDecodeError):
+        # binascii.Error is a ValueError; a non-ASCII str raises a bare ValueError.
+        except (ValueError, UnicodeDecodeError):
             await server.push(replies.BAD_SYNTAX_AUTH)
             return AuthResult(success=False, handled=True)
         user = next((f[5:] for f in fields if f.startswith("user=")), "")
