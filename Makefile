@@ -12,7 +12,7 @@ PYTHON_312 ?= $(firstword $(wildcard /root/.pyenv/versions/3.12.1/bin/python3.12
 PYTHON_313 ?= $(firstword $(wildcard /root/.pyenv/versions/3.13.0/bin/python3.13) python3.13)
 EXTRA_VENVS ?= .venv-py312 .venv-py313
 
-.PHONY: serve test lint install docker-image bench clean
+.PHONY: serve test lint install docker-image bench bench-peers clean
 
 install: $(STAMP)
 
@@ -57,6 +57,13 @@ test: lint docker-image $(EXTRA_VENVS:%=%/.installed-stamp)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_smtp_fixture.py
+
+# Ours vs smtp-server, maildev, hoodiecrow-imap, pymap, aiosmtpd and Dovecot (issue 13):
+# installs them into bench/.peers, runs interleaved rounds, rewrites the results section of
+# docs/benchmarks.md and docs/bench-peers.png. BENCH_ARGS="--rounds 9 --write" to vary.
+BENCH_ARGS ?= --write
+bench-peers:
+	bash scripts/bench-peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(EXTRA_VENVS) .venv-examples .pytest_cache .mypy_cache .ruff_cache

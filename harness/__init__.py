@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from mailharness.catalog import CATALOG, parametrize, parametrize_cases, scenario
     from mailharness.certs import CertVariant, MailCA, ServerCert
     from mailharness.diagnosis import Diagnosis, diagnose
-    from mailharness.journeys import ClientProfile, Outcome
     from mailharness.matrix import MatrixResult, run_matrix
     from mailharness.probe import ProbeReport, ProbeSettings, probe_case
+    from mailharness.profiles import ClientProfile, Outcome
     from mailharness.scenarios import Expect, Family, Scenario
     from mailharness.schedule import Flap, MailboxChurn, MaintenanceWindow, Shutdown
     from mailharness.server import MailConfig, MailServer, MailServerFactory, ProtocolEndpoints
@@ -66,8 +66,8 @@ _EXPORTS = {
     "ServerCert": "mailharness.certs",
     "Diagnosis": "mailharness.diagnosis",
     "diagnose": "mailharness.diagnosis",
-    "ClientProfile": "mailharness.journeys",
-    "Outcome": "mailharness.journeys",
+    "ClientProfile": "mailharness.profiles",
+    "Outcome": "mailharness.profiles",
     "Flap": "mailharness.schedule",
     "MailboxChurn": "mailharness.schedule",
     "MaintenanceWindow": "mailharness.schedule",

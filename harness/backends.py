@@ -34,13 +34,15 @@ from mailharness.servers.imap import IMAPServer
 from mailharness.servers.imap.store import MailStore, RawMessage, StoredMessage
 from mailharness.servers.imap.store.messages import to_message_bytes
 from mailharness.servers.listeners import Endpoint, Security
-from mailharness.servers.smtp import MessageLog, SMTPServer, SMTPSettings
+from mailharness.servers.smtp.capture import MessageLog
+from mailharness.servers.smtp.settings import SMTPSettings
 from mailharness.servers.transcript import TranscriptLog
 
 if TYPE_CHECKING:
     from mailharness.server import MailConfig
     from mailharness.servers.dovecot.backend import DovecotBackend
     from mailharness.servers.dovecot.config import DovecotConfig
+    from mailharness.servers.smtp.server import SMTPServer
 
 # The relay behind Dovecot's submission must advertise SIZE; Dovecot enforces the real limit.
 RELAY_SIZE_LIMIT = 2**31
@@ -52,7 +54,7 @@ Bind = Callable[[Security, bool, int], Awaitable[Endpoint]]
 #: config names one: `listen(protocol, bind, securities) -> endpoints`.
 Listen = Callable[[str, Bind, tuple[Security, ...]], Awaitable[tuple[Endpoint, ...]]]
 #: `MailServer._bind`: one of our servers on a new loopback socket with the config's cert.
-BindServer = Callable[[IMAPServer | SMTPServer, Security, bool, int], Awaitable[Endpoint]]
+BindServer = Callable[["IMAPServer | SMTPServer", Security, bool, int], Awaitable[Endpoint]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +177,9 @@ class FakeMailBackend(MailBackend):
             self.live.imap = imap
             endpoints["imap"] = await listen("imap", self._binder(imap), config.securities("imap"))
         if config.smtp is not None:
+            # Imported here: aiosmtpd costs a server without SMTP nothing.
+            from mailharness.servers.smtp.server import SMTPServer
+
             smtp = SMTPServer(
                 accounts=shared.users,
                 transcripts=shared.transcripts,
@@ -277,6 +282,9 @@ class DovecotMailBackend(MailBackend):
             )
         relay_port = None
         if config.smtp is not None:
+            # Imported here: aiosmtpd costs a server without SMTP nothing.
+            from mailharness.servers.smtp.server import SMTPServer
+
             relay = SMTPServer(
                 accounts=shared.users,
                 transcripts=shared.transcripts,

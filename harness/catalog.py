@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailharness.certs import CertVariant
-from mailharness.journeys import ClientProfile, Outcome
+from mailharness.profiles import ClientProfile, Outcome
 from mailharness.scenario_files import load_toml
 from mailharness.scenarios import Catalog, Expect, Family, Scenario, with_personality
 from mailharness.schedule import Flap, MailboxChurn, MaintenanceWindow, Shutdown

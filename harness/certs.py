@@ -21,16 +21,31 @@ import shutil
 import ssl
 import tempfile
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from mailharness.servers.errors import parse_choice
 from mailharness.servers.tlsversions import MODERN, limit_versions
+
+# trustme and cryptography cost ~30-50 ms to import: a server without TLS never needs
+# them, so they are imported where a certificate is made, not here.
+if TYPE_CHECKING:
+    import trustme
+    from cryptography import x509
+
+# What a cache of the CA and its `trusted` leaf holds (see `MailCA(cache=...)`).
+_CACHE_FILES = ("ca.pem", "ca.key", "trusted.crt", "trusted.key")
+
+
+def default_cache_dir() -> Path:
+    """Where `mailharness serve` keeps its CA between runs: the user's cache dir, keyed by
+    this module's source, so a change to how certificates are made starts a new CA."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = f"{zlib.crc32(Path(__file__).read_bytes()):08x}"  # zlib: already imported
+    return Path(base) / "mailharness" / f"certs-{digest}"
+
 
 # Every name and address the harness serves on: a connector may be configured with any.
 # 127.0.0.2 is where Dovecot listens when loopback must not count as secured
@@ -85,6 +100,9 @@ def _write_private(path: Path, data: bytes, mode: int) -> Path:
 
 
 def _name(common_name: str) -> x509.Name:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailharness"),
@@ -100,6 +118,10 @@ def _custom_leaf(
 
     `rsa_bits=None` means an ECDSA P-256 key (fast to make).
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     if rsa_bits is None:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -140,11 +162,19 @@ def _custom_leaf(
 class MailCA:
     """The test CA and every leaf variant, written to a private (0700) temp dir.
 
-    Leaves are made on first use and cached, so a session pays ~7 ms per
-    variant it actually uses. `close()` removes the directory.
+    The CA itself and the leaves are made on first use and cached, so a session pays
+    ~7 ms per variant it actually uses, and a server without TLS pays nothing (not even
+    the import of trustme). `close()` removes the directory.
+
+    `cache`: a private directory (0700, ours, files 0600) that keeps the CA and its
+    `trusted` leaf between processes, so a `mailharness serve` that finds them there
+    starts without importing trustme or cryptography (~40 ms) or making keys. A cache
+    dir that is not ours or is open to others is ignored (and never written).
     """
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(
+        self, directory: str | Path | None = None, *, cache: str | Path | None = None
+    ) -> None:
         self._owns_dir = directory is None
         if directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix="mailharness-certs-"))
@@ -152,17 +182,58 @@ class MailCA:
             self.directory = Path(directory)
             self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
-        self._ca = trustme.CA(organization_name="mailharness test CA")
-        self._lock = threading.Lock()
+        # Reentrant: a leaf is issued under it and may make the CA first.
+        self._lock = threading.RLock()
+        self._trustme_ca: trustme.CA | None = None
+        self._ca_path: Path | None = None
         self._leaves: dict[CertVariant, ServerCert] = {}
         # CAs other than ours that a variant's leaf chains to, by file name (see `cas()`).
         self._other_cas: dict[str, Path] = {}
         self._shared: dict[CertVariant, ssl.SSLContext] = {}
-        self.ca_path = _write_private(self.directory / "ca.pem", self.ca_pem, 0o644)
+        self._cache = None if cache is None else Path(cache)
+        self._cache_files: dict[str, bytes] | None = None
+        self._cache_read = False
+
+    def _cached(self) -> dict[str, bytes] | None:
+        """The cache's CA and `trusted` leaf, read once; None without a usable cache."""
+        with self._lock:
+            if not self._cache_read and self._cache is not None:
+                self._cache_read = True
+                self._cache_files = _read_cache(self._cache)
+            return self._cache_files
+
+    @property
+    def _ca(self) -> trustme.CA:
+        with self._lock:
+            if self._trustme_ca is None:
+                import trustme
+
+                files = self._cached()
+                if files is not None:
+                    self._trustme_ca = trustme.CA.from_pem(files["ca.pem"], files["ca.key"])
+                else:
+                    self._trustme_ca = trustme.CA(organization_name="mailharness test CA")
+                    if self._cache is not None:
+                        self._cache_files = _fill_cache(self._cache, self._trustme_ca)
+            return self._trustme_ca
+
+    @property
+    def ca_path(self) -> Path:
+        """The CA certificate's PEM file (written when first asked for)."""
+        return self._ensure_ca_file()
+
+    def _ensure_ca_file(self) -> Path:
+        with self._lock:
+            if self._ca_path is None:
+                self._ca_path = _write_private(self.directory / "ca.pem", self.ca_pem, 0o644)
+            return self._ca_path
 
     @property
     def ca_pem(self) -> bytes:
         """The CA certificate to trust, as PEM."""
+        files = self._cached()
+        if files is not None:
+            return files["ca.pem"]
         return bytes(self._ca.cert_pem.bytes())
 
     def server_cert(self, variant: str | CertVariant = CertVariant.TRUSTED) -> ServerCert:
@@ -171,6 +242,8 @@ class MailCA:
             cached = self._leaves.get(variant)
             if cached is None:
                 chain, key = self._issue(variant)
+                # A leaf's directory holds its CA too (compose and QA copy the directory).
+                self._ensure_ca_file()
                 stem = self.directory / variant.value
                 cached = ServerCert(
                     variant=variant,
@@ -183,12 +256,21 @@ class MailCA:
         return cached
 
     def _issue(self, variant: CertVariant) -> tuple[bytes, bytes]:
+        if variant is CertVariant.TRUSTED and self._cache is not None:
+            files = self._cached()
+            if files is None:
+                _ = self._ca  # makes the CA and its trusted leaf, and keeps them
+                files = self._cached()
+            if files is not None:
+                return files["trusted.crt"], files["trusted.key"]
         now = dt.datetime.now(dt.UTC)
         ca = self._ca
         if variant is CertVariant.TRUSTED:
             # A subject CN as well as SANs: fetchmail and mbsync still read the CN.
             leaf = ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
         elif variant is CertVariant.UNKNOWN_CA:
+            import trustme
+
             other = trustme.CA(organization_name="some other CA")
             self._keep_ca(OTHER_CA_FILE, other.cert_pem.bytes())
             leaf = other.issue_cert(*SERVER_IDENTITIES)
@@ -288,6 +370,7 @@ class MailCA:
         """Copy the CA and every issued leaf to `directory` (for compose and QA)."""
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
+        self._ensure_ca_file()
         for variant in CertVariant:
             self.server_cert(variant)
         for path in self.directory.iterdir():
@@ -303,3 +386,54 @@ class MailCA:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _private_dir(path: Path, others: int = 0o077) -> bool:
+    """Is `path` a directory of ours (not a link) without any of the `others` mode bits?"""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and (st.st_mode & (0o7000 | others)) == 0 and path.is_dir()
+
+
+def _read_cache(cache: Path) -> dict[str, bytes] | None:
+    if not _private_dir(cache):
+        return None
+    try:
+        return {name: (cache / name).read_bytes() for name in _CACHE_FILES}
+    except OSError:
+        return None
+
+
+def _fill_cache(cache: Path, ca: trustme.CA) -> dict[str, bytes]:
+    """Issue the `trusted` leaf of a new CA and keep both in `cache`; returns what was made.
+
+    Written to a private temp dir beside it and renamed into place, so two processes
+    filling the cache at once never mix one's CA with the other's leaf: the loser keeps
+    its own (in memory) and the next process reads the winner's.
+    """
+    leaf = ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
+    files = {
+        "ca.pem": bytes(ca.cert_pem.bytes()),
+        "ca.key": bytes(ca.private_key_pem.bytes()),
+        "trusted.crt": b"".join(blob.bytes() for blob in leaf.cert_chain_pems),
+        "trusted.key": bytes(leaf.private_key_pem.bytes()),
+    }
+    parent = cache.parent
+    try:
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Others may read the parent (~/.cache/mailharness holds other caches too), but
+        # nobody else may write it: else they could swap our directory for theirs.
+        if not _private_dir(parent, others=0o022):
+            return files
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+        try:
+            for name, data in files.items():
+                _write_private(staging / name, data, 0o600)
+            os.rename(staging, cache)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError:
+        pass  # a cache we cannot write is no error: the next start makes its own CA
+    return files

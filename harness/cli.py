@@ -124,6 +124,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--quiet", action="store_true", help="no activity lines on stderr (one per session event)"
     )
+    serve.add_argument(
+        "--no-cert-cache",
+        action="store_true",
+        help="make a new CA for this run instead of reusing the one kept (private, 0700) "
+        "in the user's cache dir",
+    )
+    serve.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run on uvloop (the `fast` extra) for throughput; only for scenarios with "
+        "plaintext listeners alone and no faults (others stay on asyncio's loop)",
+    )
     add_ctl_parser(commands)
     listing = commands.add_parser("scenarios", help="list the scenario catalog")
     listing.add_argument("--family", default=None, help="only this family")
@@ -189,6 +201,8 @@ def serve(args: argparse.Namespace) -> int:
         api_port=args.api,
         ui_port=args.ui,
         state_file=Path(args.state_file) if args.state_file else None,
+        cert_cache=not args.no_cert_cache,
+        uvloop=args.uvloop,
     ).run()
 
 

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailharness.diagnosis import Diagnosis, diagnose
-from mailharness.journeys import _IMAP, _SMTP, TLS_MODES, ClientProfile, Outcome, _outcome
+from mailharness.journeys import _IMAP, _SMTP, ClientProfile, Outcome, _outcome
 from mailharness.probe_tls import Certificate, certificate_facts, connect, scan_versions
+from mailharness.profiles import TLS_MODES
 from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.listeners import Security
 

@@ -15,14 +15,13 @@ scenarios`, the CLI, pytest's marker and the catalog's own tests.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mailharness.certs import MailCA
-from mailharness.journeys import ClientProfile, Outcome
+from mailharness.profiles import ClientProfile, Outcome
 from mailharness.server import MailConfig, MailServer
 from mailharness.servers.errors import ConfigError, choice_error, parse_choice
 from mailharness.servers.listeners import Security
@@ -130,6 +129,8 @@ class Catalog(Mapping[str, Scenario]):
         try:
             return self._by_name[name]
         except KeyError:
+            import difflib  # a mistake's hint only: kept out of start-up
+
             close = difflib.get_close_matches(name, self._by_name, n=3, cutoff=0.5)
             hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             raise ConfigError(

@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mailharness.catalog import CATALOG
-from mailharness.certs import CertVariant, MailCA
+from mailharness.certs import CertVariant, MailCA, default_cache_dir
+from mailharness.lifecycle import fastest_loop_factory
 from mailharness.scenario_files import load_toml
 from mailharness.scenarios import Scenario, with_personality
 from mailharness.server import BACKENDS, LISTENER_NAMES, MailConfig, MailServer
 from mailharness.servers.errors import ConfigError, choice_error
-from mailharness.servers.listeners import require_loopback
+from mailharness.servers.listeners import Security, require_loopback
 from mailharness.servers.smtp import CapturedMessage
 from mailharness.servers.transcript import Transcript, TranscriptEvent
 
@@ -203,6 +204,25 @@ def _serve_table(path: Path, table: object) -> ServeOptions:
     except ConfigError as error:
         raise ConfigError(f"{path}: [serve] {error}") from None
     return options
+
+
+def _plain(config: MailConfig) -> bool:
+    """Only plaintext listeners and no faults: where `serve --uvloop` may use uvloop.
+
+    uvloop is opt-in because it is not asyncio: it starts reading right after
+    `connection_made` (so an implicit-TLS ClientHello can slip past our handshake and the
+    handshake hangs), and at fd exhaustion it neither logs nor backs off as asyncio does
+    (tests/imap/test_hardening_imap.py waits for asyncio's line). Plaintext without faults
+    is where it was proven to answer the same.
+    """
+    if config.backend != "fake" or config.faults or config.schedule:
+        return False
+    return all(
+        security is Security.NONE
+        for protocol in ("imap", "smtp")
+        if getattr(config, protocol) is not None
+        for security in config.securities(protocol)
+    )
 
 
 def build_config(
@@ -529,6 +549,8 @@ class Serve:
         api_port: int | None = None,
         ui_port: int | None = None,
         state_file: Path | None = None,
+        cert_cache: bool = False,
+        uvloop: bool = False,
         out: TextIO = sys.stdout,
         err: TextIO = sys.stderr,
     ) -> None:
@@ -541,6 +563,9 @@ class Serve:
         self.api_port = api_port
         self.ui_port = ui_port
         self.state_file = state_file
+        # Keep the CA between runs (QA trusts one CA), and run on uvloop where it may.
+        self.cert_cache = cert_cache
+        self.uvloop = uvloop
         self.out = out
         self.err = err
         self.lock = threading.RLock()  # held while the server is swapped, and by API calls
@@ -571,7 +596,8 @@ class Serve:
             resolved = resolve(self.scenario_arg)
             options = self.cli.merged_over(resolved.options)
             options.check()
-            with MailCA(self.certs_dir) as ca:
+            cache = default_cache_dir() if self.cert_cache else None
+            with MailCA(self.certs_dir, cache=cache) as ca:
                 self.cas = ca.cas()
                 self._ca = ca
                 return self._serve(resolved, options, ca)
@@ -629,7 +655,14 @@ class Serve:
                 f"not on backend {config.backend!r}: serving it anyway"
             )
         fixed = {**keep, **ports}
-        server = MailServer(config, ca=ca, label=chosen.name, ports=fixed)
+        fast = self.uvloop and _plain(config)
+        server = MailServer(
+            config,
+            ca=ca,
+            label=chosen.name,
+            ports=fixed,
+            loop_factory=fastest_loop_factory() if fast else None,
+        )
         if not self.quiet:
             self._activity.attach(server)
         for hook in self.on_server:

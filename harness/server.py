@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailharness.backends import Bind, DovecotMailBackend, LiveServers, Shared, make_backend
 from mailharness.certs import CertVariant, MailCA
-from mailharness.lifecycle import LoopThread
+from mailharness.lifecycle import LoopFactory, LoopThread
 from mailharness.schedule import (
     FAKE_ONLY,
     ScheduledEvent,
@@ -36,7 +36,7 @@ from mailharness.schedule import (
 )
 from mailharness.servers.accounts import DEFAULT_USERS, Accounts, User
 from mailharness.servers.errors import ConfigError, ServerStartError, choice_error
-from mailharness.servers.faults import Fault, FaultFront, TLSVersion
+from mailharness.servers.faults.toxics import Fault, TLSVersion
 from mailharness.servers.imap import IMAPServer, IMAPSettings
 from mailharness.servers.imap.store import MailStore, RawMessage, StoredMessage
 from mailharness.servers.listeners import (
@@ -47,14 +47,16 @@ from mailharness.servers.listeners import (
     require_loopback,
 )
 from mailharness.servers.settle import unsettled
-from mailharness.servers.smtp import CapturedMessage, MessageLog, SMTPServer, SMTPSettings
-from mailharness.servers.smtp.capture import MAX_MESSAGES
+from mailharness.servers.smtp.capture import MAX_MESSAGES, CapturedMessage, MessageLog
+from mailharness.servers.smtp.settings import SMTPSettings
 from mailharness.servers.transcript import MAX_TRANSCRIPTS, TranscriptLog
 
 if TYPE_CHECKING:
     from mailharness.servers.dovecot.backend import DovecotBackend
+    from mailharness.servers.faults import FaultFront
+    from mailharness.servers.smtp.server import SMTPServer
 
-_S = TypeVar("_S", IMAPServer, SMTPServer)
+_S = TypeVar("_S", "IMAPServer", "SMTPServer")
 ALL_SECURITIES = (Security.NONE, Security.STARTTLS, Security.IMPLICIT)
 # The listeners a real server has: IMAP 143 (STARTTLS) and 993, SMTP 587 and 465, as
 # Dovecot and Postfix ship them. A plaintext-only listener is opt-in (`plaintext-only`).
@@ -246,8 +248,12 @@ class MailServer:
         label: str = "",
         clock: Callable[[], float] = time.monotonic,
         ports: Mapping[str, int] | None = None,
+        loop_factory: LoopFactory | None = None,
     ) -> None:
         self.config = config or MailConfig()
+        # The event loop `start()` runs the listeners on (asyncio's unless given; `serve`
+        # passes uvloop's when it is installed: lifecycle.fastest_loop_factory).
+        self.loop_factory = loop_factory
         # Fixed ports by listener name ("imap/implicit": 10993), for a `serve` whose
         # addresses must not change between runs; unnamed listeners get ephemeral ports.
         # A Dovecot listener with a fixed port is served through a (fault-free) front.
@@ -374,6 +380,9 @@ class MailServer:
                         self.internal.append((what, internal_plain))
                 backend = internal_plain
             assert faults is not None
+            # Imported here: a listener without faults never loads the proxy or TLS stacks.
+            from mailharness.servers.faults.front import FaultFront
+
             front = FaultFront(
                 backend,
                 faults=faults,
@@ -472,7 +481,7 @@ class MailServer:
         """Start in a background loop thread; raises here if any listener fails."""
         if self._thread is not None:
             raise ServerStartError("MailServer already started")
-        self._thread = LoopThread(name="mailharness-server").start()
+        self._thread = LoopThread(name="mailharness-server", loop_factory=self.loop_factory).start()
         try:
             self._thread.run(self.astart())
         except BaseException:

@@ -8,7 +8,6 @@ server's `errors` list so the fixture can report them at teardown.
 
 from __future__ import annotations
 
-import difflib
 import enum
 from collections.abc import Iterable
 from typing import TypeVar
@@ -33,6 +32,8 @@ def choice_error(field: str, value: object, allowed: Iterable[str]) -> ConfigErr
     options = list(allowed)
     message = f"{field}={value!r}: expected one of " + ", ".join(repr(o) for o in options)
     if isinstance(value, str):
+        import difflib  # only for a mistake's message: not worth its import at start-up
+
         close = difflib.get_close_matches(value, options, n=3, cutoff=0.6)
         if close:
             message += " (did you mean " + " or ".join(repr(c) for c in close) + "?)"

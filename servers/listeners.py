@@ -17,6 +17,7 @@ import ssl
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from mailharness.servers.errors import ConfigError, forget_traceback, parse_choice
 
@@ -248,15 +249,16 @@ class _Accept(asyncio.Protocol):
         self._early: list[Callable[[asyncio.Protocol], object]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._accepted.add(transport)
+        # A full Transport (uvloop's act as one without subclassing asyncio's).
+        plain = cast(asyncio.Transport, transport)
+        self._accepted.add(plain)
         if self._tls is None:
             app = self._make()
-            transport.set_protocol(app)
-            app.connection_made(transport)
+            plain.set_protocol(app)
+            app.connection_made(plain)
             return
-        transport.pause_reading()  # the ClientHello is for the TLS layer, not for us
-        asyncio.get_running_loop().create_task(self._handshake(transport, self._tls))
+        plain.pause_reading()  # the ClientHello is for the TLS layer, not for us
+        asyncio.get_running_loop().create_task(self._handshake(plain, self._tls))
 
     async def _handshake(self, plain: asyncio.Transport, context: ssl.SSLContext) -> None:
         try:

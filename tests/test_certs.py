@@ -6,6 +6,8 @@ import smtplib
 import ssl
 import stat
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -149,3 +151,80 @@ def test_export_writes_every_variant(mail_ca: MailCA, tmp_path: object) -> None:
     assert "ca.pem" in names
     assert {f"{v.value}.crt" for v in CertVariant} <= names
     assert stat.S_IMODE((target / "trusted.key").stat().st_mode) == 0o600
+
+
+def _handshake(server_ca: MailCA, client_ca: MailCA) -> str:
+    """A TLS handshake over a socketpair: the server presents `trusted`, the client verifies."""
+    import socket
+    import threading
+
+    server_ctx = server_ca.server_context("trusted")
+    client_ctx = client_ca.client_context()
+    left, right = socket.socketpair()
+    with left, right:
+        server = threading.Thread(
+            target=lambda: server_ctx.wrap_socket(left, server_side=True).close()
+        )
+        server.start()
+        try:
+            with client_ctx.wrap_socket(right, server_hostname="localhost") as tls:
+                return str(tls.version())
+        finally:
+            server.join(10)
+
+
+def test_cert_cache_keeps_the_ca_and_trusted_leaf_private(tmp_path: Path) -> None:
+    cache = tmp_path / "cache" / "certs"
+    with MailCA(cache=cache) as first:
+        first_ca = first.ca_path.read_bytes()
+        first.server_cert("trusted")
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "ca.key", "ca.pem", "trusted.crt", "trusted.key",
+    ]  # fmt: skip
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in cache.iterdir())
+    with MailCA(cache=cache) as second, MailCA() as fresh:
+        assert second.ca_path.read_bytes() == first_ca
+        assert fresh.ca_pem != first_ca
+        # The cached leaf chains to the cached CA, and so does a leaf issued from it later.
+        assert _handshake(second, second).startswith("TLS")
+        expired = second.server_cert("expired")
+        issuer = x509.load_pem_x509_certificate(expired.chain_pem).issuer
+        assert issuer == x509.load_pem_x509_certificate(first_ca).subject
+
+
+def test_a_cached_ca_is_served_without_importing_trustme(tmp_path: Path) -> None:
+    cache = tmp_path / "certs"
+    with MailCA(cache=cache) as ca:
+        ca.server_cert("trusted")  # fills the cache
+    script = (
+        "import sys\n"
+        "from mailharness.certs import MailCA\n"
+        f"with MailCA(cache={str(cache)!r}) as ca:\n"
+        "    ca.ca_path, ca.server_context('trusted')\n"
+        "print(sorted(m for m in ('trustme', 'cryptography') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_cert_cache_open_to_others_is_ignored(tmp_path: Path) -> None:
+    cache = tmp_path / "certs"
+    with MailCA(cache=cache) as ca:
+        original = ca.ca_pem
+    cache.chmod(0o755)
+    with MailCA(cache=cache) as ca:
+        assert ca.ca_pem != original  # not trusted: a new CA, and the cache left as it was
+        assert _handshake(ca, ca).startswith("TLS")
+    assert (cache / "ca.pem").read_bytes() == original
+
+
+def test_a_leaf_is_written_beside_its_ca() -> None:
+    """The CA is made lazily, but a directory with a leaf always holds the CA to trust
+    (servers/dovecot/compose.py copies the directory for QA)."""
+    with MailCA() as ca:
+        assert list(ca.directory.iterdir()) == []  # nothing made yet: no TLS, no cost
+        ca.server_cert("expired")
+        assert {p.name for p in ca.directory.iterdir()} == {"ca.pem", "expired.crt", "expired.key"}

@@ -171,3 +171,32 @@ def test_scenarios_lists_the_catalog() -> None:
     ).stdout  # fmt: skip
     assert "cert-expired" in table and "certificate has expired" in table
     assert "tls10-only" not in table
+
+
+def test_serve_uvloop_sends_and_fetches_as_asyncio_does() -> None:
+    """`serve --uvloop` (uvloop when installed, else asyncio): the same replies."""
+    process = subprocess.Popen(
+        [*SERVE, "--scenario", "plaintext-only", "--uvloop", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        facts = json.loads(process.stdout.readline())
+        ports = {e["protocol"]: e["port"] for e in facts["endpoints"]}
+        with smtplib.SMTP("localhost", ports["smtp"], timeout=5) as client:
+            client.login("alice@example.test", "alice-password")
+            refused = client.sendmail(
+                "alice@example.test", ["bob@example.test"], b"Subject: fast\r\n\r\nhi\r\n"
+            )
+            assert refused == {}
+        with imaplib.IMAP4("localhost", ports["imap"], timeout=5) as imap:
+            imap.login("bob@example.test", "bob-password")
+            assert imap.select("INBOX") == ("OK", [b"1"])
+            typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            assert typ == "OK" and b"Subject: fast" in data[0][1]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(15) == 0
+        if process.stdout:
+            process.stdout.close()

@@ -7,7 +7,8 @@ lifecycle, `toxics.py` for every fault, `tls.py`/`sslv3.py` for version
 pinning and `starttls.py` for STARTTLS terminated at the front.
 """
 
-from mailharness.servers.faults.front import FaultFront
+from typing import TYPE_CHECKING, Any
+
 from mailharness.servers.faults.toxics import (
     DENY_MODES,
     DIRECTIONS,
@@ -27,6 +28,20 @@ from mailharness.servers.faults.toxics import (
     SlowGreeting,
     TLSVersion,
 )
+
+if TYPE_CHECKING:
+    from mailharness.servers.faults.front import FaultFront
+
+
+def __getattr__(name: str) -> Any:
+    # The front (asyncio proxy, TLS stacks) is imported when a listener first needs one:
+    # the fault values above are all a scenario's data needs.
+    if name == "FaultFront":
+        from mailharness.servers.faults.front import FaultFront
+
+        return FaultFront
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DENY_MODES",

@@ -16,11 +16,10 @@ import asyncio
 import ssl
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mailharness.servers.faults.channel import Channel
 from mailharness.servers.faults.sslobject import SSLObjectChannel
-from mailharness.servers.faults.sslv3 import TlsliteChannel
 from mailharness.servers.faults.toxics import TLSVersion
 from mailharness.servers.tlsversions import (
     TLSProtocol,
@@ -28,6 +27,9 @@ from mailharness.servers.tlsversions import (
     limit_versions,
     version_range,
 )
+
+if TYPE_CHECKING:
+    from mailharness.servers.faults.sslv3 import TlsliteChannel
 
 # A client that connects and says nothing must not hold a task forever.
 HANDSHAKE_TIMEOUT = 10.0
@@ -97,6 +99,9 @@ async def start_server_tls(
     """
     tls: TlsliteChannel | SSLObjectChannel
     if pin.version == TLSProtocol.SSLV3.value:
+        # tlslite-ng costs ~40 ms to import: only an SSLv3 listener pays for it.
+        from mailharness.servers.faults.sslv3 import TlsliteChannel
+
         cert = contexts.certs.server_cert(pin.variant)
         tls = TlsliteChannel(channel, cert.chain_pem, cert.key_pem)
     else:

@@ -16,13 +16,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
+from typing import TYPE_CHECKING
 
 from mailharness.servers.errors import ConfigError
 
-_parser = BytesParser(policy=policy.default)
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 #: Captured messages kept by default: far more than a test sends, and at about 2 KiB
 #: each for a 1 KiB message a bounded few tens of MiB for a long `serve`.
@@ -45,8 +44,15 @@ class CapturedMessage:
 
     @property
     def message(self) -> EmailMessage:
-        """The message parsed with `email.policy.default`, line endings as Python's ("\\n")."""
-        parsed = _parser.parsebytes(self.data.replace(b"\r\n", b"\n"))
+        """The message parsed with `email.policy.default`, line endings as Python's ("\\n").
+
+        Parsed when asked for, not at capture: a message nobody reads costs nothing.
+        """
+        from email import policy
+        from email.message import EmailMessage
+        from email.parser import BytesParser
+
+        parsed = BytesParser(policy=policy.default).parsebytes(self.data.replace(b"\r\n", b"\n"))
         assert isinstance(parsed, EmailMessage)
         return parsed
 

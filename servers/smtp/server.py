@@ -23,7 +23,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import (
     MISSING,
@@ -35,21 +35,20 @@ from aiosmtpd.smtp import (
     TLSSetupException,
 )
 from mailharness.servers.accounts import Accounts, Mechanism
-from mailharness.servers.errors import ConfigError, choice_error, forget_traceback
+from mailharness.servers.errors import ConfigError, forget_traceback
 from mailharness.servers.listeners import Endpoint, Listeners, Security, default_connection_cap
-from mailharness.servers.ratelimit import RateLimit, TokenBuckets
+from mailharness.servers.ratelimit import TokenBuckets
 from mailharness.servers.smtp import replies
 from mailharness.servers.smtp.capture import CapturedMessage, MessageLog
 from mailharness.servers.smtp.replies import SMTPReplies
+from mailharness.servers.smtp.settings import (  # noqa: F401 (re-exported)
+    AUTH_MECHANISMS,
+    DEFAULT_MAX_RECIPIENTS,
+    DEFAULT_SIZE_LIMIT,
+    DEFAULT_TIMEOUT,
+    SMTPSettings,
+)
 from mailharness.servers.transcript import Transcript, TranscriptLog, tls_version_of
-
-AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
-# Gmail's and Outlook's limits are 25 and 35 MB; a realistic default that tests can lower.
-DEFAULT_SIZE_LIMIT = 35 * 1024 * 1024
-# A client idle this long is dropped, as Postfix does after 300 s.
-DEFAULT_TIMEOUT = 300.0
-# Postfix's smtpd_recipient_limit: RCPT TO beyond it gets 452 4.5.3 Error: too many recipients.
-DEFAULT_MAX_RECIPIENTS = 1000
 
 _queue_ids = itertools.count(1)
 
@@ -68,90 +67,10 @@ class _DropKnownNoise(logging.Filter):
 logging.getLogger("mail.log").addFilter(_DropKnownNoise())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SMTPSettings:
-    """How the fake SMTP server behaves; vary with `dataclasses.replace`."""
-
-    #: The server's name in the greeting and replies.
-    hostname: str = "localhost"
-    # Real submission servers (587/465) require AUTH; so do we unless told otherwise.
-    auth_required: bool = True
-    # Dovecot and Postfix treat loopback as secure and allow AUTH without TLS there.
-    plaintext_auth: bool = True
-    # Refuse credentials (and mail) before TLS, as Dovecot's submission with its default
-    # disable_plaintext_auth = yes and Postfix's 587 (smtpd_tls_security_level=encrypt) do.
-    # False only for a scenario that allows plaintext credentials (`plaintext-only`).
-    starttls_required: bool = True
-    #: SASL mechanisms advertised after TLS (PLAIN, LOGIN, XOAUTH2).
-    auth_mechanisms: tuple[str, ...] = AUTH_MECHANISMS
-    #: The SIZE advertised and enforced, in bytes (none: no limit).
-    size_limit: int | None = DEFAULT_SIZE_LIMIT
-    #: Seconds without a command before `421 4.4.2 <host> Error: timeout exceeded`.
-    timeout: float = DEFAULT_TIMEOUT
-    # Which provider's wording and limits (servers.personality.PERSONALITIES).
-    personality: str = "dovecot"
-    # Greet with this instead of 220: a 421 closes at once (maintenance); a 554 keeps
-    # the session and answers 503 to everything (Postfix's smtpd_delay_reject=no).
-    greeting_refusal: str | None = None
-    # STARTTLS advertised but failing with 454 (a broken certificate store, say).
-    starttls_broken: bool = False
-    # Over-quota local recipients are refused at RCPT with 452 (temporary) instead of 552.
-    quota_temporary: bool = False
-    # Messages per login (or per client address when not logged in) per window.
-    send_rate: RateLimit | None = None
-    # Concurrent connections from one address (Postfix's smtpd_client_connection_count_limit,
-    # 50 there, but loopback is exempt through smtpd_client_event_limit_exceptions =
-    # $mynetworks, so None here: every client of the harness is on loopback).
-    max_connections_per_ip: int | None = None
-    # Connections at once, server-wide; past it the per-IP refusal text. None: a quarter
-    # of the process's open-file limit (listeners.default_connection_cap), as Postfix's
-    # master.cf process limit keeps smtpd inside its resources.
-    max_connections: int | None = None
-    # Recipients of one message (Postfix's smtpd_recipient_limit); duplicates of an
-    # address already given are answered 250 and dropped, as Postfix's cleanup does.
-    max_recipients: int = DEFAULT_MAX_RECIPIENTS
-    # Source networks allowed to send; others get 554 at RCPT, or as the greeting.
-    allowed_networks: tuple[str, ...] | None = None
-    #: Where a client outside allowed_networks is refused: rcpt (554 at RCPT) or greeting (554
-    #: greeting).
-    reject_unlisted_at: str = "rcpt"
-    # Take the submitter's login and address from Postfix's XCLIENT LOGIN= and ADDR= (as
-    # Postfix does for smtpd_authorized_xclient_hosts): the relay behind Dovecot's
-    # submission learns who logged in, and from where, that way.
-    xclient: bool = False
-    # Prepend a `Received:` trace header (RFC 5321 4.4) to accepted mail, in the format of
-    # Dovecot's submission (lib-smtp's smtp_server_transaction_write_trace_record). The
-    # relay behind real Dovecot adds none, so what it captures carries Dovecot's own.
-    trace_header: bool = True
-
-    def __post_init__(self) -> None:
-        for mechanism in self.auth_mechanisms:
-            if mechanism not in AUTH_MECHANISMS:
-                raise choice_error("auth_mechanisms", mechanism, AUTH_MECHANISMS)
-        replies.for_personality(self.personality)
-        if self.greeting_refusal is not None and self.greeting_refusal[:3] not in ("421", "554"):
-            raise ConfigError(
-                f"greeting_refusal={self.greeting_refusal!r}: expected a 421 or 554 reply"
-            )
-        if self.reject_unlisted_at not in ("rcpt", "greeting"):
-            raise choice_error("reject_unlisted_at", self.reject_unlisted_at, ("rcpt", "greeting"))
-        for net in self.allowed_networks or ():
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ConfigError(
-                    f"allowed_networks entry {net!r}: expected a network like '127.0.0.1/32'"
-                ) from None
-        for name in ("max_connections_per_ip", "max_connections"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name}={value!r}: expected >= 1 or None")
-        if self.max_recipients < 1:
-            raise ConfigError(f"max_recipients={self.max_recipients!r}: expected >= 1")
-        if self.size_limit is not None and self.size_limit <= 0:
-            raise ConfigError(f"size_limit={self.size_limit!r}: expected a positive int or None")
-        if self.timeout <= 0:
-            raise ConfigError(f"timeout={self.timeout!r}: expected a positive number of seconds")
+def _writable(transport: asyncio.BaseTransport | None) -> asyncio.WriteTransport | None:
+    """The transport, if it writes: asyncio's are WriteTransports, uvloop's act as one
+    without subclassing it, so an isinstance check would skip every write on uvloop."""
+    return cast(asyncio.WriteTransport, transport) if hasattr(transport, "write") else None
 
 
 def _is_secure(transport: asyncio.BaseTransport | None) -> bool:
@@ -273,8 +192,7 @@ class _HarnessSMTP(SMTP):
             assert self._handler_coroutine is not None
             self._handler_coroutine.cancel()
             self.write_now(refusal)
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.close()
+            transport.close()
             return
         self.greeting_override = refusal
         denied = self.service.replies.access_denied.format(ip=self.peer_ip)
@@ -362,8 +280,9 @@ class _HarnessSMTP(SMTP):
     def write_now(self, text: str) -> None:
         """Send a reply outside the command loop (timeouts, shutdown, refusals)."""
         self._log_server(text)
-        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
-            self.transport.write(text.encode("utf-8") + b"\r\n")
+        transport = _writable(self.transport)
+        if transport is not None and not transport.is_closing():
+            transport.write(text.encode("utf-8") + b"\r\n")
 
     def _timeout_cb(self) -> None:
         self.write_now(self.service.reply(self.service.replies.idle_timeout))
@@ -446,6 +365,21 @@ class _HarnessSMTP(SMTP):
         self.envelope = self._create_envelope()
         await self.push(self.service.replies.xclient_greeting.format(hostname=self.hostname))
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's, with a fast path for the plain `<local@domain>` nearly every client
+        sends: aiosmtpd parses each MAIL and RCPT address with the email package's header
+        parser and defines a class per call, about a fifth of a message's CPU time. The
+        fast path takes only ASCII dot-atoms, for which that parser returns the text as
+        is and ends the rest at the first non-blank; anything else goes to aiosmtpd."""
+        match = _SIMPLE_PATH.match(arg)
+        if match is None:
+            result: tuple[str | None, str | None] = super()._getaddr(arg)
+            return result
+        local = match.group(1)
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return f"{local}@{match.group(2)}", arg[match.end() :]
+
     def close_with(self, text: str) -> None:
         """Send a final reply and close (a shutdown announced to open sessions)."""
         self.write_now(text)
@@ -453,8 +387,9 @@ class _HarnessSMTP(SMTP):
             self.transport.close()
 
     def abort(self) -> None:
-        if isinstance(self.transport, asyncio.WriteTransport):
-            self.transport.abort()
+        transport = _writable(self.transport)
+        if transport is not None:
+            transport.abort()
 
 
 class _ClientLineTooLong(Exception):
@@ -462,6 +397,11 @@ class _ClientLineTooLong(Exception):
 
 
 # RFC 3461 xtext, which XCLIENT values are encoded in: "+" and two hex digits per byte.
+# A path aiosmtpd's parser returns unchanged: `<` dot-atom `@` dot-atom `>`, then blanks
+# (which it skips) up to a parameter, never a comment (which it would parse).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*)@({_ATEXT}(?:\.{_ATEXT})*)>[ \t]*(?![(\s])")
+
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
