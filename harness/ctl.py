@@ -54,7 +54,8 @@ def add_parser(commands: Any) -> None:
     clear.add_argument("listener")
     for name, what in (("maintenance", "maintenance greeting"), ("auth-outage", "auth outage")):
         switch = verbs.add_parser(name, help=f"{what} on or off")
-        switch.add_argument("state", choices=("on", "off"))
+        # Not "state": that is --state's dest, and a subcommand's value would replace it.
+        switch.add_argument("switch", metavar="state", choices=("on", "off"))
     accounts = verbs.add_parser(
         "accounts", help="auth policy: lockout=..., login_rate=..., backend_down=... (none: show)"
     )
@@ -122,7 +123,7 @@ def request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
     if verb == "clear":
         return "DELETE", f"/faults/{args.listener}", None
     if verb in ("maintenance", "auth-outage"):
-        return "PUT", f"/{verb}", {"on": args.state == "on"}
+        return "PUT", f"/{verb}", {"on": args.switch == "on"}
     if verb == "accounts":
         if not args.fields:
             return "GET", "/accounts", None

@@ -426,14 +426,24 @@ def test_ctl_finds_the_api_by_url_token_or_environment(tmp_path: Path) -> None:
             [*CTL, "status"], capture_output=True, text=True, timeout=WAIT, check=False,
             env={**os.environ, "MAILHARNESS_STATE": str(state)},
         )  # fmt: skip
+        assert by_env.returncode == 0, by_env.stderr
         assert json.loads(by_env.stdout)["pid"] == served.process.pid
         by_url = subprocess.run(
             [*CTL, "--url", api["url"], "--token", api["token"], "maintenance", "on"],
             capture_output=True, text=True, timeout=WAIT, check=False,
         )  # fmt: skip
+        assert by_url.returncode == 0, by_url.stderr
         assert json.loads(by_url.stdout) == {"maintenance": True}
         with pytest.raises(imaplib.IMAP4.error, match="maintenance"):
             imap_login(served)
+        # --state and a switch's on/off are two arguments, not one.
+        by_flag = subprocess.run(
+            [*CTL, "--state", str(state), "maintenance", "off"],
+            capture_output=True, text=True, timeout=WAIT, check=False,
+        )  # fmt: skip
+        assert by_flag.returncode == 0, by_flag.stderr
+        assert json.loads(by_flag.stdout) == {"maintenance": False}
+        imap_login(served)
     missing = ctl(tmp_path / "none.json", "status")
     assert (
         missing.returncode == 2 and "no running `mailharness serve --api` found" in missing.stderr
