@@ -46,6 +46,7 @@ from mailharness.scenarios import Family
 from mailharness.serve import Serve, ServeOptions, parse_port_flags
 from mailharness.server import BACKENDS
 from mailharness.servers.errors import MailharnessError
+from mailharness.servers.personality import PERSONALITIES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +61,10 @@ def _parser() -> argparse.ArgumentParser:
         help="scenario name or a .toml file describing a customer's setup (default: healthy)",
     )
     serve.add_argument(
-        "--personality", default=None, help="speak as dovecot, gmail, outlook, yahoo or icloud"
+        "--personality",
+        default=None,
+        help="speak as " + ", ".join(PERSONALITIES) + " (outlook: Exchange Online; exchange: "
+        "Exchange Server on premises)",
     )
     serve.add_argument("--json", action="store_true", help="print one JSON line of facts first")
     serve.add_argument(
@@ -77,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="fixed ports: imap/none=N, imap/starttls=N+1, imap/implicit=N+2, smtp/none=N+3, "
-        "smtp/starttls=N+4, smtp/implicit=N+5, --api N+6",
+        "smtp/starttls=N+4, smtp/implicit=N+5, --api N+6, --ui N+7",
     )
     serve.add_argument(
         "--port",
