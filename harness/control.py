@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 API_VERSION = "1"
 # A request body larger than this is refused: the API takes switches, not mail.
 MAX_BODY_BYTES = 1 << 20
-FAULT_KINDS: dict[str, type] = dict(toxics.FAULT_KINDS)  # the one list of fault kinds
 
 
 class APIError(Exception):
@@ -103,14 +102,7 @@ def changes_for(where: str, cls: type, body: Mapping[str, object]) -> dict[str, 
 
 
 def parse_fault(where: str, spec: object) -> toxics.Fault:
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}={spec!r}: expected an object with kind and its fields")
-    kind = spec.get("kind")
-    if kind not in FAULT_KINDS:
-        raise choice_error(f"{where}.kind", kind, FAULT_KINDS)
-    fault: toxics.Fault = build(
-        f"{where} ({kind})", FAULT_KINDS[kind], {k: v for k, v in spec.items() if k != "kind"}
-    )
+    fault: toxics.Fault = values.build_kind(where, spec, toxics.FAULT_KINDS, "json")
     return fault
 
 
@@ -440,7 +432,7 @@ _FAULTS = {
             "items": {
                 "type": "object",
                 "required": ["kind"],
-                "properties": {"kind": {"type": "string", "enum": list(FAULT_KINDS)}},
+                "properties": {"kind": {"type": "string", "enum": list(toxics.FAULT_KINDS)}},
                 "additionalProperties": True,
             },
         }

@@ -144,18 +144,7 @@ def _tables(where: str, value: object) -> list[Mapping[str, Any]]:
 
 
 #: The one list of fault kinds (servers.faults.toxics), as scenario files name them.
-FAULT_KINDS: dict[str, type] = dict(toxics.FAULT_KINDS)
 EVENT_KINDS: dict[str, type] = {cls.kind: cls for cls in EVENT_TYPES}
-
-
-def _kind(where: str, spec: Mapping[str, Any], kinds: Mapping[str, type]) -> Any:
-    if "kind" not in spec:
-        raise ConfigError(f"{where}: needs kind = one of {', '.join(map(repr, kinds))}")
-    cls = kinds.get(spec["kind"]) if isinstance(spec["kind"], str) else None
-    if cls is None:
-        raise choice_error(f"{where}: kind", spec["kind"], kinds)
-    params = {k: v for k, v in spec.items() if k != "kind"}
-    return values.build(f"{where} ({spec['kind']})", cls, params)
 
 
 def _string(where: str, value: object) -> str:
@@ -203,7 +192,7 @@ def load_toml(path: str | Path, catalog: Mapping[str, Scenario]) -> Scenario:
     changes.update(_users(where, data, config))
     if "schedule" in data:
         changes["schedule"] = tuple(
-            _kind(f"{where} schedule[{i}]", spec, EVENT_KINDS)
+            values.build_kind(f"{where} schedule[{i}]", spec, EVENT_KINDS)
             for i, spec in enumerate(_tables("schedule", data["schedule"]))
         )
     # The base's faults were given its certificate when it was built: with a new `cert`
@@ -310,7 +299,7 @@ def _protocol(
     for index, spec in enumerate(_tables(f"{protocol}.faults", table.get("faults", []))):
         selector = spec.get("listener", protocol)
         rest = {k: v for k, v in spec.items() if k != "listener"}
-        fault = _kind(f"{where} faults[{index}]", rest, FAULT_KINDS)
+        fault = values.build_kind(f"{where} faults[{index}]", rest, toxics.FAULT_KINDS)
         faults[selector] = (*faults.get(selector, ()), fault)
 
 
@@ -402,7 +391,7 @@ def reference_markdown() -> str:
         '(default) or "*". `kind` picks the fault; its fields follow.',
         "",
     ]
-    for kind, cls in FAULT_KINDS.items():
+    for kind, cls in toxics.FAULT_KINDS.items():
         lines += [f'### kind = "{kind}"', "", _first_line(cls), "", *_rows(cls)]
     lines += [
         "## [[schedule]]",

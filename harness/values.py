@@ -18,7 +18,16 @@ from typing import Any, Literal
 
 from mailharness.servers.errors import ConfigError, choice_error
 
-__all__ = ["PYTHON_ONLY", "Format", "build", "check_keys", "convert", "describe", "hints"]
+__all__ = [
+    "PYTHON_ONLY",
+    "Format",
+    "build",
+    "build_kind",
+    "check_keys",
+    "convert",
+    "describe",
+    "hints",
+]
 
 Format = Literal["toml", "json"]
 
@@ -169,6 +178,21 @@ def build(where: str, cls: type, table: Mapping[str, Any], fmt: Format = "toml")
         return cls(**values)
     except (ConfigError, TypeError) as error:
         raise ConfigError(f"{where}: {error}") from None
+
+
+def build_kind(where: str, spec: object, kinds: Mapping[str, type], fmt: Format = "toml") -> Any:
+    """A table (object) naming its class by `kind` (a fault, a schedule event): the class
+    from `kinds`, then its fields checked as `build` checks them."""
+    if not isinstance(spec, Mapping):
+        shape = "an object" if fmt == "json" else "a table"
+        raise ConfigError(f"{where}={spec!r}: expected {shape} with kind and its fields")
+    if "kind" not in spec:
+        raise ConfigError(f"{where}: needs kind = one of {', '.join(map(repr, kinds))}")
+    cls = kinds.get(spec["kind"]) if isinstance(spec["kind"], str) else None
+    if cls is None:
+        raise choice_error(f"{where}: kind", spec["kind"], kinds)
+    params = {k: v for k, v in spec.items() if k != "kind"}
+    return build(f"{where} ({spec['kind']})", cls, params, fmt)
 
 
 def check_keys(where: str, table: Mapping[str, Any], allowed: Iterable[str]) -> None:
