@@ -170,7 +170,7 @@ class Contenders:
 
     # --- IMAP -------------------------------------------------------------------------
     def ours_imap(self) -> Spawned:
-        command = [self.mailharness, "serve", "--json", "--scenario"]
+        command = [self.mailharness, "serve", "--json", "--quiet", "--scenario"]
         command.append(str(self.scratch / "imap-only.toml"))
         return _spawn_json("ours", command, _child_env(), _endpoint("imap"))
 
@@ -222,7 +222,7 @@ class Contenders:
 
     # --- SMTP -------------------------------------------------------------------------
     def ours_smtp(self, *extra: str) -> Spawned:
-        command = [self.mailharness, "serve", "--json", *extra, "--scenario"]
+        command = [self.mailharness, "serve", "--json", "--quiet", *extra, "--scenario"]
         command.append(str(self.scratch / "smtp-only.toml"))
         return _spawn_json("ours", command, _child_env(), _endpoint("smtp"))
 

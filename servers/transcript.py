@@ -102,6 +102,14 @@ class Transcript:
 
     # -- writing (from the server's event loop) --------------------------------------
 
+    def _full(self) -> bool:
+        """Past MAX_LINES: count the line as dropped, and skip even parsing it (a load
+        test's long sessions spend most of their lines here)."""
+        if len(self.events) >= MAX_LINES:
+            self.dropped += 1
+            return True
+        return False
+
     def _add(
         self,
         direction: Direction,
@@ -144,6 +152,8 @@ class Transcript:
     ) -> None:
         """A client line that holds no secret (credentials go to `login`/`auth`).
         An SMTP line's first word is its verb; IMAP passes tag and command parsed."""
+        if self._full():
+            return
         text = _text(line)
         if command is None and self.protocol == "smtp" and text:
             command = text.split(" ", 1)[0].upper()
@@ -154,6 +164,8 @@ class Transcript:
         self._add("client", text)
 
     def server(self, line: bytes | str) -> None:
+        if self._full():
+            return
         text = _text(line)
         if self.protocol == "imap":
             match = _IMAP_STATUS.match(text)

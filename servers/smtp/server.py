@@ -90,6 +90,11 @@ class _TranscribingReader:
     in_data: bool
     mask_next: bool
     _data_bytes: int
+    # aiosmtpd's command loop is suspended reading the next command (readuntil b"\n"),
+    # not a DATA line, an AUTH response or the rest of an overlong line.
+    at_command: bool
+
+    _OWN = ("in_data", "mask_next", "_data_bytes", "at_command")
 
     def __init__(self, reader: asyncio.StreamReader, transcript: Transcript) -> None:
         object.__setattr__(self, "_inner", reader)
@@ -97,12 +102,13 @@ class _TranscribingReader:
         object.__setattr__(self, "in_data", False)
         object.__setattr__(self, "mask_next", False)
         object.__setattr__(self, "_data_bytes", 0)
+        object.__setattr__(self, "at_command", False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("in_data", "mask_next", "_data_bytes"):
+        if name in self._OWN:
             object.__setattr__(self, name, value)
         else:
             setattr(self._inner, name, value)
@@ -129,9 +135,25 @@ class _TranscribingReader:
                 transcript.client(line)
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        line: bytes = await self._inner.readuntil(separator)
+        self.at_command = separator == b"\n" and not self.in_data and not self.mask_next
+        try:
+            line: bytes = await self._inner.readuntil(separator)
+        finally:
+            self.at_command = False
         self._log(line)
         return line
+
+    def idle_at_command(self) -> bool:
+        """Is the command loop parked on an empty buffer, waiting for the next command?"""
+        inner = self._inner
+        waiter = inner._waiter  # type: ignore[attr-defined]
+        return (
+            self.at_command
+            and not inner._buffer  # type: ignore[attr-defined]
+            and waiter is not None
+            and not waiter.done()
+            and not inner.at_eof()
+        )
 
     async def readline(self) -> bytes:
         line: bytes = await self._inner.readline()
@@ -157,6 +179,7 @@ class _HarnessSMTP(SMTP):
             super().__init__(service.handler, **kwargs)
         self.service = service
         self.listener = listener
+        self.listener_text = _describe(listener)
         # A fault front ended TLS before us (see add_listener): the client's leg is secure.
         self.tls_terminated = tls_terminated
         self.transcript: Transcript | None = None
@@ -170,7 +193,7 @@ class _HarnessSMTP(SMTP):
             peer = transport.get_extra_info("peername")
             self.peer_ip = peer[0] if peer else ""
             self.transcript = self.service.transcripts.open(
-                "smtp", f"{peer[0]}:{peer[1]}" if peer else "?", _describe(self.listener)
+                "smtp", f"{peer[0]}:{peer[1]}" if peer else "?", self.listener_text
             )
             if _is_secure(transport):
                 self.transcript.tls(tls_version_of(transport), "implicit")
@@ -185,8 +208,11 @@ class _HarnessSMTP(SMTP):
             self.transcript.tls(tls_version_of(transport), "STARTTLS")
         super().connection_made(transport)
 
+    _refusing = False
+
     def _refuse_session(self, transport: asyncio.BaseTransport, refusal: str) -> None:
         """Greet with the refusal; a 421 closes, a 554 answers 503 to all but QUIT."""
+        self._refusing = True
         super().connection_made(transport)
         if refusal.startswith("421"):
             assert self._handler_coroutine is not None
@@ -254,6 +280,17 @@ class _HarnessSMTP(SMTP):
         super()._cb_client_connected(wrapped, writer)  # type: ignore[arg-type]
 
     async def push(self, status: str | bytes) -> None:
+        text = self._production(status)
+        reader = getattr(self, "_reader", None)
+        if isinstance(reader, _TranscribingReader):
+            if text.startswith("354"):
+                reader.in_data = True
+            elif text.startswith("334"):
+                reader.mask_next = True
+        await super().push(text)
+
+    def _production(self, status: str | bytes) -> str:
+        """The reply as the scenario words it (aiosmtpd's texts rewritten), transcribed."""
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         text = replies.REWRITES.get(text, text)
         texts = self.service.replies
@@ -264,13 +301,194 @@ class _HarnessSMTP(SMTP):
         if self.greeting_override is not None and text.startswith("220 "):
             text, self.greeting_override = self.greeting_override, None
         self._log_server(text)
+        return text
+
+    # --- the fast path ------------------------------------------------------------------
+    # aiosmtpd reads every line through a StreamReader and a coroutine, and a message
+    # line by line: for a plain MAIL, RCPT, DATA and message that is most of the CPU a
+    # message costs (docs/benchmarks.md). So while aiosmtpd's command loop is parked
+    # waiting for a command, a chunk that holds exactly one MAIL, RCPT, DATA or RSET
+    # that aiosmtpd would accept is answered here, inline: the same checks, hooks,
+    # texts, transcript and state (aiosmtpd's session and envelope). A DATA answered
+    # here takes the message here too, in chunks rather than lines. Anything else, and
+    # every error, goes to aiosmtpd, which answers it as it always did.
+    _fast_body: bytearray | None = None
+    # Bytes of message data counted and dropped (over the size limit), and the reply
+    # the message will get; set when a message outgrows the size limit.
+    _fast_dropped = 0
+    _fast_refusal: str | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._fast_body is not None:
+            self._take_message_data(data)
+        elif not self._fast_command(data):
+            super().data_received(data)
+
+    def _fast_command(self, data: bytes) -> bool:
+        """Answer `data` here if it is one plain MAIL/RCPT/DATA/RSET aiosmtpd would take."""
+        if (
+            len(data) > 512  # aiosmtpd's least command size limit, CRLF included
+            or data[-2:] != b"\r\n"
+            or data.find(b"\n") != len(data) - 1
+            or self._refusing
+            or getattr(self, "_paused", False)  # asyncio FlowControlMixin: a full write buffer
+            or not self._tls_handshake_okay
+            or (self.require_starttls and not self._tls_protocol)
+            or self._enforce_call_limit
+            or self.enable_SMTPUTF8
+        ):
+            return False
         reader = getattr(self, "_reader", None)
-        if isinstance(reader, _TranscribingReader):
-            if text.startswith("354"):
-                reader.in_data = True
-            elif text.startswith("334"):
-                reader.mask_next = True
-        await super().push(text)
+        if not isinstance(reader, _TranscribingReader) or not reader.idle_at_command():
+            return False
+        session, envelope = self.session, self.envelope
+        if session is None or envelope is None or self.transport is None:
+            return False
+        verb = data[:5].upper()
+        if verb == b"RSET\r":
+            reader._log(data)
+            self._reset_timeout()
+            self.envelope = self._create_envelope()  # aiosmtpd's _set_rset_state
+            self._fast_reply("250 OK")
+            return True
+        if not session.host_name or (self._auth_required and not session.authenticated):
+            return False
+        handler = self.service.handler
+        if verb == b"DATA\r":
+            if not envelope.rcpt_tos:
+                return False
+            reader._log(data)
+            self._reset_timeout()
+            self._fast_reply("354 End data with <CR><LF>.<CR><LF>")
+            self._fast_body = bytearray()
+            return True
+        if verb == b"MAIL ":
+            parsed = self._plain_path(data, "FROM:", envelope.mail_from is None)
+            if parsed is None:
+                return False
+            address, options = parsed
+            reader._log(data)
+            self._reset_timeout()
+            envelope.smtp_utf8 = False
+            self._fast_hook(handler.mail_status, session, envelope, address, options)
+            return True
+        if verb == b"RCPT ":
+            parsed = self._plain_path(data, "TO:", bool(envelope.mail_from))
+            if parsed is None or parsed[1]:
+                return False
+            reader._log(data)
+            self._reset_timeout()
+            self._fast_hook(handler.rcpt_status, session, envelope, parsed[0], [])
+            return True
+        return False
+
+    def _plain_path(self, line: bytes, keyword: str, allowed: bool) -> tuple[str, list[str]] | None:
+        """`MAIL FROM:<a@b> [SIZE=n] [BODY=7BIT|8BITMIME]` or `RCPT TO:<a@b>` as aiosmtpd
+        reads it, if it takes it without an error reply: (address, options), else None."""
+        if not allowed:
+            return None
+        try:
+            arg = line[5:-2].strip().decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if arg[: len(keyword)].upper() != keyword:
+            return None
+        address, rest = self._getaddr(arg[len(keyword) :].strip())
+        if not address or rest is None:
+            return None
+        options = rest.upper().split()
+        if not options:
+            return address, options
+        assert self.session is not None
+        if keyword != "FROM:" or not self.session.extended_smtp:
+            return None
+        params = self._getparams(options)
+        if params is None or params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
+            return None
+        size = params.pop("SIZE", None)
+        if params or isinstance(size, bool):
+            return None
+        if size is not None and (
+            not size.isdigit() or (self.data_size_limit and int(size) > self.data_size_limit)
+        ):
+            return None
+        return address, options
+
+    def _fast_hook(self, hook: Callable[..., str], *args: Any) -> None:
+        """Call a handler hook; its exception is answered as aiosmtpd's loop would."""
+        try:
+            status = hook(self, *args)
+        except Exception as error:
+            status = self.service.handler.failure(error)
+        self._fast_reply(status)
+
+    def _fast_reply(self, status: str) -> None:
+        text = self._production(status)
+        transport = self.transport
+        if transport is not None:
+            transport.write(text.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+
+    def _take_message_data(self, data: bytes) -> None:
+        """Gather message data up to the lone dot, as aiosmtpd's DATA does line by line."""
+        body = self._fast_body
+        assert body is not None
+        searched = max(0, len(body) - 4)
+        body += data
+        if not self._fast_dropped and body[:3] == b".\r\n":
+            end = 0
+        else:
+            found = body.find(b"\r\n.\r\n", searched)
+            if found < 0:
+                self._bound_message_data(body)
+                return
+            end = found + 2
+        rest = bytes(body[end + 3 :])
+        del body[end:]
+        self._fast_body = None
+        self._end_message(body)
+        if rest:
+            self.data_received(rest)
+
+    def _bound_message_data(self, body: bytearray) -> None:
+        """A message past the size limit is counted and dropped, not kept (aiosmtpd's way)."""
+        limit = self.data_size_limit
+        if not limit or len(body) <= limit + 2 * self.line_length_limit:
+            return
+        if self._fast_refusal is None:
+            self._fast_refusal = _data_refusal(body, limit, self.line_length_limit)
+        keep = 4  # enough to find the end marker across chunks
+        self._fast_dropped += len(body) - keep
+        del body[:-keep]
+
+    def _end_message(self, body: bytearray) -> None:
+        size = self._fast_dropped + len(body)
+        refusal = self._fast_refusal or _data_refusal(
+            body, self.data_size_limit, self.line_length_limit
+        )
+        self._fast_dropped, self._fast_refusal = 0, None
+        if self.transcript is not None:
+            self.transcript.client_data(f"[message data: {size} bytes]")
+            self.transcript.client_data(".")
+        if refusal is not None:
+            self.envelope = self._create_envelope()  # aiosmtpd's _set_post_data_state
+            self._fast_reply(refusal)
+            return
+        content = bytes(body)
+        if content[:1] == b"." or b"\r\n." in content:  # RFC 5321 4.5.2 transparency
+            content = b"\r\n".join(
+                line[1:] if line[:1] == b"." else line for line in content.split(b"\r\n")
+            )
+        envelope = self.envelope
+        assert envelope is not None and self.session is not None
+        envelope.content = envelope.original_content = content
+        try:
+            status = self.service.handler.data_status(self, self.session, envelope)
+        except Exception as error:
+            # As in aiosmtpd: the transaction stays open when the hook fails.
+            self._fast_reply(self.service.handler.failure(error))
+            return
+        self.envelope = self._create_envelope()  # aiosmtpd's _set_post_data_state
+        self._fast_reply(status)
 
     def _log_server(self, text: str) -> None:
         if self.transcript is not None:
@@ -284,7 +502,26 @@ class _HarnessSMTP(SMTP):
         if transport is not None and not transport.is_closing():
             transport.write(text.encode("utf-8") + b"\r\n")
 
+    # aiosmtpd re-arms its idle timer (a cancel and a call_later) on every command. Here
+    # the armed timer stays and the deadline moves; a timer that fires before the
+    # deadline re-arms itself for the rest. A command then costs one clock read.
+    _idle_deadline = 0.0
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        wait = duration or self._timeout_duration
+        deadline = self.loop.time() + wait
+        self._idle_deadline = deadline
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_later(wait, self._timeout_cb)
+
     def _timeout_cb(self) -> None:
+        left = self._idle_deadline - self.loop.time()
+        if left > 0:
+            self._timeout_handle = self.loop.call_later(left, self._timeout_cb)
+            return
         self.write_now(self.service.reply(self.service.replies.idle_timeout))
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
@@ -405,6 +642,26 @@ _SIMPLE_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*)@({_ATEXT}(?:\.{_ATEXT})*
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
+def _data_refusal(body: bytes | bytearray, limit: int | None, line_limit: int) -> str | None:
+    """What aiosmtpd's DATA answers a message it will not take, else None: the first of a
+    line over `line_limit` (CRLF included) or the running size passing `limit`."""
+    if len(body) <= line_limit and (not limit or len(body) <= limit):
+        return None
+    lines = body.split(b"\r\n")
+    if body[-2:] == b"\r\n":
+        lines.pop()  # the empty string after the last CRLF
+    if (not limit or len(body) <= limit) and max(map(len, lines), default=0) + 2 <= line_limit:
+        return None
+    size = 0
+    for line in lines:
+        if len(line) + 2 > line_limit:
+            return "500 Line too long (see RFC5321 4.5.3.1.6)"
+        size += len(line) + 2
+        if limit and size > limit:
+            return "552 Error: Too much mail data"
+    return None
+
+
 def _describe(endpoint: Endpoint) -> str:
     return f"{endpoint.protocol}/{endpoint.security.value} {endpoint.host}:{endpoint.port}"
 
@@ -508,7 +765,35 @@ class _Handler:
         )
 
     # --- mail -------------------------------------------------------------
+    # aiosmtpd awaits its hooks; the fast path (_HarnessSMTP.data_received) calls the
+    # same rules synchronously, so each hook is a thin wrapper of a plain method.
     async def handle_MAIL(
+        self,
+        server: _HarnessSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        return self.mail_status(server, session, envelope, address, mail_options)
+
+    async def handle_RCPT(
+        self,
+        server: _HarnessSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        return self.rcpt_status(server, session, envelope, address, rcpt_options)
+
+    async def handle_DATA(self, server: _HarnessSMTP, session: Session, envelope: Envelope) -> str:
+        return self.data_status(server, session, envelope)
+
+    async def handle_exception(self, error: Exception) -> str:
+        return self.failure(error)
+
+    def mail_status(
         self,
         server: _HarnessSMTP,
         session: Session,
@@ -529,7 +814,7 @@ class _Handler:
         envelope.mail_options.extend(mail_options)
         return self.service.replies.mail_ok
 
-    async def handle_RCPT(
+    def rcpt_status(
         self,
         server: _HarnessSMTP,
         session: Session,
@@ -553,7 +838,7 @@ class _Handler:
         envelope.rcpt_options.extend(rcpt_options)
         return service.replies.rcpt_ok
 
-    async def handle_DATA(self, server: _HarnessSMTP, session: Session, envelope: Envelope) -> str:
+    def data_status(self, server: _HarnessSMTP, session: Session, envelope: Envelope) -> str:
         queue_id = f"MH{next(_queue_ids):08X}"
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
@@ -585,7 +870,7 @@ class _Handler:
             data=content,
             peer=f"{peer[0]}:{peer[1]}" if peer else "?",
             login=login.decode("utf-8", "replace") if login is not None else None,
-            listener=_describe(server.listener),
+            listener=server.listener_text,
             tls_version=tls_version_of(server.transport),
             received_at=received_at,
             queue_id=queue_id,
@@ -597,7 +882,7 @@ class _Handler:
                 deliver(rcpt, content)
         return self.service.replies.data_accepted.format(queue_id=queue_id)
 
-    async def handle_exception(self, error: Exception) -> str:
+    def failure(self, error: Exception) -> str:
         # Client mistakes were taken apart in _HarnessSMTP.handle_exception: this is ours.
         self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
         return self.service.replies.internal_error
@@ -627,12 +912,26 @@ def received_header(
     lines.append(f"\tby {hostname} with {protocol}")
     lines.append(f"\tid {queue_id}")
     lines.append(f"\t(envelope-from <{mail_from}>)")
-    date = email.utils.format_datetime(when.astimezone(dt.UTC))
+    date = _header_date(when)
     if len(rcpt_tos) == 1:
         lines.append(f"\tfor <{rcpt_tos[0]}>; {date}")
     else:
         lines[-1] += f"; {date}"
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+_last_header_date: tuple[int, str] = (-1, "")
+
+
+def _header_date(when: dt.datetime) -> str:
+    """RFC 5322 date of `when` to the second, formatted once per second (a message each
+    costs a strftime otherwise)."""
+    global _last_header_date
+    second = int(when.timestamp())
+    if _last_header_date[0] != second:
+        whole = dt.datetime.fromtimestamp(second, dt.UTC)
+        _last_header_date = (second, email.utils.format_datetime(whole))
+    return _last_header_date[1]
 
 
 def _close(server: _HarnessSMTP) -> None:
@@ -667,6 +966,7 @@ class SMTPServer:
     clock: Callable[[], float] = time.monotonic
     maintenance: bool = False
     _listeners: Listeners = field(default_factory=Listeners)
+    _replies: tuple[str, SMTPReplies] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.handler = _Handler(self)
@@ -674,7 +974,12 @@ class SMTPServer:
 
     @property
     def replies(self) -> SMTPReplies:
-        return replies.for_personality(self.settings.personality)
+        """The personality's texts (looked up again only when the personality changes)."""
+        personality = self.settings.personality
+        cached = self._replies
+        if cached is None or cached[0] != personality:
+            cached = self._replies = (personality, replies.for_personality(personality))
+        return cached[1]
 
     def reply(self, text: str, **values: str) -> str:
         """Fill a reply template's `{hostname}`, `{id}` and any given `values`."""
