@@ -154,3 +154,21 @@ def test_transcripts_of_a_long_serve_are_a_ring_buffer(
             client.noop()
     assert len(server.transcripts) <= 3
     assert server.transcripts.dropped >= 2
+
+
+def test_nothing_is_sent_after_the_goodbye_to_unknown_commands(smtp_server: MailServer) -> None:
+    # aiosmtpd closes after "502 ... goodbye" but reads on through what is buffered;
+    # Postfix sends nothing more, and a TLS transport already gone failed the write.
+    raw = socket.create_connection(smtp_server.smtp.implicit.address, timeout=5)
+    with smtp_server.ca.client_context().wrap_socket(raw, server_hostname="localhost") as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220 ")
+        sock.sendall(b"".join(b"BOGUS%d\r\n" % i for i in range(12)) + b"NOOP\r\n" * 3)
+        replies = list(iter(reader.readline, b""))
+        reader.close()
+    assert replies[-1] == b"502 5.5.1 Too many unrecognized commands, goodbye.\r\n"
+    [transcript] = smtp_server.transcripts
+    server_lines = [e.text for e in transcript.events if e.direction == "server"]
+    assert server_lines[-1] == "502 5.5.1 Too many unrecognized commands, goodbye."
+    assert sum(line.startswith("502 ") for line in server_lines) == 1
+    assert smtp_server.errors == []

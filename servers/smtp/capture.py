@@ -97,8 +97,10 @@ class MessageLog:
             self._arrived += 1
             count = self._arrived
             self._cond.notify_all()
-            ready = [w for w in self._async_waiters if w[2] <= count]
-            self._async_waiters = [w for w in self._async_waiters if w[2] > count]
+            ready = []
+            if self._async_waiters:
+                ready = [w for w in self._async_waiters if w[2] <= count]
+                self._async_waiters = [w for w in self._async_waiters if w[2] > count]
         for loop, future, _ in ready:
             loop.call_soon_threadsafe(_resolve, future)
         if self.on_add is not None:

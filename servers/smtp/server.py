@@ -184,6 +184,7 @@ class _HarnessSMTP(SMTP):
         self.tls_terminated = tls_terminated
         self.transcript: Transcript | None = None
         self.peer_ip = ""
+        self.peer_text = "?"
         self._counted = False
         # Who the client (Dovecot's submission) says logged in, by XCLIENT LOGIN=.
         self.xclient_login: str | None = None
@@ -192,8 +193,9 @@ class _HarnessSMTP(SMTP):
         if self.transcript is None:
             peer = transport.get_extra_info("peername")
             self.peer_ip = peer[0] if peer else ""
+            self.peer_text = f"{peer[0]}:{peer[1]}" if peer else "?"
             self.transcript = self.service.transcripts.open(
-                "smtp", f"{peer[0]}:{peer[1]}" if peer else "?", self.listener_text
+                "smtp", self.peer_text, self.listener_text
             )
             if _is_secure(transport):
                 self.transcript.tls(tls_version_of(transport), "implicit")
@@ -269,7 +271,7 @@ class _HarnessSMTP(SMTP):
         self._auth_methods = {}
         self._client_connected_cb = None
         self._handler_coroutine = None
-        for stream in ("_reader", "_writer"):
+        for stream in ("_reader", "_writer", "_transcribing"):
             vars(self).pop(stream, None)
 
     def _cb_client_connected(
@@ -277,9 +279,18 @@ class _HarnessSMTP(SMTP):
     ) -> None:
         assert self.transcript is not None
         wrapped = _TranscribingReader(reader, self.transcript)
+        self._transcribing = wrapped
         super()._cb_client_connected(wrapped, writer)  # type: ignore[arg-type]
 
+    _transcribing: _TranscribingReader | None = None
+
     async def push(self, status: str | bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            # aiosmtpd reads on after its own goodbye (502 after too many unknown
+            # commands): Postfix sends nothing after a goodbye, and a TLS transport that
+            # is gone would fail the write (an error of ours in the record).
+            return
         text = self._production(status)
         reader = getattr(self, "_reader", None)
         if isinstance(reader, _TranscribingReader):
@@ -293,11 +304,12 @@ class _HarnessSMTP(SMTP):
         """The reply as the scenario words it (aiosmtpd's texts rewritten), transcribed."""
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         text = replies.REWRITES.get(text, text)
-        texts = self.service.replies
-        if text == replies.AUTH_REQUIRED:
-            text = self.service.reply(texts.auth_required)
-        elif text == replies.STARTTLS_FIRST and texts.before_starttls is not None:
-            text = self.service.reply(texts.before_starttls)
+        if text.startswith("530 "):
+            texts = self.service.replies
+            if text == replies.AUTH_REQUIRED:
+                text = self.service.reply(texts.auth_required)
+            elif text == replies.STARTTLS_FIRST and texts.before_starttls is not None:
+                text = self.service.reply(texts.before_starttls)
         if self.greeting_override is not None and text.startswith("220 "):
             text, self.greeting_override = self.greeting_override, None
         self._log_server(text)
@@ -326,27 +338,27 @@ class _HarnessSMTP(SMTP):
 
     def _fast_command(self, data: bytes) -> bool:
         """Answer `data` here if it is one plain MAIL/RCPT/DATA/RSET aiosmtpd would take."""
+        size = len(data)
         if (
-            len(data) > 512  # aiosmtpd's least command size limit, CRLF included
+            size > 512  # aiosmtpd's least command size limit, CRLF included
+            or data.find(b"\n") != size - 1
             or data[-2:] != b"\r\n"
-            or data.find(b"\n") != len(data) - 1
             or self._refusing
-            or getattr(self, "_paused", False)  # asyncio FlowControlMixin: a full write buffer
+            or self._paused  # type: ignore[attr-defined]  # asyncio's FlowControlMixin
             or not self._tls_handshake_okay
             or (self.require_starttls and not self._tls_protocol)
             or self._enforce_call_limit
             or self.enable_SMTPUTF8
+            or self.transport is None
         ):
             return False
-        reader = getattr(self, "_reader", None)
-        if not isinstance(reader, _TranscribingReader) or not reader.idle_at_command():
-            return False
+        reader = self._transcribing
         session, envelope = self.session, self.envelope
-        if session is None or envelope is None or self.transport is None:
+        if reader is None or not reader.idle_at_command() or session is None or envelope is None:
             return False
         verb = data[:5].upper()
         if verb == b"RSET\r":
-            reader._log(data)
+            self._log_client(data)
             self._reset_timeout()
             self.envelope = self._create_envelope()  # aiosmtpd's _set_rset_state
             self._fast_reply("250 OK")
@@ -354,31 +366,30 @@ class _HarnessSMTP(SMTP):
         if not session.host_name or (self._auth_required and not session.authenticated):
             return False
         handler = self.service.handler
-        if verb == b"DATA\r":
-            if not envelope.rcpt_tos:
-                return False
-            reader._log(data)
-            self._reset_timeout()
-            self._fast_reply("354 End data with <CR><LF>.<CR><LF>")
-            self._fast_body = bytearray()
-            return True
         if verb == b"MAIL ":
             parsed = self._plain_path(data, "FROM:", envelope.mail_from is None)
             if parsed is None:
                 return False
-            address, options = parsed
-            reader._log(data)
+            self._log_client(data)
             self._reset_timeout()
             envelope.smtp_utf8 = False
-            self._fast_hook(handler.mail_status, session, envelope, address, options)
+            self._fast_hook(handler.mail_status, session, envelope, *parsed)
             return True
         if verb == b"RCPT ":
             parsed = self._plain_path(data, "TO:", bool(envelope.mail_from))
             if parsed is None or parsed[1]:
                 return False
-            reader._log(data)
+            self._log_client(data)
             self._reset_timeout()
             self._fast_hook(handler.rcpt_status, session, envelope, parsed[0], [])
+            return True
+        if verb == b"DATA\r":
+            if not envelope.rcpt_tos:
+                return False
+            self._log_client(data)
+            self._reset_timeout()
+            self._fast_reply("354 End data with <CR><LF>.<CR><LF>")
+            self._fast_body = bytearray()
             return True
         return False
 
@@ -432,6 +443,18 @@ class _HarnessSMTP(SMTP):
         """Gather message data up to the lone dot, as aiosmtpd's DATA does line by line."""
         body = self._fast_body
         assert body is not None
+        if not body and not self._fast_dropped:  # the usual case: all of it in one chunk
+            if data[:3] == b".\r\n":
+                end = 0
+            else:
+                found = data.find(b"\r\n.\r\n")
+                end = found + 2 if found >= 0 else -1
+            if end >= 0:
+                self._fast_body = None
+                self._end_message(data[:end])
+                if len(data) > end + 3:
+                    self.data_received(data[end + 3 :])
+                return
         searched = max(0, len(body) - 4)
         body += data
         if not self._fast_dropped and body[:3] == b".\r\n":
@@ -460,7 +483,7 @@ class _HarnessSMTP(SMTP):
         self._fast_dropped += len(body) - keep
         del body[:-keep]
 
-    def _end_message(self, body: bytearray) -> None:
+    def _end_message(self, body: bytes | bytearray) -> None:
         size = self._fast_dropped + len(body)
         refusal = self._fast_refusal or _data_refusal(
             body, self.data_size_limit, self.line_length_limit
@@ -491,9 +514,19 @@ class _HarnessSMTP(SMTP):
         self._fast_reply(status)
 
     def _log_server(self, text: str) -> None:
-        if self.transcript is not None:
+        transcript = self.transcript
+        if transcript is None:
+            return
+        if "\r\n" in text:
             for line in text.split("\r\n"):
-                self.transcript.server(line)
+                transcript.server(line)
+        else:
+            transcript.server(text)
+
+    def _log_client(self, line: bytes) -> None:
+        """A plain command the fast path answers (never AUTH, never message data)."""
+        if self.transcript is not None:
+            self.transcript.client(line)
 
     def write_now(self, text: str) -> None:
         """Send a reply outside the command loop (timeouts, shutdown, refusals)."""
@@ -830,7 +863,7 @@ class _Handler:
             temporary = service.settings.quota_temporary
             text = service.replies.over_quota_temporary if temporary else service.replies.over_quota
             return service.reply(text, rcpt=address)
-        if any(address.lower() == known.lower() for known in envelope.rcpt_tos):
+        if envelope.rcpt_tos and any(address.lower() == k.lower() for k in envelope.rcpt_tos):
             return service.replies.rcpt_duplicate
         if len(envelope.rcpt_tos) >= service.settings.max_recipients:
             return service.replies.too_many_recipients
@@ -868,7 +901,7 @@ class _Handler:
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
             data=content,
-            peer=f"{peer[0]}:{peer[1]}" if peer else "?",
+            peer=server.peer_text,
             login=login.decode("utf-8", "replace") if login is not None else None,
             listener=server.listener_text,
             tls_version=tls_version_of(server.transport),
@@ -907,17 +940,18 @@ def received_header(
     exactly one recipient. Dovecot behind its login process writes no ``(using TLS...)``
     line, so neither do we.
     """
-    lines = [f"Received: from {helo or 'unknown'}" + (f" ([{peer_ip}])" if peer_ip else "")]
+    peer = f" ([{peer_ip}])" if peer_ip else ""
     protocol = "ESMTP" + ("S" if secure else "") + ("A" if authenticated else "")
-    lines.append(f"\tby {hostname} with {protocol}")
-    lines.append(f"\tid {queue_id}")
-    lines.append(f"\t(envelope-from <{mail_from}>)")
     date = _header_date(when)
+    head = (
+        f"Received: from {helo or 'unknown'}{peer}\r\n\tby {hostname} with {protocol}\r\n"
+        f"\tid {queue_id}\r\n\t(envelope-from <{mail_from}>)"
+    )
     if len(rcpt_tos) == 1:
-        lines.append(f"\tfor <{rcpt_tos[0]}>; {date}")
+        text = f"{head}\r\n\tfor <{rcpt_tos[0]}>; {date}\r\n"
     else:
-        lines[-1] += f"; {date}"
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+        text = f"{head}; {date}\r\n"
+    return text.encode("utf-8", "surrogateescape")
 
 
 _last_header_date: tuple[int, str] = (-1, "")
