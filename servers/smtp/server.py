@@ -302,6 +302,12 @@ class _HarnessSMTP(SMTP):
 
     def _production(self, status: str | bytes) -> str:
         """The reply as the scenario words it (aiosmtpd's texts rewritten), transcribed."""
+        text = self._worded(status)
+        self._log_server(text)
+        return text
+
+    def _worded(self, status: str | bytes) -> str:
+        """The reply as the scenario words it: aiosmtpd's own texts rewritten."""
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         text = replies.REWRITES.get(text, text)
         if text.startswith("530 "):
@@ -312,7 +318,6 @@ class _HarnessSMTP(SMTP):
                 text = self.service.reply(texts.before_starttls)
         if self.greeting_override is not None and text.startswith("220 "):
             text, self.greeting_override = self.greeting_override, None
-        self._log_server(text)
         return text
 
     # --- the fast path ------------------------------------------------------------------
@@ -358,10 +363,8 @@ class _HarnessSMTP(SMTP):
             return False
         verb = data[:5].upper()
         if verb == b"RSET\r":
-            self._log_client(data)
-            self._reset_timeout()
             self.envelope = self._create_envelope()  # aiosmtpd's _set_rset_state
-            self._fast_reply("250 OK")
+            self._fast_reply("250 OK", data)
             return True
         if not session.host_name or (self._auth_required and not session.authenticated):
             return False
@@ -370,26 +373,20 @@ class _HarnessSMTP(SMTP):
             parsed = self._plain_path(data, "FROM:", envelope.mail_from is None)
             if parsed is None:
                 return False
-            self._log_client(data)
-            self._reset_timeout()
             envelope.smtp_utf8 = False
-            self._fast_hook(handler.mail_status, session, envelope, *parsed)
+            self._fast_hook(data, handler.mail_status, session, envelope, *parsed)
             return True
         if verb == b"RCPT ":
             parsed = self._plain_path(data, "TO:", bool(envelope.mail_from))
             if parsed is None or parsed[1]:
                 return False
-            self._log_client(data)
-            self._reset_timeout()
-            self._fast_hook(handler.rcpt_status, session, envelope, parsed[0], [])
+            self._fast_hook(data, handler.rcpt_status, session, envelope, parsed[0], [])
             return True
         if verb == b"DATA\r":
             if not envelope.rcpt_tos:
                 return False
-            self._log_client(data)
-            self._reset_timeout()
-            self._fast_reply("354 End data with <CR><LF>.<CR><LF>")
             self._fast_body = bytearray()
+            self._fast_reply("354 End data with <CR><LF>.<CR><LF>", data)
             return True
         return False
 
@@ -425,19 +422,34 @@ class _HarnessSMTP(SMTP):
             return None
         return address, options
 
-    def _fast_hook(self, hook: Callable[..., str], *args: Any) -> None:
+    def _fast_hook(self, line: bytes, hook: Callable[..., str], *args: Any) -> None:
         """Call a handler hook; its exception is answered as aiosmtpd's loop would."""
         try:
             status = hook(self, *args)
         except Exception as error:
             status = self.service.handler.failure(error)
-        self._fast_reply(status)
+        self._fast_reply(status, line)
 
-    def _fast_reply(self, status: str) -> None:
-        text = self._production(status)
+    def _fast_reply(
+        self, status: str, command: bytes | None = None, message_size: int | None = None
+    ) -> None:
+        """Transcribe the command (or the message's summary) and the reply, send the
+        reply, then move the idle deadline (aiosmtpd moves it for each command it reads).
+        The transcript is written first: a test that has the reply may read it at once."""
+        text = self._worded(status)
+        transcript = self.transcript
+        if transcript is not None:
+            if command is not None:
+                transcript.client(command)
+            if message_size is not None:
+                transcript.client_data(f"[message data: {message_size} bytes]")
+                transcript.client_data(".")
+        self._log_server(text)
         transport = self.transport
         if transport is not None:
             transport.write(text.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+        if command is not None:
+            self._reset_timeout()
 
     def _take_message_data(self, data: bytes) -> None:
         """Gather message data up to the lone dot, as aiosmtpd's DATA does line by line."""
@@ -489,12 +501,9 @@ class _HarnessSMTP(SMTP):
             body, self.data_size_limit, self.line_length_limit
         )
         self._fast_dropped, self._fast_refusal = 0, None
-        if self.transcript is not None:
-            self.transcript.client_data(f"[message data: {size} bytes]")
-            self.transcript.client_data(".")
         if refusal is not None:
             self.envelope = self._create_envelope()  # aiosmtpd's _set_post_data_state
-            self._fast_reply(refusal)
+            self._fast_reply(refusal, message_size=size)
             return
         content = bytes(body)
         if content[:1] == b"." or b"\r\n." in content:  # RFC 5321 4.5.2 transparency
@@ -508,10 +517,10 @@ class _HarnessSMTP(SMTP):
             status = self.service.handler.data_status(self, self.session, envelope)
         except Exception as error:
             # As in aiosmtpd: the transaction stays open when the hook fails.
-            self._fast_reply(self.service.handler.failure(error))
+            self._fast_reply(self.service.handler.failure(error), message_size=size)
             return
         self.envelope = self._create_envelope()  # aiosmtpd's _set_post_data_state
-        self._fast_reply(status)
+        self._fast_reply(status, message_size=size)
 
     def _log_server(self, text: str) -> None:
         transcript = self.transcript
@@ -522,11 +531,6 @@ class _HarnessSMTP(SMTP):
                 transcript.server(line)
         else:
             transcript.server(text)
-
-    def _log_client(self, line: bytes) -> None:
-        """A plain command the fast path answers (never AUTH, never message data)."""
-        if self.transcript is not None:
-            self.transcript.client(line)
 
     def write_now(self, text: str) -> None:
         """Send a reply outside the command loop (timeouts, shutdown, refusals)."""
