@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from mailharness.servers.personality import PERSONALITIES, pick
+from mailharness.servers.text_table import text_table
 
 __all__ = [
     "AUTH_SLOT",
@@ -47,8 +48,10 @@ class Reply:
 AUTH_SLOT = "{auth}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@text_table  # a frozen dataclass; made without generated code (~200 fields)
 class Replies:
+    """Every reply text and code of the IMAP server; vary with ``dataclasses.replace``."""
+
     #: ``* OK <greeting>``; may hold ``{ip}`` (the client's address).
     greeting: str = "Dovecot ready."
     #: Capabilities as a response code in the greeting and the login's tagged OK
