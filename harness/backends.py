@@ -34,6 +34,7 @@ from mailharness.servers.imap import IMAPServer
 from mailharness.servers.imap.store import MailStore, RawMessage, StoredMessage
 from mailharness.servers.imap.store.messages import to_message_bytes
 from mailharness.servers.listeners import Endpoint, Security
+from mailharness.servers.records import record
 from mailharness.servers.smtp.capture import MessageLog
 from mailharness.servers.smtp.settings import SMTPSettings
 from mailharness.servers.transcript import TranscriptLog
@@ -57,7 +58,7 @@ Listen = Callable[[str, Bind, tuple[Security, ...]], Awaitable[tuple[Endpoint, .
 BindServer = Callable[["IMAPServer | SMTPServer", Security, bool, int], Awaitable[Endpoint]]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Shared:
     """What `MailServer` owns and every backend serves from; it outlives a backend's run."""
 

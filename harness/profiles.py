@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mailharness.servers.accounts import User
 from mailharness.servers.errors import choice_error
+from mailharness.servers.records import record
 from mailharness.servers.tlsversions import TLSProtocol, limit_versions
 
 # The name a connector puts in its settings: our leaves cover it (and 127.0.0.1, ::1).
@@ -23,7 +24,7 @@ TLS_MODES = ("default", "legacy", "tls1.0-only")
 WRONG_SECRET = "not-the-password"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ClientProfile:
     """How the connector is configured; each field is a setting a user can change.
 

@@ -46,6 +46,7 @@ from mailharness.servers.listeners import (
     bind_loopback,
     require_loopback,
 )
+from mailharness.servers.records import record
 from mailharness.servers.settle import unsettled
 from mailharness.servers.smtp.capture import MAX_MESSAGES, CapturedMessage, MessageLog
 from mailharness.servers.smtp.settings import SMTPSettings
@@ -79,7 +80,7 @@ class NotApplicable(ConfigError):
     """This backend cannot serve this config; the message starts `not applicable:`."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MailConfig:
     """What to serve. Frozen; vary it with `dataclasses.replace`.
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, replace
 
 from mailharness.servers.errors import ConfigError
 from mailharness.servers.ratelimit import RateLimit, TokenBuckets
+from mailharness.servers.records import record
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class User:
     """One mailbox owner.
 
@@ -106,7 +107,7 @@ class AuthOutcome(enum.Enum):
     BACKEND_DOWN = "backend-down"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Lockout:
     """After `max_failures` failed logins of one account, refuse even the right password
     for `seconds` (counted from the last failure)."""

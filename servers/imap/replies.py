@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from mailharness.servers.personality import PERSONALITIES, pick
-from mailharness.servers.text_table import text_table
+from mailharness.servers.records import record
 
 __all__ = [
     "AUTH_SLOT",
@@ -48,7 +48,7 @@ class Reply:
 AUTH_SLOT = "{auth}"
 
 
-@text_table  # a frozen dataclass; made without generated code (~200 fields)
+@record  # a frozen dataclass, made without generated code (see records.py)
 class Replies:
     """Every reply text and code of the IMAP server; vary with ``dataclasses.replace``."""
 

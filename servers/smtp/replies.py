@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from mailharness.servers.accounts import AuthOutcome
 from mailharness.servers.personality import pick
-from mailharness.servers.text_table import text_table
+from mailharness.servers.records import record
 
 # aiosmtpd's own wording of "authentication required" (the table's `auth_required` replaces it).
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
@@ -31,7 +31,7 @@ REWRITES: dict[str, str] = {
 }
 
 
-@text_table  # a frozen dataclass; made without generated code
+@record  # a frozen dataclass, made without generated code (see records.py)
 class SMTPReplies:
     """Every reply the fake sends (but aiosmtpd's, above); vary with `dataclasses.replace`."""
 

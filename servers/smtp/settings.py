@@ -7,10 +7,10 @@ aiosmtpd) is imported only when an SMTP listener is started.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.ratelimit import RateLimit
+from mailharness.servers.records import record
 from mailharness.servers.smtp import replies
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
@@ -22,7 +22,7 @@ DEFAULT_TIMEOUT = 300.0
 DEFAULT_MAX_RECIPIENTS = 1000
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SMTPSettings:
     """How the fake SMTP server behaves; vary with `dataclasses.replace`."""
 
