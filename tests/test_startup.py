@@ -43,14 +43,24 @@ with MailServer(config) as server:
     assert _loaded_after(script) == set()
 
 
-def test_smtp_loads_aiosmtpd_and_tls_loads_trustme_only_when_served() -> None:
+def test_tls_loads_trustme_when_served_and_smtp_loads_aiosmtpd_at_its_first_client() -> None:
     script = """
 from mailharness.catalog import scenario
 from mailharness.server import MailServer
 with MailServer(scenario("healthy").config) as server:
     pass
 """
-    assert _loaded_after(script) == {"aiosmtpd", "trustme", "cryptography"}
+    assert _loaded_after(script) == {"trustme", "cryptography"}
+    # A raw socket reads the greeting: smtplib is one of the modules checked.
+    script = """
+import socket
+from mailharness.catalog import scenario
+from mailharness.server import MailServer
+with MailServer(scenario("plaintext-only").config) as server:
+    with socket.create_connection(server.smtp.none.address, timeout=30) as sock:
+        assert sock.makefile("rb").readline().startswith(b"220 ")
+"""
+    assert _loaded_after(script) == {"aiosmtpd"}
 
 
 def test_a_pinned_tls_version_loads_tlslite_only_for_sslv3() -> None:

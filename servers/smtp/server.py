@@ -1,45 +1,31 @@
-"""The fake SMTP server: aiosmtpd's protocol engine, our handler, auth and listeners.
+"""The fake SMTP server's listeners and what its sessions share (accounts, mail, limits).
 
-aiosmtpd parses SMTP; everything a scenario decides (who may log in, what is
-accepted, what the replies say) lives in `_Handler` and `replies`. Listeners
-are sockets we bound ourselves, served on the caller's running event loop.
+Each connection is a session of aiosmtpd's engine with our handler (session.py);
+that module, with aiosmtpd and attrs beneath it (~20 ms), is imported by the first
+connection, so a server that never meets an SMTP client never pays for it (issue 13).
+Listeners are sockets we bound ourselves, served on the caller's running event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import email.utils
 import ipaddress
-import itertools
-import logging
-import re
 import secrets
 import socket
 import ssl
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING
 
-from aiosmtpd.smtp import (
-    MISSING,
-    SMTP,
-    AuthResult,
-    Envelope,
-    LoginPassword,
-    Session,
-    TLSSetupException,
-)
-from mailharness.servers.accounts import Accounts, Mechanism
-from mailharness.servers.errors import ConfigError, forget_traceback
+from mailharness.servers.accounts import Accounts
+from mailharness.servers.errors import ConfigError
 from mailharness.servers.listeners import Endpoint, Listeners, Security, default_connection_cap
 from mailharness.servers.ratelimit import TokenBuckets
 from mailharness.servers.smtp import replies
-from mailharness.servers.smtp.capture import CapturedMessage, MessageLog
+from mailharness.servers.smtp.capture import MessageLog
 from mailharness.servers.smtp.replies import SMTPReplies
 from mailharness.servers.smtp.settings import (  # noqa: F401 (re-exported)
     AUTH_MECHANISMS,
@@ -48,596 +34,10 @@ from mailharness.servers.smtp.settings import (  # noqa: F401 (re-exported)
     DEFAULT_TIMEOUT,
     SMTPSettings,
 )
-from mailharness.servers.transcript import Transcript, TranscriptLog, tls_version_of
+from mailharness.servers.transcript import TranscriptLog
 
-_queue_ids = itertools.count(1)
-
-
-class _DropKnownNoise(logging.Filter):
-    """Two aiosmtpd warnings that are not ours to act on: we enforce the TLS rules for
-    AUTH ourselves, and aiosmtpd itself sets the deprecated `Session.login_data`."""
-
-    NOISE = ("auth_require_tls == False", "Session.login_data is deprecated")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(noise in message for noise in self.NOISE)
-
-
-logging.getLogger("mail.log").addFilter(_DropKnownNoise())
-
-
-def _writable(transport: asyncio.BaseTransport | None) -> asyncio.WriteTransport | None:
-    """The transport, if it writes: asyncio's are WriteTransports, uvloop's act as one
-    without subclassing it, so an isinstance check would skip every write on uvloop."""
-    return cast(asyncio.WriteTransport, transport) if hasattr(transport, "write") else None
-
-
-def _is_secure(transport: asyncio.BaseTransport | None) -> bool:
-    return transport is not None and transport.get_extra_info("ssl_object") is not None
-
-
-class _TranscribingReader:
-    """Wraps aiosmtpd's StreamReader to log each client line, masking secrets.
-
-    Message data (after a 354) is summarised rather than copied; AUTH lines and the
-    lines answering a 334 challenge go to the transcript's SASL decoder, which keeps
-    the user name and masks the secret.
-    """
-
-    _inner: asyncio.StreamReader
-    _transcript: Transcript
-    in_data: bool
-    mask_next: bool
-    _data_bytes: int
-
-    def __init__(self, reader: asyncio.StreamReader, transcript: Transcript) -> None:
-        object.__setattr__(self, "_inner", reader)
-        object.__setattr__(self, "_transcript", transcript)
-        object.__setattr__(self, "in_data", False)
-        object.__setattr__(self, "mask_next", False)
-        object.__setattr__(self, "_data_bytes", 0)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("in_data", "mask_next", "_data_bytes"):
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._inner, name, value)
-
-    def _log(self, line: bytes) -> None:
-        transcript = self._transcript
-        if self.in_data:
-            if line in (b".\r\n", b".\n"):
-                transcript.client_data(f"[message data: {self._data_bytes} bytes]")
-                transcript.client_data(".")
-                self.in_data = False
-                self._data_bytes = 0
-            else:
-                self._data_bytes += len(line)
-        elif self.mask_next:
-            self.mask_next = False
-            transcript.auth_response(line)
-        else:
-            words = line.split()
-            if len(words) >= 2 and words[0].upper() == b"AUTH":
-                initial = words[2] if len(words) > 2 else None
-                transcript.auth(None, "AUTH", words[1].decode("utf-8", "replace"), initial)
-            else:
-                transcript.client(line)
-
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        line: bytes = await self._inner.readuntil(separator)
-        self._log(line)
-        return line
-
-    async def readline(self) -> bytes:
-        line: bytes = await self._inner.readline()
-        self._log(line)
-        return line
-
-
-class _HarnessSMTP(SMTP):
-    """aiosmtpd's SMTP with production reply texts, a transcript per connection and the
-    connection-level refusals a scenario asks for (maintenance, caps, allowlists)."""
-
-    def __init__(
-        self,
-        service: SMTPServer,
-        listener: Endpoint,
-        *,
-        tls_terminated: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        with warnings.catch_warnings():
-            # "Requiring AUTH while not requiring TLS": we enforce TLS rules ourselves.
-            warnings.simplefilter("ignore")
-            super().__init__(service.handler, **kwargs)
-        self.service = service
-        self.listener = listener
-        # A fault front ended TLS before us (see add_listener): the client's leg is secure.
-        self.tls_terminated = tls_terminated
-        self.transcript: Transcript | None = None
-        self.peer_ip = ""
-        self._counted = False
-        # Who the client (Dovecot's submission) says logged in, by XCLIENT LOGIN=.
-        self.xclient_login: str | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.transcript is None:
-            peer = transport.get_extra_info("peername")
-            self.peer_ip = peer[0] if peer else ""
-            self.transcript = self.service.transcripts.open(
-                "smtp", f"{peer[0]}:{peer[1]}" if peer else "?", _describe(self.listener)
-            )
-            if _is_secure(transport):
-                self.transcript.tls(tls_version_of(transport), "implicit")
-            self.service.connections.add(self)
-            self.service.per_ip[self.peer_ip] += 1
-            self._counted = True
-            refusal = self.service.greeting_refusal_for(self.peer_ip)
-            if refusal is not None:
-                self._refuse_session(transport, refusal)
-                return
-        else:
-            self.transcript.tls(tls_version_of(transport), "STARTTLS")
-        super().connection_made(transport)
-
-    def _refuse_session(self, transport: asyncio.BaseTransport, refusal: str) -> None:
-        """Greet with the refusal; a 421 closes, a 554 answers 503 to all but QUIT."""
-        super().connection_made(transport)
-        if refusal.startswith("421"):
-            assert self._handler_coroutine is not None
-            self._handler_coroutine.cancel()
-            self.write_now(refusal)
-            transport.close()
-            return
-        self.greeting_override = refusal
-        denied = self.service.replies.access_denied.format(ip=self.peer_ip)
-
-        async def deny(arg: str | None) -> None:
-            await self.push(denied)
-
-        self._smtp_methods = {
-            name: (method if name == "QUIT" else deny)
-            for name, method in self._smtp_methods.items()
-        }
-
-    greeting_override: str | None = None
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self.service.connections.discard(self)
-        if self._counted:
-            self._counted = False
-            self.service.per_ip[self.peer_ip] -= 1
-        if self.transcript is not None:
-            self.transcript.event("connection closed" + (f": {error}" if error else ""))
-        if self.session is None:
-            # An implicit-TLS handshake that failed (a TLS 1.0 client, a version scan):
-            # asyncio reports the loss though aiosmtpd never started a session, and
-            # aiosmtpd's own bookkeeping asserts one. Only the stream's is left to undo,
-            # and the tables that tie a session into cycles.
-            asyncio.StreamReaderProtocol.connection_lost(self, error)
-            self._forget_tables()
-            return
-        super().connection_lost(error)
-        task = self._handler_coroutine
-        if task is not None and not self._forgetting:
-            self._forgetting = True
-            task.add_done_callback(self._forget)
-
-    _forgetting = False
-
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        """Drop what ties this finished session into cycles (aiosmtpd's tables of bound
-        methods, its streams, the handler task's traceback), so reference counting frees
-        a session at once instead of the cycle collector, sessions later."""
-        if not task.cancelled() and task.exception() is not None:
-            forget_traceback(task.exception())
-        self._forget_tables()
-
-    def _forget_tables(self) -> None:
-        self._smtp_methods = {}
-        self._auth_methods = {}
-        self._client_connected_cb = None
-        self._handler_coroutine = None
-        for stream in ("_reader", "_writer"):
-            vars(self).pop(stream, None)
-
-    def _cb_client_connected(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        assert self.transcript is not None
-        wrapped = _TranscribingReader(reader, self.transcript)
-        super()._cb_client_connected(wrapped, writer)  # type: ignore[arg-type]
-
-    async def push(self, status: str | bytes) -> None:
-        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        text = replies.REWRITES.get(text, text)
-        texts = self.service.replies
-        if text == replies.AUTH_REQUIRED:
-            text = self.service.reply(texts.auth_required)
-        elif text == replies.STARTTLS_FIRST and texts.before_starttls is not None:
-            text = self.service.reply(texts.before_starttls)
-        if self.greeting_override is not None and text.startswith("220 "):
-            text, self.greeting_override = self.greeting_override, None
-        self._log_server(text)
-        reader = getattr(self, "_reader", None)
-        if isinstance(reader, _TranscribingReader):
-            if text.startswith("354"):
-                reader.in_data = True
-            elif text.startswith("334"):
-                reader.mask_next = True
-        await super().push(text)
-
-    def _log_server(self, text: str) -> None:
-        if self.transcript is not None:
-            for line in text.split("\r\n"):
-                self.transcript.server(line)
-
-    def write_now(self, text: str) -> None:
-        """Send a reply outside the command loop (timeouts, shutdown, refusals)."""
-        self._log_server(text)
-        transport = _writable(self.transport)
-        if transport is not None and not transport.is_closing():
-            transport.write(text.encode("utf-8") + b"\r\n")
-
-    def _timeout_cb(self) -> None:
-        self.write_now(self.service.reply(self.service.replies.idle_timeout))
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
-
-    @property
-    def secure(self) -> bool:
-        """Is the client's leg encrypted (here, or by a front that ended TLS for us)?"""
-        return self.tls_terminated or _is_secure(self.transport)
-
-    async def smtp_STARTTLS(self, arg: str) -> None:
-        settings = self.service.settings
-        if _is_secure(self.transport):
-            await self.push(self.service.replies.tls_already_active)
-        elif self.tls_context is None:
-            await self.push(self.service.replies.starttls_missing)
-        elif settings.starttls_broken and not self._tls_protocol:
-            await self.push(self.service.replies.starttls_broken)
-        else:
-            await super().smtp_STARTTLS(arg)
-
-    async def challenge_auth(
-        self, challenge: str | bytes, encode_to_b64: bool = True, log_client_response: bool = False
-    ) -> Any:
-        """aiosmtpd's, but a response line over the reader's limit is the client's error."""
-        try:
-            return await super().challenge_auth(challenge, encode_to_b64, log_client_response)
-        except ValueError as exc:  # StreamReader.readline: the line outgrew its limit
-            if "not found" in str(exc):
-                await self._discard_rest_of_line()
-            raise _ClientLineTooLong from None
-
-    async def _discard_rest_of_line(self) -> None:
-        reader = getattr(self._reader, "_inner", self._reader)
-        while True:
-            try:
-                await reader.readuntil(b"\n")
-                return
-            except asyncio.LimitOverrunError as exc:
-                await reader.read(exc.consumed)
-            except asyncio.IncompleteReadError:
-                return
-
-    async def handle_exception(self, error: Exception) -> str:
-        """Client mistakes are transcript events; only our own faults are recorded errors."""
-        if isinstance(error, _ClientLineTooLong):
-            self._client_event("AUTH response line too long")
-            return self.service.replies.line_too_long
-        if isinstance(error, TLSSetupException):
-            self._client_event(f"STARTTLS handshake failed: {error.__cause__!r}")
-            forget_traceback(error)
-            return self.service.replies.tls_handshake_failed
-        status: str = await super().handle_exception(error)
-        return status
-
-    def _client_event(self, text: str) -> None:
-        """A client's mistake: in its transcript and in `client_errors` (fails nothing)."""
-        if self.transcript is not None:
-            self.transcript.event(f"client error: {text}")
-        self.service.client_errors.append(f"SMTP {text}")
-
-    async def smtp_XCLIENT(self, arg: str) -> None:
-        """Postfix's XCLIENT, LOGIN= and ADDR= only: the session then acts for that login and
-        address (allowlists check it); answered, as Postfix does, with a new greeting."""
-        if not self.service.settings.xclient:
-            await self.push('500 Error: command "XCLIENT" not recognized')
-            return
-        for attribute in (arg or "").split():
-            name, _, raw = attribute.partition("=")
-            value = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), raw)
-            if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
-                continue
-            if name.upper() == "LOGIN":
-                self.xclient_login = value
-            elif name.upper() == "ADDR":
-                self.peer_ip = value.removeprefix("IPV6:")
-        assert self.session is not None
-        self.session.host_name = None
-        self.session.extended_smtp = False
-        self.envelope = self._create_envelope()
-        await self.push(self.service.replies.xclient_greeting.format(hostname=self.hostname))
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's, with a fast path for the plain `<local@domain>` nearly every client
-        sends: aiosmtpd parses each MAIL and RCPT address with the email package's header
-        parser and defines a class per call, about a fifth of a message's CPU time. The
-        fast path takes only ASCII dot-atoms, for which that parser returns the text as
-        is and ends the rest at the first non-blank; anything else goes to aiosmtpd."""
-        match = _SIMPLE_PATH.match(arg)
-        if match is None:
-            result: tuple[str | None, str | None] = super()._getaddr(arg)
-            return result
-        local = match.group(1)
-        if self.local_part_limit and len(local) > self.local_part_limit:
-            return None, None
-        return f"{local}@{match.group(2)}", arg[match.end() :]
-
-    def close_with(self, text: str) -> None:
-        """Send a final reply and close (a shutdown announced to open sessions)."""
-        self.write_now(text)
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        transport = _writable(self.transport)
-        if transport is not None:
-            transport.abort()
-
-
-class _ClientLineTooLong(Exception):
-    """An AUTH response longer than the line limit: answered, not recorded as ours."""
-
-
-# RFC 3461 xtext, which XCLIENT values are encoded in: "+" and two hex digits per byte.
-# A path aiosmtpd's parser returns unchanged: `<` dot-atom `@` dot-atom `>`, then blanks
-# (which it skips) up to a parameter, never a comment (which it would parse).
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SIMPLE_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*)@({_ATEXT}(?:\.{_ATEXT})*)>[ \t]*(?![(\s])")
-
-_XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
-
-
-def _describe(endpoint: Endpoint) -> str:
-    return f"{endpoint.protocol}/{endpoint.security.value} {endpoint.host}:{endpoint.port}"
-
-
-def _in_networks(ip: str, networks: tuple[str, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
-
-
-class _Handler:
-    """aiosmtpd hooks: scenario rules applied after aiosmtpd's envelope bookkeeping."""
-
-    def __init__(self, service: SMTPServer) -> None:
-        self.service = service
-
-    # --- authentication -------------------------------------------------
-    def authenticate(
-        self, server: _HarnessSMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        login = data.login.decode("utf-8", "replace")
-        secret = data.password.decode("utf-8", "replace")
-        return self._result(server, login, secret, Mechanism.PASSWORD, data)
-
-    def _result(
-        self, server: _HarnessSMTP, login: str, secret: str, mechanism: Mechanism, data: Any
-    ) -> AuthResult:
-        result = self.service.accounts.authenticate(
-            login, secret, mechanism, protocol="smtp", source=server.peer_ip
-        )
-        if result.ok:
-            return AuthResult(success=True, auth_data=data)
-        reply = self.service.reply(self.service.replies.for_outcome(result.outcome))
-        return AuthResult(success=False, handled=False, message=reply)
-
-    async def auth_XOAUTH2(self, server: _HarnessSMTP, args: list[str]) -> AuthResult:
-        if len(args) > 1:
-            blob = args[1]
-        else:
-            response = await server.challenge_auth("", encode_to_b64=False)
-            if response is MISSING:
-                return AuthResult(success=False, handled=True)
-            blob = response.decode("ascii", "replace")
-        try:
-            fields = base64.b64decode(blob, validate=True).decode("utf-8").split("\x01")
-        # binascii.Error is a ValueError; a non-ASCII str raises a bare ValueError.
-        except (ValueError, UnicodeDecodeError):
-            await server.push(self.service.replies.bad_auth_syntax)
-            return AuthResult(success=False, handled=True)
-        user = next((f[5:] for f in fields if f.startswith("user=")), "")
-        token = next((f[12:] for f in fields if f.startswith("auth=Bearer ")), "")
-        result = self._result(
-            server, user, token, Mechanism.XOAUTH2, LoginPassword(user.encode(), b"")
-        )
-        if not result.success:
-            # Gmail sends an error challenge; the client answers with an empty line.
-            challenge = self.service.replies.xoauth2_challenge
-            await server.challenge_auth(challenge, encode_to_b64=False)
-        return result
-
-    async def handle_EHLO(
-        self,
-        server: _HarnessSMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        if self._dovecot_tls_first(server):
-            # Dovecot's submission: AUTH advertised, but with no mechanism usable yet.
-            responses = ["250-AUTH" if r.startswith("250-AUTH") else r for r in responses]
-        elif not self._auth_allowed(server):
-            responses = [r for r in responses if not r.startswith("250-AUTH")]
-        if self.service.settings.xclient:
-            responses.insert(1, "250-XCLIENT ADDR LOGIN")
-        return _as_personality(responses, self.service.replies, server.peer_ip)
-
-    async def handle_AUTH(
-        self, server: _HarnessSMTP, session: Session, envelope: Envelope, args: list[str]
-    ) -> Any:
-        if self._dovecot_tls_first(server) or not self._auth_allowed(server):
-            return self.service.replies.plaintext_auth_disabled
-        return MISSING
-
-    def _auth_allowed(self, server: _HarnessSMTP) -> bool:
-        settings = self.service.settings
-        if settings.starttls_required and not server.secure:
-            return False
-        return settings.plaintext_auth or server.secure
-
-    def _dovecot_tls_first(self, server: _HarnessSMTP) -> bool:
-        """STARTTLS required, not yet done, answered the way Dovecot's submission does."""
-        return (
-            self.service.settings.starttls_required
-            and self.service.replies.before_starttls is None
-            and not server.secure
-        )
-
-    # --- mail -------------------------------------------------------------
-    async def handle_MAIL(
-        self,
-        server: _HarnessSMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        mail_options: list[str],
-    ) -> str:
-        limit = self.service.settings.send_rate
-        if limit is not None:
-            auth_data = session.auth_data
-            who = auth_data.login if isinstance(auth_data, LoginPassword) else server.peer_ip
-            if not self.service.send_buckets.take(who, limit, self.service.clock()):
-                reply = self.service.reply(self.service.replies.send_rate_exceeded)
-                if reply.startswith("421"):
-                    asyncio.get_running_loop().call_soon(_close, server)
-                return reply
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return self.service.replies.mail_ok
-
-    async def handle_RCPT(
-        self,
-        server: _HarnessSMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        service = self.service
-        networks = service.settings.allowed_networks
-        if networks is not None and not _in_networks(server.peer_ip, networks):
-            return service.replies.client_rejected.format(ip=server.peer_ip)
-        if service.recipient_full is not None and service.recipient_full(address):
-            temporary = service.settings.quota_temporary
-            text = service.replies.over_quota_temporary if temporary else service.replies.over_quota
-            return service.reply(text, rcpt=address)
-        if any(address.lower() == known.lower() for known in envelope.rcpt_tos):
-            return service.replies.rcpt_duplicate
-        if len(envelope.rcpt_tos) >= service.settings.max_recipients:
-            return service.replies.too_many_recipients
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return service.replies.rcpt_ok
-
-    async def handle_DATA(self, server: _HarnessSMTP, session: Session, envelope: Envelope) -> str:
-        queue_id = f"MH{next(_queue_ids):08X}"
-        content = envelope.original_content or envelope.content or b""
-        if isinstance(content, str):
-            content = content.encode("utf-8", "surrogateescape")
-        peer = session.peer
-        auth_data = session.auth_data
-        login = auth_data.login if isinstance(auth_data, LoginPassword) else None
-        if login is None and server.xclient_login is not None:
-            login = server.xclient_login.encode("utf-8")
-        received_at = dt.datetime.now(dt.UTC)
-        if self.service.settings.trace_header:
-            content = (
-                received_header(
-                    helo=session.host_name,
-                    peer_ip=peer[0] if peer else None,
-                    hostname=self.service.settings.hostname,
-                    secure=server.secure,
-                    authenticated=bool(session.authenticated),
-                    queue_id=queue_id,
-                    mail_from=envelope.mail_from or "",
-                    rcpt_tos=envelope.rcpt_tos,
-                    when=received_at,
-                )
-                + content
-            )
-        captured = CapturedMessage(
-            mail_from=envelope.mail_from or "",
-            rcpt_tos=tuple(envelope.rcpt_tos),
-            data=content,
-            peer=f"{peer[0]}:{peer[1]}" if peer else "?",
-            login=login.decode("utf-8", "replace") if login is not None else None,
-            listener=_describe(server.listener),
-            tls_version=tls_version_of(server.transport),
-            received_at=received_at,
-            queue_id=queue_id,
-        )
-        self.service.messages.add(captured)
-        deliver = self.service.deliver
-        if deliver is not None:
-            for rcpt in envelope.rcpt_tos:
-                deliver(rcpt, content)
-        return self.service.replies.data_accepted.format(queue_id=queue_id)
-
-    async def handle_exception(self, error: Exception) -> str:
-        # Client mistakes were taken apart in _HarnessSMTP.handle_exception: this is ours.
-        self.service.errors.append(f"SMTP handler error: {type(error).__name__}: {error}")
-        return self.service.replies.internal_error
-
-
-def received_header(
-    *,
-    helo: str | None,
-    peer_ip: str | None,
-    hostname: str,
-    secure: bool,
-    authenticated: bool,
-    queue_id: str,
-    mail_from: str,
-    rcpt_tos: list[str] | tuple[str, ...],
-    when: dt.datetime,
-) -> bytes:
-    """The trace header Dovecot's submission prepends (lib-smtp, smtp-server-transaction.c).
-
-    ``from`` is the EHLO name ("unknown" without one), then the client's address;
-    ``with`` is ESMTP plus S for TLS and A for AUTH (RFC 3848); ``for`` only with
-    exactly one recipient. Dovecot behind its login process writes no ``(using TLS...)``
-    line, so neither do we.
-    """
-    lines = [f"Received: from {helo or 'unknown'}" + (f" ([{peer_ip}])" if peer_ip else "")]
-    protocol = "ESMTP" + ("S" if secure else "") + ("A" if authenticated else "")
-    lines.append(f"\tby {hostname} with {protocol}")
-    lines.append(f"\tid {queue_id}")
-    lines.append(f"\t(envelope-from <{mail_from}>)")
-    date = email.utils.format_datetime(when.astimezone(dt.UTC))
-    if len(rcpt_tos) == 1:
-        lines.append(f"\tfor <{rcpt_tos[0]}>; {date}")
-    else:
-        lines[-1] += f"; {date}"
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
-
-
-def _close(server: _HarnessSMTP) -> None:
-    if server.transport is not None:
-        server.transport.close()
+if TYPE_CHECKING:
+    from mailharness.servers.smtp.session import _Handler, _HarnessSMTP
 
 
 @dataclass(eq=False)
@@ -667,10 +67,19 @@ class SMTPServer:
     clock: Callable[[], float] = time.monotonic
     maintenance: bool = False
     _listeners: Listeners = field(default_factory=Listeners)
+    _handler: _Handler | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.handler = _Handler(self)
         self._default_cap = default_connection_cap()
+
+    @property
+    def handler(self) -> _Handler:
+        """The aiosmtpd hooks every session shares (made with the first session)."""
+        if self._handler is None:
+            from mailharness.servers.smtp.session import _Handler
+
+            self._handler = _Handler(self)
+        return self._handler
 
     @property
     def replies(self) -> SMTPReplies:
@@ -722,6 +131,9 @@ class SMTPServer:
         loop = asyncio.get_running_loop()
 
         def factory() -> _HarnessSMTP:
+            # aiosmtpd is imported here, by the first connection: not before the greeting.
+            from mailharness.servers.smtp.session import _HarnessSMTP
+
             settings = self.settings
             excluded = [m for m in AUTH_MECHANISMS if m not in settings.auth_mechanisms]
             return _HarnessSMTP(
@@ -777,20 +189,9 @@ def _exchange_date() -> str:
     return f"{now:%a}, {now.day} {now:%b %Y %H:%M:%S %z}"
 
 
-def _as_personality(responses: list[str], texts: replies.SMTPReplies, ip: str) -> list[str]:
-    """EHLO's lines as the personality words and orders them (`SMTPReplies.ehlo_*`)."""
-    first, *rest = (r[4:] for r in responses)
-    if texts.ehlo_hello:
-        first = f"{first} {texts.ehlo_hello.format(ip=ip)}"
-    by_keyword = {line.split(" ", 1)[0].upper(): line for line in rest}
-    if texts.auth_shown is not None and "AUTH" in by_keyword:
-        offered = by_keyword["AUTH"].split()[1:]
-        shown = [m for m in texts.auth_shown if m in offered] or offered
-        by_keyword["AUTH"] = " ".join(["AUTH", *shown])
-    if texts.ehlo_keywords is not None:
-        extra = [k for k in by_keyword if k == "XCLIENT"]  # the relay's, never a provider's
-        rest = [by_keyword[k] for k in (*texts.ehlo_keywords, *extra) if k in by_keyword]
-    else:
-        rest = [by_keyword.get(line.split(" ", 1)[0].upper(), line) for line in rest]
-    lines = [first, *rest]
-    return [("250 " if i == len(lines) - 1 else "250-") + line for i, line in enumerate(lines)]
+def _in_networks(ip: str, networks: tuple[str, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)

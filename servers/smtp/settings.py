@@ -1,7 +1,8 @@
 """How the fake SMTP server behaves: plain data, cheap to import (no aiosmtpd).
 
-A scenario's config holds these; the server (servers/smtp/server.py, which imports
-aiosmtpd) is imported only when an SMTP listener is started.
+A scenario's config holds these; the server (servers/smtp/server.py) is imported
+when an SMTP listener is started, and aiosmtpd (servers/smtp/session.py) when its
+first client connects.
 """
 
 from __future__ import annotations
