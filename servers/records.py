@@ -1,4 +1,4 @@
-"""`@record`: a frozen, slotted, keyword-only dataclass, made without per-class generated code.
+"""Dataclasses that cost less to define: `@record` and `@lazy_dataclass` (issue 13).
 
 `@dataclass(frozen=True, slots=True, kw_only=True)` compiles an `__init__`, `__repr__`,
 `__eq__`, `__hash__` and a frozen `__setattr__` for every class, each naming every field:
@@ -10,6 +10,12 @@ ones do: keyword-only arguments, defaults and default factories, `__post_init__`
 `FrozenInstanceError` on assignment, equality and hash over the compared fields, repr,
 `dataclasses.fields`/`replace`/`asdict`, copy and pickle. For mypy it is a dataclass.
 
+`@lazy_dataclass(...)` is for the classes built per command or per message (commands,
+responses, transcript events, MIME parts), where only dataclass's own generated code
+is fast enough: it takes `@dataclass`'s arguments and generates that very code, but at
+the class's first use (its first instance, repr, comparison...) instead of when the
+module is imported, so a class the greeting does not need costs nothing before it.
+
     @record  # the class needs a docstring (dataclass would make one; ours would be wrong)
     class Latency:
         ms: int
@@ -18,8 +24,11 @@ ones do: keyword-only arguments, defaults and default factories, `__post_init__`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import operator
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, dataclass_transform
 
@@ -130,3 +139,130 @@ def record(cls: type[T]) -> type[T]:
         method.__qualname__ = f"{qualname}.{method.__name__}"
         setattr(table, method.__name__, method)
     return table  # type: ignore[no-any-return]
+
+
+# The methods dataclass generates, which `lazy_dataclass` puts off (a frozen class's
+# `__setattr__` and `__delattr__` it writes at once, as dataclass would, without compiling).
+_GENERATED = ("__init__", "__repr__", "__eq__", "__hash__")
+_generating = threading.Lock()
+
+
+@dataclass_transform(field_specifiers=(dataclasses.field,))
+def lazy_dataclass(
+    *,
+    frozen: bool = False,
+    slots: bool = False,
+    kw_only: bool = False,
+    eq: bool = True,
+    repr: bool = True,
+) -> Callable[[type[T]], type[T]]:
+    """`@dataclass(frozen=..., slots=..., kw_only=..., eq=..., repr=...)`, its methods
+    generated at the class's first use rather than at its definition (see the module)."""
+    params = {"frozen": frozen, "kw_only": kw_only, "eq": eq, "repr": repr}
+
+    def wrap(cls: type[T]) -> type[T]:
+        if cls.__bases__ != (object,) or "__hash__" in cls.__dict__:
+            raise TypeError(f"{cls.__qualname__}: lazy_dataclass takes plain classes only")
+        # The class body as written: dataclass turns it into the real methods later.
+        body = {
+            name: copy.copy(value) if isinstance(value, dataclasses.Field) else value
+            for name, value in cls.__dict__.items()
+            if name not in ("__dict__", "__weakref__")
+        }
+        documented = bool(cls.__dict__.get("__doc__"))  # else dataclass writes one, below
+        made: Any = dataclasses.dataclass(
+            init=False, repr=False, eq=False, slots=slots, kw_only=kw_only
+        )(cls)
+        stubs = [name for name in _GENERATED if _generates(name, params)]
+
+        def generate() -> None:
+            with _generating:
+                if made.__dict__.get("__init__") is not stub_init:
+                    return  # another thread was first
+                shadow = type(cls.__name__, (), dict(body))
+                shadow.__qualname__ = cls.__qualname__
+                real: Any = dataclasses.dataclass(frozen=frozen, kw_only=kw_only, eq=eq, repr=repr)(
+                    shadow
+                )
+                for name in stubs:
+                    setattr(made, name, real.__dict__[name])
+
+        def stub(name: str) -> Callable[..., Any]:
+            def first_use(self: Any, *args: Any, **kwargs: Any) -> Any:
+                generate()
+                return getattr(made, name)(self, *args, **kwargs)
+
+            first_use.__name__ = name
+            first_use.__qualname__ = f"{cls.__qualname__}.{name}"
+            return first_use
+
+        for name in stubs:
+            setattr(made, name, stub(name))
+        stub_init = made.__dict__["__init__"]
+        if frozen:
+            _freeze(made, slots)
+        if eq and not frozen:
+            made.__hash__ = None  # as dataclass: a mutable class that compares is unhashable
+        if not documented:
+            made.__doc__ = made.__name__ + _signature_text(made)
+        return made  # type: ignore[no-any-return]
+
+    return wrap
+
+
+def _generates(name: str, params: dict[str, bool]) -> bool:
+    """Does dataclass generate `name` for these parameters (unsafe_hash off, no own hash)?"""
+    if name == "__hash__":
+        return params["frozen"] and params["eq"]
+    return name == "__init__" or params[name.strip("_")]
+
+
+def _freeze(cls: Any, slots: bool) -> None:
+    """A frozen dataclass's `__setattr__` and `__delattr__` (and with slots its pickle
+    state), as dataclass writes them."""
+    fields = dataclasses.fields(cls)
+    names = frozenset(f.name for f in fields)
+
+    def __setattr__(self: Any, name: str, value: object) -> None:
+        if type(self) is cls or name in names:
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+        super(cls, self).__setattr__(name, value)
+
+    def __delattr__(self: Any, name: str) -> None:
+        if type(self) is cls or name in names:
+            raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+        super(cls, self).__delattr__(name)
+
+    def __getstate__(self: Any) -> list[object]:
+        return [getattr(self, f.name) for f in fields]
+
+    def __setstate__(self: Any, state: list[object]) -> None:
+        for f, value in zip(fields, state, strict=False):
+            object.__setattr__(self, f.name, value)
+
+    methods = (__setattr__, __delattr__, *((__getstate__, __setstate__) if slots else ()))
+    for method in methods:
+        method.__qualname__ = f"{cls.__qualname__}.{method.__name__}"
+        setattr(cls, method.__name__, method)
+
+
+def _signature_text(cls: Any) -> str:
+    """What dataclass writes as the docstring of a class without one: its __init__'s
+    signature, which `lazy_dataclass` has not generated yet."""
+    kind = {False: inspect.Parameter.POSITIONAL_OR_KEYWORD, True: inspect.Parameter.KEYWORD_ONLY}
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    ordered = [f for f in fields if not f.kw_only] + [f for f in fields if f.kw_only]
+    parameters = [
+        inspect.Parameter(
+            f.name,
+            kind[bool(f.kw_only)],
+            default=f.default
+            if f.default is not dataclasses.MISSING
+            else dataclasses._HAS_DEFAULT_FACTORY  # type: ignore[attr-defined]
+            if f.default_factory is not dataclasses.MISSING
+            else inspect.Parameter.empty,
+            annotation=f.type,
+        )
+        for f in ordered
+    ]
+    return str(inspect.Signature(parameters, return_annotation=None)).replace(" -> None", "")

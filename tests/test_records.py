@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from mailharness.servers.imap.replies import DOVECOT, GMAIL, Replies, Reply
-from mailharness.servers.records import record
+from mailharness.servers.records import lazy_dataclass, record
 
 
 def _table(decorate: Any) -> Any:
@@ -111,3 +111,82 @@ def test_a_record_refuses_what_it_cannot_make_as_dataclass_would() -> None:
             """A field outside __init__."""
 
             a: int = dataclasses.field(default=0, init=False)
+
+
+def _lazy_pair(**params: Any) -> tuple[Any, Any]:
+    def body() -> Any:
+        class Event:
+            tag: str
+            name: str = "NOOP"
+            args: list[str] = dataclasses.field(default_factory=list)
+            seen: int = dataclasses.field(default=0, compare=False, repr=False)
+
+            def __post_init__(self) -> None:
+                if not self.tag:
+                    raise ValueError("tag: expected a tag")
+
+        return Event
+
+    return lazy_dataclass(**params)(body()), dataclasses.dataclass(**params)(body())
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"frozen": True, "slots": True},
+        {"slots": True},
+        {"frozen": True, "slots": True, "kw_only": True},
+        {"frozen": True},
+        {"slots": True, "eq": False},
+    ],
+    ids=str,
+)
+def test_a_lazy_dataclass_behaves_as_the_dataclass_it_defers(params: dict[str, bool]) -> None:
+    lazy, real = _lazy_pair(**params)
+    assert lazy.__doc__ == real.__doc__  # written from the signature before any use
+    assert lazy.__match_args__ == real.__match_args__
+    assert [(f.name, f.compare, f.kw_only) for f in dataclasses.fields(lazy)] == [
+        (f.name, f.compare, f.kw_only) for f in dataclasses.fields(real)
+    ]
+    assert hasattr(lazy, "__slots__") == hasattr(real, "__slots__")
+    assert (lazy.__hash__ is None) == (real.__hash__ is None)
+    if not params.get("kw_only"):
+        assert repr(lazy("t", "X")) == repr(real("t", "X"))
+    made = [cls(tag="t", args=["a"]) for cls in (lazy, real)]
+    assert repr(made[0]) == repr(made[1])  # the first use generated dataclass's code
+    assert type(made[0]).__init__.__qualname__ == type(made[1]).__init__.__qualname__
+    for cls, one in zip((lazy, real), made, strict=True):
+        assert (one == cls(tag="t", args=["a"], seen=5)) is params.get("eq", True)
+        assert one != cls(tag="u")
+        assert cls(tag="t").args is not cls(tag="t").args
+        with pytest.raises(ValueError, match="expected a tag"):
+            cls(tag="")
+        if cls.__hash__ is not None and params.get("eq", True):
+            assert hash(cls(tag="t", args=())) == hash(cls(tag="t", args=(), seen=3))
+        if params.get("frozen"):
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                one.name = "other"
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                del one.name
+        else:
+            one.name = "other"
+            assert one.name == "other"
+        assert copy.deepcopy(one) == one or not params.get("eq", True)
+        assert dataclasses.replace(one, name="X").name == "X"
+    for bad in ({}, {"tag": "t", "nope": 1}):
+        with pytest.raises(TypeError) as ours:
+            lazy(**bad)
+        with pytest.raises(TypeError) as theirs:
+            real(**bad)
+        assert str(ours.value) == str(theirs.value)
+
+
+def test_a_lazy_dataclass_generates_its_code_once_at_first_use() -> None:
+    lazy, _ = _lazy_pair(frozen=True, slots=True)
+    stub = lazy.__dict__["__init__"]
+    assert stub.__code__.co_name == "first_use"  # nothing compiled at definition
+    lazy(tag="t")
+    generated = lazy.__dict__["__init__"]
+    assert generated is not stub and generated.__code__.co_name == "__init__"
+    lazy(tag="u")
+    assert lazy.__dict__["__init__"] is generated
