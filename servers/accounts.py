@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from mailharness.servers.errors import ConfigError
 from mailharness.servers.ratelimit import RateLimit, TokenBuckets
-from mailharness.servers.records import record
+from mailharness.servers.records import lazy_dataclass, record
 
 
 @record
@@ -127,7 +127,7 @@ class Mechanism(enum.Enum):
     XOAUTH2 = "xoauth2"
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class AuthResult:
     outcome: AuthOutcome
     user: User | None = None

@@ -28,7 +28,6 @@ import copy
 import dataclasses
 import inspect
 import operator
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, dataclass_transform
 
@@ -144,7 +143,6 @@ def record(cls: type[T]) -> type[T]:
 # The methods dataclass generates, which `lazy_dataclass` puts off (a frozen class's
 # `__setattr__` and `__delattr__` it writes at once, as dataclass would, without compiling).
 _GENERATED = ("__init__", "__repr__", "__eq__", "__hash__")
-_generating = threading.Lock()
 
 
 @dataclass_transform(field_specifiers=(dataclasses.field,))
@@ -176,16 +174,17 @@ def lazy_dataclass(
         stubs = [name for name in _GENERATED if _generates(name, params)]
 
         def generate() -> None:
-            with _generating:
-                if made.__dict__.get("__init__") is not stub_init:
-                    return  # another thread was first
-                shadow = type(cls.__name__, (), dict(body))
-                shadow.__qualname__ = cls.__qualname__
-                real: Any = dataclasses.dataclass(frozen=frozen, kw_only=kw_only, eq=eq, repr=repr)(
-                    shadow
-                )
-                for name in stubs:
-                    setattr(made, name, real.__dict__[name])
+            # No lock (the IMAP core imports no threading): two threads at once both
+            # generate the same methods, and either's serve.
+            if made.__dict__.get("__init__") is not stub_init:
+                return  # generated already
+            shadow = type(cls.__name__, (), dict(body))
+            shadow.__qualname__ = cls.__qualname__
+            real: Any = dataclasses.dataclass(frozen=frozen, kw_only=kw_only, eq=eq, repr=repr)(
+                shadow
+            )
+            for name in stubs:
+                setattr(made, name, real.__dict__[name])
 
         def stub(name: str) -> Callable[..., Any]:
             def first_use(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from mailharness.servers.errors import ConfigError
+from mailharness.servers.records import lazy_dataclass
 
 if TYPE_CHECKING:
     import asyncio
@@ -74,7 +75,7 @@ class LoginAttempt(NamedTuple):
     succeeded: bool  # False when refused or never answered
 
 
-@dataclass(slots=True)
+@lazy_dataclass(slots=True)
 class _Auth:
     """A SASL exchange in progress: which response comes next."""
 

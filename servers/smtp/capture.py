@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailharness.servers.errors import ConfigError
+from mailharness.servers.records import lazy_dataclass
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 MAX_MESSAGES = 10_000
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class CapturedMessage:
     """One accepted transaction: the envelope as sent and the parsed message."""
 

@@ -6,9 +6,11 @@ import random
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Union
+
+from mailharness.servers.records import lazy_dataclass
 
 if TYPE_CHECKING:
     from email.message import Message
@@ -154,7 +156,7 @@ class Synthetic:
         return header + body + b"\r\n"
 
 
-@dataclass(slots=True, eq=False)
+@lazy_dataclass(slots=True, eq=False)
 class StoredMessage:
     """One message as the store keeps it; satisfies `search.MessageView` except `seq`.
 
