@@ -31,7 +31,6 @@ import socket
 import sys
 import threading
 import time
-import tomllib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -157,6 +156,8 @@ class Resolved:
 def resolve(name_or_path: str) -> Resolved:
     if not name_or_path.endswith(".toml"):
         return Resolved(CATALOG[name_or_path], ServeOptions())
+    import tomllib  # a catalog scenario needs no TOML parser
+
     path = Path(name_or_path)
     try:
         data = tomllib.loads(path.read_text())

@@ -12,7 +12,6 @@ import string
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
-from mailharness.servers.imap import message as mime
 from mailharness.servers.imap import mutf7
 from mailharness.servers.imap.protocol import Command
 from mailharness.servers.imap.responses import Status, Tagged
@@ -89,4 +88,6 @@ def mailbox_wire(name: str) -> bytes:
     wire = mutf7.encode(name)
     if wire and all(c in _ATOM_SAFE for c in wire):
         return wire.encode()
+    from mailharness.servers.imap import message as mime  # the MIME parser: after login
+
     return mime.quote(wire)

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from mailharness.servers.accounts import Accounts, AuthOutcome, AuthResult, Mechanism
 from mailharness.servers.errors import ConfigError
-from mailharness.servers.imap import message as mime
 from mailharness.servers.imap import sasl
 from mailharness.servers.imap.commands import (
     SYSTEM_FLAGS,
@@ -449,6 +448,8 @@ class Session:
         return self.ok(cmd, self.replies.logout_ok)
 
     def cmd_ID(self, cmd: Command, after: list[Effect]) -> Handler:
+        from mailharness.servers.imap import message as mime  # the MIME parser: not at start
+
         name = mime.quote(self.replies.server_id_name)
         yield Untagged(b'ID ("name" ' + name + b")").to_bytes()
         return self.ok(cmd, self.replies.id_ok)
