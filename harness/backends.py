@@ -23,7 +23,6 @@ import dataclasses
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -77,7 +76,7 @@ class Shared:
     internal: list[tuple[str, Endpoint]]
 
 
-@dataclass(slots=True)
+@record(frozen=False, kw_only=False)
 class LiveServers:
     """Our own servers behind the listeners: settings a test may switch while they run."""
 

@@ -25,11 +25,11 @@ import tempfile
 import threading
 import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailharness.servers.errors import parse_choice
+from mailharness.servers.records import record
 from mailharness.servers.tlsversions import MODERN, limit_versions
 
 # trustme and cryptography cost ~30-50 ms to import: a server without TLS never needs
@@ -96,7 +96,7 @@ _ISSUER_FILES = {
 _Leaf = tuple[bytes, bytes, bytes | None]
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class ServerCert:
     """What a server presents: the chain it sends (leaf first) and its private key."""
 

@@ -8,7 +8,6 @@ imaplib and smtplib): the scenario catalog states its expectations in these, and
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from mailharness.servers.accounts import User
@@ -78,7 +77,7 @@ class ClientProfile:
         return f"user={user.login}\x01auth=Bearer {self.credential(user)}\x01\x01".encode()
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class Outcome:
     """Where a journey stopped and what Python said there.
 

@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailharness.backends import Bind, DovecotMailBackend, LiveServers, Shared, make_backend
@@ -189,7 +189,7 @@ def _parse_listeners(name: str, value: object) -> tuple[Security, ...]:
     return listeners
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class ProtocolEndpoints:
     """The listeners of one protocol, by security: `server.smtp.starttls.port`.
 

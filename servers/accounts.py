@@ -11,7 +11,7 @@ import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from mailharness.servers.errors import ConfigError
 from mailharness.servers.ratelimit import RateLimit, TokenBuckets
@@ -137,7 +137,7 @@ class AuthResult:
         return self.outcome is AuthOutcome.OK
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class AccountChange:
     """What one change did: users added or replaced (new state), users removed."""
 
@@ -147,7 +147,7 @@ class AccountChange:
     backend_down: bool | None = None
 
 
-@dataclass(slots=True)
+@record(frozen=False, kw_only=False)
 class Accounts:
     """Thread-safe user directory: tests change it from their thread, servers read it in theirs.
 

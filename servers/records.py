@@ -29,11 +29,12 @@ import dataclasses
 import inspect
 import operator
 from collections.abc import Callable
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, TypeVar, dataclass_transform, overload
 
 T = TypeVar("T")
 
 _DEFAULT, _FACTORY, _REQUIRED = range(3)
+_OWN_METHODS = ("__init__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__")
 
 
 def _values(names: tuple[str, ...]) -> Callable[[Any], tuple[object, ...]]:
@@ -54,29 +55,55 @@ def _listed(names: list[str]) -> str:
     return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
 
 
+@overload
+def record(cls: type[T], /) -> type[T]: ...
+
+
+@overload
+def record(*, frozen: bool = True, kw_only: bool = True) -> Callable[[type[T]], type[T]]: ...
+
+
 @dataclass_transform(
     kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,)
 )
-def record(cls: type[T]) -> type[T]:
-    """`cls` as `@dataclass(frozen=True, slots=True, kw_only=True)` would make it."""
+def record(
+    cls: type[T] | None = None, /, *, frozen: bool = True, kw_only: bool = True
+) -> type[T] | Callable[[type[T]], type[T]]:
+    """`cls` as `@dataclass(frozen=..., slots=True, kw_only=...)` would make it (frozen
+    and keyword-only unless told otherwise), without generated code."""
+    if cls is None:
+        return lambda cls: _record(cls, frozen=frozen, kw_only=kw_only)
+    return _record(cls, frozen=frozen, kw_only=kw_only)
+
+
+def _record(cls: type[T], *, frozen: bool, kw_only: bool) -> type[T]:
     if not cls.__dict__.get("__doc__"):
         # dataclass would write one from the signature; ours is not that signature.
         raise TypeError(f"{cls.__qualname__}: a record needs a docstring")
-    table: Any = dataclasses.dataclass(slots=True, kw_only=True, init=False, repr=False, eq=False)(
-        cls
-    )
+    own = {name for name in _OWN_METHODS if name in cls.__dict__}
+    if own:
+        # dataclass keeps a class's own methods (and refuses a frozen one's __setattr__);
+        # no record needs that, so none is written for it.
+        raise TypeError(f"{cls.__qualname__}: a record writes {', '.join(sorted(own))} itself")
+    table: Any = dataclasses.dataclass(
+        slots=True, kw_only=kw_only, init=False, repr=False, eq=False
+    )(cls)
     fields = dataclasses.fields(table)
     plan: list[tuple[str, int, Any]] = []
+    unset: list[tuple[str, int, Any]] = []  # init=False fields that have a default
     for f in fields:
-        if not f.init:
-            raise TypeError(f"{table.__qualname__}.{f.name}: a record's fields are all in __init__")
         if f.default is not dataclasses.MISSING:
-            plan.append((f.name, _DEFAULT, f.default))
+            kind, default = _DEFAULT, f.default
         elif f.default_factory is not dataclasses.MISSING:
-            plan.append((f.name, _FACTORY, f.default_factory))
+            kind, default = _FACTORY, f.default_factory
         else:
-            plan.append((f.name, _REQUIRED, None))
-    names = frozenset(f.name for f in fields)
+            kind, default = _REQUIRED, None
+        if f.init:
+            plan.append((f.name, kind, default))
+        elif kind != _REQUIRED:
+            unset.append((f.name, kind, default))
+    names = frozenset(name for name, _, _ in plan)
+    positional = () if kw_only else tuple(name for name, _, _ in plan)
     every = _values(tuple(f.name for f in fields))
     compared = _values(tuple(f.name for f in fields if f.compare))
     hashed = _values(tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash)))
@@ -85,8 +112,28 @@ def record(cls: type[T]) -> type[T]:
     post_init = hasattr(table, "__post_init__")
     qualname = table.__qualname__
     set_field = object.__setattr__
+    argument = "keyword-only argument" if kw_only else "positional argument"
+    # Python's wording when too many are given: self counts, defaults make a range.
+    required = 1 + sum(kind == _REQUIRED for _, kind, _ in plan[: len(positional)])
+    takes = (
+        f"{len(positional) + 1}"
+        if required == len(positional) + 1
+        else (f"from {required} to {len(positional) + 1}")
+    )
 
-    def __init__(self: Any, **given: Any) -> None:
+    def __init__(self: Any, *args: Any, **given: Any) -> None:
+        if args:
+            if len(args) > len(positional):
+                raise TypeError(
+                    f"{qualname}.__init__() takes {takes} positional "
+                    f"argument{'s' if positional else ''} but {len(args) + 1} were given"
+                )
+            for name, value in zip(positional, args, strict=False):
+                if name in given:
+                    raise TypeError(
+                        f"{qualname}.__init__() got multiple values for argument {name!r}"
+                    )
+                given[name] = value
         if not given.keys() <= names:
             unknown = min(given.keys() - names)
             raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument {unknown!r}")
@@ -102,9 +149,11 @@ def record(cls: type[T]) -> type[T]:
                 missing.append(name)
         if missing:
             raise TypeError(
-                f"{qualname}.__init__() missing {len(missing)} required keyword-only "
-                f"argument{'s' if len(missing) > 1 else ''}: {_listed(missing)}"
+                f"{qualname}.__init__() missing {len(missing)} required "
+                f"{argument}{'s' if len(missing) > 1 else ''}: {_listed(missing)}"
             )
+        for name, kind, default in unset:
+            set_field(self, name, default if kind == _DEFAULT else default())
         if post_init:
             self.__post_init__()
 
@@ -133,8 +182,12 @@ def record(cls: type[T]) -> type[T]:
         for f, value in zip(fields, state, strict=True):
             set_field(self, f.name, value)
 
-    methods = (__init__, __repr__, __eq__, __hash__, __setattr__, __delattr__)
-    for method in (*methods, __getstate__, __setstate__):
+    methods: tuple[Any, ...] = (__init__, __repr__, __eq__)
+    if frozen:
+        methods += (__hash__, __setattr__, __delattr__, __getstate__, __setstate__)
+    else:
+        table.__hash__ = None  # as dataclass: a mutable class that compares is unhashable
+    for method in methods:
         method.__qualname__ = f"{qualname}.{method.__name__}"
         setattr(table, method.__name__, method)
     return table  # type: ignore[no-any-return]

@@ -97,20 +97,58 @@ def test_the_reply_tables_are_records() -> None:
     assert pickle.loads(pickle.dumps(GMAIL)) == GMAIL  # module-level: picklable
 
 
-def test_a_record_refuses_what_it_cannot_make_as_dataclass_would() -> None:
+def test_a_record_needs_a_docstring() -> None:
     with pytest.raises(TypeError, match="docstring"):
 
         @record
         class Undocumented:
             a: int = 0
 
-    with pytest.raises(TypeError, match="all in __init__"):
 
-        @record
-        class Hidden:
-            """A field outside __init__."""
+def _log(decorate: Any) -> Any:
+    class Log:
+        """Positional fields, one outside __init__ (as `MessageLog`, `Accounts`)."""
 
-            a: int = dataclasses.field(default=0, init=False)
+        limit: int
+        name: str = "log"
+        items: list[str] = dataclasses.field(default_factory=list)
+        arrived: int = dataclasses.field(default=0, init=False)
+        seen: list[str] = dataclasses.field(default_factory=list, init=False)
+
+    return decorate(Log)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_positional_record_behaves_as_the_generated_dataclass(frozen: bool) -> None:
+    ours = _log(record(frozen=frozen, kw_only=False))
+    theirs = _log(dataclasses.dataclass(frozen=frozen, slots=True))
+    for cls in (ours, theirs):
+        made = cls(5, "n", ["a"])
+        assert (made.limit, made.name, made.items, made.arrived, made.seen) == (
+            5,
+            "n",
+            ["a"],
+            0,
+            [],
+        )
+        assert not hasattr(made, "never")  # no default: left unset, as dataclass does
+        assert cls(5).seen is not cls(5).seen
+        assert made == cls(limit=5, name="n", items=["a"])
+        if frozen:
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                made.name = "x"
+        else:
+            made.arrived = 3
+            assert made.arrived == 3
+            assert cls.__hash__ is None
+    assert repr(ours(5)) == repr(theirs(5)).replace(theirs.__qualname__, ours.__qualname__)
+    for bad in ((), (1, "n", [], 4), (1,)):
+        kwargs = {"limit": 2} if len(bad) == 1 else {}
+        with pytest.raises(TypeError) as caught_ours:
+            ours(*bad, **kwargs)
+        with pytest.raises(TypeError) as caught_theirs:
+            theirs(*bad, **kwargs)
+        assert str(caught_ours.value).split("()")[1] == str(caught_theirs.value).split("()")[1]
 
 
 def _lazy_pair(**params: Any) -> tuple[Any, Any]:
@@ -190,3 +228,16 @@ def test_a_lazy_dataclass_generates_its_code_once_at_first_use() -> None:
     assert generated is not stub and generated.__code__.co_name == "__init__"
     lazy(tag="u")
     assert lazy.__dict__["__init__"] is generated
+
+
+def test_a_record_refuses_a_class_with_its_own_generated_method() -> None:
+    with pytest.raises(TypeError, match="__repr__"):
+
+        @record
+        class Shown:
+            """Its own repr."""
+
+            a: int = 0
+
+            def __repr__(self) -> str:
+                return "mine"

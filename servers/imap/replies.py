@@ -14,7 +14,7 @@ stamp), ``{command}`` (``LOGIN`` or ``AUTHENTICATE``) and ``{limit}``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from mailharness.servers.personality import PERSONALITIES, pick
 from mailharness.servers.records import record
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class Reply:
     """A response code (or None) and its human text."""
 
