@@ -221,6 +221,10 @@ def lazy_dataclass(
             if name not in ("__dict__", "__weakref__")
         }
         documented = bool(cls.__dict__.get("__doc__"))  # else dataclass writes one, below
+        if not documented:
+            # Else dataclass asks inspect for the signature of an __init__ that is not
+            # there yet, which parses object's text signature (~5 ms); ours is below.
+            cls.__doc__ = cls.__name__
         made: Any = dataclasses.dataclass(
             init=False, repr=False, eq=False, slots=slots, kw_only=kw_only
         )(cls)
