@@ -240,7 +240,9 @@ def lazy_dataclass(
             real: Any = dataclasses.dataclass(frozen=frozen, kw_only=kw_only, eq=eq, repr=repr)(
                 shadow
             )
-            for name in stubs:
+            # __init__ last: once it is replaced, every method is (see the check above),
+            # so a thread that finds it replaced never calls a stub again.
+            for name in sorted(stubs, key=lambda name: name == "__init__"):
                 setattr(made, name, real.__dict__[name])
 
         def stub(name: str) -> Callable[..., Any]:
