@@ -111,10 +111,15 @@ class ServerCert:
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> Path:
+    # Bare fd calls: `serve` writes ~20 of these before its greeting (issue 13).
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, mode)  # O_CREAT's mode is masked by umask; be exact
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask; be exact
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     return path
 
 
