@@ -17,7 +17,11 @@ shared machine hits all of them), and the figure is the median over rounds:
 Ratios are Dovecot's time over ours (higher is better; 1.0x = as fast as Dovecot), and
 the per-round ratios are printed so the spread is visible.
 
-Usage: .venv/bin/python bench/bench_startup.py [--rounds 15] [--json]
+Usage: .venv/bin/python bench/bench_startup.py [--rounds 15] [--json] [--baseline DIR]
+
+`--baseline DIR` adds the same two plaintext rows for another installed copy, interleaved
+with ours (DIR holds its `mailharness` script, e.g. a venv's bin/ with an older checkout
+installed): a before/after in one run, which a loaded machine's drift cannot skew.
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ def _read_greeting(address: tuple[str, int]) -> bytes:
     return data
 
 
-def _mailharness() -> str:
-    exe = Path(sys.executable).with_name("mailharness")
+def _mailharness(bin_dir: Path | None = None) -> str:
+    exe = (bin_dir or Path(sys.executable).parent) / "mailharness"
     if not exe.exists():
         raise SystemExit(f"{exe} not found: install the package into this venv first")
     return str(exe)
@@ -83,11 +87,13 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def ours_seconds(scenario: str, security: str = "none") -> float:
+def ours_seconds(
+    scenario: str, security: str = "none", bin_dir: Path | None = None, label: str = ""
+) -> float:
     """Spawn `mailharness serve`, read its port, read the IMAP greeting; then stop it."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [_mailharness(), "serve", "--scenario", scenario, "--json"],
+        [_mailharness(bin_dir), "serve", "--scenario", scenario, "--json"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         env=_child_env(),
@@ -103,7 +109,7 @@ def ours_seconds(scenario: str, security: str = "none") -> float:
         )
         _read_greeting((endpoint["host"], endpoint["port"]))
         took = time.perf_counter() - started
-        CPU.setdefault(Path(scenario).stem, []).append(_cpu_seconds(proc.pid) * 1000)
+        CPU.setdefault(label + Path(scenario).stem, []).append(_cpu_seconds(proc.pid) * 1000)
         return took
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -144,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--json", action="store_true", help="print the medians as one JSON line")
     parser.add_argument("--no-dovecot", action="store_true")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, metavar="DIR", help="another copy's bin dir"
+    )
     args = parser.parse_args(argv)
     imap_only = Path(tempfile.mkdtemp(prefix="bench-startup-")) / "imap-only.toml"
     # Dovecot's row serves IMAP alone, in plaintext: this is ours configured the same.
@@ -154,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         "ours, healthy (TLS listeners)": lambda: ours_seconds("healthy", "starttls"),
         "in-process MailServer.start()": in_process_seconds,
     }
+    if args.baseline is not None:
+        base = args.baseline
+        contenders["baseline, IMAP only"] = lambda: ours_seconds(
+            str(imap_only), bin_dir=base, label="baseline "
+        )
+        contenders["baseline, plaintext-only"] = lambda: ours_seconds(
+            "plaintext-only", bin_dir=base, label="baseline "
+        )
     if not args.no_dovecot:
         contenders["Dovecot 2.3 (dovecot -F)"] = dovecot_seconds
     # One warm-up of each: page cache, pyc files, Dovecot's binaries.

@@ -23,7 +23,6 @@ import dataclasses
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ from mailharness.servers.imap import IMAPServer
 from mailharness.servers.imap.store import MailStore, RawMessage, StoredMessage
 from mailharness.servers.imap.store.messages import to_message_bytes
 from mailharness.servers.listeners import Endpoint, Security
+from mailharness.servers.records import record
 from mailharness.servers.smtp.capture import MessageLog
 from mailharness.servers.smtp.settings import SMTPSettings
 from mailharness.servers.transcript import TranscriptLog
@@ -57,7 +57,7 @@ Listen = Callable[[str, Bind, tuple[Security, ...]], Awaitable[tuple[Endpoint, .
 BindServer = Callable[["IMAPServer | SMTPServer", Security, bool, int], Awaitable[Endpoint]]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Shared:
     """What `MailServer` owns and every backend serves from; it outlives a backend's run."""
 
@@ -76,7 +76,7 @@ class Shared:
     internal: list[tuple[str, Endpoint]]
 
 
-@dataclass(slots=True)
+@record(frozen=False, kw_only=False)
 class LiveServers:
     """Our own servers behind the listeners: settings a test may switch while they run."""
 

@@ -13,20 +13,23 @@ and clients, PEM files for Dovecot, curl, openssl and swaks.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import ipaddress
+import json
 import os
 import shutil
 import ssl
 import tempfile
 import threading
+import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailharness.servers.errors import parse_choice
+from mailharness.servers.records import record
 from mailharness.servers.tlsversions import MODERN, limit_versions
 
 # trustme and cryptography cost ~30-50 ms to import: a server without TLS never needs
@@ -37,6 +40,13 @@ if TYPE_CHECKING:
 
 # What a cache of the CA and its `trusted` leaf holds (see `MailCA(cache=...)`).
 _CACHE_FILES = ("ca.pem", "ca.key", "trusted.crt", "trusted.key")
+# The other leaves (and the issuers `cas()` names) in a cache, in one JSON file replaced
+# whole, so a reader never pairs one process's leaf with another's key.
+_VARIANTS_FILE = "variants.json"
+# Cached leaves are made again after this long: `not-yet-valid` turns valid 30 days after
+# it was made, and must never be served valid. (`expired` stays expired; the CA and the
+# `trusted` leaf are trustme's, valid until the year 3000.)
+_VARIANTS_MAX_AGE = 7 * 24 * 3600.0
 
 
 def default_cache_dir() -> Path:
@@ -77,7 +87,16 @@ class CertVariant(enum.Enum):
         return parse_choice(cls, value, field)
 
 
-@dataclass(frozen=True, slots=True)
+# The variants whose issuer is not our CA, and the file `cas()` names it by.
+_ISSUER_FILES = {
+    CertVariant.UNKNOWN_CA: OTHER_CA_FILE,
+    CertVariant.MISSING_INTERMEDIATE: INTERMEDIATE_CA_FILE,
+}
+# A leaf as made: its chain (leaf first), its key, and its issuer when that is not ours.
+_Leaf = tuple[bytes, bytes, bytes | None]
+
+
+@record(kw_only=False)
 class ServerCert:
     """What a server presents: the chain it sends (leaf first) and its private key."""
 
@@ -92,10 +111,15 @@ class ServerCert:
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> Path:
+    # Bare fd calls: `serve` writes ~20 of these before its greeting (issue 13).
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, mode)  # O_CREAT's mode is masked by umask; be exact
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask; be exact
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     return path
 
 
@@ -168,8 +192,10 @@ class MailCA:
 
     `cache`: a private directory (0700, ours, files 0600) that keeps the CA and its
     `trusted` leaf between processes, so a `mailharness serve` that finds them there
-    starts without importing trustme or cryptography (~40 ms) or making keys. A cache
-    dir that is not ours or is open to others is ignored (and never written).
+    starts without importing trustme or cryptography (~40 ms) or making keys. The other
+    variants are kept there too once one is asked for (`cas()` asks for all), made again
+    after `_VARIANTS_MAX_AGE`. A cache dir that is not ours or is open to others is
+    ignored (and never written).
     """
 
     def __init__(
@@ -193,6 +219,7 @@ class MailCA:
         self._cache = None if cache is None else Path(cache)
         self._cache_files: dict[str, bytes] | None = None
         self._cache_read = False
+        self._cached_leaves: dict[str, _Leaf] | None = None
 
     def _cached(self) -> dict[str, bytes] | None:
         """The cache's CA and `trusted` leaf, read once; None without a usable cache."""
@@ -256,13 +283,44 @@ class MailCA:
         return cached
 
     def _issue(self, variant: CertVariant) -> tuple[bytes, bytes]:
-        if variant is CertVariant.TRUSTED and self._cache is not None:
+        made = self._from_cache(variant) if self._cache is not None else None
+        chain, key, issuer = self._make(variant) if made is None else made
+        if issuer is not None:
+            self._other_cas[_ISSUER_FILES[variant]] = _write_private(
+                self.directory / _ISSUER_FILES[variant], issuer, 0o644
+            )
+        return chain, key
+
+    def _from_cache(self, variant: CertVariant) -> _Leaf | None:
+        """The variant's leaf from the cache, filling the cache first if it has none."""
+        if variant is CertVariant.TRUSTED:
             files = self._cached()
             if files is None:
                 _ = self._ca  # makes the CA and its trusted leaf, and keeps them
                 files = self._cached()
-            if files is not None:
-                return files["trusted.crt"], files["trusted.key"]
+            return None if files is None else (files["trusted.crt"], files["trusted.key"], None)
+        if self._cached_leaves is None:
+            files = self._cached()
+            leaves = None if files is None else _read_variants(self._cache, files["ca.pem"])
+            if leaves is None:
+                leaves = {v.value: self._make(v) for v in CertVariant if v in _VARIANTS}
+                self._keep_variants(leaves)
+            self._cached_leaves = leaves
+        return self._cached_leaves[variant.value]
+
+    def _keep_variants(self, leaves: dict[str, _Leaf]) -> None:
+        """Write `leaves` to the cache, if the cache's CA is the one that signed them (a
+        process that lost the race to fill the cache signs with its own)."""
+        cache = self._cache
+        try:
+            if cache is None or (cache / "ca.pem").read_bytes() != self.ca_pem:
+                return
+            if _private_dir(cache):
+                _write_variants(cache, self.ca_pem, leaves)
+        except OSError:
+            pass  # a cache we cannot write is no error: the next start makes them again
+
+    def _make(self, variant: CertVariant) -> _Leaf:
         now = dt.datetime.now(dt.UTC)
         ca = self._ca
         if variant is CertVariant.TRUSTED:
@@ -272,8 +330,9 @@ class MailCA:
             import trustme
 
             other = trustme.CA(organization_name="some other CA")
-            self._keep_ca(OTHER_CA_FILE, other.cert_pem.bytes())
             leaf = other.issue_cert(*SERVER_IDENTITIES)
+            chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+            return chain, leaf.private_key_pem.bytes(), other.cert_pem.bytes()
         elif variant is CertVariant.EXPIRED:
             leaf = ca.issue_cert(
                 *SERVER_IDENTITIES,
@@ -290,23 +349,21 @@ class MailCA:
             leaf = ca.issue_cert(WRONG_HOST)
         elif variant is CertVariant.MISSING_INTERMEDIATE:
             intermediate = ca.create_child_ca()
-            self._keep_ca(INTERMEDIATE_CA_FILE, intermediate.cert_pem.bytes())
             leaf = intermediate.issue_cert(*SERVER_IDENTITIES)
             # Send the leaf alone: the intermediate is what the client is missing.
-            return leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes()
+            chain, key = leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes()
+            return chain, key, intermediate.cert_pem.bytes()
         elif variant is CertVariant.SELF_SIGNED:
-            return _custom_leaf(rsa_bits=None, issuer_cert_pem=None, issuer_key_pem=None)
+            return (*_custom_leaf(rsa_bits=None, issuer_cert_pem=None, issuer_key_pem=None), None)
         else:  # CertVariant.WEAK_KEY
-            return _custom_leaf(
+            chain, key = _custom_leaf(
                 rsa_bits=WEAK_RSA_BITS,
                 issuer_cert_pem=self.ca_pem,
                 issuer_key_pem=ca.private_key_pem.bytes(),
             )
+            return chain, key, None
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-        return chain, leaf.private_key_pem.bytes()
-
-    def _keep_ca(self, name: str, pem: bytes) -> None:
-        self._other_cas[name] = _write_private(self.directory / name, pem, 0o644)
+        return chain, leaf.private_key_pem.bytes(), None
 
     def cas(self) -> dict[str, Path]:
         """Every CA a client may be told to trust, by what it is (issues every variant).
@@ -395,6 +452,59 @@ def _private_dir(path: Path, others: int = 0o077) -> bool:
     except OSError:
         return False
     return st.st_uid == os.getuid() and (st.st_mode & (0o7000 | others)) == 0 and path.is_dir()
+
+
+# The variants kept in `_VARIANTS_FILE` (the trusted leaf has its own files).
+_VARIANTS = tuple(v for v in CertVariant if v is not CertVariant.TRUSTED)
+
+
+def _read_variants(cache: Path | None, ca_pem: bytes) -> dict[str, _Leaf] | None:
+    """The cached variant leaves, if they are there, signed by `ca_pem`'s CA and fresh."""
+    if cache is None or not _private_dir(cache):
+        return None
+    try:
+        data = json.loads((cache / _VARIANTS_FILE).read_bytes())
+        if data["ca"] != ca_pem.decode() or not (
+            0 <= time.time() - data["made"] < _VARIANTS_MAX_AGE
+        ):
+            return None
+        return {
+            v.value: (
+                data["leaves"][v.value]["chain"].encode(),
+                data["leaves"][v.value]["key"].encode(),
+                None
+                if data["leaves"][v.value]["issuer"] is None
+                else data["leaves"][v.value]["issuer"].encode(),
+            )
+            for v in _VARIANTS
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_variants(cache: Path, ca_pem: bytes, leaves: dict[str, _Leaf]) -> None:
+    """Replace the cache's variants file whole (a private temp file renamed over it)."""
+    data = {
+        "made": time.time(),
+        "ca": ca_pem.decode(),
+        "leaves": {
+            name: {
+                "chain": chain.decode(),
+                "key": key.decode(),
+                "issuer": None if issuer is None else issuer.decode(),
+            }
+            for name, (chain, key, issuer) in leaves.items()
+        },
+    }
+    fd, staging = tempfile.mkstemp(prefix=".variants-", dir=cache)
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: 0600 already
+            json.dump(data, f)
+        os.replace(staging, cache / _VARIANTS_FILE)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
 
 
 def _read_cache(cache: Path) -> dict[str, bytes] | None:

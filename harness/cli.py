@@ -34,22 +34,34 @@ SIGUSR1 prints a status line to stderr; SIGUSR2 is logged and ignored.
 from __future__ import annotations
 
 import argparse
-import json
+import gc
+import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from mailharness.catalog import CATALOG
-from mailharness.ctl import add_parser as add_ctl_parser
-from mailharness.ctl import run as run_ctl
-from mailharness.scenarios import Family
-from mailharness.serve import Serve, ServeOptions, parse_port_flags
-from mailharness.server import BACKENDS
 from mailharness.servers.errors import MailharnessError
 from mailharness.servers.personality import PERSONALITIES
 
+# Subcommands defined beside what they run: name -> (module, one-line help). The module's
+# `add_arguments(parser)` fills the parser and sets `run` on the namespace. A module is
+# imported only when its command is the one run (probe alone pulls in cryptography):
+# `serve` must reach its greeting without them (issue 13).
+TOOLS: dict[str, tuple[str, str]] = {
+    "ctl": ("mailharness.ctl", "control a running `serve --api`"),
+    "probe": ("mailharness.probe", "diagnose an IMAP and/or SMTP server, real or fake"),
+    "matrix": ("mailharness.matrix", "run the probe or your connector against every scenario"),
+}
 
-def _parser() -> argparse.ArgumentParser:
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand argparse will pick: the first argument that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; the arguments of TOOLS only for `command` (all when None)."""
+    from mailharness.server import BACKENDS  # serve needs it anyway; tools may not
+
     parser = argparse.ArgumentParser(
         prog="mailharness", description="Fake mail servers for testing inbox connectors."
     )
@@ -140,23 +152,32 @@ def _parser() -> argparse.ArgumentParser:
         help="run on uvloop (the `fast` extra) for throughput; only for scenarios with "
         "plaintext listeners alone and no faults (others stay on asyncio's loop)",
     )
-    add_ctl_parser(commands)
+    _add_tool(commands, "ctl", command)
     listing = commands.add_parser("scenarios", help="list the scenario catalog")
     listing.add_argument("--family", default=None, help="only this family")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    _add_tools(commands)
+    _add_tool(commands, "probe", command)
+    _add_tool(commands, "matrix", command)
     return parser
 
 
-def _add_tools(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Subcommands that live beside what they run: each sets `run` on its namespace."""
-    from mailharness import matrix, probe
-
-    probe.add_cli(commands)
-    matrix.add_cli(commands)
+def _add_tool(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    command: str | None,
+) -> None:
+    module, help_text = TOOLS[name]
+    tool = commands.add_parser(name, help=help_text)
+    if command is None or command == name:
+        importlib.import_module(module).add_arguments(tool)
 
 
 def list_scenarios(args: argparse.Namespace) -> int:
+    import json
+
+    from mailharness.catalog import CATALOG
+    from mailharness.scenarios import Family
+
     chosen = CATALOG.values() if args.family is None else CATALOG.family(args.family)
     if args.json:
         for s in chosen:
@@ -186,6 +207,10 @@ def list_scenarios(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mailharness.serve import Serve, ServeOptions, parse_port_flags
+
     fronts = tuple(f.strip() for f in args.fronts.split(",") if f.strip()) if args.fronts else ()
     options = ServeOptions(
         host=args.host,
@@ -211,14 +236,26 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    command = _command(arguments)
+    # Loading a command allocates thousands of long-lived objects (classes, functions, the
+    # catalog) and next to no garbage: the cyclic collector would run dozens of times for
+    # nothing before serve's greeting (~5 ms, issue 13). It is on again before the
+    # command runs.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        args = _parser(command).parse_args(arguments)
+        if args.command == "serve":
+            import mailharness.serve  # noqa: F401 - loaded here, with the collector off
+    finally:
+        if collecting:
+            gc.enable()
     try:
         if args.command == "serve":
             return serve(args)
         if args.command == "scenarios":
             return list_scenarios(args)
-        if args.command == "ctl":
-            return run_ctl(args)
         if hasattr(args, "run"):
             return int(args.run(args))
     except MailharnessError as error:

@@ -678,7 +678,9 @@ class ControlAPI:
 
     def __init__(self, serve: Serve, *, host: str, port: int = 0) -> None:
         self.serve = serve
-        self.token = secrets.token_urlsafe(24)
+        # Hex, not urlsafe base64: a token starting with "-" (1 in 64 of those) reads as an
+        # option to `mailharness ctl --token TOKEN` and to most other command lines.
+        self.token = secrets.token_hex(24)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server_class = type("_Bound", (_HTTPServer,), {"address_family": family})
         self._http: _HTTPServer = server_class((host, port), _Handler)

@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mailharness.control import default_state_file
 from mailharness.servers.errors import ConfigError
 
 # Long enough for a reset of a Dovecot backend on a loaded machine.
 REQUEST_TIMEOUT = 30.0
 
 
-def add_parser(commands: Any) -> None:
-    ctl = commands.add_parser("ctl", help="control a running `serve --api`")
+def add_arguments(ctl: argparse.ArgumentParser) -> None:
+    """The `ctl` subcommand's arguments (harness/cli.py makes its parser)."""
+    ctl.set_defaults(run=run)
     ctl.add_argument("--state", default=None, help="serve's state file (default: see docs)")
     ctl.add_argument("--url", default=None, help="the API's URL (instead of the state file)")
     ctl.add_argument("--token", default=None, help="the API's bearer token (with --url)")
@@ -172,6 +172,8 @@ def locate(args: argparse.Namespace) -> tuple[str, str]:
         if args.token is None:
             raise ConfigError("--url needs --token (serve prints it in --json and its state file)")
         return args.url.rstrip("/"), args.token
+    from mailharness.control import default_state_file  # control imports the whole server
+
     path = Path(args.state) if args.state else default_state_file()
     try:
         state = json.loads(path.read_text())

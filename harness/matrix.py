@@ -488,14 +488,12 @@ class _Progress:
             self.stream.flush()
 
 
-def add_cli(commands: Any) -> None:
-    """The `matrix` subcommand on `mailharness`'s parser."""
-    parser = commands.add_parser(
-        "matrix",
-        help="run the probe or your connector against every scenario",
-        description="Serve each scenario in turn and judge each client case with the probe "
+def add_arguments(parser: Any) -> None:
+    """The `matrix` subcommand's arguments (harness/cli.py makes its parser)."""
+    parser.description = (
+        "Serve each scenario in turn and judge each client case with the probe "
         "or a connector command (placeholders {host} {port} {security} {user} {password}...; "
-        "see docs/probe.md). Exit 0 when every case passes, 1 on any mismatch.",
+        "see docs/probe.md). Exit 0 when every case passes, 1 on any mismatch."
     )
     parser.add_argument(
         "--backend", default="fake", choices=BACKENDS, help="who serves the mail (fake)"

@@ -630,16 +630,13 @@ def parse_listener(protocol: str, text: str) -> tuple[str, int, Security]:
     return found["v6"] or found["host"], port, Security.parse(security, f"--{protocol} security")
 
 
-def add_cli(commands: Any) -> None:
-    """The `probe` subcommand on `mailharness`'s parser (kept here, beside what it runs)."""
-    import argparse
-
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "probe",
-        help="diagnose an IMAP and/or SMTP server, real or fake",
-        description="Connect as a connector would, time each step, scan TLS, and say in one "
+def add_arguments(parser: Any) -> None:
+    """The `probe` subcommand's arguments (kept here, beside what it runs; harness/cli.py
+    makes its parser)."""
+    parser.description = (
+        "Connect as a connector would, time each step, scan TLS, and say in one "
         "code what is wrong. Exit 0 when every probed listener works, 1 when one fails, 2 on "
-        "bad arguments.",
+        "bad arguments."
     )
     parser.add_argument(
         "--imap", metavar="HOST:PORT[/SEC]", help="IMAP listener, e.g. 127.0.0.1:993"

@@ -8,11 +8,11 @@ imaplib and smtplib): the scenario catalog states its expectations in these, and
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from mailharness.servers.accounts import User
 from mailharness.servers.errors import choice_error
+from mailharness.servers.records import record
 from mailharness.servers.tlsversions import TLSProtocol, limit_versions
 
 # The name a connector puts in its settings: our leaves cover it (and 127.0.0.1, ::1).
@@ -23,7 +23,7 @@ TLS_MODES = ("default", "legacy", "tls1.0-only")
 WRONG_SECRET = "not-the-password"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ClientProfile:
     """How the connector is configured; each field is a setting a user can change.
 
@@ -77,7 +77,7 @@ class ClientProfile:
         return f"user={user.login}\x01auth=Bearer {self.credential(user)}\x01\x01".encode()
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class Outcome:
     """Where a journey stopped and what Python said there.
 

@@ -19,7 +19,6 @@ import enum
 import inspect
 import re
 import sys
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -177,6 +176,8 @@ def load_toml(path: str | Path, catalog: Mapping[str, Scenario]) -> Scenario:
     Every unknown field, and every value of the wrong type, is an error naming the
     field and what is allowed (docs/scenario-files.md lists them all).
     """
+    import tomllib  # imported by a file's first load: a catalog scenario needs none
+
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from mailharness.certs import MailCA
@@ -25,6 +25,7 @@ from mailharness.profiles import ClientProfile, Outcome
 from mailharness.server import MailConfig, MailServer
 from mailharness.servers.errors import ConfigError, choice_error, parse_choice
 from mailharness.servers.listeners import Security
+from mailharness.servers.records import record
 
 BACKENDS = ("fake", "dovecot", "docker")
 
@@ -41,7 +42,7 @@ class Family(enum.Enum):
     ACCESS = "access"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Expect:
     """What a client configured as `client` sees on one listener.
 
@@ -68,7 +69,7 @@ class Expect:
         return " ".join(parts) + f" -> {self.outcome}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Scenario:
     """One named, reproducible server condition; vary with `dataclasses.replace`."""
 

@@ -17,14 +17,15 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from mailharness.servers.errors import ConfigError
-from mailharness.servers.faults import FaultFront, Refuse
+from mailharness.servers.faults import Refuse
+from mailharness.servers.records import record
 
 if TYPE_CHECKING:
     from mailharness.server import MailServer
+    from mailharness.servers.faults import FaultFront  # the proxy: loaded with a front
 
 
 def _positive(owner: object, *names: str) -> None:
@@ -36,7 +37,7 @@ def _positive(owner: object, *names: str) -> None:
             )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Flap:
     """An unstable server: `listeners` accept for `up_seconds`, then refuse
     (ConnectionRefusedError, port still bound) for `down_seconds`, and again.
@@ -57,7 +58,7 @@ class Flap:
         _positive(self, "up_seconds", "down_seconds")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MaintenanceWindow:
     """Recurring outages: every `every_seconds`, for `lasts_seconds`, new connections
     are greeted IMAP `* BYE [UNAVAILABLE] Server down for maintenance` and SMTP
@@ -78,7 +79,7 @@ class MaintenanceWindow:
             )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Shutdown:
     """The server goes away mid-session: every `every_seconds`, each open session is
     told `* BYE Server shutting down.` / `421 4.3.2 Shutting down` and closed; new
@@ -92,7 +93,7 @@ class Shutdown:
         _positive(self, "every_seconds")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MailboxChurn:
     """The mailbox changes under the client: every `every_seconds`, `mailbox` of
     every user gets a new UIDVALIDITY, so a session that has it selected is

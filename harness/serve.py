@@ -31,11 +31,10 @@ import socket
 import sys
 import threading
 import time
-import tomllib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +46,7 @@ from mailharness.scenarios import Scenario, with_personality
 from mailharness.server import BACKENDS, LISTENER_NAMES, MailConfig, MailServer
 from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.listeners import Security, require_loopback
+from mailharness.servers.records import record
 from mailharness.servers.smtp import CapturedMessage
 from mailharness.servers.transcript import Transcript, TranscriptEvent
 
@@ -63,7 +63,7 @@ MAX_QUEUED_LINES = 10_000
 WRITER_STOP_TIMEOUT = 2.0
 
 
-@dataclass(slots=True, kw_only=True)
+@record(frozen=False)
 class ServeOptions:
     """How to serve, apart from what: addresses, backend, fronts. CLI beats the file's table."""
 
@@ -144,7 +144,7 @@ def parse_port_flags(values: list[str]) -> dict[str, int]:
 
 
 # --- the scenario: a catalog name or a file with an optional [serve] table ---------------
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class Resolved:
     """A scenario to serve and where it came from (a file is reloaded on SIGHUP)."""
 
@@ -157,6 +157,8 @@ class Resolved:
 def resolve(name_or_path: str) -> Resolved:
     if not name_or_path.endswith(".toml"):
         return Resolved(CATALOG[name_or_path], ServeOptions())
+    import tomllib  # a catalog scenario needs no TOML parser
+
     path = Path(name_or_path)
     try:
         data = tomllib.loads(path.read_text())
@@ -525,7 +527,7 @@ def _who(transcript: Transcript) -> str:
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
-@dataclass(slots=True)
+@record(frozen=False, kw_only=False)
 class Running:
     """The server being served now and what it was built from (swapped on reload)."""
 

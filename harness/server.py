@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailharness.backends import Bind, DovecotMailBackend, LiveServers, Shared, make_backend
@@ -46,6 +46,7 @@ from mailharness.servers.listeners import (
     bind_loopback,
     require_loopback,
 )
+from mailharness.servers.records import record
 from mailharness.servers.settle import unsettled
 from mailharness.servers.smtp.capture import MAX_MESSAGES, CapturedMessage, MessageLog
 from mailharness.servers.smtp.settings import SMTPSettings
@@ -79,7 +80,7 @@ class NotApplicable(ConfigError):
     """This backend cannot serve this config; the message starts `not applicable:`."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MailConfig:
     """What to serve. Frozen; vary it with `dataclasses.replace`.
 
@@ -188,7 +189,7 @@ def _parse_listeners(name: str, value: object) -> tuple[Security, ...]:
     return listeners
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class ProtocolEndpoints:
     """The listeners of one protocol, by security: `server.smtp.starttls.port`.
 

@@ -11,13 +11,14 @@ import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from mailharness.servers.errors import ConfigError
 from mailharness.servers.ratelimit import RateLimit, TokenBuckets
+from mailharness.servers.records import lazy_dataclass, record
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class User:
     """One mailbox owner.
 
@@ -106,7 +107,7 @@ class AuthOutcome(enum.Enum):
     BACKEND_DOWN = "backend-down"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Lockout:
     """After `max_failures` failed logins of one account, refuse even the right password
     for `seconds` (counted from the last failure)."""
@@ -126,7 +127,7 @@ class Mechanism(enum.Enum):
     XOAUTH2 = "xoauth2"
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class AuthResult:
     outcome: AuthOutcome
     user: User | None = None
@@ -136,7 +137,7 @@ class AuthResult:
         return self.outcome is AuthOutcome.OK
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class AccountChange:
     """What one change did: users added or replaced (new state), users removed."""
 
@@ -146,7 +147,7 @@ class AccountChange:
     backend_down: bool | None = None
 
 
-@dataclass(slots=True)
+@record(frozen=False, kw_only=False)
 class Accounts:
     """Thread-safe user directory: tests change it from their thread, servers read it in theirs.
 

@@ -16,10 +16,10 @@ import socket
 import ssl
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
 from mailharness.servers.errors import ConfigError, forget_traceback, parse_choice
+from mailharness.servers.records import record
 
 DEFAULT_HOST = "127.0.0.1"
 # Connections the kernel queues before we accept them. 128 lost 0.3 % of greetings
@@ -94,7 +94,7 @@ class Security(enum.Enum):
 _OTHER_NAMES = {"plain": "none", "plaintext": "none", "ssl": "implicit", "ssl/tls": "implicit"}
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class Endpoint:
     """Where a client connects: what a connector's settings screen asks for."""
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from mailharness.servers.errors import ConfigError
+from mailharness.servers.records import record
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RateLimit:
     """At most `count` actions per `per_seconds`, per key."""
 
@@ -28,7 +29,7 @@ class RateLimit:
             raise ConfigError(f"rate limit per_seconds={self.per_seconds!r}: expected > 0")
 
 
-@dataclass(slots=True)
+@record(frozen=False, kw_only=False)
 class TokenBuckets:
     """One bucket per key; `take` spends a token if one is left. Thread-safe."""
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from mailharness.servers.errors import ConfigError
+from mailharness.servers.records import lazy_dataclass, record
 
 if TYPE_CHECKING:
     import asyncio
@@ -74,7 +75,7 @@ class LoginAttempt(NamedTuple):
     succeeded: bool  # False when refused or never answered
 
 
-@dataclass(slots=True)
+@lazy_dataclass(slots=True)
 class _Auth:
     """A SASL exchange in progress: which response comes next."""
 
@@ -357,7 +358,7 @@ def _assert_no_cleartext(transcripts: Iterable[Transcript]) -> None:
             )
 
 
-@dataclass(slots=True)
+@record(frozen=False, kw_only=False)
 class TranscriptLog:
     """The last `max_items` transcripts of one server, in connection order (a ring
     buffer: `dropped` counts those forgotten); safe to read from the test thread.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import smtplib
 import ssl
 import stat
@@ -228,3 +230,53 @@ def test_a_leaf_is_written_beside_its_ca() -> None:
         assert list(ca.directory.iterdir()) == []  # nothing made yet: no TLS, no cost
         ca.server_cert("expired")
         assert {p.name for p in ca.directory.iterdir()} == {"ca.pem", "expired.crt", "expired.key"}
+
+
+def test_a_cert_cache_keeps_every_variant_so_cas_needs_no_trustme(tmp_path: Path) -> None:
+    """`serve` publishes every CA (`cas()`), so it asks for every variant even with no TLS
+    listener: with a cache that costs neither trustme nor a key (issue 13)."""
+    cache = tmp_path / "certs"
+    with MailCA(cache=cache) as first:
+        made = {name: path.read_bytes() for name, path in first.cas().items()}
+        leaves = {v.value: first.server_cert(v).chain_pem.decode() for v in CertVariant}
+    assert stat.S_IMODE((cache / "variants.json").stat().st_mode) == 0o600
+    script = (
+        "import json, sys\n"
+        "from mailharness.certs import CertVariant, MailCA\n"
+        f"with MailCA(cache={str(cache)!r}) as ca:\n"
+        "    cas = {name: path.read_text() for name, path in ca.cas().items()}\n"
+        "    leaves = {v.value: ca.server_context(v) and ca.server_cert(v).chain_pem.decode()\n"
+        "              for v in CertVariant}\n"
+        "loaded = sorted(m for m in ('trustme', 'cryptography') if m in sys.modules)\n"
+        "print(json.dumps([cas, leaves, loaded]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    cas, cached_leaves, loaded = json.loads(result.stdout)
+    assert loaded == []
+    assert cas == {name: pem.decode() for name, pem in made.items()}
+    assert cached_leaves == leaves
+
+
+def test_cached_variants_are_remade_when_old_or_of_another_ca(tmp_path: Path) -> None:
+    """`not-yet-valid` must never turn valid in a cache: a week-old set is made again."""
+    cache = tmp_path / "certs"
+    with MailCA(cache=cache) as first:
+        old = first.server_cert("not-yet-valid").chain_pem
+    state = json.loads((cache / "variants.json").read_text())
+    state["made"] -= 8 * 24 * 3600
+    (cache / "variants.json").write_text(json.dumps(state))
+    with MailCA(cache=cache) as second:
+        renewed = second.server_cert("not-yet-valid").chain_pem
+        assert renewed != old
+        leaf = x509.load_pem_x509_certificate(renewed)
+        assert leaf.not_valid_before_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=29)
+        assert leaf.issuer == x509.load_pem_x509_certificate(second.ca_pem).subject
+    assert json.loads((cache / "variants.json").read_text())["made"] > state["made"]
+    state = json.loads((cache / "variants.json").read_text())
+    with MailCA() as other:
+        state["ca"] = other.ca_pem.decode()  # as if signed by a CA that lost the race
+    (cache / "variants.json").write_text(json.dumps(state))
+    with MailCA(cache=cache) as third:
+        assert third.server_cert("not-yet-valid").chain_pem != renewed

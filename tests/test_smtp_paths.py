@@ -7,7 +7,7 @@ from collections.abc import Callable
 from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mailharness.servers.smtp.server import _HarnessSMTP
+from mailharness.servers.smtp.session import _HarnessSMTP
 
 # Characters that matter to the parser: atext, dots, specials, blanks, comments, quotes.
 ALPHABET = 'ab.Z9_-+=@<>() \t"\\[]:,;é'

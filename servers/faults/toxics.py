@@ -17,10 +17,10 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from mailharness.servers.errors import ConfigError, choice_error
+from mailharness.servers.records import record
 from mailharness.servers.tlsversions import TLS_VERSIONS, TLSVersionName
 
 __all__ = [
@@ -90,7 +90,7 @@ def _count(field: str, value: object, *, minimum: int) -> None:
 # --- faults on the byte stream (live: they also act on open connections) -------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Latency:
     """Delay every chunk by ``ms`` (± uniform ``jitter_ms``) from the moment it arrived.
 
@@ -116,7 +116,7 @@ class Latency:
         _probability(self.probability)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Bandwidth:
     """Cap throughput at ``bytes_per_second`` per connection and direction.
 
@@ -136,7 +136,7 @@ class Bandwidth:
         _choice("direction", self.direction, DIRECTIONS)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class DropAfter:
     """Forward ``bytes`` more bytes, then close both sides with a FIN.
 
@@ -162,7 +162,7 @@ class DropAfter:
         _probability(self.probability)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class DropOnCommand:
     """Close the connection when a client line matches ``pattern`` (a bytes regex).
 
@@ -200,7 +200,7 @@ class DropOnCommand:
 # --- faults decided when a connection is accepted ------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Reset:
     """Accept, then close with SO_LINGER 0: the client reads ECONNRESET (errno 104).
 
@@ -221,7 +221,7 @@ class Reset:
         _number("after_seconds", self.after_seconds, minimum=0.0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Hang:
     """Accept and never greet: the client's read times out (a wedged server)."""
 
@@ -233,7 +233,7 @@ class Hang:
         _probability(self.probability)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SlowGreeting:
     """Hold the server's first bytes until ``seconds`` after accept (after any TLS handshake)."""
 
@@ -248,7 +248,7 @@ class SlowGreeting:
         _probability(self.probability)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Refuse:
     """Nothing listens: ``ConnectionRefusedError`` at once.
 
@@ -259,7 +259,7 @@ class Refuse:
     live: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class FirewallDrop:
     """SYNs go unanswered: the client's connect times out, as behind a dropping firewall.
 
@@ -282,7 +282,7 @@ def _parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         ) from None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Allowlist:
     """Only clients whose source address is in ``networks`` are served normally.
 
@@ -314,7 +314,7 @@ class Allowlist:
 ExcessReply = Callable[[str], bytes]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ConnectionCap:
     """At most ``max_total`` open connections, and ``per_source`` per client address.
 
@@ -343,7 +343,7 @@ class ConnectionCap:
             _choice("on_excess", self.on_excess, CAP_MODES)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class TLSVersion:
     """Terminate TLS at the front, offering exactly one protocol version.
 

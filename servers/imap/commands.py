@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailharness.servers.imap import message as mime
 from mailharness.servers.imap import mutf7
 from mailharness.servers.imap.protocol import Command
 from mailharness.servers.imap.responses import Status, Tagged
+from mailharness.servers.records import lazy_dataclass
 
 if TYPE_CHECKING:
     from mailharness.servers.imap.session import Session
@@ -36,24 +35,24 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class Delay:
     """Wait this long before going on (auth failure delay)."""
 
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class StartTLS:
     """Upgrade the connection now; the tagged OK has been sent."""
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class ReadLine:
     """Send the next bare client line (SASL response, DONE) back into the generator."""
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class Disconnect:
     """Close the connection after what was sent, and after `farewell` (an untagged BYE)."""
 
@@ -89,4 +88,6 @@ def mailbox_wire(name: str) -> bytes:
     wire = mutf7.encode(name)
     if wire and all(c in _ATOM_SAFE for c in wire):
         return wire.encode()
+    from mailharness.servers.imap import message as mime  # the MIME parser: after login
+
     return mime.quote(wire)

@@ -17,7 +17,7 @@ import binascii
 import codecs
 import quopri
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import NamedTuple
@@ -28,6 +28,7 @@ from mailharness.servers.imap.addresses import (
     parse_addresses,
     write_addresses,
 )
+from mailharness.servers.records import lazy_dataclass
 
 __all__ = [
     "Address",
@@ -118,7 +119,7 @@ def _split_message(raw: bytes) -> tuple[bytes, bytes]:
     return raw[: end + 4], raw[end + 4 :]
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class _Field:
     """One header field: lower-case name, original lines, unfolded value."""
 
@@ -369,7 +370,7 @@ def envelope(raw: bytes) -> bytes:
 # --------------------------------------------------------------------------- MIME tree
 
 
-@dataclass(slots=True)
+@lazy_dataclass(slots=True)
 class _Part:
     """One MIME entity as offsets into the one normalized message (never a copy per level).
 

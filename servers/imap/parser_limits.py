@@ -13,7 +13,8 @@ one process never see each other's. Code outside any server gets the defaults.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+
+from mailharness.servers.records import record
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -38,7 +39,7 @@ DEFAULT_MAX_MIME_PARTS = 10_000
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class ParserLimits:
     """The three limits; hashable, so parse caches key on them with the message."""
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
 
 from mailharness.servers.imap.replies import DOVECOT, Replies
+from mailharness.servers.records import lazy_dataclass
 
 __all__ = [
     "MAX_APPEND_BYTES",
@@ -107,7 +107,7 @@ class InputMode(enum.Enum):
     LINE = "line"
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class Command:
     """One complete client command with its literals already in place."""
 
@@ -123,7 +123,7 @@ class Command:
             raise ValueError("Command needs a tag and a name")
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class ContinuationRequest:
     """A synchronizing literal ``{n}`` arrived: send ``+`` before the client goes on."""
 
@@ -133,14 +133,14 @@ class ContinuationRequest:
     command: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class ClientLine:
     """A bare line read in :attr:`InputMode.LINE` (SASL response, IDLE's DONE)."""
 
     text: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class BadInput:
     """The peer broke the protocol; answer ``BAD`` (tag or ``*``) and go on.
 

@@ -14,9 +14,10 @@ stamp), ``{command}`` (``LOGIN`` or ``AUTHENTICATE``) and ``{limit}``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from mailharness.servers.personality import PERSONALITIES, pick
+from mailharness.servers.records import record
 
 __all__ = [
     "AUTH_SLOT",
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record(kw_only=False)
 class Reply:
     """A response code (or None) and its human text."""
 
@@ -47,8 +48,10 @@ class Reply:
 AUTH_SLOT = "{auth}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record  # a frozen dataclass, made without generated code (see records.py)
 class Replies:
+    """Every reply text and code of the IMAP server; vary with ``dataclasses.replace``."""
+
     #: ``* OK <greeting>``; may hold ``{ip}`` (the client's address).
     greeting: str = "Dovecot ready."
     #: Capabilities as a response code in the greeting and the login's tagged OK

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from mailharness.servers.records import lazy_dataclass
+
 __all__ = ["Continuation", "Status", "Tagged", "Untagged", "UntaggedStatus"]
 
 CRLF = b"\r\n"
@@ -32,7 +34,7 @@ def _status_line(status: Status, code: str | None, text: str) -> bytes:
     return line.encode("utf-8", "surrogateescape")
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class Tagged:
     """Completion of one command: ``a1 OK [CODE] text``."""
 
@@ -61,7 +63,7 @@ class UntaggedStatus:
         return b"* " + _status_line(self.status, self.code, self.text) + CRLF
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class Untagged:
     """Untagged data such as ``3 EXISTS`` or ``CAPABILITY ...`` (no ``* `` nor CRLF)."""
 
@@ -71,7 +73,7 @@ class Untagged:
         return b"* " + self.data + CRLF
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class Continuation:
     """``+ text``: go on sending (a literal, a SASL response, or IDLE's DONE)."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+
+from mailharness.servers.records import lazy_dataclass
 
 __all__ = [
     "LOGIN_PASSWORD_PROMPT",
@@ -25,7 +26,7 @@ LOGIN_USERNAME_PROMPT = "VXNlcm5hbWU6"
 LOGIN_PASSWORD_PROMPT = "UGFzc3dvcmQ6"
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class Credentials:
     login: str
     secret: str

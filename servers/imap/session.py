@@ -10,6 +10,9 @@ the unsolicited updates of the selected mailbox go out just before it.
 Login, TLS and IDLE handlers live here with the state they change; mailbox
 commands are in ``mailbox_commands``, selected-state ones in
 ``message_commands``; :data:`COMMANDS` maps every name to its handler.
+Those two modules (with FETCH, SEARCH, SORT, THREAD and NOTIFY beneath them) are
+imported when a client first sends one of their commands, not before the greeting
+(issue 13: they are a third of the core's import).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Generator
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from mailharness.servers.accounts import Accounts, AuthOutcome, AuthResult, Mechanism
 from mailharness.servers.errors import ConfigError
-from mailharness.servers.imap import mailbox_commands, message_commands, sasl
-from mailharness.servers.imap import message as mime
+from mailharness.servers.imap import sasl
 from mailharness.servers.imap.commands import (
     SYSTEM_FLAGS,
     CommandHandler,
@@ -34,8 +37,6 @@ from mailharness.servers.imap.commands import (
     ReadLine,
     StartTLS,
 )
-from mailharness.servers.imap.fetch import FetchError, FetchPlan, compile_fetch
-from mailharness.servers.imap.notify import NotifyError, NotifyState, parse_notify
 from mailharness.servers.imap.protocol import BadInput, Command, ContinuationRequest, Token
 from mailharness.servers.imap.replies import AUTH_SLOT, Replies, Reply
 from mailharness.servers.imap.responses import (
@@ -52,9 +53,14 @@ from mailharness.servers.imap.store import (
     MailStore,
     UserMailboxes,
 )
-from mailharness.servers.imap.view import Lost, SelectedView
 
-__all__ = ["COMMANDS", "Session"]
+if TYPE_CHECKING:
+    from mailharness.servers.imap.fetch import FetchPlan
+    from mailharness.servers.imap.notify import NotifyState
+    from mailharness.servers.imap.view import Lost, SelectedView
+
+# And `COMMANDS`, made at first use (see `commands()`).
+__all__ = ["Session", "commands"]
 
 
 _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
@@ -236,7 +242,7 @@ class Session:
         """Run one command; yields output bytes and effects, ends after the tagged reply."""
         after: list[Effect] = []
         allowed = COMMAND_STATES.get(cmd.name)
-        handler = COMMANDS.get(cmd.name)
+        handler = _handler(cmd.name)
         if (
             allowed is None
             or handler is None
@@ -361,6 +367,8 @@ class Session:
         return self.replies.no_mailbox_selected
 
     def _bye_lost(self, lost: Lost) -> bytes:
+        from mailharness.servers.imap.view import Lost  # loaded with the view that lost it
+
         text = (
             self.replies.bye_mailbox_deleted
             if lost is Lost.DELETED
@@ -404,6 +412,8 @@ class Session:
 
     def mailbox_name(self, cmd: Command, token: Token) -> str:
         """The UTF-8 name a client's modified UTF-7 names, checked as Dovecot does."""
+        from mailharness.servers.imap import mailbox_commands
+
         return mailbox_commands.wire_name(self, cmd, token)
 
     def mailbox(self, name: str) -> Mailbox | None:
@@ -438,6 +448,8 @@ class Session:
         return self.ok(cmd, self.replies.logout_ok)
 
     def cmd_ID(self, cmd: Command, after: list[Effect]) -> Handler:
+        from mailharness.servers.imap import message as mime  # the MIME parser: not at start
+
         name = mime.quote(self.replies.server_id_name)
         yield Untagged(b'ID ("name" ' + name + b")").to_bytes()
         return self.ok(cmd, self.replies.id_ok)
@@ -604,6 +616,9 @@ class Session:
 
     def cmd_NOTIFY(self, cmd: Command, after: list[Effect]) -> Handler:
         """RFC 5465, as Dovecot 2.3: STATUS/LIST news of the user's other mailboxes."""
+        from mailharness.servers.imap.fetch import FetchError, compile_fetch
+        from mailharness.servers.imap.notify import NotifyError, NotifyState, parse_notify
+
         try:
             spec = parse_notify(cmd.args, self.replies)
         except NotifyError as exc:
@@ -708,9 +723,35 @@ def _display(cmd: Command) -> str:
     return f"UID {cmd.name}" if cmd.uid else cmd.name
 
 
-#: Every command handler by name: the session's own, then mailbox and message ones.
-COMMANDS: dict[str, CommandHandler] = {
-    **{name[4:]: func for name, func in vars(Session).items() if name.startswith("cmd_")},
-    **mailbox_commands.COMMANDS,
-    **message_commands.COMMANDS,
+#: The session's own handlers (login, TLS, IDLE...): all a client needs before LOGIN.
+_OWN_COMMANDS: dict[str, CommandHandler] = {
+    name[4:]: func for name, func in vars(Session).items() if name.startswith("cmd_")
 }
+_COMMANDS: dict[str, CommandHandler] | None = None
+
+
+def commands() -> dict[str, CommandHandler]:
+    """Every command handler by name: the session's own, then mailbox and message ones.
+
+    The first call imports the mailbox and message command modules; the same dict is
+    returned ever after (it is `COMMANDS`).
+    """
+    global _COMMANDS
+    if _COMMANDS is None:
+        from mailharness.servers.imap import mailbox_commands, message_commands
+
+        _COMMANDS = {**_OWN_COMMANDS, **mailbox_commands.COMMANDS, **message_commands.COMMANDS}
+    return _COMMANDS
+
+
+def _handler(name: str) -> CommandHandler | None:
+    if _COMMANDS is None and name in _OWN_COMMANDS:
+        return _OWN_COMMANDS[name]
+    return commands().get(name)
+
+
+def __getattr__(name: str) -> Any:
+    """`COMMANDS`: every handler by name (the table `Session.handle` looks commands up in)."""
+    if name == "COMMANDS":
+        return commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.imap.parser_limits import (
@@ -20,6 +19,7 @@ from mailharness.servers.imap.protocol import (
     MAX_TAG_BYTES,
 )
 from mailharness.servers.imap.replies import PERSONALITIES, Replies, for_personality
+from mailharness.servers.records import record
 
 __all__ = ["KNOWN_MECHANISMS", "PERSONALITIES", "QUEUE_FULL_MODES", "IMAPSettings"]
 
@@ -41,7 +41,7 @@ DEFAULT_MAILBOX_LEVEL_MAX_BYTES = 255
 DEFAULT_MAILBOX_MAX_LEVELS = 127
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class IMAPSettings:
     """What a scenario varies about the IMAP server; vary with ``dataclasses.replace``.
 

@@ -10,8 +10,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # aiosmtpd (and attrs beneath it) cost ~30 ms to import: only a server that
-    # listens for SMTP pays for them; settings and captured mail are plain data.
+    # The listeners; aiosmtpd (and attrs beneath it, ~20 ms) is imported by an SMTP
+    # listener's first connection (session.py). Settings and captured mail are plain data.
     if name == "SMTPServer":
         from mailharness.servers.smtp.server import SMTPServer
 

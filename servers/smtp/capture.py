@@ -15,10 +15,11 @@ import datetime as dt
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 from mailharness.servers.errors import ConfigError
+from mailharness.servers.records import lazy_dataclass, record
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 MAX_MESSAGES = 10_000
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class CapturedMessage:
     """One accepted transaction: the envelope as sent and the parsed message."""
 
@@ -62,7 +63,7 @@ class CapturedMessage:
         return None if value is None else str(value)
 
 
-@dataclass(slots=True)
+@record(frozen=False, kw_only=False)
 class MessageLog:
     """Captured messages in arrival order; thread-safe; waitable from threads and coroutines.
 

@@ -11,10 +11,11 @@ production wording.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from mailharness.servers.accounts import AuthOutcome
 from mailharness.servers.personality import pick
+from mailharness.servers.records import record
 
 # aiosmtpd's own wording of "authentication required" (the table's `auth_required` replaces it).
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
@@ -30,7 +31,7 @@ REWRITES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record  # a frozen dataclass, made without generated code (see records.py)
 class SMTPReplies:
     """Every reply the fake sends (but aiosmtpd's, above); vary with `dataclasses.replace`."""
 

@@ -1,16 +1,17 @@
 """How the fake SMTP server behaves: plain data, cheap to import (no aiosmtpd).
 
-A scenario's config holds these; the server (servers/smtp/server.py, which imports
-aiosmtpd) is imported only when an SMTP listener is started.
+A scenario's config holds these; the server (servers/smtp/server.py) is imported
+when an SMTP listener is started, and aiosmtpd (servers/smtp/session.py) when its
+first client connects.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.ratelimit import RateLimit
+from mailharness.servers.records import record
 from mailharness.servers.smtp import replies
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
@@ -22,7 +23,7 @@ DEFAULT_TIMEOUT = 300.0
 DEFAULT_MAX_RECIPIENTS = 1000
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SMTPSettings:
     """How the fake SMTP server behaves; vary with `dataclasses.replace`."""
 

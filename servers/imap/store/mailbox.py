@@ -9,7 +9,6 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -24,6 +23,7 @@ from mailharness.servers.imap.store.messages import (
     normalise_flags,
     to_message_bytes,
 )
+from mailharness.servers.records import lazy_dataclass
 
 if TYPE_CHECKING:
     from mailharness.servers.imap.store.folders import UserMailboxes
@@ -97,7 +97,7 @@ class Txn:
                     core.errors.append(error)
 
 
-@dataclass(frozen=True, slots=True)
+@lazy_dataclass(frozen=True, slots=True)
 class MailboxStatus:
     """What STATUS and SELECT report, read in one go under the lock."""
 

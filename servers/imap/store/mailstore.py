@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from email.parser import BytesHeaderParser
 
 from mailharness.servers.imap.store.errors import NoSuchMailbox
 from mailharness.servers.imap.store.folders import INBOX, UserMailboxes
@@ -127,5 +126,7 @@ class MailStore:
 
 
 def _subject(msg: StoredMessage) -> str:
+    from email.parser import BytesHeaderParser  # only when a wait fails: not at start-up
+
     header = BytesHeaderParser().parsebytes(msg.raw)
     return str(header.get("Subject", ""))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import email.message
 import random
 import re
+import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Union
+
+from mailharness.servers.records import lazy_dataclass
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 MAX_UID = 0xFFFFFFFF  # RFC 3501: UIDs and UIDVALIDITY are 32-bit, non-zero
 # Room for a synthetic message's headers with the longest UID and login.
@@ -20,19 +26,24 @@ NO_FLAGS: frozenset[str] = frozenset()
 _EOL = re.compile(rb"\r\n|\r|\n")
 _SYNTH_EPOCH_TS = datetime(2020, 1, 1, tzinfo=UTC).timestamp()
 
-RawMessage = bytes | bytearray | memoryview | str | email.message.Message
+# `email.message` is not imported for it (a few ms of every start, issue 13): whoever
+# passes a Message has imported it.
+RawMessage = Union[bytes, bytearray, memoryview, str, "Message"]
 
 
 def to_message_bytes(raw: RawMessage) -> bytes:
     """Normalise seed input to the CRLF bytes IMAP serves, so sizes match the wire."""
-    if isinstance(raw, email.message.Message):
-        data = raw.as_bytes(policy=raw.policy.clone(linesep="\r\n"))
-    elif isinstance(raw, str):
+    if isinstance(raw, str):
         data = raw.encode("utf-8")
     elif isinstance(raw, bytes | bytearray | memoryview):
         data = bytes(raw)
     else:
-        raise TypeError(f"raw message: expected bytes, str or email.message.Message, got {raw!r}")
+        email_message = sys.modules.get("email.message")  # none loaded: raw is no Message
+        if email_message is None or not isinstance(raw, email_message.Message):
+            raise TypeError(
+                f"raw message: expected bytes, str or email.message.Message, got {raw!r}"
+            )
+        data = raw.as_bytes(policy=raw.policy.clone(linesep="\r\n"))
     return _EOL.sub(b"\r\n", data)
 
 
@@ -145,7 +156,7 @@ class Synthetic:
         return header + body + b"\r\n"
 
 
-@dataclass(slots=True, eq=False)
+@lazy_dataclass(slots=True, eq=False)
 class StoredMessage:
     """One message as the store keeps it; satisfies `search.MessageView` except `seq`.
 
