@@ -200,18 +200,27 @@ class Contenders:
     # --- a 10k INBOX ------------------------------------------------------------------
     def ours_mailbox(self, count: int) -> Spawned:
         spawned = start_ours(count)
-        return Spawned("ours", spawned.address, spawned.stop)
+        return Spawned("ours", spawned.address, spawned.stop, pid=spawned.proc.pid)
 
     def dovecot_mailbox(self, count: int) -> Spawned:
         from mailharness.servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
 
-        process = DovecotProcess(DovecotConfig(ssl=SSLMode.NO, imaps=False)).start()
+        # Room for the idle-connections figure: one imap process per connection.
+        config = DovecotConfig(
+            ssl=SSLMode.NO,
+            imaps=False,
+            mail_max_userip_connections=IDLE_CONNECTIONS + 10,
+            extra=("service imap {", f"  process_limit = {IDLE_CONNECTIONS + 10}", "}"),
+        )
+        process = DovecotProcess(config).start()
         try:
             process.deliver_many(LOGIN.decode(), corpus(count))
         except BaseException:
             process.stop()
             raise
-        return Spawned("Dovecot 2.3", process.endpoint("none").address, process.stop)
+        return Spawned(
+            "Dovecot 2.3", process.endpoint("none").address, process.stop, pid=process.pid
+        )
 
     def hoodiecrow_mailbox(self, count: int) -> Spawned:
         messages = self.scratch / "messages.json"
@@ -425,12 +434,50 @@ def run(args: argparse.Namespace) -> list[Figure]:
     return figures
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size of a process and all its descendants (Dovecot's login,
+    auth and per-connection imap processes included), MiB: shared pages counted once."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+                break
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += int(pss_mib(int(child)) * 1024)
+    return total / 1024
+
+
+IDLE_CONNECTIONS = 200
+
+
+def idle_memory_mib(server: Spawned) -> float:
+    """PSS of the server with IDLE_CONNECTIONS more connections logged in and left idle."""
+    assert server.pid is not None
+    conns: list[IMAPLoad] = []
+    try:
+        for _ in range(IDLE_CONNECTIONS):
+            conn = IMAPLoad.connect(server.address)
+            conns.append(conn)
+            conn.command(b"LOGIN " + b" ".join(server.login))
+        return pss_mib(server.pid)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 def mailbox_figures(contenders: Contenders, args: argparse.Namespace) -> list[Figure]:
     count = args.count
     figures = {
         title: Figure(f"{count:,} messages: {title}", "ms", higher_is_better=False)
         for title in MAILBOX_COMMANDS
     }
+    memory = Figure(
+        f"{count:,} messages, {IDLE_CONNECTIONS} idle logged-in IMAP connections: memory (PSS)",
+        "MiB",
+        higher_is_better=False,
+    )
     servers = {
         "ours": lambda: contenders.ours_mailbox(count),
         "Dovecot 2.3": lambda: contenders.dovecot_mailbox(count),
@@ -448,10 +495,12 @@ def mailbox_figures(contenders: Contenders, args: argparse.Namespace) -> list[Fi
                     for title, command in MAILBOX_COMMANDS.items():
                         seconds = conns[name].command(command).seconds
                         figures[title].add(name, seconds * 1000)
+                for name in _rotated(list(conns), r):
+                    memory.add(name, idle_memory_mib(running[name]))
         finally:
             for conn in conns.values():
                 conn.close()
-    return list(figures.values())
+    return [*figures.values(), memory]
 
 
 @contextlib.contextmanager
@@ -508,7 +557,7 @@ def _maybe_version(package: str) -> str:
 
 
 def _fmt(value: float, unit: str) -> str:
-    return f"{value:,.1f}" if unit == "ms" else f"{value:,.0f}"
+    return f"{value:,.1f}" if unit in ("ms", "MiB") else f"{value:,.0f}"
 
 
 def report(figures: list[Figure], args: argparse.Namespace, load: float) -> str:
