@@ -59,6 +59,8 @@ WRITE_LOW_WATER = 1024 * 1024
 MAX_PENDING_INPUT = 1024 * 1024
 #: Transcript entries show this much of a large server write.
 TRANSCRIPT_PREVIEW = 200
+# Output gathered while the engine runs goes out at the latest past this many bytes.
+FLUSH_BYTES = 64 * 1024
 #: An IDLE client hears of a change this long after the first one, all changes since
 #: coalesced, as Dovecot's mailbox watch does (NOTIFY_DELAY_MSECS = 500): a flag
 #: change followed at once by its EXPUNGE reaches the client as the EXPUNGE alone.
@@ -301,6 +303,12 @@ class _Connection(asyncio.Protocol):
         self.blocked = False
         self.reading_paused = False
         self.closed = False
+        # While the engine runs (_process), output gathers here and goes out in one
+        # write when it stops: one send, not one per response (a LOGOUT's BYE and OK,
+        # a FETCH's many small responses); flushed early past FLUSH_BYTES so that
+        # the transport's flow control still sees a large reply as it grows.
+        self._batch: list[bytes] | None = None
+        self._batch_bytes = 0
         self.change_pending = False
         self.last_activity = self.loop.time()
         self.idle_handle: asyncio.TimerHandle | None = None
@@ -437,6 +445,17 @@ class _Connection(asyncio.Protocol):
 
     def _process(self) -> None:
         """Run the current command, then parse and start the next, until we must wait."""
+        if self._batch is not None:  # re-entered (a resume inside a write): one batch
+            self._run()
+            return
+        self._batch = []
+        try:
+            self._run()
+        finally:
+            self._flush()
+            self._batch = None
+
+    def _run(self) -> None:
         session = self.session
         if session is None:
             return
@@ -627,7 +646,24 @@ class _Connection(asyncio.Protocol):
                     self.transcript.server(line)
             else:
                 self.transcript.server(data[:TRANSCRIPT_PREVIEW] + b"... [%d bytes]" % len(data))
-        self.transport.write(data)
+        batch = self._batch
+        if batch is None:
+            self.transport.write(data)
+            return
+        batch.append(data)
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        batch.clear()
+        self._batch_bytes = 0
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     def _log_command(self, cmd: Command) -> None:
         """Credentials go to the transcript decoded: who logs in shows, the secret not."""
@@ -652,6 +688,7 @@ class _Connection(asyncio.Protocol):
             self.transcript.client(line)
 
     def _close(self) -> None:
+        self._flush()
         if self.transport is not None and not self.closed:
             self.transport.close()
         self._finish("server closed")
