@@ -175,7 +175,12 @@ class _HarnessSMTP(SMTP):
         # Who the client (Dovecot's submission) says logged in, by XCLIENT LOGIN=.
         self.xclient_login: str | None = None
 
+    # The TLS version on the client's connection now (None in the clear): it changes only
+    # here, at the implicit-TLS start or after STARTTLS, so each message need not ask.
+    tls_version: str | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tls_version = tls_version_of(transport)
         if self.transcript is None:
             peer = transport.get_extra_info("peername")
             self.peer_ip = peer[0] if peer else ""
@@ -183,8 +188,8 @@ class _HarnessSMTP(SMTP):
             self.transcript = self.service.transcripts.open(
                 "smtp", self.peer_text, self.listener_text
             )
-            if _is_secure(transport):
-                self.transcript.tls(tls_version_of(transport), "implicit")
+            if self.tls_version is not None:
+                self.transcript.tls(self.tls_version, "implicit")
             self.service.connections.add(self)
             self.service.per_ip[self.peer_ip] += 1
             self._counted = True
@@ -193,7 +198,7 @@ class _HarnessSMTP(SMTP):
                 self._refuse_session(transport, refusal)
                 return
         else:
-            self.transcript.tls(tls_version_of(transport), "STARTTLS")
+            self.transcript.tls(self.tls_version, "STARTTLS")
         super().connection_made(transport)
 
     _refusing = False
@@ -354,7 +359,7 @@ class _HarnessSMTP(SMTP):
             return True
         if not session.host_name or (self._auth_required and not session.authenticated):
             return False
-        handler = self.service.handler
+        handler = self.event_handler  # the service's _Handler, as aiosmtpd was given it
         if verb == b"MAIL ":
             parsed = self._plain_path(data, "FROM:", envelope.mail_from is None)
             if parsed is None:
@@ -500,7 +505,7 @@ class _HarnessSMTP(SMTP):
         assert envelope is not None and self.session is not None
         envelope.content = envelope.original_content = content
         try:
-            status = self.service.handler.data_status(self, self.session, envelope)
+            status = self.event_handler.data_status(self, self.session, envelope)
         except Exception as error:
             # As in aiosmtpd: the transaction stays open when the hook fails.
             self._fast_reply(self.service.handler.failure(error), message_size=size)
@@ -551,7 +556,7 @@ class _HarnessSMTP(SMTP):
     @property
     def secure(self) -> bool:
         """Is the client's leg encrypted (here, or by a front that ended TLS for us)?"""
-        return self.tls_terminated or _is_secure(self.transport)
+        return self.tls_terminated or self.tls_version is not None
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         settings = self.service.settings
@@ -886,7 +891,7 @@ class _Handler:
             peer=server.peer_text,
             login=login.decode("utf-8", "replace") if login is not None else None,
             listener=server.listener_text,
-            tls_version=tls_version_of(server.transport),
+            tls_version=server.tls_version,
             received_at=received_at,
             queue_id=queue_id,
         )
