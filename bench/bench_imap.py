@@ -32,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +66,13 @@ def iter_corpus(count: int, size: int = SIZE, seed: int = SEED) -> Iterator[byte
 # --- our server, in its own process ------------------------------------------------------
 def serve_ours(count: int, synthetic: int) -> None:
     """Child mode: serve IMAP (plain) with a seeded INBOX; print one JSON line; run until EOF."""
+    serve_messages(iter_corpus(count), synthetic)
+
+
+def serve_messages(messages: Iterable[bytes], synthetic: int = 0) -> None:
+    """Serve plain IMAP with `messages` (then `synthetic` generated ones) in alice's INBOX,
+    print one JSON line (port, pid) and run until stdin closes: the child every IMAP
+    bench starts, so each measures the same server."""
     from mailharness.server import MailConfig, MailServer
     from mailharness.servers.imap import IMAPSettings
     from mailharness.servers.listeners import Security
@@ -80,7 +87,7 @@ def serve_ours(count: int, synthetic: int) -> None:
     try:
         if synthetic:
             server.store.add_synthetic(LOGIN.decode(), "INBOX", synthetic, seed=SEED, size=SIZE)
-        for raw in iter_corpus(count):
+        for raw in messages:
             server.deliver(LOGIN.decode(), raw)
         port = server.imap.none.port
         print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import select
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mailharness.servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
 from mailharness.servers.imap.store.messages import Synthetic
 
+from bench.bench_imap import rss_mib, serve_messages
 from bench.imapload import IMAPLoad
 
 LOGIN = b"alice@example.test"
@@ -62,39 +62,6 @@ def corpus(count: int) -> list[bytes]:
             raw = b"X-Foo: bar-%d\r\n" % (key // 10 % 100) + raw
         out.append(raw)
     return out
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process, MiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-# --- our server, in its own process ------------------------------------------------------
-def serve_ours(count: int, synthetic: int) -> None:
-    """Child mode: serve plain IMAP with a seeded INBOX; print one JSON line; run until EOF."""
-    from mailharness.server import MailConfig, MailServer
-    from mailharness.servers.imap import IMAPSettings
-    from mailharness.servers.listeners import Security
-
-    config = MailConfig(
-        smtp=None,
-        imap=IMAPSettings(plaintext_auth_requires_tls=False),
-        imap_listeners=(Security.NONE,),
-    )
-    server = MailServer(config).start()
-    try:
-        if synthetic:
-            server.store.add_synthetic(LOGIN.decode(), "INBOX", synthetic)
-        for raw in corpus(count):
-            server.deliver(LOGIN.decode(), raw)
-        print(json.dumps({"port": server.imap.none.port, "pid": os.getpid()}), flush=True)
-        sys.stdin.read()
-    finally:
-        server.stop()
 
 
 @contextmanager
@@ -227,7 +194,7 @@ def million(count: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve-ours"]:
-        serve_ours(int(argv[1]), int(argv[2]))
+        serve_messages(corpus(int(argv[1])), int(argv[2]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=10_000)
