@@ -74,6 +74,8 @@ class MessageLog:
     _items: deque[CapturedMessage] = field(init=False)
     _arrived: int = field(default=0, init=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
+    # Threads in wait(): without one, add() skips the notify (most messages have no waiter).
+    _sync_waiters: int = field(default=0, init=False)
     _async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], int]] = field(
         default_factory=list, init=False
     )
@@ -97,7 +99,8 @@ class MessageLog:
             self._items.append(message)
             self._arrived += 1
             count = self._arrived
-            self._cond.notify_all()
+            if self._sync_waiters:
+                self._cond.notify_all()
             ready = []
             if self._async_waiters:
                 ready = [w for w in self._async_waiters if w[2] <= count]
@@ -115,7 +118,12 @@ class MessageLog:
     def wait(self, count: int = 1, timeout: float = 5.0) -> list[CapturedMessage]:
         """Block until at least `count` messages arrived; raise TimeoutError saying what came."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._arrived >= count, timeout):
+            self._sync_waiters += 1
+            try:
+                arrived = self._cond.wait_for(lambda: self._arrived >= count, timeout)
+            finally:
+                self._sync_waiters -= 1
+            if not arrived:
                 raise TimeoutError(self._timeout_message(count, timeout))
             return list(self._items)
 

@@ -34,7 +34,7 @@ from mailharness.servers.listeners import Endpoint
 from mailharness.servers.smtp import replies
 from mailharness.servers.smtp.capture import CapturedMessage
 from mailharness.servers.smtp.server import SMTPServer, _in_networks
-from mailharness.servers.transcript import Transcript, tls_version_of
+from mailharness.servers.transcript import MAX_LINES, Transcript, tls_version_of
 
 _queue_ids = itertools.count(1)
 
@@ -131,14 +131,15 @@ class _TranscribingReader:
 
     def idle_at_command(self) -> bool:
         """Is the command loop parked on an empty buffer, waiting for the next command?"""
+        if not self.at_command:
+            return False
         inner = self._inner
         waiter = inner._waiter  # type: ignore[attr-defined]
         return (
-            self.at_command
+            waiter is not None
             and not inner._buffer  # type: ignore[attr-defined]
-            and waiter is not None
+            and not inner._eof  # type: ignore[attr-defined]
             and not waiter.done()
-            and not inner.at_eof()
         )
 
     async def readline(self) -> bytes:
@@ -361,14 +362,18 @@ class _HarnessSMTP(SMTP):
             return False
         handler = self.event_handler  # the service's _Handler, as aiosmtpd was given it
         if verb == b"MAIL ":
-            parsed = self._plain_path(data, "FROM:", envelope.mail_from is None)
+            parsed = self._plain_line(_PLAIN_MAIL, data) if envelope.mail_from is None else None
+            if parsed is None:
+                parsed = self._plain_path(data, "FROM:", envelope.mail_from is None)
             if parsed is None:
                 return False
             envelope.smtp_utf8 = False
             self._fast_hook(data, handler.mail_status, session, envelope, *parsed)
             return True
         if verb == b"RCPT ":
-            parsed = self._plain_path(data, "TO:", bool(envelope.mail_from))
+            parsed = self._plain_line(_PLAIN_RCPT, data) if envelope.mail_from else None
+            if parsed is None:
+                parsed = self._plain_path(data, "TO:", bool(envelope.mail_from))
             if parsed is None or parsed[1]:
                 return False
             self._fast_hook(data, handler.rcpt_status, session, envelope, parsed[0], [])
@@ -380,6 +385,17 @@ class _HarnessSMTP(SMTP):
             self._fast_reply("354 End data with <CR><LF>.<CR><LF>", data)
             return True
         return False
+
+    def _plain_line(self, pattern: re.Pattern[bytes], line: bytes) -> tuple[str, list[str]] | None:
+        """The commonest line, `MAIL FROM:<a@b>` or `RCPT TO:<a@b>` with no parameter, read
+        by one expression: aiosmtpd reads it to the same address (see `_getaddr`)."""
+        match = pattern.fullmatch(line)
+        if match is None:
+            return None
+        local = match[1]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None
+        return f"{local.decode()}@{match[2].decode()}", []
 
     def _plain_path(self, line: bytes, keyword: str, allowed: bool) -> tuple[str, list[str]] | None:
         """`MAIL FROM:<a@b> [SIZE=n] [BODY=7BIT|8BITMIME]` or `RCPT TO:<a@b>` as aiosmtpd
@@ -429,13 +445,17 @@ class _HarnessSMTP(SMTP):
         The transcript is written first: a test that has the reply may read it at once."""
         text = self._worded(status)
         transcript = self.transcript
-        if transcript is not None:
+        if transcript is not None and len(transcript.events) < MAX_LINES:
             if command is not None:
                 transcript.client(command)
             if message_size is not None:
                 transcript.client_data(f"[message data: {message_size} bytes]")
                 transcript.client_data(".")
-        self._log_server(text)
+            self._log_server(text)
+        elif transcript is not None:  # past its cap: the lines are only counted
+            transcript.dropped += (
+                (command is not None) + 2 * (message_size is not None) + 1 + text.count("\r\n")
+            )
         transport = self.transport
         if transport is not None:
             transport.write(text.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
@@ -534,21 +554,23 @@ class _HarnessSMTP(SMTP):
     # the armed timer stays and the deadline moves; a timer that fires before the
     # deadline re-arms itself for the rest. A command then costs one clock read.
     _idle_deadline = 0.0
+    _idle_timer_at = float("inf")  # when the armed timer fires
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         wait = duration or self._timeout_duration
         deadline = self.loop.time() + wait
         self._idle_deadline = deadline
-        handle = self._timeout_handle
-        if handle is None or handle.cancelled() or handle.when() > deadline:
-            if handle is not None:
-                handle.cancel()
+        if self._timeout_handle is None or deadline < self._idle_timer_at:
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
             self._timeout_handle = self.loop.call_later(wait, self._timeout_cb)
+            self._idle_timer_at = deadline
 
     def _timeout_cb(self) -> None:
         left = self._idle_deadline - self.loop.time()
         if left > 0:
             self._timeout_handle = self.loop.call_later(left, self._timeout_cb)
+            self._idle_timer_at = self._idle_deadline
             return
         self.write_now(self.service.reply(self.service.replies.idle_timeout))
         super()._timeout_cb()  # type: ignore[no-untyped-call]
@@ -666,6 +688,13 @@ class _ClientLineTooLong(Exception):
 # (which it skips) up to a parameter, never a comment (which it would parse).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*)@({_ATEXT}(?:\.{_ATEXT})*)>[ \t]*(?![(\s])")
+
+_ATEXT_BYTES = _ATEXT.encode()
+_DOT_ATOM = rb"(%s(?:\.%s)*)" % (_ATEXT_BYTES, _ATEXT_BYTES)
+# The whole line: one space after the verb, then the keyword in any case, blanks, the
+# path, blanks; anything else (parameters, odd spacing) takes the general way.
+_PLAIN_MAIL = re.compile(rb"(?i:MAIL FROM:)[ \t]*<%s@%s>[ \t]*\r\n" % (_DOT_ATOM, _DOT_ATOM))
+_PLAIN_RCPT = re.compile(rb"(?i:RCPT TO:)[ \t]*<%s@%s>[ \t]*\r\n" % (_DOT_ATOM, _DOT_ATOM))
 
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
 
