@@ -251,3 +251,44 @@ def test_many_messages_on_one_connection(
     assert [_content(server, n) for n in range(20)] == [
         b"Subject: %d\r\n\r\nx\r\n" % n for n in range(20)
     ]
+
+
+VARIANTS = [
+    b"MAIL FROM:<a@example.test>",
+    b"mail from:<A.B@Example.Test>",
+    b"MAIL FROM: <a@example.test>",
+    b"MAIL FROM:\t<a@example.test> ",
+    b"MAIL  FROM:<a@example.test>",
+    b"MAIL FROM:<a@example.test> SIZE=10",
+    b"MAIL FROM:<a@example.test> BODY=8BITMIME",
+    b"MAIL FROM:<a@example.test> FOO=1",
+    b"MAIL FROM:<>",
+    b"MAIL FROM:<a b@example.test>",
+    b'MAIL FROM:<"q"@example.test>',
+    b"MAIL FROM:a@example.test",
+    b"MAIL TO:<a@example.test>",
+]
+
+
+@pytest.mark.parametrize("line", VARIANTS, ids=[v.decode() for v in VARIANTS])
+def test_mail_line_answered_alike_alone_and_behind_a_noop(
+    mail_server_factory: MailServerFactory, line: bytes
+) -> None:
+    """Alone, a line may take the fast path; behind a NOOP in the same chunk it goes to
+    aiosmtpd. Both must give the same reply and the same sender."""
+    server = _server(mail_server_factory)
+    outcomes = []
+    for chunk, replies in ((line + b"\r\n", 1), (b"NOOP\r\n" + line + b"\r\n", 2)):
+        with _wire(server) as wire:
+            wire.send(chunk)
+            reply = [wire.reply() for _ in range(replies)][-1]
+            sender = None
+            if reply.startswith(b"250"):
+                before = server.messages.arrived
+                wire.send(b"RCPT TO:<alice@example.test>\r\nDATA\r\n")
+                assert [wire.reply(), wire.reply()][1].startswith(b"354")
+                wire.send(BODY + b".\r\n")
+                assert wire.reply().startswith(b"250 2.0.0")
+                sender = server.wait_for_messages(before + 1)[-1].mail_from
+            outcomes.append((reply, sender))
+    assert outcomes[0] == outcomes[1]
