@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from mailharness.servers.errors import ConfigError, choice_error
@@ -211,7 +212,7 @@ class IMAPSettings:
     @property
     def parser_limits(self) -> ParserLimits:
         """The message-parser limits, as the shell puts them in force (parser_limits)."""
-        return ParserLimits(self.max_mime_depth, self.max_mime_parts, self.max_header_bytes)
+        return _parser_limits(self.max_mime_depth, self.max_mime_parts, self.max_header_bytes)
 
     @property
     def texts(self) -> Replies:
@@ -227,3 +228,10 @@ class IMAPSettings:
         except ValueError:
             return False
         return any(ip in ipaddress.ip_network(n, strict=False) for n in self.allowed_networks)
+
+
+@functools.lru_cache(maxsize=32)
+def _parser_limits(depth: int, parts: int, header_bytes: int) -> ParserLimits:
+    """One ParserLimits per set of values: each connection asks for it (twice), and
+    the parse caches compare it on every lookup."""
+    return ParserLimits(depth, parts, header_bytes)
