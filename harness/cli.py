@@ -245,6 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     collecting = gc.isenabled()
     gc.disable()
     try:
+        if command == "serve":
+            # inspect loads at its first use, not with asyncio (harness/deferred.py)
+            from mailharness.deferred import defer
+
+            defer()
         args = _parser(command).parse_args(arguments)
         if args.command == "serve":
             import mailharness.serve  # noqa: F401 - loaded here, with the collector off

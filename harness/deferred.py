@@ -1,0 +1,82 @@
+"""Standard modules that `mailharness serve` loads at their first use, not at import.
+
+`import asyncio` (and `dataclasses`) import `inspect`, which brings `ast` and `dis`:
+~3 ms of a plaintext `serve`'s start to its greeting (issue 13) for a module whose
+functions the listeners never call (asyncio uses it for debug output and for
+`iscoroutinefunction`, dataclasses for the docstring of a class without one).
+`defer()` puts a stand-in in `sys.modules` before those are imported: `import inspect`
+binds the stand-in, and the first attribute read from it runs the real module's code
+into that same object, so every holder sees the real module from then on.
+
+`importlib.util.LazyLoader` cannot do this on Python 3.11: an `import` statement reads
+the module's `__spec__`, which makes a LazyLoader module load at once. Here the
+stand-in already holds the `__spec__`, `__name__`, `__file__`... that `module_from_spec`
+gave it, and only a missing attribute (`inspect.signature`) loads it, under a lock, so
+a second thread waits for the load instead of seeing a half-run module.
+
+`ssl` cannot be deferred so: `loop.create_server(sock=...)` asks
+`isinstance(sock, ssl.SSLSocket)` for every listener, plaintext ones too.
+
+Only the `serve` command defers (harness/cli.py), before anything imports asyncio;
+a library user's process is never touched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+import types
+
+# What `serve` defers: imported by asyncio and dataclasses, used by neither to listen.
+SERVE_DEFERRED = ("inspect",)
+
+_lock = threading.RLock()
+
+
+class _Deferred(types.ModuleType):
+    """A module whose code has not run yet; reading a missing attribute runs it."""
+
+    def __getattr__(self, name: str) -> object:
+        # Called only for attributes the module's dict lacks: `__spec__` and the
+        # other dunders `module_from_spec` set are there, and load nothing.
+        _load(self)
+        if type(self) is _Deferred:  # this thread is running its code: half-run, as usual
+            raise AttributeError(f"partially initialized module {self.__name__!r} has no {name!r}")
+        return getattr(self, name)
+
+    def __dir__(self) -> list[str]:
+        _load(self)
+        return list(self.__dict__)
+
+
+def _load(module: types.ModuleType) -> None:
+    with _lock:
+        if type(module) is not _Deferred or "__deferred_loading__" in module.__dict__:
+            return  # loaded by another thread meanwhile, or being loaded by this one
+        module.__dict__["__deferred_loading__"] = True
+        try:
+            spec = module.__spec__
+            assert spec is not None and spec.loader is not None
+            spec.loader.exec_module(module)
+            module.__class__ = types.ModuleType  # type: ignore[assignment]
+        finally:
+            del module.__dict__["__deferred_loading__"]
+
+
+def defer(names: tuple[str, ...] = SERVE_DEFERRED) -> None:
+    """Put a stand-in in `sys.modules` for each top-level module of `names` not imported yet."""
+    for name in names:
+        if name in sys.modules or "." in name:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            continue
+        module = importlib.util.module_from_spec(spec)
+        module.__class__ = _Deferred
+        sys.modules[name] = module
+
+
+def deferred(name: str) -> bool:
+    """Is `name` a stand-in whose code has not run yet (for tests and the bench)?"""
+    return type(sys.modules.get(name)) is _Deferred
