@@ -1,21 +1,24 @@
 """Standard modules that `mailharness serve` loads at their first use, not at import.
 
-`import asyncio` (and `dataclasses`) import `inspect`, which brings `ast` and `dis`:
-~3 ms of a plaintext `serve`'s start to its greeting (issue 13) for a module whose
-functions the listeners never call (asyncio uses it for debug output and for
-`iscoroutinefunction`, dataclasses for the docstring of a class without one).
-`defer()` puts a stand-in in `sys.modules` before those are imported: `import inspect`
-binds the stand-in, and the first attribute read from it runs the real module's code
-into that same object, so every holder sees the real module from then on.
+`import asyncio` (and `dataclasses`) import `inspect`, which brings `ast` and `dis`;
+argparse's help formatter imports shutil, which imports `bz2` and `lzma` (C extensions
+and their libraries) only to know they are there; logging's `traceback` imports
+`tokenize` and `textwrap`; the transcripts import `base64` for SASL. None of them is
+used before a plaintext `serve` greets its first client, and together they cost ~5 ms
+of its ~90 ms (issue 13). `defer()` puts a stand-in in `sys.modules` for each before
+anything imports them: `import inspect` binds the stand-in, and the first attribute
+read from it runs the real module's code into that same object, so every holder sees
+the real module from then on.
 
 `importlib.util.LazyLoader` cannot do this on Python 3.11: an `import` statement reads
 the module's `__spec__`, which makes a LazyLoader module load at once. Here the
 stand-in already holds the `__spec__`, `__name__`, `__file__`... that `module_from_spec`
-gave it, and only a missing attribute (`inspect.signature`) loads it, under a lock, so
-a second thread waits for the load instead of seeing a half-run module.
+gave it, and only a missing attribute (`inspect.signature`) loads it, under a lock of
+its own, so a second thread waits for the load instead of seeing a half-run module.
 
 `ssl` cannot be deferred so: `loop.create_server(sock=...)` asks
-`isinstance(sock, ssl.SSLSocket)` for every listener, plaintext ones too.
+`isinstance(sock, ssl.SSLSocket)` for every listener, plaintext ones too. Nor can
+`locale` (argparse's gettext reads it) or `logging` (asyncio makes its logger at import).
 
 Only the `serve` command defers (harness/cli.py), before anything imports asyncio;
 a library user's process is never touched.
@@ -28,10 +31,12 @@ import sys
 import threading
 import types
 
-# What `serve` defers: imported by asyncio and dataclasses, used by neither to listen.
-SERVE_DEFERRED = ("inspect",)
+# What `serve` defers: imported on its way to the greeting, used there by nobody.
+SERVE_DEFERRED = ("inspect", "bz2", "lzma", "tokenize", "textwrap", "base64")
 
-_lock = threading.RLock()
+# One lock per stand-in: a module's code may import others (never a deferred one of
+# ours), so no global lock is held while another import waits.
+_LOCK = "__deferred_lock__"
 
 
 class _Deferred(types.ModuleType):
@@ -51,7 +56,10 @@ class _Deferred(types.ModuleType):
 
 
 def _load(module: types.ModuleType) -> None:
-    with _lock:
+    lock = module.__dict__.get(_LOCK)
+    if lock is None:
+        return  # loaded already
+    with lock:
         if type(module) is not _Deferred or "__deferred_loading__" in module.__dict__:
             return  # loaded by another thread meanwhile, or being loaded by this one
         module.__dict__["__deferred_loading__"] = True
@@ -62,6 +70,7 @@ def _load(module: types.ModuleType) -> None:
             module.__class__ = types.ModuleType  # type: ignore[assignment]
         finally:
             del module.__dict__["__deferred_loading__"]
+        module.__dict__.pop(_LOCK, None)
 
 
 def defer(names: tuple[str, ...] = SERVE_DEFERRED) -> None:
@@ -73,6 +82,7 @@ def defer(names: tuple[str, ...] = SERVE_DEFERRED) -> None:
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             continue
         module = importlib.util.module_from_spec(spec)
+        module.__dict__[_LOCK] = threading.RLock()
         module.__class__ = _Deferred
         sys.modules[name] = module
 

@@ -102,14 +102,19 @@ def test_an_imported_module_is_left_alone() -> None:
     assert not deferred("json")
 
 
-def test_serve_defers_inspect_until_something_reads_it() -> None:
+def test_serve_defers_its_modules_until_something_reads_them() -> None:
     script = (
-        "from mailharness.deferred import defer, deferred\n"
+        "from mailharness.deferred import SERVE_DEFERRED, defer, deferred\n"
         "defer()\n"
-        "import asyncio, dataclasses, inspect\n"
+        "import asyncio, dataclasses, inspect, base64, shutil, traceback\n"
         "import mailharness.serve\n"
-        "assert deferred('inspect')\n"
+        "assert all(deferred(name) for name in SERVE_DEFERRED), SERVE_DEFERRED\n"
         "assert inspect.iscoroutinefunction(asyncio.sleep) and not deferred('inspect')\n"
         "assert asyncio.iscoroutinefunction(asyncio.sleep)\n"
+        "assert base64.b64decode('YQ==') == b'a'\n"
+        "import bz2, lzma\n"
+        "assert bz2.decompress(bz2.compress(b'a')) == b'a' and not deferred('bz2')\n"
+        "assert lzma.decompress(lzma.compress(b'a')) == b'a'\n"
+        "assert 'ZeroDivisionError' in ''.join(traceback.format_exception(ZeroDivisionError()))\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

@@ -137,7 +137,7 @@ def test_serve_reaches_its_greeting_without_what_a_plaintext_listener_does_not_n
     """The CLI path itself (cli -> serve -> catalog -> server), with the CA kept in its
     cache as `serve` does by default: no certificate library, no SMTP engine before an
     SMTP client, no control API, console, probe, fault front or command modules; and
-    ssl and inspect, which asyncio imports, still deferred (harness/deferred.py)."""
+    the standard modules `serve` defers (harness/deferred.py) still not run."""
     if scenario.endswith(".toml"):
         path = tmp_path / scenario
         path.write_text('base = "plaintext-only"\n[smtp]\nenabled = false\n')
