@@ -120,12 +120,17 @@ def client():
     loaded.extend(m for m in lazy if m in sys.modules)
     from mailharness.deferred import SERVE_DEFERRED, deferred
     loaded.extend(m for m in SERVE_DEFERRED if not deferred(m))
+    import gc
+    if not gc.get_freeze_count():  # what serve loaded is frozen: collections skip it
+        loaded.append("gc: nothing frozen")
     os.kill(os.getpid(), signal.SIGTERM)
 threading.Thread(target=client, daemon=True).start()
 sys.stdout = out
 from mailharness.cli import main
 code = main(["serve", "--scenario", {scenario!r}, "--json", "--quiet"])
 sys.stdout = sys.__stdout__
+import gc
+assert gc.get_freeze_count() == 0, "thawed when serve returns"
 print(json.dumps([code, loaded]))
 """
 
