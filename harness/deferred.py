@@ -2,13 +2,12 @@
 
 `import asyncio` (and `dataclasses`) import `inspect`, which brings `ast` and `dis`;
 argparse's help formatter imports shutil, which imports `bz2` and `lzma` (C extensions
-and their libraries) only to know they are there; logging's `traceback` imports
-`tokenize` and `textwrap`; the transcripts import `base64` for SASL. None of them is
-used before a plaintext `serve` greets its first client, and together they cost ~5 ms
-of its ~90 ms (issue 13). `defer()` puts a stand-in in `sys.modules` for each before
-anything imports them: `import inspect` binds the stand-in, and the first attribute
-read from it runs the real module's code into that same object, so every holder sees
-the real module from then on.
+and their libraries) only to know they are there. None of them is used before a
+plaintext `serve` greets its first client, and together they cost ~4 ms of its start
+(issue 13). `defer()` puts a stand-in in `sys.modules` for each before anything imports
+them: `import inspect` binds the stand-in, and the first attribute read from it runs the
+real module's code into that same object, so every holder sees the real module from
+then on.
 
 `importlib.util.LazyLoader` cannot do this on Python 3.11: an `import` statement reads
 the module's `__spec__`, which makes a LazyLoader module load at once. Here the
@@ -16,12 +15,16 @@ stand-in already holds the `__spec__`, `__name__`, `__file__`... that `module_fr
 gave it, and only a missing attribute (`inspect.signature`) loads it, under a lock of
 its own, so a second thread waits for the load instead of seeing a half-run module.
 
-`ssl` cannot be deferred so: `loop.create_server(sock=...)` asks
-`isinstance(sock, ssl.SSLSocket)` for every listener, plaintext ones too. Nor can
-`locale` (argparse's gettext reads it) or `logging` (asyncio makes its logger at import).
+What is not deferred, and why: loading a module needs file descriptors, so nothing that
+reports errors (traceback's `linecache`, `tokenize`, `textwrap`: a server out of fds
+must still log `socket.accept() out of system resource`) and nothing a session uses
+(`base64` for SASL). asyncio reads `inspect` only to describe a failing callback, and
+serve never compresses. `ssl` cannot be: `loop.create_server(sock=...)` asks
+`isinstance(sock, ssl.SSLSocket)` for every listener, plaintext ones too. Nor `locale`
+(argparse's gettext reads it) or `logging` (asyncio makes its logger at import).
 
-Only the `serve` command defers (harness/cli.py), before anything imports asyncio;
-a library user's process is never touched.
+Only the `serve` command defers (harness/cli.py), before its imports; importing
+mailharness as a library defers nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import threading
 import types
 
 # What `serve` defers: imported on its way to the greeting, used there by nobody.
-SERVE_DEFERRED = ("inspect", "bz2", "lzma", "tokenize", "textwrap", "base64")
+SERVE_DEFERRED = ("inspect", "bz2", "lzma")
 
 # One lock per stand-in: a module's code may import others (never a deferred one of
 # ours), so no global lock is held while another import waits.
