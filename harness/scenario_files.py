@@ -280,13 +280,13 @@ def _protocol(
     where = f"{where} [{protocol}]"
     settings_cls = IMAPSettings if protocol == "imap" else SMTPSettings
     current = getattr(config, protocol) or settings_cls()
-    hints = values.hints(settings_cls)
-    settable = [n for n in hints if n not in values.PYTHON_ONLY]
+    settable = [n for n in values.annotated(settings_cls) if n not in values.PYTHON_ONLY]
     values.check_keys(where, table, (*settable, *(row[0] for row in PROTOCOL_EXTRAS)))
     enabled = values.convert(f"{where} enabled", table.get("enabled", True), bool)
     if not enabled:
         changes[protocol] = None
         return
+    hints = values.hints(settings_cls)
     settings = {
         k: values.convert(f"{where} {k}", v, hints[k]) for k, v in table.items() if k in hints
     }

@@ -21,6 +21,7 @@ from mailharness.servers.errors import ConfigError, choice_error
 __all__ = [
     "PYTHON_ONLY",
     "Format",
+    "annotated",
     "build",
     "build_kind",
     "check_keys",
@@ -38,6 +39,18 @@ PYTHON_ONLY = {"replies": "custom reply texts: a Replies object, from Python onl
 def hints(cls: type) -> dict[str, Any]:
     """A dataclass's resolved field annotations."""
     return typing.get_type_hints(cls)
+
+
+def annotated(cls: type) -> list[str]:
+    """The names `hints(cls)` has, in its order, without resolving any annotation (which
+    evaluates each one: ~4 ms for SMTPSettings, more than a `serve` of a file that only
+    disables SMTP needs to reach its greeting; issue 13)."""
+    names: dict[str, None] = {}
+    for base in reversed(cls.__mro__):
+        # As typing.get_type_hints reads them; not inspect.get_annotations, which `serve`
+        # leaves unloaded (harness/deferred.py).
+        names.update(dict.fromkeys(base.__dict__.get("__annotations__", {})))  # noqa: RUF063
+    return list(names)
 
 
 def _is_callable(hint: Any) -> bool:

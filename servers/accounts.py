@@ -129,6 +129,8 @@ class Mechanism(enum.Enum):
 
 @lazy_dataclass(frozen=True, slots=True)
 class AuthResult:
+    """What a login attempt came to, and whose account it was when it succeeded."""
+
     outcome: AuthOutcome
     user: User | None = None
 

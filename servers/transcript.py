@@ -85,6 +85,8 @@ class _Auth:
 
 @dataclass(slots=True)
 class Transcript:
+    """One connection's events, written from the server's loop and read by tests."""
+
     protocol: str
     peer: str
     listener: str

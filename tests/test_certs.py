@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 import smtplib
 import ssl
 import stat
@@ -129,6 +131,40 @@ def test_private_keys_are_0600_in_a_private_dir() -> None:
         assert stat.S_IMODE(ca.directory.stat().st_mode) == 0o700
         directory = ca.directory
     assert not directory.exists()
+
+
+def test_the_private_dir_without_tempfile_is_made_as_mkdtemp_makes_it(tmp_path: Path) -> None:
+    """`serve` makes the CA's dir before tempfile is imported: in $TMPDIR, 0700, a fresh
+    unpredictable name each time; where $TMPDIR is unusable, tempfile picks as ever."""
+    script = (
+        "import json, os, stat, sys\n"
+        "from mailharness.certs import MailCA\n"
+        "made = []\n"
+        "for _ in range(2):\n"
+        "    with MailCA() as ca:\n"
+        "        made.append([str(ca.directory), stat.S_IMODE(ca.directory.stat().st_mode)])\n"
+        "    assert not ca.directory.exists()\n"
+        "print(json.dumps([made, 'tempfile' in sys.modules]))\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    made, imported_tempfile = json.loads(out)
+    assert not imported_tempfile
+    assert [mode for _, mode in made] == [0o700, 0o700]
+    names = [Path(path).name for path, _ in made]
+    assert [Path(path).parent for path, _ in made] == [tmp_path, tmp_path]
+    assert names[0] != names[1] and all(
+        re.fullmatch(r"mailharness-certs-[0-9a-f]{16}", n) for n in names
+    )
+    env["TMPDIR"] = str(tmp_path / "missing")
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    made, imported_tempfile = json.loads(out)
+    assert imported_tempfile or Path(made[0][0]).parent == Path("/tmp")
+    assert Path(made[0][0]).parent != tmp_path / "missing"
 
 
 def test_missing_intermediate_sends_the_leaf_alone(mail_ca: MailCA) -> None:

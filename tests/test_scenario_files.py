@@ -181,3 +181,17 @@ def test_a_serve_table_is_left_to_serve_and_the_fixtures_load_the_file(tmp_path:
     loaded = load_toml(path, CATALOG)
     assert loaded.name == "acme"
     assert loaded.config.imap is not None and loaded.config.imap.greeting_delay == 0.01
+
+
+def test_a_protocol_table_names_the_fields_the_settings_resolve() -> None:
+    """`[imap]`/`[smtp]` keys are checked against the annotated names, read without
+    resolving the annotations (serve's start, issue 13): the same names, same order."""
+    import typing
+
+    from mailharness import values
+    from mailharness.server import MailConfig
+    from mailharness.servers.imap import IMAPSettings
+    from mailharness.servers.smtp import SMTPSettings
+
+    for cls in (IMAPSettings, SMTPSettings, MailConfig):
+        assert values.annotated(cls) == list(typing.get_type_hints(cls))

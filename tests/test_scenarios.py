@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,37 @@ def test_seed_from_a_generator(mail_server: MailServer) -> None:
         client.login("alice@example.test", "alice-password")
         assert client.select("INBOX") == ("OK", [b"5"])
         assert client.uid("SEARCH", "SUBJECT", '"generated 4"') == ("OK", [str(uids[4]).encode()])
+
+
+def test_the_catalog_builds_families_only_as_far_as_a_name_needs() -> None:
+    from mailharness.scenarios import Catalog, Family, Scenario
+
+    built: list[str] = []
+
+    def family(*names: str) -> Callable[[], list[Scenario]]:
+        def build() -> list[Scenario]:
+            built.append(names[0])
+            return [
+                Scenario(
+                    name=n,
+                    family=Family.BASELINE,
+                    requirement="r",
+                    server="s",
+                    client_sees="c",
+                    fake_only_reason="a test's",
+                )
+                for n in names
+            ]
+
+        return build
+
+    catalog = Catalog(families=[family("a", "b"), family("c"), family("d")])
+    assert catalog["b"].name == "b" and built == ["a"]
+    assert catalog["c"].name == "c" and built == ["a", "c"]
+    assert list(catalog) == ["a", "b", "c", "d"] and built == ["a", "c", "d"]
+    with pytest.raises(ConfigError, match="did you mean 'a'"):
+        Catalog(families=[family("a")])["aa"]
+    twice = Catalog(families=[family("a"), family("a")])
+    assert twice["a"].name == "a"
+    with pytest.raises(ConfigError, match="'a' is used twice"):
+        len(twice)

@@ -28,6 +28,8 @@ LOGIN_PASSWORD_PROMPT = "UGFzc3dvcmQ6"
 
 @lazy_dataclass(frozen=True, slots=True)
 class Credentials:
+    """A login and its secret (password or token) as a mechanism decoded them."""
+
     login: str
     secret: str
 

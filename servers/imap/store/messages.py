@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -97,6 +96,8 @@ class Synthetic:
                 f"size={size!r}: synthetic messages need at least "
                 f"{max(MIN_SYNTHETIC_SIZE, longest + 16)} bytes"
             )
+        import random  # only for synthetic mailboxes: not on serve's way to its greeting
+
         rng = random.Random(seed)
         words = ("lorem", "ipsum", "dolor", "sit", "amet", "mail", "harness", "inbox", "sync")
         self._lines = 256
