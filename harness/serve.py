@@ -172,6 +172,31 @@ def resolve(name_or_path: str) -> Resolved:
     return Resolved(load_toml(path, CATALOG), options, path, base)
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+
+
+def tune_allocator() -> None:
+    """Let the heap grow in 4 MiB steps and keep up to 32 MiB free at its top (glibc).
+
+    With glibc's defaults a busy server shrinks its heap after a burst and grows it at
+    the next, page by page: each new connection's objects then cost page faults and
+    mprotect calls: about a sixth of the CPU of an IMAP login (docs/benchmarks.md). It
+    must run before the server's loop thread makes its heap, and costs ~2 ms of start-up
+    (ctypes). Only `serve` does it: a test process that imports the library keeps
+    glibc's defaults.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt  # glibc's name on Linux
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    mallopt(_M_TOP_PAD, 4 * 1024 * 1024)
+    mallopt(_M_TRIM_THRESHOLD, 32 * 1024 * 1024)
+
+
 def _serve_table(path: Path, table: object) -> ServeOptions:
     if table is None:
         return ServeOptions()
@@ -615,6 +640,7 @@ class Serve:
                 from mailharness.console import Console
 
                 console = Console(self)  # hooks the server before it starts
+            tune_allocator()  # before the loop thread makes its heap
             self.running = self._start(resolved, options, ca, {})
             port = options.api_port(self.api_port)
             if port is None and console is not None:
