@@ -620,12 +620,15 @@ def report(figures: list[Figure], args: argparse.Namespace, load: float) -> str:
     lines += [
         f"![ratios ours / best peer]({CHART.name})",
         "",
-        "Profiles behind the changes of issue 13 (py-spy flame graphs, before = main at the "
-        "start of the work): `flamegraphs/startup-{before,after}.svg` (one `serve "
-        "--scenario plaintext-only` start), `flamegraphs/smtp-8conn-{before,after}.svg` "
-        "(the SMTP server under `bench/smtpload.py --connections 8`). Start-up alone, with "
-        "CPU time to the greeting (steadier than wall-clock on a shared machine): "
-        "`python bench/bench_startup.py --rounds 15`.",
+        "Profiles behind the changes of issue 13 (before = main when the work began): "
+        "`flamegraphs/smtp-8conn-{before,after}.svg` (py-spy, the SMTP server under "
+        "`bench/smtpload.py --connections 8`; after = the fast path of "
+        "servers/smtp/session.py), `profiles/serve-start-{before,after}.txt` and "
+        "`profiles/serve-start-importtime-{before,after}.txt` (pyinstrument and `-X "
+        "importtime` of one `serve` start to its greeting), `profiles/search-{before,"
+        "after}.svg` (SEARCH with the header index); the IMAP login analysis (perf, "
+        "bisection) is in the section below. Start-up alone, with CPU time to the "
+        "greeting: `python bench/bench_startup.py --rounds 15`.",
         "",
         END,
     ]
