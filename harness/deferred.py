@@ -34,8 +34,12 @@ import sys
 import threading
 import types
 
-# What `serve` defers: imported on its way to the greeting, used there by nobody.
-SERVE_DEFERRED = ("inspect", "bz2", "lzma")
+# What `serve` defers: imported on its way to the greeting, used there by nobody. From
+# Python 3.12 on, dataclasses reads every class's annotations through inspect
+# (`inspect.get_annotations`), so there it would load at the first dataclass anyway.
+SERVE_DEFERRED: tuple[str, ...] = (
+    ("inspect", "bz2", "lzma") if sys.version_info < (3, 12) else ("bz2", "lzma")
+)
 
 # One lock per stand-in: a module's code may import others (never a deferred one of
 # ours), so no global lock is held while another import waits.
