@@ -117,8 +117,11 @@ class Spawned:
                 self.proc.wait()
 
 
-def _read_greeting(address: tuple[str, int], deadline: float, poll: bool) -> None:
-    """Connect and read the greeting; `poll` retries refused connects (server binds itself)."""
+def _read_greeting(
+    address: tuple[str, int], deadline: float, poll: bool, expect: bytes = b"* OK"
+) -> None:
+    """Connect and read the greeting (`expect`: how it starts; IMAP's by default);
+    `poll` retries refused connects (a server that binds itself)."""
     delay = 0.002
     while True:
         try:
@@ -129,7 +132,7 @@ def _read_greeting(address: tuple[str, int], deadline: float, poll: bool) -> Non
                     if not chunk:
                         raise ConnectionResetError("closed before greeting")
                     data += chunk
-                if not data.startswith(b"* OK"):
+                if not data.startswith(expect):
                     raise RuntimeError(f"unexpected greeting {data!r}")
                 return
         except (ConnectionRefusedError, ConnectionResetError):

@@ -51,6 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_imap import _read_greeting as _poll_greeting  # noqa: E402
 from bench.bench_imap import corpus, start_ours  # noqa: E402
 from bench.bench_startup import _child_env, _read_greeting  # noqa: E402
 from bench.imapload import IMAPLoad, login_logout  # noqa: E402
@@ -130,26 +131,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _poll_greeting(address: tuple[str, int], expect: bytes, deadline: float) -> None:
-    """For servers that bind themselves: retry the connect until they listen."""
-    while True:
-        try:
-            with socket.create_connection(address, timeout=TIMEOUT) as sock:
-                data = b""
-                while b"\r\n" not in data:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        raise ConnectionResetError
-                    data += chunk
-                if not data.startswith(expect):
-                    raise RuntimeError(f"unexpected greeting {data!r}")
-                return
-        except (ConnectionRefusedError, ConnectionResetError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.002)
-
-
 def _endpoint(protocol: str) -> Callable[[dict], int]:
     return lambda facts: next(
         int(e["port"]) for e in facts["endpoints"] if e["protocol"] == protocol
@@ -188,7 +169,7 @@ class Contenders:
             stderr=subprocess.DEVNULL,
         )
         address = ("127.0.0.1", port)
-        _poll_greeting(address, b"* OK", time.monotonic() + TIMEOUT)
+        _poll_greeting(address, time.monotonic() + TIMEOUT, poll=True)
         return Spawned("pymap", address, lambda: _terminate(proc), login=(b"demouser", b"demopass"))
 
     def dovecot(self) -> Spawned:
@@ -253,7 +234,7 @@ class Contenders:
             command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=_node_env()
         )
         address = ("127.0.0.1", port)
-        _poll_greeting(address, b"220", time.monotonic() + TIMEOUT)
+        _poll_greeting(address, time.monotonic() + TIMEOUT, poll=True, expect=b"220")
         return Spawned("maildev", address, lambda: _terminate(proc), pid=proc.pid)
 
     def aiosmtpd(self) -> Spawned:
