@@ -33,6 +33,7 @@ from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.faults import toxics
 from mailharness.servers.imap import IMAPSettings
 from mailharness.servers.listeners import Security
+from mailharness.servers.personality import PERSONALITIES
 from mailharness.servers.smtp import SMTPSettings
 
 USERS_MODES = ("add", "replace")
@@ -55,7 +56,7 @@ TOP_LEVEL: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "personality",
-        "string: dovecot, gmail, outlook, exchange, yahoo, icloud",
+        "string: " + ", ".join(PERSONALITIES),
         "the base's",
         "whose wording and limits both protocols use",
     ),
