@@ -83,35 +83,77 @@ class _Auth:
     responses: int = 0
 
 
+# Written lines wait here, unparsed, until someone reads the transcript: (the parser
+# method, the time written, the TLS version then in force, its arguments).
+_Pending = tuple[Callable[..., None], float, "str | None", tuple[object, ...]]
+# Serializes readers turning pending lines into events (the writer only appends);
+# re-entrant for a live listener that reads a transcript from its callback.
+_parse_lock = threading.RLock()
+
+
 @dataclass(slots=True)
 class Transcript:
-    """One connection's events, written from the server's loop and read by tests."""
+    """One connection's events, written from the server's loop and read by tests.
+
+    A write only notes the line, its time and the TLS version in force; the line is
+    parsed into a `TranscriptEvent` when the transcript is read (`events`), in order,
+    by the same code. Most sessions are never read, and parsing on every write was a
+    fifth of the Python a login costs (issue 13). With a live listener (`on_event`:
+    `serve`'s activity lines, the console) each line is parsed as it is written.
+    """
 
     protocol: str
     peer: str
     listener: str
     session_id: int = field(default_factory=lambda: next(_session_ids))
     started: float = field(default_factory=time.monotonic)
-    events: list[TranscriptEvent] = field(default_factory=list)
     dropped: int = 0
     #: The TLS version in force now (None while in the clear).
     tls_version: str | None = None
+    # Told of every event as it is added (the `serve` activity lines); set by TranscriptLog.
+    on_event: Callable[[Transcript, TranscriptEvent], None] | None = None
+    _events: list[TranscriptEvent] = field(default_factory=list)
+    _pending: list[_Pending] = field(default_factory=list)
+    _lines: int = 0  # lines kept (parsed or pending): at MAX_LINES the rest are counted
+    # Parser state, used while pending lines are parsed, in order:
+    _now: float = 0.0  # when the line being parsed was written
+    _tls_then: str | None = None  # the TLS version in force when it was written
     _auth: _Auth | None = None
     # IMAP tags sent and not yet completed: only these make a server line a tagged reply
     # (a message body line such as "Hello OK" does not).
     _open_tags: set[str] = field(default_factory=set)
-    # Told of every event as it is added (the `serve` activity lines); set by TranscriptLog.
-    on_event: Callable[[Transcript, TranscriptEvent], None] | None = None
+
+    @property
+    def events(self) -> list[TranscriptEvent]:
+        """The session's events so far, in order (parsed now if not yet)."""
+        if self._pending:
+            self._parse_pending()
+        return self._events
+
+    @property
+    def full(self) -> bool:
+        """At MAX_LINES: further lines are only counted in `dropped`."""
+        return self._lines >= MAX_LINES
 
     # -- writing (from the server's event loop) --------------------------------------
 
-    def _full(self) -> bool:
-        """Past MAX_LINES: count the line as dropped, and skip even parsing it (a load
-        test's long sessions spend most of their lines here)."""
-        if len(self.events) >= MAX_LINES:
+    def _note(self, parse: Callable[..., None], *args: object) -> None:
+        if self._lines >= MAX_LINES:
             self.dropped += 1
-            return True
-        return False
+            return
+        self._lines += 1
+        self._pending.append((parse, time.monotonic(), self.tls_version, args))
+        if self.on_event is not None:
+            self._parse_pending()
+
+    def _parse_pending(self) -> None:
+        with _parse_lock:
+            pending = self._pending
+            count = len(pending)  # the writer may append meanwhile: those wait
+            for parse, written, tls_version, args in pending[:count]:
+                self._now, self._tls_then = written, tls_version
+                parse(self, *args)
+            del pending[:count]
 
     def _add(
         self,
@@ -126,17 +168,14 @@ class Transcript:
         login: str | None = None,
         secret: bool = False,
     ) -> None:
-        if len(self.events) >= MAX_LINES:
-            self.dropped += 1
-            return
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + f"... [{len(text)} chars]"
         if direction == "client" and tag is not None:
             self._open_tags.add(tag)
         event = TranscriptEvent(
-            time.monotonic() - self.started,
+            self._now - self.started,
             direction,
-            self.tls_version,
+            self._tls_then,
             text,
             tag=tag,
             command=command,
@@ -146,7 +185,7 @@ class Transcript:
             login=login,
             secret=secret,
         )
-        self.events.append(event)
+        self._events.append(event)
         if self.on_event is not None:
             self.on_event(self, event)
 
@@ -155,8 +194,9 @@ class Transcript:
     ) -> None:
         """A client line that holds no secret (credentials go to `login`/`auth`).
         An SMTP line's first word is its verb; IMAP passes tag and command parsed."""
-        if self._full():
-            return
+        self._note(Transcript._parse_client, line, tag, command)
+
+    def _parse_client(self, line: bytes | str, tag: str | None, command: str | None) -> None:
         text = _text(line)
         if command is None and self.protocol == "smtp" and text:
             command = text.split(" ", 1)[0].upper()
@@ -164,11 +204,15 @@ class Transcript:
 
     def client_data(self, text: str) -> None:
         """A summary of client data (a message body): parsed as nothing."""
+        self._note(Transcript._parse_client_data, text)
+
+    def _parse_client_data(self, text: str) -> None:
         self._add("client", text)
 
     def server(self, line: bytes | str) -> None:
-        if self._full():
-            return
+        self._note(Transcript._parse_server, line)
+
+    def _parse_server(self, line: bytes | str) -> None:
         text = _text(line)
         if self.protocol == "imap":
             match = _IMAP_STATUS.match(text)
@@ -186,6 +230,9 @@ class Transcript:
             self._add("server", text, reply_code=code)
 
     def event(self, text: str) -> None:
+        self._note(Transcript._parse_event, text)
+
+    def _parse_event(self, text: str) -> None:
         self._add("event", text)
 
     def tls(self, version: str | None, how: str) -> None:
@@ -195,6 +242,9 @@ class Transcript:
 
     def login(self, tag: str | None, user: str, command: str = "LOGIN") -> None:
         """IMAP `tag LOGIN user password`: the user shown, the password masked."""
+        self._note(Transcript._parse_login, tag, user, command)
+
+    def _parse_login(self, tag: str | None, user: str, command: str) -> None:
         prefix = f"{tag} " if tag else ""
         self._add(
             "client",
@@ -211,6 +261,11 @@ class Transcript:
     ) -> None:
         """A SASL exchange begins (IMAP AUTHENTICATE, SMTP AUTH), with the client's
         initial response if it sent one (decoded to show the user, mask the secret)."""
+        self._note(Transcript._parse_auth, tag, command, mechanism, initial)
+
+    def _parse_auth(
+        self, tag: str | None, command: str, mechanism: str, initial: bytes | str | None
+    ) -> None:
         mechanism = mechanism.upper()
         self._auth = _Auth(mechanism)
         prefix = f"{tag} " if tag else ""
@@ -231,6 +286,9 @@ class Transcript:
 
     def auth_response(self, line: bytes | str) -> None:
         """A client line answering a SASL challenge (IMAP `+`, SMTP 334)."""
+        self._note(Transcript._parse_auth_response, line)
+
+    def _parse_auth_response(self, line: bytes | str) -> None:
         shown, user, secret = self._response(_text(line))
         self._add("client", shown, login=user, secret=secret)
 

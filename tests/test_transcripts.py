@@ -7,6 +7,8 @@ import base64
 import dataclasses
 import imaplib
 import smtplib
+import threading
+import time
 
 import pytest
 from mailharness import (
@@ -17,6 +19,7 @@ from mailharness import (
     SMTPSettings,
     TranscriptEvent,
 )
+from mailharness.servers.transcript import MAX_LINES, Transcript
 
 ALICE = ("alice@example.test", "alice-password")
 SECRETS = ("alice-password", "alice-token", base64.b64encode(b"alice-password").decode())
@@ -222,3 +225,56 @@ def test_ring_buffer_keeps_the_newest_and_their_helpers(
     assert len(log) == 2 and log.dropped == 1
     assert len(log.logins()) == 2
     assert len(log.credentials_sent_before_tls()) == 2
+
+
+# -- lines are noted as written and parsed when read -------------------------------------
+
+
+def test_a_line_keeps_its_time_and_tls_version_from_when_it_was_written() -> None:
+    transcript = Transcript("imap", "127.0.0.1:1", "test")
+    before = time.monotonic()
+    transcript.client(b"a STARTTLS", tag="a", command="STARTTLS")
+    transcript.server(b"a OK Begin TLS negotiation now.")
+    after = time.monotonic()
+    transcript.tls("TLSv1.3", "STARTTLS")
+    transcript.login("b", "alice@example.test")
+    transcript.server(b"b OK Logged in")
+    events = transcript.events
+    assert [e.tls_version for e in events] == [None, None, "TLSv1.3", "TLSv1.3", "TLSv1.3"]
+    assert before <= transcript.started + events[1].elapsed <= after
+    assert (events[1].tag, events[1].status) == ("a", "OK")
+    assert transcript.logins() == [LoginAttempt("alice@example.test", "LOGIN", "TLSv1.3", True)]
+
+
+def test_lines_past_the_cap_are_counted_not_kept() -> None:
+    transcript = Transcript("smtp", "127.0.0.1:1", "test")
+    for number in range(MAX_LINES + 5):
+        transcript.client(f"NOOP {number}")
+    assert transcript.full and transcript.dropped == 5
+    assert len(transcript.events) == MAX_LINES
+    assert transcript.events[-1].text == f"NOOP {MAX_LINES - 1}"
+    assert transcript.text().endswith("... 5 more lines not kept")
+
+
+def test_reading_while_the_server_writes_loses_and_reorders_nothing() -> None:
+    """The loop thread writes while a test thread reads: every line once, in order."""
+    transcript = Transcript("imap", "127.0.0.1:1", "test")
+    count = MAX_LINES // 2
+    done = threading.Event()
+
+    def write() -> None:
+        for number in range(count):
+            transcript.client(f"t{number} NOOP", tag=f"t{number}", command="NOOP")
+            transcript.server(f"t{number} OK NOOP completed.")
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = 0
+    while not done.is_set():
+        seen = max(seen, len(transcript.events))
+    writer.join()
+    events = transcript.events
+    assert seen <= len(events) == 2 * count
+    assert [e.tag for e in events] == [f"t{n}" for n in range(count) for _ in range(2)]
+    assert all(e.status == "OK" for e in events[1::2])

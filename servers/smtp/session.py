@@ -34,7 +34,7 @@ from mailharness.servers.listeners import Endpoint
 from mailharness.servers.smtp import replies
 from mailharness.servers.smtp.capture import CapturedMessage
 from mailharness.servers.smtp.server import SMTPServer, _in_networks
-from mailharness.servers.transcript import MAX_LINES, Transcript, tls_version_of
+from mailharness.servers.transcript import Transcript, tls_version_of
 
 _queue_ids = itertools.count(1)
 
@@ -445,7 +445,7 @@ class _HarnessSMTP(SMTP):
         The transcript is written first: a test that has the reply may read it at once."""
         text = self._worded(status)
         transcript = self.transcript
-        if transcript is not None and len(transcript.events) < MAX_LINES:
+        if transcript is not None and not transcript.full:
             if command is not None:
                 transcript.client(command)
             if message_size is not None:
