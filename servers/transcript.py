@@ -137,11 +137,12 @@ class Transcript:
 
     # -- writing (from the server's event loop) --------------------------------------
 
-    def _note(self, parse: Callable[..., None], *args: object) -> None:
-        if self._lines >= MAX_LINES:
-            self.dropped += 1
+    def _note(self, parse: Callable[..., None], *args: object, lines: int = 1) -> None:
+        """Note a write of `lines` lines, or only count it when they do not all fit."""
+        if self._lines + lines > MAX_LINES:
+            self.dropped += lines
             return
-        self._lines += 1
+        self._lines += lines
         self._pending.append((parse, time.monotonic(), self.tls_version, args))
         if self.on_event is not None:
             self._parse_pending()
@@ -211,6 +212,20 @@ class Transcript:
 
     def server(self, line: bytes | str) -> None:
         self._note(Transcript._parse_server, line)
+
+    def server_lines(self, data: bytes) -> None:
+        """What the server wrote in one go, CRLF-ended lines (one line if none ends):
+        each becomes an event."""
+        count = data.count(b"\r\n") or 1
+        room = MAX_LINES - self._lines
+        if count > room > 0:  # the first lines fit: keep those
+            self.dropped += count - room
+            count = room
+        self._note(Transcript._parse_server_lines, data, count, lines=count)
+
+    def _parse_server_lines(self, data: bytes, count: int) -> None:
+        for line in (data.split(b"\r\n")[:-1] or [data])[:count]:
+            self._parse_server(line)
 
     def _parse_server(self, line: bytes | str) -> None:
         text = _text(line)

@@ -256,6 +256,19 @@ def test_lines_past_the_cap_are_counted_not_kept() -> None:
     assert transcript.text().endswith("... 5 more lines not kept")
 
 
+def test_a_write_of_many_lines_keeps_those_that_fit() -> None:
+    transcript = Transcript("imap", "127.0.0.1:1", "test")
+    for number in range(MAX_LINES - 2):
+        transcript.server(f"* {number} EXISTS")
+    transcript.server_lines(b"* BYE Logging out\r\nb OK Logout completed.\r\n* extra\r\n")
+    transcript.server_lines(b"* another\r\n")
+    assert [e.text for e in transcript.events[-2:]] == [
+        "* BYE Logging out",
+        "b OK Logout completed.",
+    ]
+    assert transcript.dropped == 2 and len(transcript.events) == MAX_LINES
+
+
 def test_reading_while_the_server_writes_loses_and_reorders_nothing() -> None:
     """The loop thread writes while a test thread reads: every line once, in order."""
     transcript = Transcript("imap", "127.0.0.1:1", "test")

@@ -311,8 +311,10 @@ class _Connection(asyncio.Protocol):
         self._batch_bytes = 0
         self.change_pending = False
         self.last_activity = self.loop.time()
-        self.idle_handle: asyncio.TimerHandle | None = None
-        self.login_handle: asyncio.TimerHandle | None = None
+        self.greeted_at = 0.0
+        # One timer for both timeouts (idle, and login counted from the greeting); it is
+        # moved only when it fires, not on every command.
+        self.timeout_handle: asyncio.TimerHandle | None = None
 
     def _new_parser(self) -> IMAPConnection:
         settings = self.settings
@@ -381,8 +383,10 @@ class _Connection(asyncio.Protocol):
     def _greet(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return  # the client left before its greeting
-        self.settings = self.server.settings
-        self._set_limits(self.settings)
+        live = self.server.settings
+        if live is not self.settings:  # replaced while this connection waited
+            self.settings = live
+            self._set_limits(live)
         peer_ip = self.peer_ip
         self.session = Session(
             accounts=self.server.accounts,
@@ -398,10 +402,10 @@ class _Connection(asyncio.Protocol):
         self.session.on_mailbox_change = self._change_from_any_thread
         self.greeted = True
         self.server._greeted += 1
-        self.last_activity = self.loop.time()
+        self.last_activity = self.greeted_at = self.loop.time()
         self._write(self.session.greeting())
-        self.idle_handle = self.loop.call_later(self.settings.idle_timeout, self._idle_check)
-        self.login_handle = self.loop.call_later(self.settings.login_timeout, self._login_check)
+        first = min(self.settings.idle_timeout, self.settings.login_timeout)
+        self.timeout_handle = self.loop.call_later(first, self._check_timeouts)
         if self.conn.buffered:
             self._process()  # the client spoke before its greeting
 
@@ -606,34 +610,31 @@ class _Connection(asyncio.Protocol):
         if session.state.value == "logout":
             self._close()
 
-    def _idle_check(self) -> None:
-        if self.closed:
+    def _check_timeouts(self) -> None:
+        """Say BYE past the idle timeout, or past the login timeout while not logged in
+        (Dovecot's, counted from connect); else look again when the nearer one is due."""
+        self.timeout_handle = None
+        session = self.session
+        if self.closed or session is None:
             return
         settings = self.server.settings  # a timeout changed at run time applies at once
-        remaining = self.last_activity + settings.idle_timeout - self.loop.time()
+        now = self.loop.time()
+        remaining = self.last_activity + settings.idle_timeout - now
+        if session.state is State.NOT_AUTHENTICATED:
+            remaining = min(remaining, self.greeted_at + settings.login_timeout - now)
         if remaining > 0:
-            self.idle_handle = self.loop.call_later(remaining, self._idle_check)
+            self.timeout_handle = self.loop.call_later(remaining, self._check_timeouts)
             return
         text = settings.texts.bye_idle_timeout
         self._write(UntaggedStatus(Status.BYE, text).to_bytes())
         self._close()
 
-    def _login_check(self) -> None:
-        """Dovecot's login timeout: counted from connect, not from the last command."""
-        self.login_handle = None
-        session = self.session
-        if self.closed or session is None or session.state is not State.NOT_AUTHENTICATED:
-            return
-        text = self.server.settings.texts.bye_idle_timeout
-        self._write(UntaggedStatus(Status.BYE, text).to_bytes())
-        self._close()
-
     def recheck_idle(self) -> None:
-        """The idle timeout may have changed: compute the remaining time anew."""
-        if self.idle_handle is None or self.closed:
+        """A timeout may have changed: compute the remaining time anew."""
+        if self.timeout_handle is None or self.closed:
             return
-        self.idle_handle.cancel()
-        self.idle_handle = self.loop.call_later(0, self._idle_check)
+        self.timeout_handle.cancel()
+        self.timeout_handle = self.loop.call_later(0, self._check_timeouts)
 
     # -- output and teardown --------------------------------------------------------------
 
@@ -642,8 +643,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.transcript is not None:
             if len(data) <= 4096:
-                for line in data.split(b"\r\n")[:-1] or [data]:
-                    self.transcript.server(line)
+                self.transcript.server_lines(data)
             else:
                 self.transcript.server(data[:TRANSCRIPT_PREVIEW] + b"... [%d bytes]" % len(data))
         batch = self._batch
@@ -709,12 +709,9 @@ class _Connection(asyncio.Protocol):
             return
         self.closed = True
         self.gen = None
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
-        if self.login_handle is not None:
-            self.login_handle.cancel()
-            self.login_handle = None
+        if self.timeout_handle is not None:
+            self.timeout_handle.cancel()
+            self.timeout_handle = None
         if self.transcript is not None:
             self.transcript.event(why)
         if self.session is not None:

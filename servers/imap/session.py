@@ -145,7 +145,18 @@ class Session:
         return caps
 
     def capabilities(self) -> str:
+        """The capability list in force: what the settings, TLS, the state and the
+        user's APPENDLIMIT make it (cached per settings: every greeting and login sends it)."""
         before_login = self.state is State.NOT_AUTHENTICATED
+        limit = self.mailboxes.append_limit if self.mailboxes is not None else None
+        key = (before_login, self.secure, self.starttls_available, limit)
+        cache = _per_settings(self._settings)
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = self._list_capabilities(before_login)
+        return text
+
+    def _list_capabilities(self, before_login: bool) -> str:
         listed = (
             self.replies.capabilities_before_login
             if before_login
@@ -213,8 +224,15 @@ class Session:
 
     def greeting(self) -> bytes:
         text = self.settings.greeting or self.replies.greeting
-        text = text.replace("{ip}", self.peer or "127.0.0.1")
-        return UntaggedStatus(Status.OK, text, self._capability_code()).to_bytes()
+        peer = self.peer or "127.0.0.1"
+        key = ("greeting", self.secure, self.starttls_available, peer if "{ip}" in text else "")
+        cache = _per_settings(self._settings)
+        greeting = cache.get(key)
+        if greeting is None:
+            text = text.replace("{ip}", peer)
+            greeting = UntaggedStatus(Status.OK, text, self._capability_code()).to_bytes()
+            cache[key] = greeting
+        return greeting
 
     # -- entry points ------------------------------------------------------------
 
@@ -707,6 +725,23 @@ _SYNCING = frozenset(
 )
 #: RFC 3501 §7.4.1: no EXPUNGE responses while answering these (unless UID form).
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
+
+
+# What a session derives from its settings alone (capability lists, greetings), per
+# settings object: the entry holds the settings, so its id is not reused meanwhile.
+_DERIVED: dict[int, tuple[IMAPSettings, dict[tuple[object, ...], Any]]] = {}
+_DERIVED_MAX = 64  # settings objects (and texts per settings) kept; then start afresh
+
+
+def _per_settings(settings: IMAPSettings) -> dict[tuple[object, ...], Any]:
+    entry = _DERIVED.get(id(settings))
+    if entry is None or entry[0] is not settings:
+        if len(_DERIVED) >= _DERIVED_MAX:
+            _DERIVED.clear()
+        entry = _DERIVED[id(settings)] = (settings, {})
+    elif len(entry[1]) >= _DERIVED_MAX:  # many peers named in a greeting
+        entry[1].clear()
+    return entry[1]
 
 
 def _checked(settings: object) -> tuple[IMAPSettings, Replies]:

@@ -9,6 +9,7 @@ import resource
 import socket
 import ssl
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,6 +148,19 @@ def test_login_timeout_disconnects_for_inactivity(make_imap: MakeIMAP) -> None:
     imap = make_imap(IMAPSettings(login_timeout=0.2))
     with RawClient(imap.none) as raw:
         assert raw.line() == b"* BYE Disconnected for inactivity.\r\n"
+
+
+def test_login_timeout_ends_at_login_and_the_idle_timeout_goes_on(make_imap: MakeIMAP) -> None:
+    """One timer serves both: once logged in, only the idle timeout (from the last
+    command) can end the session. The BYE cannot come early, so no upper bound."""
+    imap = make_imap(
+        IMAPSettings(login_timeout=0.1, idle_timeout=0.8, plaintext_auth_requires_tls=False)
+    )
+    with RawClient(imap.none) as raw:
+        raw.login()
+        logged_in = time.monotonic()
+        assert raw.line() == b"* BYE Disconnected for inactivity.\r\n"
+        assert time.monotonic() - logged_in >= 0.75
 
 
 def test_login_timeout_default_is_dovecots_3_minutes() -> None:
