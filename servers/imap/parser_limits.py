@@ -60,5 +60,9 @@ def current() -> ParserLimits:
 
 
 def use(limits: ParserLimits) -> None:
-    """Put ``limits`` in force for the current context (one connection's task)."""
-    _CURRENT.set(limits)
+    """Put ``limits`` in force for the current context (one connection's task).
+
+    The shell calls this before every step of a command: setting a context variable
+    costs an allocation, reading it does not, so it is set only when it changes."""
+    if _CURRENT.get() is not limits:
+        _CURRENT.set(limits)

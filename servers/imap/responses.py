@@ -29,7 +29,8 @@ def _status_line(status: Status, code: str | None, text: str) -> bytes:
     """``surrogateescape``: a reply may quote the client's own non-UTF-8 bytes (an
     unknown THREAD algorithm ``\x80``), which come back as they were sent (found by
     fuzzing: plain ``.encode()`` raised and the client got ``NO [SERVERBUG]``)."""
-    head = status.value if code is None else f"{status.value} [{code}]"
+    word = status._value_  # as .value, without the enum property's Python-level lookup
+    head = word if code is None else f"{word} [{code}]"
     line = f"{head} {text}" if text else head
     return line.encode("utf-8", "surrogateescape")
 

@@ -274,6 +274,37 @@ class IMAPServer:
 
 
 class _Connection(asyncio.Protocol):
+    # One per client: slots keep it small (idle connections) and its attributes quick.
+    __slots__ = (
+        "_batch",
+        "_batch_bytes",
+        "blocked",
+        "change_pending",
+        "closed",
+        "conn",
+        "gen",
+        "greeted",
+        "greeted_at",
+        "last_activity",
+        "listener",
+        "loop",
+        "message_limits",
+        "paused",
+        "peer_ip",
+        "reading_paused",
+        "security",
+        "send_value",
+        "server",
+        "session",
+        "settings",
+        "ssl_context",
+        "timeout_handle",
+        "tls_terminated",
+        "transcript",
+        "transport",
+        "want_line",
+    )
+
     def __init__(
         self,
         server: IMAPServer,
@@ -534,7 +565,7 @@ class _Connection(asyncio.Protocol):
             item = self.gen.send(value)
         except StopIteration:
             self.gen = None
-            if self.session is not None and self.session.state.value == "logout":
+            if self.session is not None and self.session.state is State.LOGOUT:
                 self._close()
             return
         if isinstance(item, bytes):
@@ -607,7 +638,7 @@ class _Connection(asyncio.Protocol):
             return
         if data:
             self._write(data)
-        if session.state.value == "logout":
+        if session.state is State.LOGOUT:
             self._close()
 
     def _check_timeouts(self) -> None:

@@ -12,6 +12,10 @@ __all__ = ["COMMAND_STATES", "TRANSITIONS", "State", "Transition", "next_state"]
 
 
 class State(enum.Enum):
+    # Members are singletons: identity hashing is right, and cheaper than Enum's
+    # hash of the name (every command looks its state up in a frozenset).
+    __hash__ = object.__hash__
+
     NOT_AUTHENTICATED = "not-authenticated"
     AUTHENTICATED = "authenticated"
     SELECTED = "selected"
@@ -20,6 +24,8 @@ class State(enum.Enum):
 
 class Transition(enum.Enum):
     """What happened, as far as the state machine cares."""
+
+    __hash__ = object.__hash__  # as State's
 
     LOGGED_IN = "logged-in"
     SELECTED = "selected"
