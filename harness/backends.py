@@ -177,7 +177,7 @@ class FakeMailBackend(MailBackend):
             self.live.imap = imap
             endpoints["imap"] = await listen("imap", self._binder(imap), config.securities("imap"))
         if config.smtp is not None:
-            # Imported here: aiosmtpd costs a server without SMTP nothing.
+            # Imported here: an IMAP-only server does not load the SMTP server module.
             from mailharness.servers.smtp.server import SMTPServer
 
             smtp = SMTPServer(

@@ -350,6 +350,26 @@ def _version_only(version: str, label: str) -> Scenario:
     )
 
 
+def _starttls_not_offered() -> tuple[Expect, ...]:
+    """What a client asking for STARTTLS sees on plain listeners that do not offer it."""
+    return (
+        imap(
+            NONE,
+            Outcome("starttls", "imaplib.IMAP4.abort", "TLS not supported by server"),
+            connect_as=STARTTLS,
+        ),
+        smtp(
+            NONE,
+            Outcome(
+                "starttls",
+                "smtplib.SMTPNotSupportedError",
+                "STARTTLS extension not supported by server.",
+            ),
+            connect_as=STARTTLS,
+        ),
+    )
+
+
 def _tls() -> list[Scenario]:
     return [
         Scenario(
@@ -477,22 +497,7 @@ def _tls() -> list[Scenario]:
             client_sees="imaplib.IMAP4.abort('TLS not supported by server'); "
             "smtplib.SMTPNotSupportedError('STARTTLS extension not supported by server.')",
             config=MailConfig(imap_listeners=(NONE,), smtp_listeners=(NONE,)),
-            expect=(
-                imap(
-                    NONE,
-                    Outcome("starttls", "imaplib.IMAP4.abort", "TLS not supported by server"),
-                    connect_as=STARTTLS,
-                ),
-                smtp(
-                    NONE,
-                    Outcome(
-                        "starttls",
-                        "smtplib.SMTPNotSupportedError",
-                        "STARTTLS extension not supported by server.",
-                    ),
-                    connect_as=STARTTLS,
-                ),
-            ),
+            expect=_starttls_not_offered(),
             fake_only_reason="Dovecot offers STARTTLS on its plain ports whenever TLS is "
             "configured",
         ),
@@ -528,20 +533,7 @@ def _tls() -> list[Scenario]:
             "server') / SMTPNotSupportedError",
             config=PLAINTEXT_ONLY,
             expect=(
-                imap(
-                    NONE,
-                    Outcome("starttls", "imaplib.IMAP4.abort", "TLS not supported by server"),
-                    connect_as=STARTTLS,
-                ),
-                smtp(
-                    NONE,
-                    Outcome(
-                        "starttls",
-                        "smtplib.SMTPNotSupportedError",
-                        "STARTTLS extension not supported by server.",
-                    ),
-                    connect_as=STARTTLS,
-                ),
+                *_starttls_not_offered(),
                 imap(NONE, OK),
                 smtp(NONE, OK),
             ),
