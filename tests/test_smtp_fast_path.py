@@ -16,6 +16,7 @@ import pytest
 from mailharness import MailServer
 from mailharness.catalog import PLAINTEXT_ONLY
 from mailharness.plugin import MailServerFactory
+from mailharness.servers.transcript import MAX_LINES
 
 BODY = b"Subject: fast\r\n\r\nline one\r\n"
 
@@ -292,3 +293,26 @@ def test_mail_line_answered_alike_alone_and_behind_a_noop(
                 sender = server.wait_for_messages(before + 1)[-1].mail_from
             outcomes.append((reply, sender))
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_long_session_keeps_the_transcript_cap_and_counts_every_line(
+    mail_server_factory: MailServerFactory,
+) -> None:
+    """Past MAX_LINES the fast path's lines are counted, not kept: kept + dropped is
+    exactly what a short session shows plus nine lines per further message."""
+    server = _server(mail_server_factory)
+
+    def session(messages: int) -> None:
+        with smtplib.SMTP(*server.smtp.none.address, timeout=5) as client:
+            for _ in range(messages):
+                client.sendmail("a@example.test", ["b@example.test"], BODY)
+
+    session(1)
+    session(300)
+    server.settle()  # each session's closing line is written after the client's QUIT
+    short, long = list(server.transcripts)
+    per_message = 9  # MAIL, 250, RCPT, 250, DATA, 354, [message data], ".", 250
+    assert len(short.events) < MAX_LINES and short.dropped == 0
+    assert len(long.events) == MAX_LINES
+    assert len(long.events) + long.dropped == len(short.events) + per_message * 299
+    assert server.messages.arrived == 301

@@ -445,17 +445,13 @@ class _HarnessSMTP(SMTP):
         The transcript is written first: a test that has the reply may read it at once."""
         text = self._worded(status)
         transcript = self.transcript
-        if transcript is not None and not transcript.full:
+        if transcript is not None:
             if command is not None:
                 transcript.client(command)
             if message_size is not None:
                 transcript.client_data(f"[message data: {message_size} bytes]")
                 transcript.client_data(".")
             self._log_server(text)
-        elif transcript is not None:  # past its cap: the lines are only counted
-            transcript.dropped += (
-                (command is not None) + 2 * (message_size is not None) + 1 + text.count("\r\n")
-            )
         transport = self.transport
         if transport is not None:
             transport.write(text.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
