@@ -495,6 +495,10 @@ def _fast_tokens(text: str) -> list[Token] | None:
 def tokenize(texts: list[bytes], literals: list[bytes], replies: Replies = DOVECOT) -> list[Token]:
     """Split a command into tokens; ``literals[i]`` follows ``texts[i]``.
 
+    Plain texts take the regex fast path (`_fast_tokens`), the rest the character
+    loop (`_tokenize_slow`); tests/imap/test_tokenize_fastpath.py holds the two to
+    the same result.
+
     >>> tokenize([b'a FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (DATE)]<0.9>)'], [])
     ['a', 'FETCH', '1', ['UID', 'BODY.PEEK[HEADER.FIELDS (DATE)]<0.9>']]
     """
