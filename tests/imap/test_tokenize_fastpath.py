@@ -15,6 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mailharness.servers.imap.protocol import (
+    MAX_LOGIN_COMMAND_BYTES,
+    MAX_NUMBER_DIGITS,
+    MAX_TAG_BYTES,
+    BadInput,
+    Command,
+    ContinuationRequest,
     ParseError,
     Token,
     _fast_tokens,
@@ -23,6 +29,8 @@ from mailharness.servers.imap.protocol import (
     tokenize,
 )
 from mailharness.servers.imap.replies import DOVECOT
+
+from tests.imap.test_protocol import feed
 
 Outcome = list[Token] | tuple[str, str]
 
@@ -205,3 +213,27 @@ def test_valid_tag_is_the_rule_it_replaced() -> None:
         for tag in (chr(code), "a" + chr(code), chr(code) + "1"):
             assert _valid_tag(tag) == rule(tag), repr(tag)
     assert not _valid_tag("")
+
+
+def test_one_line_commands_at_the_limits_next_event_skips_work_for() -> None:
+    """The shortcuts of a one-line command keep every limit where it was."""
+    bad = BadInput(None, None, DOVECOT.bad_untagged)
+    tag = b"t" * MAX_TAG_BYTES
+    [ok] = feed(tag + b" NOOP\r\n", prelogin=True)
+    assert isinstance(ok, Command) and ok.tag == tag.decode()
+    assert feed(b"t" + tag + b" NOOP\r\n", prelogin=True) == [bad]
+    # Before login a line of max_login_command bytes (CR included) passes, one more is BYE.
+    size = MAX_LOGIN_COMMAND_BYTES
+    line = b"a NOOP " + b"x" * (size - len(b"a NOOP \r"))
+    assert [type(e) for e in feed(line + b"\r\n", prelogin=True)] == [Command]
+    [bye] = feed(line + b"x\r\n", prelogin=True)
+    assert isinstance(bye, BadInput) and bye.bye == DOVECOT.bye_input_buffer_full
+    # A literal is found behind a "}" or a "}\r" (one CR is the line end, one more stays).
+    assert feed(b"a APPEND INBOX {5}\r\r\n") == [ContinuationRequest("a", 5, "APPEND")]
+    assert feed(b"a APPEND INBOX {5} \r\n")[0] != ContinuationRequest("a", 5, "APPEND")
+    # Blank lines are skipped, and a one-line command after them comes out whole.
+    [cmd] = feed(b"\r\n   \r\na1 NOOP\r\n")
+    assert cmd == Command(tag="a1", name="NOOP", args=(), transcript="a1 NOOP")
+    # A number too long for int() in a one-line command is still refused.
+    [huge] = feed(b"a FETCH " + b"9" * (MAX_NUMBER_DIGITS + 1) + b" FLAGS\r\n")
+    assert huge == BadInput("a", "FETCH", DOVECOT.invalid_messageset)
