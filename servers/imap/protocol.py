@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import cast
 
 from mailharness.servers.imap.replies import DOVECOT, Replies
 from mailharness.servers.records import lazy_dataclass
@@ -80,7 +81,11 @@ MAX_NUMBER_DIGITS = 4300
 #: Literals shown in the transcript are summarised, never dumped.
 #: ``~{n}`` is RFC 3516's literal8 (APPEND of binary data); it is read like a literal.
 _LITERAL_RE = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?$")
-_TAG_FORBIDDEN = frozenset('(){ %*"\\+]')
+_LITERAL_ENDS = (b"}", b"}\r")
+#: A tag is printable ASCII without space or any of ``(){%*"\+]``: ``! # $ & '``,
+#: ``,`` to ``[`` (digits, letters...), ``^`` to ``z``, ``| } ~``.
+_TAG_RE = re.compile(r"[!#$&',-\[^-z|}~]+")
+_TAG_RE_BYTES = re.compile(_TAG_RE.pattern.encode("ascii"))
 
 
 class Literal8(bytes):
@@ -105,6 +110,11 @@ class InputMode(enum.Enum):
 
     COMMAND = "command"
     LINE = "line"
+
+
+# Module names for the members next_event compares against (an Enum class lookup costs more).
+_COMMAND = InputMode.COMMAND
+_LINE = InputMode.LINE
 
 
 @lazy_dataclass(frozen=True, slots=True)
@@ -246,9 +256,10 @@ class IMAPConnection:
                 self._literal_size = None
                 continue
             idx = buf.find(b"\n", self._scan_from)
-            if self.prelogin and self.mode is InputMode.COMMAND:
+            if self.prelogin and self.mode is _COMMAND:
                 pending = self._pending_length + (idx if idx >= 0 else len(buf))
-                if pending > self._login_limit():
+                # _login_limit() is never below max_login_command: ask it only past that.
+                if pending > self.max_login_command and pending > self._login_limit():
                     return self._fatal(self.replies.bye_input_buffer_full)
             if idx < 0:
                 if len(buf) > self.max_line:
@@ -261,12 +272,10 @@ class IMAPConnection:
                     return BadInput(tag, None, self.replies.too_long_argument)
                 self._scan_from = len(buf)
                 return NEED_DATA
-            line = bytes(buf[:idx])
+            line = bytes(buf[: idx - 1 if idx and buf[idx - 1] == 13 else idx])  # less "\r"
             del buf[: idx + 1]
             self._scan_from = 0
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if self.mode is InputMode.LINE:
+            if self.mode is _LINE:
                 self.mode = InputMode.COMMAND
                 if len(line) > self.max_line:
                     return BadInput(None, None, self.replies.too_long_argument)
@@ -276,7 +285,8 @@ class IMAPConnection:
                 tag = self._pending_tag() if self._texts else _guess_tag(line, self.max_tag)
                 self._reset_command()
                 return BadInput(tag, None, self.replies.too_long_argument)
-            match = _LITERAL_RE.search(line)
+            # Only a line ending in "}" or "}\r" can end in a literal: skip the search.
+            match = _LITERAL_RE.search(line) if line.endswith(_LITERAL_ENDS) else None
             if match is not None:
                 size = int(match.group(1))
                 sync = not match.group(2)
@@ -302,17 +312,20 @@ class IMAPConnection:
                 self._literal8 = line.startswith(b"~", match.start())
                 self._continuation_sent = False
                 continue
-            if not self._texts and not line.strip():
+            if self._texts:
+                self._texts.append(line)
+                texts, literals = self._texts, self._literals
+                self._reset_command()
+            elif not line.strip():
                 continue  # stray empty line: Dovecot ignores it too
-            self._texts.append(line)
-            texts, literals = self._texts, self._literals
-            self._reset_command()
+            else:
+                # A one-line command: no literal was read, so of _reset_command()'s
+                # work only the length is left to clear.
+                texts, literals = [line], []
+                self._pending_length = 0
             built = _build_command(texts, literals, self.replies)
-            if (
-                self.prelogin
-                and isinstance(built, Command)
-                and len(built.tag.encode("utf-8", "surrogateescape")) > self.max_tag
-            ):
+            # A Command's tag passed _valid_tag: ASCII, so its length is its byte count.
+            if self.prelogin and isinstance(built, Command) and len(built.tag) > self.max_tag:
                 return BadInput(None, None, self.replies.bad_untagged)
             return built
 
@@ -372,28 +385,34 @@ def _guess_tag(line: bytes, max_tag: int = MAX_TAG_BYTES) -> str | None:
 
 
 def _valid_tag(tag: str) -> bool:
-    return bool(tag) and tag.isprintable() and tag.isascii() and not (set(tag) & _TAG_FORBIDDEN)
+    return _TAG_RE.fullmatch(tag) is not None
 
 
 def _build_command(
     texts: list[bytes], literals: list[bytes], replies: Replies
 ) -> Command | BadInput:
-    transcript = " ".join(
-        part
-        for i, text in enumerate(texts)
-        for part in (
-            text.decode("utf-8", "backslashreplace").strip(),
-            f"{{{len(literals[i])}}}" if i < len(literals) else "",
+    first = texts[0]
+    if len(texts) == 1 and not literals:  # most commands: one line, no literal
+        transcript = first.decode("utf-8", "backslashreplace").strip()
+    else:
+        transcript = " ".join(
+            part
+            for i, text in enumerate(texts)
+            for part in (
+                text.decode("utf-8", "backslashreplace").strip(),
+                f"{{{len(literals[i])}}}" if i < len(literals) else "",
+            )
+            if part
         )
-        if part
-    )
-    head = texts[0].split(b" ", 2)
-    tag = head[0].decode("utf-8", "replace")
-    if not _valid_tag(tag):
+    # A valid tag is ASCII, so checking the bytes is checking the decoded text.
+    tag_bytes = first.partition(b" ")[0]
+    if _TAG_RE_BYTES.fullmatch(tag_bytes) is None:
         return BadInput(None, None, replies.bad_untagged)
+    tag = tag_bytes.decode("ascii")
     try:
         tokens = tokenize(texts, literals, replies)
     except ParseError as exc:
+        head = first.split(b" ", 2)
         name = head[1].decode("ascii", "replace").upper() if len(head) > 1 else None
         return BadInput(tag, name, str(exc))
     if len(tokens) < 2 or not isinstance(tokens[1], str):
@@ -409,7 +428,8 @@ def _build_command(
         args = args[1:]
     if not (name.isascii() and name.isprintable()):  # found by fuzzing: b"t0 \x80"
         return BadInput(tag, None, replies.bad_untagged)
-    if _has_huge_number(args):
+    # An atom is no longer than the text it came from (literals are bytes, never atoms).
+    if (len(texts) > 1 or len(first) > MAX_NUMBER_DIGITS) and _has_huge_number(args):
         reason = _huge_number_reason(name, uid, replies)
         return BadInput(tag, f"UID {name}" if uid else name, reason)
     return Command(tag=tag, name=name, args=tuple(args), uid=uid, transcript=transcript)
@@ -442,13 +462,62 @@ def _huge_number_reason(name: str, uid: bool, replies: Replies) -> str:
 
 _ATOM_STOP = frozenset(' ()"{')
 
+# The fast path of `tokenize`: most commands (``a LOGIN alice "pass word"``,
+# ``b SELECT INBOX``, ``c UID FETCH 1:* FLAGS``) are spaces, plain atoms and quoted
+# strings without escapes, which two C-level regex passes split exactly as the
+# character loop of `_tokenize_slow` does. A plain atom character is anything but a
+# space, a control character, DEL, a parenthesis, a quote, ``{`` or a bracket (DEL
+# inside an atom and ``[``/``]`` sections are the loop's to judge).
+#: Spaces and plain atoms only (no quote).
+_PLAIN_LINE = re.compile(r'[^\x00-\x1f\x7f()"{\[\]]*+')
+#: One token per match: a plain atom, or a quoted string without backslash; the
+#: third group catches any other non-space character, which sends the text to the loop.
+_FAST_TOKEN = re.compile(r'([^\x00-\x20\x7f()"{\[\]]+)|"([^"\\]*)"|([^ ])')
+
+
+def _fast_tokens(text: str) -> list[Token] | None:
+    """`text`'s tokens if it needs no character loop, else None (see `_FAST_TOKEN`)."""
+    if '"' not in text:
+        if _PLAIN_LINE.fullmatch(text) is None:
+            return None
+        if text.isascii():
+            # No control characters, so split() splits on " " only.
+            return cast("list[Token]", text.split())
+        return [word for word in text.split(" ") if word]
+    tokens: list[Token] = []
+    for atom, quoted, other in _FAST_TOKEN.findall(text):
+        if other:
+            return None
+        tokens.append(atom or quoted.encode("utf-8", "surrogateescape"))
+    return tokens
+
 
 def tokenize(texts: list[bytes], literals: list[bytes], replies: Replies = DOVECOT) -> list[Token]:
     """Split a command into tokens; ``literals[i]`` follows ``texts[i]``.
 
+    Plain texts take the regex fast path (`_fast_tokens`), the rest the character
+    loop (`_tokenize_slow`); tests/imap/test_tokenize_fastpath.py holds the two to
+    the same result.
+
     >>> tokenize([b'a FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (DATE)]<0.9>)'], [])
     ['a', 'FETCH', '1', ['UID', 'BODY.PEEK[HEADER.FIELDS (DATE)]<0.9>']]
     """
+    if len(texts) == 1 and not literals:
+        tokens = _fast_tokens(texts[0].decode("utf-8", "surrogateescape"))
+        return _tokenize_slow(texts, literals, replies) if tokens is None else tokens
+    root: list[Token] = []
+    for i, raw in enumerate(texts):
+        tokens = _fast_tokens(raw.decode("utf-8", "surrogateescape"))
+        if tokens is None:
+            return _tokenize_slow(texts, literals, replies)
+        root += tokens
+        if i < len(literals):
+            root.append(literals[i])
+    return root
+
+
+def _tokenize_slow(texts: list[bytes], literals: list[bytes], replies: Replies) -> list[Token]:
+    """`tokenize` one character at a time: lists, sections, escapes and every error."""
     root: list[Token] = []
     stack: list[list[Token]] = [root]
     for i, raw in enumerate(texts):
