@@ -290,6 +290,7 @@ class _Connection(asyncio.Protocol):
         "loop",
         "message_limits",
         "paused",
+        "peer",
         "peer_ip",
         "reading_paused",
         "security",
@@ -316,6 +317,7 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.tls_terminated = tls_terminated
         self.settings = server.settings
+        self.peer: tuple[object, ...] = ("?", 0)
         self.peer_ip = "?"
         self.greeted = False
         self.security = security
@@ -373,18 +375,17 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.peer = peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer_ip = str(peer[0])
-        self.transcript = self.server.transcripts.open(
-            "imap", f"{peer[0]}:{peer[1]}", self.listener
-        )
-        if self.security is Security.IMPLICIT:  # asyncio greets us after the handshake
-            self.transcript.tls(tls_version_of(transport), "implicit")
         self.server._connections.add(self)
         admission = self.server._admission(self.peer_ip)
+        if admission is _Admission.GREET and self.server.settings.greeting_delay <= 0:
+            self._greet()  # the usual case: the transcript opens once the greeting is sent
+            return
+        transcript = self._open_transcript()
         texts = self.settings.texts
         if admission is _Admission.DENY:
-            self.transcript.event("refused: source outside allowed_networks (tcpwrap)")
+            transcript.event("refused: source outside allowed_networks (tcpwrap)")
             self._close()
         elif admission is _Admission.MAINTENANCE:
             bye = texts.bye_maintenance
@@ -394,10 +395,18 @@ class _Connection(asyncio.Protocol):
             self._write(UntaggedStatus(Status.BYE, texts.bye_queue_full).to_bytes())
             self._close()
         elif admission is _Admission.QUEUE:
-            self.transcript.event("queued: max_connections reached, not greeted")
+            transcript.event("queued: max_connections reached, not greeted")
             self.server._queue.append(self)
         else:
             self.start()
+
+    def _open_transcript(self) -> Transcript:
+        transcript = self.transcript = self.server.transcripts.open(
+            "imap", f"{self.peer[0]}:{self.peer[1]}", self.listener
+        )
+        if self.security is Security.IMPLICIT:  # asyncio greets us after the handshake
+            transcript.tls(tls_version_of(self.transport), "implicit")
+        return transcript
 
     def start(self) -> None:
         """Greet and serve (at once, or when a queued connection gets its slot).
@@ -412,7 +421,11 @@ class _Connection(asyncio.Protocol):
             self._greet()
 
     def _greet(self) -> None:
-        if self.transport is None or self.transport.is_closing():
+        """Send the greeting first (the client waits for it), then the bookkeeping."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            if self.transcript is None:
+                self._open_transcript()
             return  # the client left before its greeting
         live = self.server.settings
         if live is not self.settings:  # replaced while this connection waited
@@ -434,7 +447,10 @@ class _Connection(asyncio.Protocol):
         self.greeted = True
         self.server._greeted += 1
         self.last_activity = self.greeted_at = self.loop.time()
-        self._write(self.session.greeting())
+        greeting = self.session.greeting()
+        transport.write(greeting)
+        transcript = self.transcript if self.transcript is not None else self._open_transcript()
+        transcript.server_lines(greeting)
         first = min(self.settings.idle_timeout, self.settings.login_timeout)
         self.timeout_handle = self.loop.call_later(first, self._check_timeouts)
         if self.conn.buffered:
