@@ -42,7 +42,7 @@ from mailharness.servers.imap.protocol import (
     Token,
 )
 from mailharness.servers.imap.responses import Continuation, Status, UntaggedStatus
-from mailharness.servers.imap.session import Session
+from mailharness.servers.imap.session import Session, cached_greeting
 from mailharness.servers.imap.settings import IMAPSettings
 from mailharness.servers.imap.states import State
 from mailharness.servers.imap.store import MailStore
@@ -431,30 +431,41 @@ class _Connection(asyncio.Protocol):
         if live is not self.settings:  # replaced while this connection waited
             self.settings = live
             self._set_limits(live)
-        peer_ip = self.peer_ip
-        self.session = Session(
-            accounts=self.server.accounts,
-            store=self.server.store,
-            settings=self.settings,
-            secure=self.security is Security.IMPLICIT or self.tls_terminated,
-            starttls_available=self.security is Security.STARTTLS,
-            record_error=self.server.record_error,
-            record_client_error=self.server.record_client_error,
-            peer=peer_ip,
-            sessions_of=lambda login: self.server._sessions_of(login, peer_ip),
+        secure = self.security is Security.IMPLICIT or self.tls_terminated
+        starttls = self.security is Security.STARTTLS
+        greeting = cached_greeting(
+            self.settings, secure=secure, starttls_available=starttls, peer=self.peer_ip
         )
-        self.session.on_mailbox_change = self._change_from_any_thread
+        if greeting is None:  # the first on these terms: the session makes it
+            greeting = self._new_session(secure, starttls).greeting()
+        transport.write(greeting)
+        if self.session is None:
+            self._new_session(secure, starttls)
         self.greeted = True
         self.server._greeted += 1
         self.last_activity = self.greeted_at = self.loop.time()
-        greeting = self.session.greeting()
-        transport.write(greeting)
         transcript = self.transcript if self.transcript is not None else self._open_transcript()
         transcript.server_lines(greeting)
         first = min(self.settings.idle_timeout, self.settings.login_timeout)
         self.timeout_handle = self.loop.call_later(first, self._check_timeouts)
         if self.conn.buffered:
             self._process()  # the client spoke before its greeting
+
+    def _new_session(self, secure: bool, starttls_available: bool) -> Session:
+        peer_ip = self.peer_ip
+        session = self.session = Session(
+            accounts=self.server.accounts,
+            store=self.server.store,
+            settings=self.settings,
+            secure=secure,
+            starttls_available=starttls_available,
+            record_error=self.server.record_error,
+            record_client_error=self.server.record_client_error,
+            peer=peer_ip,
+            sessions_of=lambda login: self.server._sessions_of(login, peer_ip),
+        )
+        session.on_mailbox_change = self._change_from_any_thread
+        return session
 
     def _refresh_settings(self, session: Session) -> None:
         """Pick up settings replaced at run time, between commands."""

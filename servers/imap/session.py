@@ -223,13 +223,12 @@ class Session:
         return "CAPABILITY " + self.capabilities() if self.replies.capability_codes else None
 
     def greeting(self) -> bytes:
-        text = self.settings.greeting or self.replies.greeting
         peer = self.peer or "127.0.0.1"
-        key = ("greeting", self.secure, self.starttls_available, peer if "{ip}" in text else "")
+        key = ("greeting", self.secure, self.starttls_available, peer)
         cache = _per_settings(self._settings)
         greeting = cache.get(key)
         if greeting is None:
-            text = text.replace("{ip}", peer)
+            text = (self.settings.greeting or self.replies.greeting).replace("{ip}", peer)
             greeting = UntaggedStatus(Status.OK, text, self._capability_code()).to_bytes()
             cache[key] = greeting
         return greeting
@@ -742,6 +741,16 @@ def _per_settings(settings: IMAPSettings) -> dict[tuple[object, ...], Any]:
     elif len(entry[1]) >= _DERIVED_MAX:  # many peers named in a greeting
         entry[1].clear()
     return entry[1]
+
+
+def cached_greeting(
+    settings: IMAPSettings, *, secure: bool, starttls_available: bool, peer: str
+) -> bytes | None:
+    """The greeting a new session on these terms sends, if one did before: the shell
+    sends it before it makes the session (a client waits on the greeting)."""
+    key = ("greeting", secure, starttls_available and not secure, peer or "127.0.0.1")
+    greeting: bytes | None = _per_settings(settings).get(key)
+    return greeting
 
 
 def _checked(settings: object) -> tuple[IMAPSettings, Replies]:
