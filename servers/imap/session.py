@@ -458,7 +458,12 @@ class Session:
         yield b""  # pragma: no cover - unreachable; makes this a generator
 
     def cmd_LOGOUT(self, cmd: Command, after: list[Effect]) -> Handler:
-        yield UntaggedStatus(Status.BYE, self.replies.bye_logout).to_bytes()
+        cache = _per_settings(self._settings)  # the same BYE every time
+        bye = cache.get("bye_logout")
+        if bye is None:
+            bye = UntaggedStatus(Status.BYE, self.replies.bye_logout).to_bytes()
+            cache["bye_logout"] = bye
+        yield bye
         self.unselect()
         self.transition(Transition.LOGGED_OUT)
         after.append(Disconnect())
@@ -728,11 +733,11 @@ _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 
 # What a session derives from its settings alone (capability lists, greetings), per
 # settings object: the entry holds the settings, so its id is not reused meanwhile.
-_DERIVED: dict[int, tuple[IMAPSettings, dict[tuple[object, ...], Any]]] = {}
+_DERIVED: dict[int, tuple[IMAPSettings, dict[object, Any]]] = {}
 _DERIVED_MAX = 64  # settings objects (and texts per settings) kept; then start afresh
 
 
-def _per_settings(settings: IMAPSettings) -> dict[tuple[object, ...], Any]:
+def _per_settings(settings: IMAPSettings) -> dict[object, Any]:
     entry = _DERIVED.get(id(settings))
     if entry is None or entry[0] is not settings:
         if len(_DERIVED) >= _DERIVED_MAX:
