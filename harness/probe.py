@@ -245,11 +245,19 @@ class ProbeReport:
         return "\n".join(lines)
 
 
+_VOLATILE = re.compile(
+    r"\[[^\]]*:\d+[^\]]*\]"
+    r"|\d{4}-\d\d-\d\d[T ][\d:.]+"
+    r"|(?:\b[A-Z][a-z]{2}, )?\b\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d(?::\d\d)?(?: [+-]\d{4})?"
+    r"|\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b"
+)
+
+
 def _without_volatile(text: str) -> str:
     """A reply without the parts that change per connection (times, addresses, sessions)."""
-    # [host:time] stamps, dates, and hex session ids (Gmail's "... 4cdc12092c44 - gsmtp").
-    volatile = r"\[[^\]]*:\d+[^\]]*\]|\d{4}-\d\d-\d\d[T ][\d:.]+|\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b"
-    return re.sub(volatile, "[...]", text)
+    # [host:time] stamps, ISO dates, RFC 5322 dates (Exchange's "ready at Mon, 7 Dec 2026
+    # 01:05:35 +0000"), and hex session ids (Gmail's "... 4cdc12092c44 - gsmtp").
+    return _VOLATILE.sub("[...]", text)
 
 
 # --- personalities: whose words these are ----------------------------------------------

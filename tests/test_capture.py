@@ -19,7 +19,14 @@ from mailharness.catalog import CATALOG, scenario
 from mailharness.certs import MailCA
 from mailharness.cli import main
 from mailharness.diagnosis import Diagnosis
-from mailharness.probe import ProbeReport, ProbeSettings, probe, probe_case, settings_for_case
+from mailharness.probe import (
+    ProbeReport,
+    ProbeSettings,
+    _without_volatile,
+    probe,
+    probe_case,
+    settings_for_case,
+)
 from mailharness.scenarios import Family, Scenario
 from mailharness.server import MailServer
 from mailharness.servers.listeners import Security
@@ -148,3 +155,12 @@ def _alice(server: MailServer, protocol: str, security: Security) -> ProbeSettin
         server_name="localhost",
         timeout=3.0,
     )
+
+
+def test_a_greeting_that_names_the_time_compares_equal_a_second_later() -> None:
+    """Exchange's SMTP greeting carries an RFC 5322 date: two probes a second apart
+    must still find the same server (this round trip failed when a second turned)."""
+    greeting = "220 localhost Microsoft ESMTP MAIL Service ready at Mon, 7 Dec 2026 01:05:35 +0000"
+    later = greeting.replace("01:05:35", "01:05:36")
+    assert _without_volatile(greeting) == _without_volatile(later)
+    assert _without_volatile(greeting).startswith("220 localhost Microsoft ESMTP MAIL Service")
