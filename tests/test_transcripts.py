@@ -19,6 +19,8 @@ from mailharness import (
     SMTPSettings,
     TranscriptEvent,
 )
+from mailharness.servers.imap.server import _Connection
+from mailharness.servers.listeners import Security
 from mailharness.servers.transcript import MAX_LINES, Transcript
 
 ALICE = ("alice@example.test", "alice-password")
@@ -291,3 +293,41 @@ def test_reading_while_the_server_writes_loses_and_reorders_nothing() -> None:
     assert seen <= len(events) == 2 * count
     assert [e.tag for e in events] == [f"t{n}" for n in range(count) for _ in range(2)]
     assert all(e.status == "OK" for e in events[1::2])
+
+
+def test_the_greeting_is_in_the_log_before_it_is_written(lenient: MailServer) -> None:
+    """A test that has the greeting finds the session and its greeting in the log (and
+    `settle()`, which waits only when the log has a session, never skips one). Observed
+    at the write itself: a transport that records what the log holds when it is called."""
+    imap = lenient._backend.live_servers().imap  # the server behind the listeners
+    assert imap is not None and lenient._thread is not None
+    seen: list[tuple[bytes, str | None]] = []
+
+    class Recording:
+        def set_write_buffer_limits(self, high: int, low: int) -> None:
+            pass
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.1", 40000) if name == "peername" else default
+
+        def write(self, data: bytes) -> None:
+            newest = list(lenient.transcripts)[-1:]
+            seen.append((data, newest[0].events[-1].text if newest else None))
+
+        def close(self) -> None:
+            pass
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+    async def connect() -> None:
+        conn = _Connection(imap, Security.NONE, None, "test")
+        conn.connection_made(Recording())  # type: ignore[arg-type]
+        conn.connection_lost(None)
+
+    lenient._thread.run(connect())
+    [(greeting, noted)] = seen
+    assert greeting.startswith(b"* OK") and noted == greeting.decode().rstrip("\r\n")

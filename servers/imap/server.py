@@ -380,7 +380,7 @@ class _Connection(asyncio.Protocol):
         self.server._connections.add(self)
         admission = self.server._admission(self.peer_ip)
         if admission is _Admission.GREET and self.server.settings.greeting_delay <= 0:
-            self._greet()  # the usual case: the transcript opens once the greeting is sent
+            self._greet()  # the usual case: the transcript opens with the greeting
             return
         transcript = self._open_transcript()
         texts = self.settings.texts
@@ -421,7 +421,7 @@ class _Connection(asyncio.Protocol):
             self._greet()
 
     def _greet(self) -> None:
-        """Send the greeting first (the client waits for it), then the bookkeeping."""
+        """Send the greeting (the client waits for it), then make the session."""
         transport = self.transport
         if transport is None or transport.is_closing():
             if self.transcript is None:
@@ -438,14 +438,16 @@ class _Connection(asyncio.Protocol):
         )
         if greeting is None:  # the first on these terms: the session makes it
             greeting = self._new_session(secure, starttls).greeting()
+        # In the transcript before it is sent: a test that has the greeting finds the
+        # session in the log (`MailServer.settle` waits only when there is one).
+        transcript = self.transcript if self.transcript is not None else self._open_transcript()
+        transcript.server_lines(greeting)
         transport.write(greeting)
         if self.session is None:
             self._new_session(secure, starttls)
         self.greeted = True
         self.server._greeted += 1
         self.last_activity = self.greeted_at = self.loop.time()
-        transcript = self.transcript if self.transcript is not None else self._open_transcript()
-        transcript.server_lines(greeting)
         first = min(self.settings.idle_timeout, self.settings.login_timeout)
         self.timeout_handle = self.loop.call_later(first, self._check_timeouts)
         if self.conn.buffered:
