@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -43,6 +44,9 @@ from mailharness.servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
 from mailharness.servers.imap.store.messages import Synthetic
 
 from bench.imapload import IMAPLoad, IMAPLoadError, login_logout
+
+if TYPE_CHECKING:
+    from mailharness.server import MailConfig
 
 LOGIN = b"alice@example.test"
 PASSWORD = b"alice-password"
@@ -64,6 +68,20 @@ def iter_corpus(count: int, size: int = SIZE, seed: int = SEED) -> Iterator[byte
 
 
 # --- our server, in its own process ------------------------------------------------------
+def plaintext_imap_config() -> MailConfig:
+    """One plain IMAP listener taking LOGIN in the clear, as the Dovecot ours is compared
+    with is configured (ssl = no): the server every IMAP bench measures."""
+    from mailharness.server import MailConfig
+    from mailharness.servers.imap import IMAPSettings
+    from mailharness.servers.listeners import Security
+
+    return MailConfig(
+        smtp=None,
+        imap=IMAPSettings(plaintext_auth_requires_tls=False),
+        imap_listeners=(Security.NONE,),
+    )
+
+
 def serve_ours(count: int, synthetic: int) -> None:
     """Child mode: serve IMAP (plain) with a seeded INBOX; print one JSON line; run until EOF."""
     serve_messages(iter_corpus(count), synthetic)
@@ -73,17 +91,9 @@ def serve_messages(messages: Iterable[bytes], synthetic: int = 0) -> None:
     """Serve plain IMAP with `messages` (then `synthetic` generated ones) in alice's INBOX,
     print one JSON line (port, pid) and run until stdin closes: the child every IMAP
     bench starts, so each measures the same server."""
-    from mailharness.server import MailConfig, MailServer
-    from mailharness.servers.imap import IMAPSettings
-    from mailharness.servers.listeners import Security
+    from mailharness.server import MailServer
 
-    # Plaintext LOGIN, as the Dovecot it is compared with is configured (ssl = no).
-    config = MailConfig(
-        smtp=None,
-        imap=IMAPSettings(plaintext_auth_requires_tls=False),
-        imap_listeners=(Security.NONE,),
-    )
-    server = MailServer(config).start()
+    server = MailServer(plaintext_imap_config()).start()
     try:
         if synthetic:
             server.store.add_synthetic(LOGIN.decode(), "INBOX", synthetic, seed=SEED, size=SIZE)

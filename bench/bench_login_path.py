@@ -63,17 +63,12 @@ class _Collector:
 
 
 def python_cost(count: int) -> None:
-    from mailharness.server import MailConfig, MailServer
-    from mailharness.servers.imap import IMAPSettings
+    from bench_imap import plaintext_imap_config
+    from mailharness.server import MailServer
     from mailharness.servers.imap.server import _Connection
     from mailharness.servers.listeners import Security
 
-    config = MailConfig(
-        smtp=None,
-        imap=IMAPSettings(plaintext_auth_requires_tls=False),
-        imap_listeners=(Security.NONE,),
-    )
-    server = MailServer(config).start()
+    server = MailServer(plaintext_imap_config()).start()
     try:
         imap = server._backend.live_servers().imap  # the server object behind the listener
         assert imap is not None and server._thread is not None
