@@ -98,7 +98,7 @@ class Transcript:
     A write only notes the line, its time and the TLS version in force; the line is
     parsed into a `TranscriptEvent` when the transcript is read (`events`), in order,
     by the same code. Most sessions are never read, and parsing on every write was a
-    fifth of the Python a login costs (issue 13). With a live listener (`on_event`:
+    quarter of the Python a login costs (issue 13). With a live listener (`on_event`:
     `serve`'s activity lines, the console) each line is parsed as it is written.
     """
 

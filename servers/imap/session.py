@@ -223,11 +223,11 @@ class Session:
         return "CAPABILITY " + self.capabilities() if self.replies.capability_codes else None
 
     def greeting(self) -> bytes:
-        peer = self.peer or "127.0.0.1"
-        key = ("greeting", self.secure, self.starttls_available, peer)
+        key = _greeting_key(self.secure, self.starttls_available, self.peer)
         cache = _per_settings(self._settings)
         greeting = cache.get(key)
         if greeting is None:
+            peer = key[3]
             text = (self.settings.greeting or self.replies.greeting).replace("{ip}", peer)
             greeting = UntaggedStatus(Status.OK, text, self._capability_code()).to_bytes()
             cache[key] = greeting
@@ -753,9 +753,17 @@ def cached_greeting(
 ) -> bytes | None:
     """The greeting a new session on these terms sends, if one did before: the shell
     sends it before it makes the session (a client waits on the greeting)."""
-    key = ("greeting", secure, starttls_available and not secure, peer or "127.0.0.1")
+    key = _greeting_key(secure, starttls_available, peer)
     greeting: bytes | None = _per_settings(settings).get(key)
     return greeting
+
+
+def _greeting_key(
+    secure: bool, starttls_available: bool, peer: str | None
+) -> tuple[str, bool, bool, str]:
+    """What a greeting depends on beyond the settings, as `Session` sees it (a secure
+    session offers no STARTTLS; an unknown peer greets as loopback)."""
+    return ("greeting", secure, starttls_available and not secure, peer or "127.0.0.1")
 
 
 def _checked(settings: object) -> tuple[IMAPSettings, Replies]:
