@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,67 @@ def _sockets() -> set[str]:
         if target.startswith("socket:"):
             found.add(f"fd {fd.name} -> {target}")
     return found
+
+
+def _hex_address(text: str) -> str:
+    """``0100007F:1FA3`` (as /proc/net/tcp writes it) as ``127.0.0.1:8099``."""
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        return f"{'.'.join(str(b) for b in reversed(raw))}:{int(port, 16)}"
+    words = [raw[i : i + 4][::-1].hex() for i in range(0, 16, 4)]
+    return f"[{':'.join(w[j : j + 4] for w in words for j in (0, 4))}]:{int(port, 16)}"
+
+
+def _socket_table() -> dict[str, str]:
+    """Socket inode -> what it is (protocol, addresses, Unix path), from /proc/net."""
+    table: dict[str, str] = {}
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, inode = _hex_address(fields[1]), _hex_address(fields[2]), fields[9]
+            table[inode] = f"{proto} {local} -> {remote} state {fields[3]}"
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        table[fields[6]] = "unix " + (fields[7] if len(fields) > 7 else "(unnamed)")
+    return table
+
+
+def _describe(sockets: set[str]) -> list[str]:
+    """Each leaked socket with what /proc/net knows of it and, when traced, where it was made."""
+    table = _socket_table()
+    described = []
+    for entry in sorted(sockets):
+        inode = entry.rpartition("[")[2].rstrip("]")
+        text = f"socket {entry} ({table.get(inode, 'not in /proc/net')})"
+        fd = int(entry.split()[1])
+        if fd in _made_at:
+            text += "\n    made at:\n" + _made_at[fd]
+        described.append(text)
+    return described
+
+
+#: fd -> the stack that made the socket, when MAILHARNESS_TRACE_SOCKETS=1 (to find a leak).
+_made_at: dict[int, str] = {}
+
+
+def _trace_sockets() -> None:
+    """Record where each Python-made socket came from; C-made ones (uvloop) are not seen."""
+    original_init = socket.socket.__init__
+
+    def init(self: socket.socket, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        _made_at[self.fileno()] = "".join(traceback.format_stack(limit=12)[:-1])
+
+    socket.socket.__init__ = init  # type: ignore[method-assign]
 
 
 def _children() -> set[int]:
@@ -91,7 +154,7 @@ def leaks(
         thread.join(GRACE)
     gc.collect()
     found = [f"thread {t.name!r}" for t in set(threading.enumerate()) - threads if t.is_alive()]
-    found += [f"socket {s}" for s in sorted(_sockets() - sockets)]
+    found += _describe(_sockets() - sockets)
     for pid in _children() - children:
         try:
             os.waitpid(pid, os.WNOHANG)
@@ -107,6 +170,8 @@ def leaks(
 @pytest.fixture(scope="session", autouse=True)
 def _session_leak_check(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Set up before any other session fixture, so it is torn down after all of them."""
+    if os.environ.get("MAILHARNESS_TRACE_SOCKETS") == "1":
+        _trace_sockets()
     threads = set(threading.enumerate())
     sockets, children, containers = _sockets(), _children(), _containers()
     dirs = _TempDirs()
