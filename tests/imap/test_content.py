@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -49,10 +50,12 @@ class Wire(RawClient):
 
 
 @pytest.fixture
-def wire(imap: RunningIMAP) -> Wire:
-    client = Wire(imap.none)
-    client.login()
-    return client
+def wire(imap: RunningIMAP) -> Iterator[Wire]:
+    """Closed at teardown: returned open, its socket lived on in the last test's
+    arguments, which pytest drops only after the session's leak check."""
+    with Wire(imap.none) as client:
+        client.login()
+        yield client
 
 
 def selected(wire: Wire, *messages: bytes) -> Wire:
