@@ -226,6 +226,40 @@ class IMAPConnection:
         """Bytes received and not yet turned into events (for back-pressure)."""
         return len(self._buf)
 
+    def simple_command(self, data: bytes) -> Command | None:
+        """`data` as its Command if it is one whole LOGIN or LOGOUT line, nothing
+        waits in the buffer, and the framing loop would make the very same Command
+        of it (within every limit); else None, and `data` goes to `receive_data`.
+
+        Most connections of a load test only log in and out: one match replaces the
+        framing, the tokenizer and the checks (issue 13). tests/imap/test_at_once.py
+        holds its Commands to the loop's.
+        """
+        if (
+            self._buf
+            or self._texts
+            or self._discard_line
+            or self._literal_size is not None
+            or self.mode is not _COMMAND
+            or len(data) > _SIMPLE_MAX
+            or len(data) > self.max_login_command
+            or len(data) > self.max_line
+        ):
+            return None
+        match = _SIMPLE_COMMAND.fullmatch(data)
+        if match is None:
+            return None
+        tag, user_atom, user_quoted, secret_atom, secret_quoted, logout = match.groups()
+        if len(tag) > self.max_tag:
+            return None
+        text = data[:-2].decode("ascii")
+        if logout is not None:
+            return Command(tag=tag.decode("ascii"), name="LOGOUT", args=(), transcript=text)
+        # An atom is text, a quoted string its bytes, as the tokenizer gives them.
+        user: Token = user_quoted if user_atom is None else user_atom.decode("ascii")
+        secret: Token = secret_quoted if secret_atom is None else secret_atom.decode("ascii")
+        return Command(tag=tag.decode("ascii"), name="LOGIN", args=(user, secret), transcript=text)
+
     def expect_line(self) -> None:
         """Read the next line raw (AUTHENTICATE continuation, IDLE's DONE)."""
         self.mode = InputMode.LINE
@@ -461,6 +495,20 @@ def _huge_number_reason(name: str, uid: bool, replies: Replies) -> str:
 
 
 _ATOM_STOP = frozenset(' ()"{')
+
+# `IMAPConnection.simple_command`'s lines: ``tag LOGIN user secret`` and ``tag LOGOUT``,
+# CRLF-ended. Its atoms leave out every character the tokenizer treats specially
+# (``% * \ } [ ]`` too) and its quoted strings are printable ASCII without ``"`` or
+# ``\``: a subset of what `tokenize` reads the same way.
+_SIMPLE_ATOM = rb"([!#$&'+,\-./0-9:;<=>?@A-Z^_`a-z|~]+)"
+_SIMPLE_QUOTED = rb'"([ !#-\[\]-~]*)"'
+_SIMPLE_ARG = rb"(?:" + _SIMPLE_ATOM + rb"|" + _SIMPLE_QUOTED + rb")"
+_SIMPLE_COMMAND = re.compile(
+    rb"(" + _TAG_RE_BYTES.pattern + rb") "
+    rb"(?:(?i:LOGIN) " + _SIMPLE_ARG + rb" " + _SIMPLE_ARG + rb"|((?i:LOGOUT)))\r\n"
+)
+#: Longer lines take the loop (no huge-number check needed below this).
+_SIMPLE_MAX = 1024
 
 # The fast path of `tokenize`: most commands (``a LOGIN alice "pass word"``,
 # ``b SELECT INBOX``, ``c UID FETCH 1:* FLAGS``) are spaces, plain atoms and quoted

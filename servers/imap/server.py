@@ -480,6 +480,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
+        if self.gen is None and self._answered_at_once(data):
+            return
         self.conn.receive_data(data)
         if (
             self.session is None
@@ -506,6 +508,30 @@ class _Connection(asyncio.Protocol):
         self._process()
 
     # -- the engine --------------------------------------------------------------------
+
+    def _answered_at_once(self, data: bytes) -> bool:
+        """A lone LOGIN or LOGOUT, answered without the engine (issue 13): the same
+        transcript, the same writes, the same close as `_run` and `_step` make of it."""
+        session = self.session
+        if session is None or self.closed or self.blocked or self.paused:
+            return False
+        cmd = self.conn.simple_command(data)
+        if cmd is None:
+            return False
+        self._refresh_settings(session)
+        if not session.answers_at_once(cmd):
+            self.conn.receive_data(data)  # as if never looked at: the engine runs it
+            self._process()
+            return True
+        self._log_command(cmd)
+        out, disconnect = session.answer_at_once(cmd)
+        for piece in out:
+            self._note_written(piece)
+        assert self.transport is not None  # not closed (checked above)
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if disconnect or session.state is State.LOGOUT:
+            self._close()
+        return True
 
     def _process(self) -> None:
         """Run the current command, then parse and start the next, until we must wait."""
@@ -698,14 +724,18 @@ class _Connection(asyncio.Protocol):
 
     # -- output and teardown --------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
-            return
+    def _note_written(self, data: bytes) -> None:
+        """Into the transcript: each line of a short write, the start of a long one."""
         if self.transcript is not None:
             if len(data) <= 4096:
                 self.transcript.server_lines(data)
             else:
                 self.transcript.server(data[:TRANSCRIPT_PREVIEW] + b"... [%d bytes]" % len(data))
+
+    def _write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        self._note_written(data)
         batch = self._batch
         if batch is None:
             self.transport.write(data)

@@ -130,7 +130,7 @@ class Session:
     # -- capabilities ----------------------------------------------------------
 
     def _plaintext_ok(self) -> bool:
-        return self.secure or not self.settings.plaintext_auth_requires_tls
+        return self.secure or not self._settings.plaintext_auth_requires_tls
 
     def _auth_capabilities(self) -> list[str]:
         """STARTTLS, LOGINDISABLED and AUTH=: what TLS and the settings allow now."""
@@ -220,7 +220,7 @@ class Session:
 
     def _capability_code(self) -> str | None:
         """The [CAPABILITY ...] code, for a provider that sends one unasked."""
-        return "CAPABILITY " + self.capabilities() if self.replies.capability_codes else None
+        return "CAPABILITY " + self.capabilities() if self._replies.capability_codes else None
 
     def greeting(self) -> bytes:
         key = _greeting_key(self.secure, self.starttls_available, self.peer)
@@ -258,19 +258,9 @@ class Session:
     def handle(self, cmd: Command) -> Output:
         """Run one command; yields output bytes and effects, ends after the tagged reply."""
         after: list[Effect] = []
-        allowed = COMMAND_STATES.get(cmd.name)
-        handler = _handler(cmd.name)
-        if (
-            allowed is None
-            or handler is None
-            or (cmd.uid and cmd.name not in _UID_COMMANDS)
-            or (cmd.name in _ACL_COMMANDS and not self.settings.acl)
-        ):
-            reply = Tagged(
-                cmd.tag, Status.BAD, self.replies.bad(cmd.name, self.replies.unknown_command)
-            )
-        elif self.state not in allowed:
-            reply = Tagged(cmd.tag, Status.BAD, self._wrong_state_text(cmd.name))
+        handler = self._handler_for(cmd)
+        if isinstance(handler, Tagged):
+            reply = handler
         else:
             if self.notify is not None:
                 yield self.notify_updates()
@@ -279,12 +269,8 @@ class Session:
             except Fail as fail:
                 reply = Tagged(cmd.tag, fail.status, fail.text, fail.code)
             except Exception as exc:  # our bug: answer, record, keep serving
-                self.record_error(f"server error in {cmd.transcript!r}: {exc!r}")
-                bug = self.replies.server_bug
-                reply = Tagged(cmd.tag, Status.NO, bug.text, bug.code)
-        if reply.status is Status.BAD:
-            shown = cmd.name if cmd.name in _SECRET_COMMANDS else cmd.transcript
-            self.record_client_error(f"client error: {shown!r} -> {reply.to_bytes()!r}")
+                reply = self._server_bug(cmd, exc)
+        self._record_bad(cmd, reply)
         if self.view is not None and self.state is State.SELECTED:
             lost = self.view.lost()
             if lost is not None:
@@ -308,6 +294,75 @@ class Session:
             self.notify.refresh(self.mailboxes)  # our own changes are not news to us
         yield reply.to_bytes()
         yield from after
+
+    def _handler_for(self, cmd: Command) -> CommandHandler | Tagged:
+        """The command's handler, or the BAD for a command unknown or not allowed now."""
+        allowed = COMMAND_STATES.get(cmd.name)
+        handler = _handler(cmd.name)
+        if (
+            allowed is None
+            or handler is None
+            or (cmd.uid and cmd.name not in _UID_COMMANDS)
+            or (cmd.name in _ACL_COMMANDS and not self._settings.acl)
+        ):
+            return Tagged(
+                cmd.tag, Status.BAD, self._replies.bad(cmd.name, self._replies.unknown_command)
+            )
+        if self.state not in allowed:
+            return Tagged(cmd.tag, Status.BAD, self._wrong_state_text(cmd.name))
+        return handler
+
+    def _server_bug(self, cmd: Command, exc: Exception) -> Tagged:
+        self.record_error(f"server error in {cmd.transcript!r}: {exc!r}")
+        bug = self.replies.server_bug
+        return Tagged(cmd.tag, Status.NO, bug.text, bug.code)
+
+    def _record_bad(self, cmd: Command, reply: Tagged) -> None:
+        if reply.status is Status.BAD:
+            shown = cmd.name if cmd.name in _SECRET_COMMANDS else cmd.transcript
+            self.record_client_error(f"client error: {shown!r} -> {reply.to_bytes()!r}")
+
+    def answers_at_once(self, cmd: Command) -> bool:
+        """Can `answer_at_once` run `cmd`: LOGIN or LOGOUT, where nothing makes it wait
+        (no failure delay, no TLS alert first) and `handle` would add nothing around
+        it (no NOTIFY news, no selected mailbox to sync)."""
+        if self.notify is not None or self.view is not None:
+            return False
+        if cmd.name == "LOGOUT":
+            return True
+        return cmd.name == "LOGIN" and self._settings.failure_delay <= 0 and self._plaintext_ok()
+
+    def answer_at_once(self, cmd: Command) -> tuple[list[bytes], bool]:
+        """What `handle` would send for a command `answers_at_once`, and whether the
+        connection closes after it, without the engine's generators around the handler.
+
+        Most connections of a load test only log in and out (issue 13). The handler
+        is the same; on these terms it yields only bytes and adds only a Disconnect
+        (tests/imap/test_at_once.py holds both paths to the same output, state and
+        transcript).
+        """
+        after: list[Effect] = []
+        out: list[bytes] = []
+        handler = self._handler_for(cmd)
+        if isinstance(handler, Tagged):
+            reply = handler
+        else:
+            run = handler(self, cmd, after)
+            try:
+                while True:
+                    item = run.send(None)
+                    if not isinstance(item, bytes):  # pragma: no cover - answers_at_once
+                        raise RuntimeError(f"{cmd.name} waits on {item!r}: not at once")
+                    out.append(item)
+            except StopIteration as done:
+                reply = done.value
+            except Fail as fail:
+                reply = Tagged(cmd.tag, fail.status, fail.text, fail.code)
+            except Exception as exc:  # our bug: answer, record, keep serving
+                reply = self._server_bug(cmd, exc)
+        self._record_bad(cmd, reply)
+        out.append(reply.to_bytes())
+        return out, bool(after)  # on these terms only ever a Disconnect
 
     def _sync(self, *, expunge: bool) -> bytes:
         """The selected mailbox's news, as far as NOTIFY (if set) asks for them."""
@@ -461,13 +516,13 @@ class Session:
         cache = _per_settings(self._settings)  # the same BYE every time
         bye = cache.get("bye_logout")
         if bye is None:
-            bye = UntaggedStatus(Status.BYE, self.replies.bye_logout).to_bytes()
+            bye = UntaggedStatus(Status.BYE, self._replies.bye_logout).to_bytes()
             cache["bye_logout"] = bye
         yield bye
         self.unselect()
         self.transition(Transition.LOGGED_OUT)
         after.append(Disconnect())
-        return self.ok(cmd, self.replies.logout_ok)
+        return self.ok(cmd, self._replies.logout_ok)
 
     def cmd_ID(self, cmd: Command, after: list[Effect]) -> Handler:
         from mailharness.servers.imap import message as mime  # the MIME parser: not at start
@@ -492,38 +547,38 @@ class Session:
     def cmd_LOGIN(self, cmd: Command, after: list[Effect]) -> Handler:
         args = self.args(cmd, 2)
         if not self._plaintext_ok():
-            yield UntaggedStatus(Status.BAD, self.replies.plaintext_alert, "ALERT").to_bytes()
-            raise self.no(self.replies.privacy_required)
-        if self.settings.login_disabled:
-            return self._auth_reply(cmd, self.replies.login_disabled)
+            yield UntaggedStatus(Status.BAD, self._replies.plaintext_alert, "ALERT").to_bytes()
+            raise self.no(self._replies.privacy_required)
+        if self._settings.login_disabled:
+            return self._auth_reply(cmd, self._replies.login_disabled)
         login = self.astring(cmd, args[0])
         secret = self.astring(cmd, args[1])
         result = self._authenticate(login, secret, Mechanism.PASSWORD)
-        return (yield from self._finish_auth(cmd, result, self.replies.auth_failed, after))
+        return (yield from self._finish_auth(cmd, result, self._replies.auth_failed, after))
 
     def _finish_auth(
         self, cmd: Command, result: AuthResult, failed: Reply, after: list[Effect]
     ) -> Handler:
         if result.ok and result.user is not None:
             return self._logged_in(cmd, result.user.login, after)
-        if self.settings.failure_delay > 0:
-            yield Delay(self.settings.failure_delay)
+        if self._settings.failure_delay > 0:
+            yield Delay(self._settings.failure_delay)
         if result.outcome is not AuthOutcome.BAD_CREDENTIALS:
-            failed = self.replies.auth_outcome(result.outcome.value)
+            failed = self._replies.auth_outcome(result.outcome.value)
         return self._auth_reply(cmd, failed)
 
     def _logged_in(self, cmd: Command, login: str, after: list[Effect]) -> Tagged:
         """The right credentials: refusals that come after them, else the session starts."""
-        if self.settings.backend_maintenance:
-            return self._auth_reply(cmd, self.replies.backend_maintenance)
-        limit = self.settings.max_userip_connections
+        if self._settings.backend_maintenance:
+            return self._auth_reply(cmd, self._replies.backend_maintenance)
+        limit = self._settings.max_userip_connections
         if limit is not None and self.sessions_of(login) >= limit:
             after.append(Disconnect())  # Dovecot's imap process says why, then exits
-            return self._auth_reply(cmd, self.replies.too_many_connections, limit=str(limit))
+            return self._auth_reply(cmd, self._replies.too_many_connections, limit=str(limit))
         self.login = login
         self.mailboxes = self.store.user(login)
         self.transition(Transition.LOGGED_IN)
-        text = self.replies.logged_in.replace("{command}", cmd.name.upper())
+        text = self._replies.logged_in.replace("{command}", cmd.name.upper())
         return self.ok(cmd, text, self._capability_code())
 
     def _auth_reply(self, cmd: Command, reply: Reply, limit: str = "") -> Tagged:
