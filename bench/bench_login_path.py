@@ -1,6 +1,6 @@
 """Where one IMAP connect + LOGIN + LOGOUT spends its time, ours vs hoodiecrow-imap.
 
-Two measurements behind the logins row of `make bench-peers` (issue 13):
+Three measurements behind the logins row of `make bench-peers` (issue 13):
 
   python   the Python our server runs per login, without sockets: a transport that
            only collects what is written drives the real `_Connection` of
@@ -12,14 +12,20 @@ Two measurements behind the logins row of `make bench-peers` (issue 13):
            with no logic at all (the floor any Python server on uvloop stands on).
            Rounds of 1 s, contenders interleaved; medians per phase, and the mean
            of a whole login.
+  instructions
+           the Python of `python` counted in instructions by valgrind (a figure that
+           does not move with the machine's load; needs valgrind).
 
-Usage: bench/.peers/venv/bin/python bench/bench_login_path.py [python|phases] [--rounds 4]
+Usage: bench/.peers/venv/bin/python bench/bench_login_path.py [python|phases|instructions]
+       [--rounds 4]
 (`make bench-peers` installs that venv; `python` also runs from .venv).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -62,7 +68,7 @@ class _Collector:
         return 0
 
 
-def python_cost(count: int) -> None:
+def python_cost(count: int, *, timed: bool = True) -> None:
     from bench_imap import plaintext_imap_config
     from mailharness.server import MailServer
     from mailharness.servers.imap.server import _Connection
@@ -92,6 +98,10 @@ def python_cost(count: int) -> None:
 
             replies = b"".join(once().written)
             assert b"a OK" in replies and b"b OK" in replies, replies
+            if not timed:  # run-logins: what `instructions` counts
+                for _ in range(count):
+                    once()
+                return
             for _ in range(2000):
                 once()
             runs = []
@@ -113,6 +123,24 @@ def python_cost(count: int) -> None:
         server._thread.run(measure(), timeout=600)
     finally:
         server.stop()
+
+
+def instructions(low: int = 500, high: int = 2500) -> None:
+    """Instructions per login, counted by valgrind: the same figure on every run, where
+    timings on a shared 2-core machine move by 10 % (two runs; their difference
+    leaves out start-up)."""
+
+    def total(count: int) -> int:
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+        command += [sys.executable, __file__, "run-logins", "--count", str(count)]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        run = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        assert found is not None, run.stderr[-2000:]
+        return int(found.group(1))
+
+    per_login = (total(high) - total(low)) / (high - low)
+    print(f"instructions per connect + LOGIN + LOGOUT, no sockets (valgrind): {per_login:,.0f}")
 
 
 GREETING = (
@@ -211,13 +239,19 @@ def phases(rounds: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    choices = ("python", "phases", "both", "bare-server")
+    choices = ("python", "phases", "both", "instructions", "bare-server", "run-logins")
     parser.add_argument("what", nargs="?", choices=choices, default="both")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--count", type=int, default=5000)
     args = parser.parse_args()
     if args.what == "bare-server":
         bare_server()
+        return 0
+    if args.what == "run-logins":
+        python_cost(args.count, timed=False)
+        return 0
+    if args.what == "instructions":
+        instructions()
         return 0
     if args.what in ("python", "both"):
         python_cost(args.count)
