@@ -669,3 +669,27 @@ def test_activity_never_blocks_the_server_on_a_stuck_stderr() -> None:
         activity.stop()
     written = stream.getvalue()
     assert "event 0" in written and "activity lines dropped: stderr was slow" in written
+
+
+class _CountingStream(io.StringIO):
+    """A stderr that counts the writes it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_activity_writes_lines_in_order_and_in_batches() -> None:
+    """The writer takes what waits in one write: not a wake-up and a write per line."""
+    stream = _CountingStream()
+    activity = Activity(stream).start()
+    for n in range(200):
+        activity.line(f"event {n}")
+    activity.stop()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [f"event {n}" for n in range(200)]
+    assert stream.writes < 100  # print() writes the text and its newline: 2 per batch
