@@ -440,8 +440,9 @@ class _Connection(asyncio.Protocol):
             greeting = self._new_session(secure, starttls).greeting()
         # In the transcript before it is sent: a test that has the greeting finds the
         # session in the log (`MailServer.settle` waits only when there is one).
-        transcript = self.transcript if self.transcript is not None else self._open_transcript()
-        transcript.server_lines(greeting)
+        if self.transcript is None:
+            self._open_transcript()
+        self._note_written(greeting)
         transport.write(greeting)
         if self.session is None:
             self._new_session(secure, starttls)
@@ -520,9 +521,7 @@ class _Connection(asyncio.Protocol):
             return False
         self._refresh_settings(session)
         if not session.answers_at_once(cmd):
-            self.conn.receive_data(data)  # as if never looked at: the engine runs it
-            self._process()
-            return True
+            return False  # as if never looked at: the engine runs it
         self._log_command(cmd)
         out, disconnect = session.answer_at_once(cmd)
         for piece in out:

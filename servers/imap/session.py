@@ -266,10 +266,8 @@ class Session:
                 yield self.notify_updates()
             try:
                 reply = yield from handler(self, cmd, after)
-            except Fail as fail:
-                reply = Tagged(cmd.tag, fail.status, fail.text, fail.code)
-            except Exception as exc:  # our bug: answer, record, keep serving
-                reply = self._server_bug(cmd, exc)
+            except Exception as exc:
+                reply = self._raised_reply(cmd, exc)
         self._record_bad(cmd, reply)
         if self.view is not None and self.state is State.SELECTED:
             lost = self.view.lost()
@@ -312,7 +310,11 @@ class Session:
             return Tagged(cmd.tag, Status.BAD, self._wrong_state_text(cmd.name))
         return handler
 
-    def _server_bug(self, cmd: Command, exc: Exception) -> Tagged:
+    def _raised_reply(self, cmd: Command, exc: Exception) -> Tagged:
+        """A handler's early exit (`Fail`) as its tagged reply; any other exception is
+        our bug: answered, recorded, and the server keeps serving."""
+        if isinstance(exc, Fail):
+            return Tagged(cmd.tag, exc.status, exc.text, exc.code)
         self.record_error(f"server error in {cmd.transcript!r}: {exc!r}")
         bug = self.replies.server_bug
         return Tagged(cmd.tag, Status.NO, bug.text, bug.code)
@@ -356,10 +358,8 @@ class Session:
                     out.append(item)
             except StopIteration as done:
                 reply = done.value
-            except Fail as fail:
-                reply = Tagged(cmd.tag, fail.status, fail.text, fail.code)
-            except Exception as exc:  # our bug: answer, record, keep serving
-                reply = self._server_bug(cmd, exc)
+            except Exception as exc:
+                reply = self._raised_reply(cmd, exc)
         self._record_bad(cmd, reply)
         out.append(reply.to_bytes())
         return out, bool(after)  # on these terms only ever a Disconnect
