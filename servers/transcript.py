@@ -213,18 +213,20 @@ class Transcript:
     def server(self, line: bytes | str) -> None:
         self._note(Transcript._parse_server, line)
 
-    def server_lines(self, data: bytes) -> None:
+    def server_lines(self, data: bytes | str) -> None:
         """What the server wrote in one go, CRLF-ended lines (one line if none ends):
-        each becomes an event."""
-        count = data.count(b"\r\n") or 1
+        each becomes an event, from one note (an IMAP write, an SMTP reply)."""
+        # Counted now, split when read (`_split_lines`): most transcripts are never read.
+        ends = data.count(b"\r\n") if isinstance(data, bytes) else data.count("\r\n")
+        count = ends or 1
         room = MAX_LINES - self._lines
         if count > room > 0:  # the first lines fit: keep those
             self.dropped += count - room
             count = room
         self._note(Transcript._parse_server_lines, data, count, lines=count)
 
-    def _parse_server_lines(self, data: bytes, count: int) -> None:
-        for line in (data.split(b"\r\n")[:-1] or [data])[:count]:
+    def _parse_server_lines(self, data: bytes | str, count: int) -> None:
+        for line in _split_lines(data)[:count]:
             self._parse_server(line)
 
     def _parse_server(self, line: bytes | str) -> None:
@@ -403,6 +405,13 @@ def tls_version_of(transport: asyncio.BaseTransport | None) -> str | None:
         return None
     ssl_object = transport.get_extra_info("ssl_object")
     return None if ssl_object is None else str(ssl_object.version())
+
+
+def _split_lines(data: bytes | str) -> list[bytes] | list[str]:
+    """CRLF-ended lines without their ends; `data` itself when no line ends."""
+    if isinstance(data, bytes):
+        return data.split(b"\r\n")[:-1] or [data]
+    return data.split("\r\n")[:-1] or [data]
 
 
 def _text(line: bytes | str) -> str:

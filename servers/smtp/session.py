@@ -530,14 +530,9 @@ class _HarnessSMTP(SMTP):
         self._fast_reply(status, message_size=size)
 
     def _log_server(self, text: str) -> None:
-        transcript = self.transcript
-        if transcript is None:
-            return
-        if "\r\n" in text:
-            for line in text.split("\r\n"):
-                transcript.server(line)
-        else:
-            transcript.server(text)
+        """A reply, each of its lines an event (one note for all of EHLO's)."""
+        if self.transcript is not None:
+            self.transcript.server_lines(text + "\r\n")
 
     def write_now(self, text: str) -> None:
         """Send a reply outside the command loop (timeouts, shutdown, refusals)."""
