@@ -33,7 +33,9 @@ __all__ = [
 Format = Literal["toml", "json"]
 
 #: Fields neither format can set (objects only Python builds), with why.
-PYTHON_ONLY = {"replies": "custom reply texts: a Replies object, from Python only"}
+PYTHON_ONLY = {
+    "replies": "custom reply texts (a personality's table, `dataclasses.replace`d): Python only"
+}
 
 
 def hints(cls: type) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import smtplib
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from mailharness import MailConfig, MailServer, SMTPSettings, User
 from mailharness.catalog import PLAINTEXT_ONLY
 from mailharness.plugin import MailServerFactory
 from mailharness.servers.errors import ConfigError
+from mailharness.servers.smtp.replies import DOVECOT as DOVECOT_SMTP
 
 from tests.helpers import require_executable, submission
 
@@ -83,6 +85,41 @@ def test_wrong_password_is_535(smtp_server: MailServer) -> None:
         client.login("alice@example.test", "wrong")
     assert caught.value.smtp_code == 535
     assert caught.value.smtp_error == b"5.7.8 Authentication failed."
+
+
+def test_custom_replies_replace_the_personality_wording(
+    mail_server_factory: MailServerFactory,
+) -> None:
+    """`SMTPSettings(replies=...)` as `IMAPSettings(replies=...)`: any one text, on the wire
+    of the greeting, of AUTH (aiosmtpd's path) and of MAIL/RCPT (the fast path)."""
+    custom = dataclasses.replace(
+        DOVECOT_SMTP,
+        banner="ESMTP acme-relay",
+        auth_failed="535 5.7.8 Username and Password not accepted.",
+        mail_ok="250 2.1.0 Sender OK",
+        rcpt_ok="250 2.1.5 Recipient OK",
+    )
+    settings = SMTPSettings(replies=custom)
+    assert settings.texts is custom
+    server = mail_server_factory(smtp=settings)
+    with socket.create_connection(server.smtp.starttls.address, timeout=5) as raw:
+        assert raw.makefile("rb").readline() == b"220 localhost ESMTP acme-relay\r\n"
+    with submission(server, timeout=5) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
+            client.login(ALICE[0], "wrong")
+        assert caught.value.smtp_error == b"5.7.8 Username and Password not accepted."
+        client.login(*ALICE)
+        assert client.mail(ALICE[0]) == (250, b"2.1.0 Sender OK")
+        assert client.rcpt("bob@example.test") == (250, b"2.1.5 Recipient OK")
+    server.switch_smtp(replies=None)  # the personality's again, for new connections
+    with submission(server, timeout=5) as client:
+        client.login(*ALICE)
+        assert client.mail(ALICE[0]) == (250, b"OK")
+
+
+def test_replies_must_be_smtp_replies() -> None:
+    with pytest.raises(ConfigError, match=r"replies='535 no': expected an SMTPReplies or None"):
+        SMTPSettings(replies="535 no")  # type: ignore[arg-type]
 
 
 def test_unknown_user_is_535(smtp_server: MailServer) -> None:

@@ -35,8 +35,6 @@ REWRITES: dict[str, str] = {
 class SMTPReplies:
     """Every reply the fake sends (but aiosmtpd's, above); vary with `dataclasses.replace`."""
 
-    # aiosmtpd's ident: the greeting is "220 {hostname} ESMTP mailharness".
-    ident: str = "ESMTP mailharness"
     # The greeting again after XCLIENT (Postfix's).
     xclient_greeting: str = "220 {hostname} ESMTP"
     mail_ok: str = "250 OK"

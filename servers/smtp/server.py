@@ -24,7 +24,6 @@ from mailharness.servers.accounts import Accounts
 from mailharness.servers.errors import ConfigError
 from mailharness.servers.listeners import Endpoint, Listeners, Security, default_connection_cap
 from mailharness.servers.ratelimit import TokenBuckets
-from mailharness.servers.smtp import replies
 from mailharness.servers.smtp.capture import MessageLog
 from mailharness.servers.smtp.replies import SMTPReplies
 from mailharness.servers.smtp.settings import (  # noqa: F401 (re-exported)
@@ -68,7 +67,7 @@ class SMTPServer:
     maintenance: bool = False
     _listeners: Listeners = field(default_factory=Listeners)
     _handler: _Handler | None = field(default=None, init=False, repr=False)
-    _replies: tuple[str, SMTPReplies] | None = field(default=None, init=False, repr=False)
+    _replies: tuple[SMTPSettings, SMTPReplies] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._default_cap = default_connection_cap()
@@ -84,11 +83,12 @@ class SMTPServer:
 
     @property
     def replies(self) -> SMTPReplies:
-        """The personality's texts (looked up again only when the personality changes)."""
-        personality = self.settings.personality
+        """The texts in force (`SMTPSettings.texts`: custom, else the personality's),
+        looked up again only when the settings are replaced."""
+        settings = self.settings
         cached = self._replies
-        if cached is None or cached[0] != personality:
-            cached = self._replies = (personality, replies.for_personality(personality))
+        if cached is None or cached[0] is not settings:
+            cached = self._replies = (settings, settings.texts)
         return cached[1]
 
     def reply(self, text: str, **values: str) -> str:

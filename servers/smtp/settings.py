@@ -13,6 +13,7 @@ from mailharness.servers.errors import ConfigError, choice_error
 from mailharness.servers.ratelimit import RateLimit
 from mailharness.servers.records import record
 from mailharness.servers.smtp import replies
+from mailharness.servers.smtp.replies import SMTPReplies
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2")
 # Gmail's and Outlook's limits are 25 and 35 MB; a realistic default that tests can lower.
@@ -25,7 +26,15 @@ DEFAULT_MAX_RECIPIENTS = 1000
 
 @record
 class SMTPSettings:
-    """How the fake SMTP server behaves; vary with `dataclasses.replace`."""
+    """How the fake SMTP server behaves; vary with `dataclasses.replace`.
+
+    ``personality`` picks the provider's wording (``replies.BY_PERSONALITY``);
+    ``replies`` replaces it with custom wording, as ``IMAPSettings.replies`` does.
+    Read the wording in force from :attr:`texts`.
+
+    >>> SMTPSettings(personality="gmail").texts.too_many_recipients[:3]
+    '452'
+    """
 
     #: The server's name in the greeting and replies.
     hostname: str = "localhost"
@@ -45,6 +54,7 @@ class SMTPSettings:
     timeout: float = DEFAULT_TIMEOUT
     # Which provider's wording and limits (servers.personality.PERSONALITIES).
     personality: str = "dovecot"
+    replies: SMTPReplies | None = None  # None: the personality's
     # Greet with this instead of 220: a 421 closes at once (maintenance); a 554 keeps
     # the session and answers 503 to everything (Postfix's smtpd_delay_reject=no).
     greeting_refusal: str | None = None
@@ -84,6 +94,8 @@ class SMTPSettings:
             if mechanism not in AUTH_MECHANISMS:
                 raise choice_error("auth_mechanisms", mechanism, AUTH_MECHANISMS)
         replies.for_personality(self.personality)
+        if self.replies is not None and not isinstance(self.replies, SMTPReplies):
+            raise ConfigError(f"replies={self.replies!r}: expected an SMTPReplies or None")
         if self.greeting_refusal is not None and self.greeting_refusal[:3] not in ("421", "554"):
             raise ConfigError(
                 f"greeting_refusal={self.greeting_refusal!r}: expected a 421 or 554 reply"
@@ -107,3 +119,10 @@ class SMTPSettings:
             raise ConfigError(f"size_limit={self.size_limit!r}: expected a positive int or None")
         if self.timeout <= 0:
             raise ConfigError(f"timeout={self.timeout!r}: expected a positive number of seconds")
+
+    @property
+    def texts(self) -> SMTPReplies:
+        """The wording in force: ``replies`` if given, else the personality's."""
+        if self.replies is not None:
+            return self.replies
+        return replies.for_personality(self.personality)
