@@ -7,7 +7,10 @@ hoodiecrow-imap (npm), pymap (its own venv), aiosmtpd's Controller + Sink and ou
 
 Figures, the same client for every server:
   start     process start -> IMAP greeting bytes received (fresh process each time)
-  logins/s  connect + greeting + LOGIN + LOGOUT, sequential (bench/imapload.py)
+  logins/s  connect + greeting + LOGIN + LOGOUT: one connection after another
+            (bench/imapload.py), the latency of a login; and 8 in flight at once
+            (bench/loginload.py: asyncio Protocol client on uvloop), what a server can
+            take under load, with its CPU time per login in that run
   smtp 1/8  1 KiB messages/s on 1 and on 8 connections (bench/smtpload.py: asyncio
             Protocol client on uvloop, no pipelining, EHLO once, then MAIL/RCPT/DATA),
             and the server's CPU time per message in those runs (/proc schedstat of its
@@ -63,6 +66,8 @@ DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "bench-peers.png"
 BEGIN, END = "<!-- bench-peers:begin -->", "<!-- bench-peers:end -->"
 LOGIN, PASSWORD = b"alice@example.test", b"alice-password"
+# Logins in flight at once for the load figure (the SMTP one uses 8 connections too).
+LOGIN_CONNECTIONS = 8
 TIMEOUT = 30.0
 # Plaintext, as every peer here is run: ours without SMTP for the IMAP figures (as Dovecot's
 # config), without IMAP and AUTH for the SMTP ones (as the sinks).
@@ -82,14 +87,19 @@ class Spawned:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of a process, its threads and its children, now (schedstat: nanoseconds)."""
-    total = 0
+    """CPU time of a process, its threads and its children, now: schedstat (nanoseconds)
+    of the live ones, plus what the children that ended had used (`cutime` + `cstime`,
+    clock ticks). Dovecot runs each login in a process that ends with it; a child's time
+    moves from the first sum to the second when it is reaped, so differences stay right."""
+    total = 0.0
     with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
         for task in Path(f"/proc/{pid}/task").iterdir():
-            total += int((task / "schedstat").read_text().split()[0])
+            total += int((task / "schedstat").read_text().split()[0]) / 1e9
             for child in (task / "children").read_text().split():
-                total += int(cpu_seconds(int(child)) * 1e9)
-    return total / 1e9
+                total += cpu_seconds(int(child))
+    return total
 
 
 def _node_env() -> dict[str, str]:
@@ -170,13 +180,15 @@ class Contenders:
         )
         address = ("127.0.0.1", port)
         _poll_greeting(address, time.monotonic() + TIMEOUT, poll=True)
-        return Spawned("pymap", address, lambda: _terminate(proc), login=(b"demouser", b"demopass"))
+        login = (b"demouser", b"demopass")
+        return Spawned("pymap", address, lambda: _terminate(proc), login=login, pid=proc.pid)
 
     def dovecot(self) -> Spawned:
         from mailharness.servers.dovecot import DovecotConfig, DovecotProcess, SSLMode
 
         process = DovecotProcess(DovecotConfig(ssl=SSLMode.NO, imaps=False)).start()
-        return Spawned("Dovecot 2.3", process.endpoint("none").address, process.stop)
+        address = process.endpoint("none").address
+        return Spawned("Dovecot 2.3", address, process.stop, pid=process.pid)
 
     # --- a 10k INBOX ------------------------------------------------------------------
     def ours_mailbox(self, count: int) -> Spawned:
@@ -277,18 +289,20 @@ def logins_per_second(server: Spawned, seconds: float) -> float:
     return done / elapsed
 
 
-def smtp_per_second(server: Spawned, connections: int, seconds: float) -> tuple[float, float]:
-    """Messages/s, and the server's CPU time per message (µs), which a loaded machine
-    distorts far less than the rate (it still grows with cache misses)."""
+def _load_client(script: str, server: Spawned, *args: str, seconds: float) -> tuple[float, float]:
+    """Run one of the load clients (bench/smtpload.py, bench/loginload.py) against a
+    server: its rate per second, and the server's CPU time per item (µs), which a loaded
+    machine distorts far less than the rate (it still grows with cache misses)."""
     assert server.pid is not None
     cpu_before = cpu_seconds(server.pid)
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "bench" / "smtpload.py"),
+            str(ROOT / "bench" / script),
             server.address[0],
             str(server.address[1]),
-            *("--connections", str(connections), "--seconds", str(seconds)),
+            *args,
+            *("--seconds", str(seconds)),
         ],
         capture_output=True,
         text=True,
@@ -298,7 +312,26 @@ def smtp_per_second(server: Spawned, connections: int, seconds: float) -> tuple[
     if facts["errors"]:
         raise RuntimeError(f"{server.name}: {facts['errors'][:3]}")
     used = cpu_seconds(server.pid) - cpu_before
-    return float(facts["per_second"]), used / max(1, facts["messages"]) * 1e6
+    items = facts.get("messages", facts.get("logins", 0))
+    return float(facts["per_second"]), used / max(1, items) * 1e6
+
+
+def smtp_per_second(server: Spawned, connections: int, seconds: float) -> tuple[float, float]:
+    """1 KiB messages/s on `connections` at once, and the server's CPU µs per message."""
+    return _load_client("smtpload.py", server, "--connections", str(connections), seconds=seconds)
+
+
+def concurrent_logins_per_second(
+    server: Spawned, connections: int, seconds: float
+) -> tuple[float, float]:
+    """Connect + LOGIN + LOGOUT/s with `connections` in flight, and CPU µs per login."""
+    user, password = (part.decode() for part in server.login)
+    return _load_client(
+        "loginload.py",
+        server,
+        *("--connections", str(connections), "--user", user, "--password", password),
+        seconds=seconds,
+    )
 
 
 # The commands of the 10k figures; the SEARCHes match one message (4242).
@@ -363,12 +396,22 @@ def run(args: argparse.Namespace) -> list[Figure]:
     figures: list[Figure] = []
     try:
         start = Figure("process start → IMAP greeting", "ms", higher_is_better=False)
-        logins = Figure("IMAP connect + LOGIN + LOGOUT", "/s", higher_is_better=True)
+        logins = Figure("IMAP connect + LOGIN + LOGOUT, 1 connection", "/s", higher_is_better=True)
+        logins8 = Figure(
+            f"IMAP connect + LOGIN + LOGOUT, {LOGIN_CONNECTIONS} connections",
+            "/s",
+            higher_is_better=True,
+        )
+        login_cpu8 = Figure(
+            f"IMAP server CPU per login, {LOGIN_CONNECTIONS} connections",
+            "µs",
+            higher_is_better=False,
+        )
         smtp1 = Figure("SMTP 1 KiB messages, 1 connection", "msg/s", higher_is_better=True)
         smtp8 = Figure("SMTP 1 KiB messages, 8 connections", "msg/s", higher_is_better=True)
         cpu1 = Figure("SMTP server CPU per message, 1 connection", "µs", higher_is_better=False)
         cpu8 = Figure("SMTP server CPU per message, 8 connections", "µs", higher_is_better=False)
-        figures = [start, logins, smtp1, smtp8, cpu1, cpu8]
+        figures = [start, logins, logins8, login_cpu8, smtp1, smtp8, cpu1, cpu8]
         starts: dict[str, Callable[[], float]] = {
             "ours": lambda: start_seconds(contenders.ours_imap, False),
             "Dovecot 2.3": dovecot_start_seconds,
@@ -409,6 +452,18 @@ def run(args: argparse.Namespace) -> list[Figure]:
                         )
                         rate.add(name, per_second)
                         cpu.add(name, micros)
+            # Apart from the rounds above: the garbage of thousands of logins under load
+            # would otherwise be collected during the next round's one-connection figure.
+            for server in imap.values():  # warm-up
+                concurrent_logins_per_second(server, LOGIN_CONNECTIONS, 0.2)
+            for r in range(args.rounds):
+                print(f"logins under load, round {r + 1}/{args.rounds}", file=sys.stderr)
+                for name in _rotated(list(imap), r):
+                    per_second, micros = concurrent_logins_per_second(
+                        imap[name], LOGIN_CONNECTIONS, args.login_seconds
+                    )
+                    logins8.add(name, per_second)
+                    login_cpu8.add(name, micros)
         if args.count:
             figures += mailbox_figures(contenders, args)
     finally:
@@ -553,8 +608,9 @@ def report(figures: list[Figure], args: argparse.Namespace, load: float) -> str:
         f"({platform.platform()}), load average {load:.1f} at the end; "
         f"{_versions()}.",
         "",
-        "Same client for every server (bench/imapload.py for IMAP, bench/smtpload.py for "
-        "SMTP: an asyncio Protocol on uvloop, no pipelining); every server plaintext, in its "
+        "Same client for every server (bench/imapload.py for IMAP, one connection after "
+        "another; bench/loginload.py for logins on 8 connections at once and bench/smtpload.py "
+        "for SMTP: an asyncio Protocol on uvloop, no pipelining); every server plaintext, in its "
         "own process(es); Dovecot's maildir on tmpfs. Each round measures every contender "
         "once in a rotated order; figures are medians over rounds, the ratio is the median "
         "of the per-round ratios ours / best peer (above 1.00x ours leads; for start-up "
