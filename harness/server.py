@@ -482,9 +482,9 @@ class MailServer:
         """Start in a background loop thread; raises here if any listener fails."""
         if self._thread is not None:
             raise ServerStartError("MailServer already started")
-        self._thread = LoopThread(name="mailharness-server", loop_factory=self.loop_factory).start()
+        self._thread = LoopThread(name="mailharness-server", loop_factory=self.loop_factory)
         try:
-            self._thread.run(self.astart())
+            self._thread.start(self.astart())
         except BaseException:
             self._thread.stop()
             self._thread = None
@@ -495,10 +495,7 @@ class MailServer:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        try:
-            thread.run(self.astop())
-        finally:
-            thread.stop()
+        thread.stop(self.astop())
 
     def pristine(self) -> bool:
         """Whether a reset would change nothing: no connection since the last one (each
