@@ -17,50 +17,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from typing import cast
+from typing import Any
 
-from smtpload import new_loop
+from lineclient import LineClient, run_and_report
 
 
-class _Login(asyncio.Protocol):
+class _Login(LineClient):
     """Greeting -> `a LOGIN` -> `b LOGOUT` -> the server closes (or we do, after its OK)."""
 
     def __init__(self, login: bytes, done: asyncio.Future[None]) -> None:
+        super().__init__(done)
         self.login = login
-        self.done = done
-        self.buffer = b""
-        self.step = "greeting"
-        self.transport: asyncio.Transport | None = None
-        self.error: str | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but act as one.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while self.error is None:
-            end = self.buffer.find(b"\r\n")
-            if end < 0:
-                return
-            line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
-            self._line(line)
-
-    def _line(self, line: bytes) -> None:
+    def line(self, line: bytes) -> None:
         assert self.transport is not None
         step = self.step
         if step == "greeting":
             if not line.startswith(b"* OK"):
-                self._fail(f"greeting: {line!r}")
+                self.fail(f"greeting: {line!r}")
                 return
             self.transport.write(b"a LOGIN " + self.login + b"\r\n")
             self.step = "login"
         elif step == "login" and line.startswith(b"a "):
             if not line.startswith(b"a OK"):
-                self._fail(f"LOGIN: {line!r}")
+                self.fail(f"LOGIN: {line!r}")
                 return
             self.transport.write(b"b LOGOUT\r\n")
             self.step = "logout"
@@ -68,21 +50,10 @@ class _Login(asyncio.Protocol):
             self.step = "done"
             self.transport.close()
 
-    def _fail(self, text: str) -> None:
-        self.error = text
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.step != "done" and self.error is None:
-            self.error = f"connection lost in {self.step}: {exc!r}"
-        if not self.done.done():
-            self.done.set_result(None)
-
 
 async def run(
     host: str, port: int, login: bytes, connections: int, seconds: float
-) -> dict[str, object]:
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     stop_at = started + seconds
@@ -122,15 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", required=True)
     args = parser.parse_args(argv)
     login = f"{args.user} {args.password}".encode()
-    loop = new_loop()
-    try:
-        result = loop.run_until_complete(
-            run(args.host, args.port, login, args.connections, args.seconds)
-        )
-    finally:
-        loop.close()
-    print(json.dumps(result))
-    return 0 if not result["errors"] else 1
+    return run_and_report(run(args.host, args.port, login, args.connections, args.seconds))
 
 
 if __name__ == "__main__":

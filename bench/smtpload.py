@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from typing import cast
+from typing import Any
+
+from lineclient import LineClient, run_and_report
 
 SIZE = 1024
 FROM = b"sender@example.test"
@@ -42,33 +43,21 @@ def message(size: int = SIZE) -> bytes:
     return data + b" " * (size - len(data)) if len(data) < size else data
 
 
-class _Client(asyncio.Protocol):
+class _Client(LineClient):
     """Greeting -> EHLO -> (MAIL -> RCPT -> DATA -> message)* -> QUIT, one reply at a time."""
 
+    final_step = "quit"
+
     def __init__(self, payload: bytes, stop_at: float, done: asyncio.Future[None]) -> None:
+        super().__init__(done)
         self.payload = payload + b".\r\n"
         self.stop_at = stop_at
-        self.done = done
-        self.buffer = b""
-        self.step = "greeting"
         self.sent = 0
-        self.transport: asyncio.Transport | None = None
-        self.error: str | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but act as one.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n")
-            if end < 0:
-                return
-            line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
-            if len(line) > 3 and line[3:4] == b"-":
-                continue  # a multi-line reply goes on
-            self._reply(line)
+    def line(self, line: bytes) -> None:
+        if len(line) > 3 and line[3:4] == b"-":
+            return  # a multi-line reply goes on
+        self._reply(line)
 
     def _reply(self, line: bytes) -> None:
         assert self.transport is not None
@@ -76,7 +65,7 @@ class _Client(asyncio.Protocol):
         step = self.step
         expected = {"data": b"354", "greeting": b"220", "quit": b"221"}.get(step, b"250")
         if code != expected:
-            self._fail(f"{step}: {line!r}")
+            self.fail(f"{step}: {line!r}")
             return
         write = self.transport.write
         if step == "greeting":
@@ -103,21 +92,8 @@ class _Client(asyncio.Protocol):
         elif step == "quit":
             self.transport.close()
 
-    def _fail(self, text: str) -> None:
-        self.error = text
-        if self.transport is not None:
-            self.transport.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.step != "quit" and self.error is None:
-            self.error = f"connection lost in {self.step}: {exc!r}"
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-async def run(
-    host: str, port: int, connections: int, seconds: float, size: int
-) -> dict[str, object]:
+async def run(host: str, port: int, connections: int, seconds: float, size: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     payload = message(size)
     started = time.perf_counter()
@@ -141,15 +117,6 @@ async def run(
     }
 
 
-def new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when installed (the client must not be the bottleneck), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("host")
@@ -158,15 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--size", type=int, default=SIZE)
     args = parser.parse_args(argv)
-    loop = new_loop()
-    try:
-        result = loop.run_until_complete(
-            run(args.host, args.port, args.connections, args.seconds, args.size)
-        )
-    finally:
-        loop.close()
-    print(json.dumps(result))
-    return 0 if not result["errors"] else 1
+    return run_and_report(run(args.host, args.port, args.connections, args.seconds, args.size))
 
 
 if __name__ == "__main__":
