@@ -32,8 +32,8 @@ class SMTPSettings:
     ``replies`` replaces it with custom wording, as ``IMAPSettings.replies`` does.
     Read the wording in force from :attr:`texts`.
 
-    >>> SMTPSettings(personality="gmail").texts.too_many_recipients[:3]
-    '452'
+    >>> SMTPSettings(personality="gmail").texts.auth_failed.splitlines()[0]
+    '535-5.7.8 Username and Password not accepted. For more information, go to'
     """
 
     #: The server's name in the greeting and replies.
