@@ -289,10 +289,13 @@ def logins_per_second(server: Spawned, seconds: float) -> float:
     return done / elapsed
 
 
-def _load_client(script: str, server: Spawned, *args: str, seconds: float) -> tuple[float, float]:
+def _load_client(
+    script: str, server: Spawned, *args: str, seconds: float, counts: str
+) -> tuple[float, float]:
     """Run one of the load clients (bench/smtpload.py, bench/loginload.py) against a
-    server: its rate per second, and the server's CPU time per item (µs), which a loaded
-    machine distorts far less than the rate (it still grows with cache misses)."""
+    server: its rate per second, and the server's CPU time per item (µs; `counts` names
+    the items in the client's JSON), which a loaded machine distorts far less than the
+    rate (it still grows with cache misses)."""
     assert server.pid is not None
     cpu_before = cpu_seconds(server.pid)
     result = subprocess.run(
@@ -312,13 +315,14 @@ def _load_client(script: str, server: Spawned, *args: str, seconds: float) -> tu
     if facts["errors"]:
         raise RuntimeError(f"{server.name}: {facts['errors'][:3]}")
     used = cpu_seconds(server.pid) - cpu_before
-    items = facts.get("messages", facts.get("logins", 0))
-    return float(facts["per_second"]), used / max(1, items) * 1e6
+    return float(facts["per_second"]), used / max(1, facts[counts]) * 1e6
 
 
 def smtp_per_second(server: Spawned, connections: int, seconds: float) -> tuple[float, float]:
     """1 KiB messages/s on `connections` at once, and the server's CPU µs per message."""
-    return _load_client("smtpload.py", server, "--connections", str(connections), seconds=seconds)
+    return _load_client(
+        "smtpload.py", server, "--connections", str(connections), seconds=seconds, counts="messages"
+    )
 
 
 def concurrent_logins_per_second(
@@ -331,6 +335,7 @@ def concurrent_logins_per_second(
         server,
         *("--connections", str(connections), "--user", user, "--password", password),
         seconds=seconds,
+        counts="logins",
     )
 
 
