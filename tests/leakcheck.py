@@ -14,7 +14,7 @@ import socket
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +46,24 @@ def _hex_address(text: str) -> str:
     return f"[{':'.join(w[j : j + 4] for w in words for j in (0, 4))}]:{int(port, 16)}"
 
 
-def _socket_table() -> dict[str, str]:
-    """Socket inode -> what it is (protocol, addresses, Unix path), from /proc/net."""
-    table: dict[str, str] = {}
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
+def _inet_rows(protos: tuple[str, ...]) -> Iterator[tuple[str, list[str]]]:
+    """(protocol, fields) of each socket /proc/net lists for `protos`: fields 1 and 2
+    the local and remote address in hex, 3 the state, 9 the inode."""
+    for proto in protos:
         try:
             lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
-            fields = line.split()
-            local, remote, inode = _hex_address(fields[1]), _hex_address(fields[2]), fields[9]
-            table[inode] = f"{proto} {local} -> {remote} state {fields[3]}"
+            yield proto, line.split()
+
+
+def _socket_table() -> dict[str, str]:
+    """Socket inode -> what it is (protocol, addresses, Unix path), from /proc/net."""
+    table: dict[str, str] = {}
+    for proto, fields in _inet_rows(("tcp", "tcp6", "udp", "udp6")):
+        local, remote, inode = _hex_address(fields[1]), _hex_address(fields[2]), fields[9]
+        table[inode] = f"{proto} {local} -> {remote} state {fields[3]}"
     try:
         lines = Path("/proc/net/unix").read_text().splitlines()[1:]
     except OSError:
@@ -80,6 +86,39 @@ def _describe(sockets: set[str]) -> list[str]:
             text += "\n    made at:\n" + _made_at[fd]
         described.append(text)
     return described
+
+
+_TCP_LISTEN = "0A"
+
+
+def listening_sockets(ports: Iterable[int]) -> dict[int, set[str]]:
+    """Port -> inodes of the TCP sockets (v4 and v6, any address) listening on it now.
+
+    To show that a stopped server's ports are closed, compare the sockets, not the port
+    numbers: once a port is free, a server of another xdist worker may bind the very
+    same number (one did, and a check by connecting read *its* IMAP greeting from the
+    port a stopped Dovecot had). See `assert_stopped_listening`.
+    """
+    wanted = set(ports)
+    found: dict[int, set[str]] = {port: set() for port in wanted}
+    for _, fields in _inet_rows(("tcp", "tcp6")):
+        port = int(fields[1].rpartition(":")[2], 16)
+        if port in wanted and fields[3] == _TCP_LISTEN:
+            found[port].add(fields[9])
+    return found
+
+
+def assert_stopped_listening(before: dict[int, set[str]]) -> None:
+    """Every socket that listened on these ports (`listening_sockets` before the stop) is
+    closed, and no socket of this process listens on them: what is there now, if
+    anything, is somebody else's."""
+    assert all(before.values()), f"nothing was listening to begin with: {before}"
+    ours = {entry.rpartition("[")[2].rstrip("]") for entry in _sockets()}
+    for port, inodes in listening_sockets(before).items():
+        left = inodes & before[port]
+        assert not left, f"port {port}: the socket that listened before the stop still does"
+        mine = inodes & ours
+        assert not mine, f"port {port}: a socket of this process listens on it again"
 
 
 #: fd -> the stack that made the socket, when MAILHARNESS_TRACE_SOCKETS=1 (to find a leak).

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import socket
 
-from tests.leakcheck import _describe, _hex_address, _sockets
+import pytest
+
+from tests.leakcheck import (
+    _describe,
+    _hex_address,
+    _sockets,
+    assert_stopped_listening,
+    listening_sockets,
+)
 
 
 def test_proc_net_addresses_are_read_as_written() -> None:
@@ -23,3 +31,33 @@ def test_a_left_socket_is_described_by_its_addresses() -> None:
         described = _describe(_sockets() - before)
     # 0A: listening (any other socket a background thread opened meanwhile is ignored)
     assert any(f"tcp 127.0.0.1:{port} -> 0.0.0.0:0 state 0A" in text for text in described)
+
+
+def _listener(port: int = 0) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def test_a_stopped_listener_is_told_from_a_new_one_on_its_port() -> None:
+    """By socket, not by port number: another worker may bind the freed number."""
+    first = _listener()
+    port = first.getsockname()[1]
+    before = listening_sockets([port])
+    with pytest.raises(AssertionError, match="still does"):
+        assert_stopped_listening(before)
+    first.close()
+    assert_stopped_listening(before)
+    with _listener(port):  # ours again, on the same port: still a failure
+        with pytest.raises(AssertionError, match="this process listens on it again"):
+            assert_stopped_listening(before)
+
+
+def test_nothing_listening_to_begin_with_is_an_error() -> None:
+    with socket.socket() as unbound:
+        unbound.bind(("127.0.0.1", 0))
+        port = unbound.getsockname()[1]
+    with pytest.raises(AssertionError, match="nothing was listening"):
+        assert_stopped_listening(listening_sockets([port]))

@@ -18,6 +18,7 @@ from mailharness.servers.errors import ConfigError
 from mailharness.servers.smtp.replies import DOVECOT as DOVECOT_SMTP
 
 from tests.helpers import require_executable, submission
+from tests.leakcheck import assert_stopped_listening, listening_sockets
 
 ALICE = ("alice@example.test", "alice-password")
 
@@ -447,10 +448,8 @@ async def test_async_api_with_aiosmtplib() -> None:
         )
         [captured] = await server.messages.wait_async(1, timeout=5)
         assert captured.subject == "async"
-        ports = [e.port for e in server.endpoints()]
-    for port in ports:
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        listening = listening_sockets(e.port for e in server.endpoints())
+    assert_stopped_listening(listening)
 
 
 def test_captured_messages_are_a_ring_of_the_newest(
